@@ -1,0 +1,1 @@
+"""The bots (moderation, facilitation, scheduling, check-ins) and the runtime hosting them."""

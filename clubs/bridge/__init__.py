@@ -1,0 +1,1 @@
+"""Application service relaying designated, consenting rooms to Telegram."""

@@ -1,0 +1,135 @@
+"""`clubs`: the one thin command that composes core/, provisioning/, bots/ and bridge/."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from clubs import __version__
+from clubs.core.errors import ClubsError
+from clubs.core.logs import setup_logging
+
+log = logging.getLogger("clubs")
+
+DEFAULT_VAR = Path(os.environ.get("CLUBS_VAR_DIR", "var"))
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clubs", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run the whole club network on an embedded homeserver")
+    _homeserver_args(up)
+
+    hs = sub.add_parser("homeserver", help="the embedded Synapse")
+    hs_sub = hs.add_subparsers(dest="hs_command", required=True, metavar="ACTION")
+    run = hs_sub.add_parser("run", help="start Synapse in the foreground (Ctrl-C stops it)")
+    _homeserver_args(run)
+    render = hs_sub.add_parser("config", help="print the homeserver.yaml that would be used")
+    _homeserver_args(render)
+    return p
+
+
+def _homeserver_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--var-dir",
+        type=Path,
+        default=DEFAULT_VAR,
+        help="where all state lives (default: ./var, or $CLUBS_VAR_DIR)",
+    )
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=_port(os.environ.get("CLUBS_PORT", "8008")),
+        help="client API port on 127.0.0.1 (default 8008 or $CLUBS_PORT; 0 = any free port)",
+    )
+    p.add_argument(
+        "--server-name",
+        default=os.environ.get("CLUBS_SERVER_NAME", "clubs.local"),
+        help="the homeserver's name, the part after ':' in user ids (default clubs.local)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        if args.command == "up":
+            from clubs.up import run_up
+
+            return _run_until_interrupted(
+                run_up(args.var_dir.resolve(), args.port, args.server_name)
+            )
+        if args.command == "homeserver":
+            return _homeserver(args)
+    except ClubsError as e:
+        print(f"clubs: error: {e}", file=sys.stderr)
+        return 1
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _homeserver(args: argparse.Namespace) -> int:
+    from clubs.core.homeserver import Homeserver, Settings, render_config
+
+    settings = Settings(
+        data_dir=(args.var_dir / "synapse").resolve(),
+        port=args.port,
+        server_name=args.server_name,
+    )
+    if args.hs_command == "config":
+        print(render_config(settings, settings.port), end="")
+        return 0
+    hs = Homeserver(settings)
+
+    async def serve() -> int:
+        hs.start()
+        print(f"Synapse is running on {hs.url} (Ctrl-C stops it)", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            hs.stop()
+        return 0
+
+    return _run_until_interrupted(serve())
+
+
+def _run_until_interrupted(coro: Coroutine[Any, Any, int]) -> int:
+    """Run a coroutine; SIGINT/SIGTERM cancel it cleanly so every `finally` runs."""
+
+    async def runner() -> int:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            print("\nstopped.", file=sys.stderr)
+            return 0
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+
+    return asyncio.run(runner())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

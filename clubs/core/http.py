@@ -1,0 +1,170 @@
+"""A small, typed HTTP client for the Matrix client-server and Synapse admin APIs.
+
+Used where no end-to-end encryption is involved (the provisioner never reads messages and never
+uploads device keys). Path segments are percent-quoted by construction, errors become the
+exceptions in `clubs.core.errors`, 429 answers are retried after the server's `retry_after_ms`,
+and every write goes through one hook so callers can count writes or inject faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NewType
+from urllib.parse import quote
+
+import aiohttp
+
+from clubs.core.errors import Forbidden, MatrixError, NotFound, RateLimited
+
+log = logging.getLogger(__name__)
+
+RoomId = NewType("RoomId", str)
+UserId = NewType("UserId", str)
+EventId = NewType("EventId", str)
+DeviceId = NewType("DeviceId", str)
+
+JsonDict = dict[str, Any]
+WriteHook = Callable[[str, str], Awaitable[None] | None]
+"""Called before every write request with (method, path template); may raise or exit."""
+
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def path(*segments: str) -> str:
+    """Build a URL path from segments, quoting each one completely (`!a:b` → `%21a%3Ab`)."""
+    return "/" + "/".join(quote(s, safe="") for s in segments)
+
+
+class MatrixHttp:
+    """One account's HTTP view of one homeserver."""
+
+    def __init__(
+        self,
+        base_url: str,
+        access_token: str | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        max_retries: int = 8,
+        timeout_s: float = 60.0,
+        on_write: WriteHook | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.access_token = access_token
+        self._own_session = session is None
+        self._session = session
+        self._max_retries = max_retries
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.on_write = on_write
+        self.writes = 0
+        """Count of write requests sent (for tests and benchmarks: a no-op apply makes 0)."""
+
+    async def __aenter__(self) -> MatrixHttp:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        url_path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        query: Mapping[str, str] | None = None,
+        auth: bool = True,
+        label: str | None = None,
+    ) -> JsonDict:
+        """Send one request and return the decoded JSON body.
+
+        `label` names the request in logs and hooks without its ids (defaults to the path up to
+        its first quoted id); bodies and queries are never logged.
+        """
+        label = label or url_path.split("%")[0]
+        if method not in _READ_METHODS:
+            if self.on_write is not None:
+                maybe = self.on_write(method, label)
+                if maybe is not None:
+                    await maybe
+            self.writes += 1
+        headers = {}
+        if auth and self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        attempt = 0
+        while True:
+            async with self.session.request(
+                method,
+                self.base_url + url_path,
+                json=json,
+                params=query,
+                headers=headers,
+                timeout=self._timeout,
+            ) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = None
+                if resp.status < 400:
+                    return body if isinstance(body, dict) else {}
+                err = body if isinstance(body, dict) else {}
+                errcode = str(err.get("errcode", "M_UNKNOWN"))
+                message = str(err.get("error", resp.reason or ""))
+                if resp.status == 429 and attempt < self._max_retries:
+                    attempt += 1
+                    retry_ms = _retry_after_ms(err, resp.headers)
+                    delay = retry_ms / 1000 + random.uniform(0, 0.05 * attempt)  # noqa: S311
+                    log.info("rate limited on %s, retrying in %.2fs", label, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                raise _error(resp.status, errcode, message, method, label, err)
+
+    async def get(self, url_path: str, **kw: Any) -> JsonDict:
+        return await self.request("GET", url_path, **kw)
+
+    async def post(self, url_path: str, json: Mapping[str, Any], **kw: Any) -> JsonDict:
+        return await self.request("POST", url_path, json=json, **kw)
+
+    async def put(self, url_path: str, json: Mapping[str, Any], **kw: Any) -> JsonDict:
+        return await self.request("PUT", url_path, json=json, **kw)
+
+    async def delete(self, url_path: str, **kw: Any) -> JsonDict:
+        return await self.request("DELETE", url_path, **kw)
+
+
+def _retry_after_ms(err: Mapping[str, Any], headers: Mapping[str, str]) -> int:
+    value = err.get("retry_after_ms")
+    if isinstance(value, int) and value >= 0:
+        return min(value, 60_000)
+    header = headers.get("Retry-After")
+    if header and header.isdigit():
+        return min(int(header) * 1000, 60_000)
+    return 1000
+
+
+def _error(
+    status: int, errcode: str, message: str, method: str, label: str, err: Mapping[str, Any]
+) -> MatrixError:
+    kw: dict[str, Any] = {"method": method, "path": label}
+    if status in (401, 403):
+        return Forbidden(status, errcode, message, **kw)
+    if status == 404:
+        return NotFound(status, errcode, message, **kw)
+    if status == 429:
+        retry = err.get("retry_after_ms")
+        return RateLimited(
+            status, errcode, message, retry_after_ms=retry if isinstance(retry, int) else None, **kw
+        )
+    return MatrixError(status, errcode, message, **kw)

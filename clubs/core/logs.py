@@ -1,0 +1,87 @@
+"""Logging that never carries secrets or message content.
+
+Our own code logs ids, types, counts and durations only (STYLE.md). As a second line of defence a
+`RedactingFilter` sits on every handler: it masks anything shaped like an access token, a bearer
+header, a password or token field, or a private key, whoever logged it. Third-party loggers that
+print request bodies or query strings at DEBUG are held at WARNING unless explicitly asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+# Loggers of libraries that print bodies, URLs with tokens or event content when chatty.
+TAMED_LOGGERS = ("nio", "aiohttp.access", "aiohttp.client", "aiohttp.server", "peewee", "mautrix")
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Synapse access/refresh tokens and registration tokens.
+    (re.compile(r"\bsy[tr]_[A-Za-z0-9_\-]{6,}"), "syt_<redacted>"),
+    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-=]+"), "Bearer <redacted>"),
+    (re.compile(r"(?i)(access_token|as_token|hs_token|token)=[^&\s\"']+"), r"\1=<redacted>"),
+    (
+        re.compile(
+            r"(?i)([\"']?(?:password|passphrase|access_token|refresh_token|as_token|hs_token|"
+            r"registration_token|token|secret|private_key|pickle_key|recovery_key|mac)[\"']?"
+            r"\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,}]+)"
+        ),
+        r"\1<redacted>",
+    ),
+    (
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
+        "<redacted private key>",
+    ),
+)
+
+
+def redact(text: str) -> str:
+    for pattern, repl in _PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Formats the record's message once and masks secrets in it (and in the traceback text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not break logging
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def setup_logging(verbosity: int = 0, *, stream: object = None) -> logging.Handler:
+    """Configure the root logger: one stderr handler with the redaction filter.
+
+    verbosity 0 → INFO for our code, 1 → DEBUG for our code, 2 → DEBUG for everything.
+    """
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
+    for name in TAMED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+    return handler
+
+
+def install_redaction_everywhere() -> None:
+    """Add the redaction filter to every handler already attached anywhere (e.g. by pytest)."""
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for lg in loggers:
+        for h in lg.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in h.filters):
+                h.addFilter(RedactingFilter())

@@ -1,0 +1,1 @@
+"""YAML network model → planned, idempotent, crash-safe spaces and rooms on the homeserver."""
