@@ -1,0 +1,28 @@
+"""The one namespace for every custom event type and state key Matrix Clubs writes.
+
+State is not end-to-end encrypted: the server and every member can read these events, so they
+carry keys and settings, never personal data.
+"""
+
+from __future__ import annotations
+
+NS = "org.commclubs"
+
+LOCATOR = f"{NS}.locator"
+"""State event (state_key "") in every managed room: which network/club/cohort/room this is.
+Written in `initial_state` of createRoom, so a room and its identity are created atomically."""
+
+CLUB_SETTINGS = f"{NS}.club"
+"""State event (state_key "") with club settings bots need: time zone, language, check-ins."""
+
+LOCATOR_SCHEMA = 1
+
+ROOM_KINDS = (
+    "network_space",
+    "country_space",
+    "club_space",
+    "club_room",
+    "cohort_space",
+    "cohort_room",
+    "policy_room",
+)

@@ -1,0 +1,135 @@
+"""The compiled, desired shape of a network: what the planner compares with the homeserver.
+
+This is the contract between the compiler (YAML model → `DesiredNetwork`, pure) and the planner
+(`DesiredNetwork` + what discovery found → a plan). Everything here is plain frozen data with no
+room ids: rooms refer to each other by `ref`, a stable identity inside the network, and the
+planner substitutes room ids when it renders events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from clubs.core.namespace import LOCATOR_SCHEMA
+
+JoinRule = Literal["invite", "restricted"]
+OnboardingMode = Literal["token", "precreate", "existing"]
+LifeState = Literal["active", "archived"]
+
+# (event type, state key) pairs whose drift is a SECURITY finding and is reverted on apply.
+SECURITY_STATE: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("m.room.join_rules", ""),
+        ("m.room.history_visibility", ""),
+        ("m.room.guest_access", ""),
+        ("m.room.encryption", ""),
+    }
+)
+# Keys of m.room.power_levels that are thresholds (drift in them is SECURITY too).
+POWER_THRESHOLDS: frozenset[str] = frozenset(
+    {
+        "users_default",
+        "events_default",
+        "state_default",
+        "invite",
+        "kick",
+        "ban",
+        "redact",
+        "events",
+        "notifications",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Locator:
+    """The content of the `org.commclubs.locator` state event (see clubs.core.namespace)."""
+
+    network: str
+    kind: str  # one of clubs.core.namespace.ROOM_KINDS
+    key: str  # the room's key inside its parent ("general"), or the club/cohort/country key
+    country: str | None = None
+    club: str | None = None
+    cohort: str | None = None
+    state: LifeState = "active"
+    schema: int = LOCATOR_SCHEMA
+
+    def content(self) -> dict[str, Any]:
+        c: dict[str, Any] = {
+            "network": self.network,
+            "kind": self.kind,
+            "key": self.key,
+            "schema": self.schema,
+            "state": self.state,
+        }
+        for name in ("country", "club", "cohort"):
+            value = getattr(self, name)
+            if value is not None:
+                c[name] = value
+        return c
+
+
+@dataclass(frozen=True)
+class DesiredRoom:
+    """One managed room or space, complete: everything the one createRoom call needs."""
+
+    ref: str
+    """Stable identity in the network: "network", "country:<c>", "club:<club>",
+    "club:<club>/<room>", "cohort:<club>/<cohort>", "cohort:<club>/<cohort>/<room>"."""
+    locator: Locator
+    name: str
+    topic: str | None
+    is_space: bool
+    parent_ref: str | None
+    """The space this room is a child of (m.space.child in it, m.space.parent here)."""
+    room_version: str
+    join_rule: JoinRule
+    join_allow_refs: tuple[str, ...] = ()
+    """For "restricted": members of these rooms (by ref, normally the club space) may join."""
+    state: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    """All other desired state, ref-free: m.room.encryption, m.room.history_visibility,
+    m.room.guest_access, m.room.name, m.room.topic, m.room.retention, club settings…
+    (not join rules, power levels, space edges or the locator: those are rendered by the planner)."""
+    power_levels: Mapping[str, Any] = field(default_factory=dict)
+    """The full m.room.power_levels content, `users` included (the creator omitted on v12)."""
+    members: Mapping[str, int] = field(default_factory=dict)
+    """mxid → power level for everyone who should be in the room (people with a known mxid,
+    staff and bots)."""
+    order: str | None = None
+    suggested: bool = False
+    private_description: str | None = None
+    """Posted as the first encrypted message and pinned (never put in state)."""
+    federate: bool = False
+
+    @property
+    def life(self) -> LifeState:
+        return self.locator.state
+
+
+@dataclass(frozen=True)
+class DesiredPerson:
+    key: str
+    mxid: str | None
+    display_name: str | None
+    onboarding: OnboardingMode
+    clubs: tuple[str, ...]
+    cohorts: tuple[str, ...] = ()  # "<club>/<cohort>"
+
+
+@dataclass(frozen=True)
+class DesiredNetwork:
+    network: str
+    server_name: str
+    rooms: tuple[DesiredRoom, ...]
+    """Ordered parents before children (network space, country spaces, club spaces, …)."""
+    people: tuple[DesiredPerson, ...]
+    bots: Mapping[str, str] = field(default_factory=dict)
+    """bot name → mxid, for accounts the network declares (moderation, facilitation, …)."""
+
+    def room(self, ref: str) -> DesiredRoom:
+        for r in self.rooms:
+            if r.ref == ref:
+                return r
+        raise KeyError(ref)
