@@ -91,7 +91,7 @@ class DesiredRoom:
     state: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     """All other desired state, ref-free: m.room.encryption, m.room.history_visibility,
     m.room.guest_access, m.room.name, m.room.topic, m.room.retention, club settings…
-    (not join rules, power levels, space edges or the locator: those are rendered by the planner)."""
+    (not join rules, power levels, space edges or the locator: the planner renders those)."""
     power_levels: Mapping[str, Any] = field(default_factory=dict)
     """The full m.room.power_levels content, `users` included (the creator omitted on v12)."""
     members: Mapping[str, int] = field(default_factory=dict)
