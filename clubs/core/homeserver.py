@@ -175,6 +175,11 @@ class Homeserver:
         return f"http://{self.settings.bind_host}:{self.port}"
 
     @property
+    def pid_file(self) -> Path:
+        """Written by us (Synapse only writes one when it daemonises): guards the data dir."""
+        return self.settings.data_dir / "homeserver.pid"
+
+    @property
     def config_file(self) -> Path:
         return self.settings.data_dir / "homeserver.yaml"
 
@@ -192,7 +197,7 @@ class Homeserver:
             raise HomeserverError(
                 f"data directory {s.data_dir} is not usable: {e.strerror or e}"
             ) from None
-        pid_file = s.data_dir / "homeserver.pid"
+        pid_file = self.pid_file
         if pid_file.exists():
             text = pid_file.read_text().strip()
             if text.isdigit() and _pid_alive(int(text)) and int(text) != os.getpid():
@@ -233,6 +238,7 @@ class Homeserver:
             )
         finally:
             console.close()
+        self.pid_file.write_text(f"{self.process.pid}\n")
         try:
             self.wait_ready(timeout_s)
         except BaseException:
@@ -265,7 +271,10 @@ class Homeserver:
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stop Synapse and everything it started. Safe to call twice."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        if proc.poll() is not None:
+            self.pid_file.unlink(missing_ok=True)
             return
         log.info("stopping Synapse (pid %d)", proc.pid)
         with contextlib.suppress(ProcessLookupError):
@@ -277,6 +286,7 @@ class Homeserver:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        self.pid_file.unlink(missing_ok=True)
 
     def __enter__(self) -> Homeserver:
         self.start()
@@ -299,9 +309,12 @@ class Homeserver:
             with contextlib.suppress(OSError):
                 lines += f.read_text(errors="replace").splitlines()[-200:]
         lines = [ln.strip() for ln in lines if ln.strip()]
-        for ln in reversed(lines):
-            if "Error" in ln or "error" in ln or "ERROR" in ln:
-                return ln[-300:]
+        for i in range(len(lines) - 1, -1, -1):
+            if "error" in lines[i].lower():
+                text = lines[i]
+                if text.endswith(":"):  # "Error in configuration:" + the detail below it
+                    text = " ".join([text, *lines[i + 1 : i + 3]])
+                return text[-300:]
         return lines[-1][-300:] if lines else "it printed nothing"
 
     def registration_shared_secret(self) -> str:
