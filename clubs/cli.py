@@ -65,6 +65,17 @@ def _homeserver_args(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("CLUBS_SERVER_NAME", "clubs.local"),
         help="the homeserver's name, the part after ':' in user ids (default clubs.local)",
     )
+    p.add_argument(
+        "--bind",
+        default=os.environ.get("CLUBS_BIND", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1; containers behind a proxy: 0.0.0.0)",
+    )
+    p.add_argument(
+        "--behind-proxy",
+        action="store_true",
+        default=os.environ.get("CLUBS_BEHIND_PROXY") == "1",
+        help="trust X-Forwarded-For from a reverse proxy ($CLUBS_BEHIND_PROXY=1)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,6 +103,13 @@ def _homeserver(args: argparse.Namespace) -> int:
         data_dir=(args.var_dir / "synapse").resolve(),
         port=args.port,
         server_name=args.server_name,
+        bind_host=args.bind,
+        behind_proxy=args.behind_proxy,
+        public_baseurl=os.environ.get("CLUBS_PUBLIC_BASEURL"),
+        federation_allowlist=tuple(
+            d for d in os.environ.get("CLUBS_FEDERATION_ALLOWLIST", "").split(",") if d
+        ),
+        postgres=_postgres_from_env(),
     )
     if args.hs_command == "config":
         print(render_config(settings, settings.port), end="")
@@ -108,6 +126,20 @@ def _homeserver(args: argparse.Namespace) -> int:
         return 0
 
     return _run_until_interrupted(serve())
+
+
+def _postgres_from_env() -> dict[str, str] | None:
+    """PostgreSQL settings from CLUBS_PG_* (docker-compose); SQLite when CLUBS_PG_HOST is unset."""
+    host = os.environ.get("CLUBS_PG_HOST")
+    if not host:
+        return None
+    password_file = os.environ.get("CLUBS_PG_PASSWORD_FILE")
+    return {
+        "host": host,
+        "user": os.environ.get("CLUBS_PG_USER", "synapse"),
+        "dbname": os.environ.get("CLUBS_PG_DB", "synapse"),
+        "password": Path(password_file).read_text().strip() if password_file else "",
+    }
 
 
 def _run_until_interrupted(coro: Coroutine[Any, Any, int]) -> int:

@@ -1,8 +1,9 @@
 """Secrets at rest: access tokens, passwords and private keys are never written in plaintext.
 
 A `Vault` keeps named secrets in one Fernet-encrypted file (AES-128-CBC + HMAC-SHA256 from the
-`cryptography` package). Its key comes from `CLUBS_MASTER_KEY` (production: a secret manager),
-or from a 0600 key file created beside the vault on first use (the embedded default). Writes are
+`cryptography` package). Its key comes from `CLUBS_MASTER_KEY`, or the file named by
+`CLUBS_MASTER_KEY_FILE` (production: a secret manager or container secret), or else from a 0600
+key file created beside the vault on first use (the embedded default). Writes are
 atomic (temporary file, fsync, rename), so a crash never leaves a half-written vault.
 """
 
@@ -18,6 +19,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from clubs.core.errors import ClubsError
 
 MASTER_KEY_ENV = "CLUBS_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "CLUBS_MASTER_KEY_FILE"
 
 
 class VaultError(ClubsError):
@@ -59,6 +61,9 @@ class Vault:
         env = os.environ.get(MASTER_KEY_ENV)
         if env:
             return env.encode()
+        key_file = os.environ.get(MASTER_KEY_FILE_ENV)
+        if key_file:
+            return Path(key_file).read_bytes().strip()
         key_path = self.path.with_suffix(".key")
         if not key_path.exists():
             write_private(key_path, Fernet.generate_key())
