@@ -1,0 +1,109 @@
+"""Policy rules: parsing, globs, hashed entities, removal."""
+
+from __future__ import annotations
+
+from clubs.bots.moderation.policy import (
+    PolicySet,
+    entity_hash,
+    parse_rule,
+    rule_content,
+    rule_state_key,
+)
+
+
+def test_user_rule_with_glob_bans_matching_users_only() -> None:
+    rules = PolicySet()
+    content = {"entity": "@spam*:evil.example", "recommendation": "m.ban", "reason": "spam"}
+    assert rules.apply("!list", "m.policy.rule.user", "r1", content) is True
+    hit = rules.banning("@spammer1:evil.example")
+    assert hit is not None
+    assert hit.reason == "spam"
+    assert rules.banning("@anna:clubs.example") is None
+    assert rules.banning("@spammer1:evil.example.org") is None
+
+
+def test_question_mark_matches_exactly_one_character() -> None:
+    rule = parse_rule("m.policy.rule.user", "k", {"entity": "@a?:x", "recommendation": "m.ban"})
+    assert rule is not None
+    assert rule.matches("@ab:x")
+    assert not rule.matches("@abc:x")
+    assert not rule.matches("@a:x")
+
+
+def test_server_rule_bans_everyone_on_the_server() -> None:
+    rules = PolicySet()
+    rules.apply(
+        "!l",
+        "m.policy.rule.server",
+        "s",
+        {"entity": "*.raid.example", "recommendation": "m.ban", "reason": ""},
+    )
+    assert rules.banning("@x:node1.raid.example") is not None
+    assert rules.banning("@x:raid.example.com") is None
+
+
+def test_empty_content_removes_the_rule() -> None:
+    rules = PolicySet()
+    rules.apply("!l", "m.policy.rule.user", "r", {"entity": "@p:x", "recommendation": "m.ban"})
+    assert rules.apply("!l", "m.policy.rule.user", "r", {}) is True
+    assert rules.banning("@p:x") is None
+    assert rules.apply("!l", "m.policy.rule.user", "r", {}) is False
+
+
+def test_hashed_rule_bans_without_publishing_the_id() -> None:
+    content = rule_content("@provocateur:clubs.example", "doxxing", hashed=True)
+    assert "@provocateur" not in str(content)
+    assert "provocateur" not in rule_state_key("@provocateur:clubs.example")
+    rules = PolicySet()
+    rules.apply("!l", "m.policy.rule.user", rule_state_key("@provocateur:clubs.example"), content)
+    assert rules.banning("@provocateur:clubs.example") is not None
+    assert rules.banning("@someone:clubs.example") is None
+
+
+def test_msc4205_unstable_field_and_legacy_types_are_read() -> None:
+    sha = entity_hash("@x:y")
+    rule = parse_rule(
+        "org.matrix.mjolnir.rule.user",
+        "k",
+        {"recommendation": "org.matrix.mjolnir.ban", "org.matrix.msc4205.hashes": {"sha256": sha}},
+    )
+    assert rule is not None
+    assert rule.is_ban
+    assert rule.matches("@x:y")
+
+
+def test_non_ban_recommendations_do_not_ban() -> None:
+    rules = PolicySet()
+    rules.apply(
+        "!l",
+        "m.policy.rule.user",
+        "a",
+        {"entity": "@friend:x", "recommendation": "org.matrix.mjolnir.allow"},
+    )
+    assert rules.banning("@friend:x") is None
+
+
+def test_malformed_rules_are_ignored() -> None:
+    for content in (
+        None,
+        [],
+        {"entity": 5, "recommendation": "m.ban"},
+        {"entity": "@x:y"},
+        {"recommendation": "m.ban"},
+        {"entity": "", "recommendation": "m.ban"},
+    ):
+        assert parse_rule("m.policy.rule.user", "k", content) is None
+    assert parse_rule("m.room.message", "k", {"entity": "@x:y", "recommendation": "m.ban"}) is None
+    assert (
+        parse_rule("m.policy.rule.user", None, {"entity": "@x:y", "recommendation": "m.ban"})
+        is None
+    )
+
+
+def test_glob_special_characters_are_literal() -> None:
+    rule = parse_rule(
+        "m.policy.rule.user", "k", {"entity": "@a.b+(c):x", "recommendation": "m.ban"}
+    )
+    assert rule is not None
+    assert rule.matches("@a.b+(c):x")
+    assert not rule.matches("@aXb+(c):x")
