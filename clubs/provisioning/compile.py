@@ -1,0 +1,279 @@
+"""The compiler: network model → `DesiredNetwork` (pure and deterministic; no network).
+
+Shape: network space → country spaces → club spaces → club rooms, and cohort spaces under their
+club space → cohort rooms. Every room and space gets, from its first event on: the pinned room
+version, Megolm encryption, history visibility `joined` (spaces may use `invited`), guest access
+forbidden, full power levels (spaces: events_default 100, so no messages in spaces), and its name,
+topic, retention and club settings as state. Club rooms are restricted to their club space unless
+declared invite-only; cohort spaces and rooms are invite-only.
+
+Power levels list staff at their role's level and the bots at the bot level; never the creator
+(room version 12 gives the creator, the provisioner, infinite power and forbids listing it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from clubs.core.errors import ClubsError
+from clubs.core.ids import MAX_ID_BYTES, is_server_name
+from clubs.core.namespace import CLUB_SETTINGS
+from clubs.provisioning.desired import (
+    DesiredNetwork,
+    DesiredPerson,
+    DesiredRoom,
+    JoinRule,
+    Locator,
+)
+from clubs.provisioning.model import STAFF_ROLES, Club, Cohort, Country, Network, PowerLevels, Room
+
+SPACE_EVENTS_DEFAULT = 100
+
+
+def resolve_mxid(mxid: str, server_name: str) -> str:
+    """`@local` → `@local:server_name`; a full user id stays as it is."""
+    full = mxid if ":" in mxid else f"{mxid}:{server_name}"
+    if len(full.encode()) > MAX_ID_BYTES:
+        raise ClubsError(f"user id {full} is longer than {MAX_ID_BYTES} bytes")
+    return full
+
+
+def compile_network(network: Network, server_name: str) -> DesiredNetwork:
+    """The desired rooms, people and bots of a network on the homeserver `server_name`."""
+    if not is_server_name(server_name):
+        raise ClubsError(f"not a server name: {server_name!r}")
+    return _Compiler(network, server_name).run()
+
+
+class _Compiler:
+    def __init__(self, network: Network, server_name: str) -> None:
+        self.net = network
+        self.server_name = server_name
+        self.mxids = {
+            p.key: resolve_mxid(p.mxid, server_name) for p in network.people if p.mxid is not None
+        }
+        self.bots = {name: f"@{local}:{server_name}" for name, local in network.bots.items()}
+        clash = set(self.mxids.values()) & set(self.bots.values())
+        if clash:
+            raise ClubsError(f"people and bots share user ids: {', '.join(sorted(clash))}")
+        self.rooms: list[DesiredRoom] = []
+
+    def run(self) -> DesiredNetwork:
+        net = self.net
+        everyone = [p.key for p in net.people]
+        self._add(
+            "network",
+            Locator(net.key, "network_space", net.key),
+            net.name,
+            net.topic,
+            parent=None,
+            members=self._members({k: self._level("member") for k in everyone}),
+        )
+        for i, country in enumerate(net.countries):
+            self._country(country, i)
+        people = tuple(self._person(p.key) for p in net.people)
+        return DesiredNetwork(net.key, self.server_name, tuple(self.rooms), people, self.bots)
+
+    # --- the tree --------------------------------------------------------------------------
+
+    def _country(self, country: Country, index: int) -> None:
+        people = [k for club in country.clubs for k in club.people()]
+        self._add(
+            f"country:{country.key}",
+            Locator(self.net.key, "country_space", country.key, country=country.key),
+            country.name,
+            None,
+            parent="network",
+            members=self._members({k: self._level("member") for k in people}),
+            order=f"{index:03d}",
+        )
+        for i, club in enumerate(country.clubs):
+            self._club(country, club, i)
+
+    def _club(self, country: Country, club: Club, index: int) -> None:
+        ref = f"club:{club.key}"
+        levels = self._club_levels(club)
+        members = self._members(levels)
+        staff = [k for role in STAFF_ROLES for k in club.staff.get(role, ())]
+        settings = {"time_zone": club.time_zone, "language": club.language}
+
+        def locator(kind: str, key: str, cohort: Cohort | None = None) -> Locator:
+            return Locator(
+                self.net.key,
+                kind,
+                key,
+                country=country.key,
+                club=club.key,
+                cohort=cohort.key if cohort else None,
+                state=cohort.state if cohort else "active",
+            )
+
+        self._add(
+            ref,
+            locator("club_space", club.key),
+            club.name,
+            club.topic,
+            parent=f"country:{country.key}",
+            members=members,
+            order=f"{index:03d}",
+            settings=settings,
+        )
+        for room in club.rooms:
+            room_locator = locator("club_room", room.key)
+            self._room(f"{ref}/{room.key}", room_locator, room, ref, members, settings)
+        for i, cohort in enumerate(club.cohorts):
+            cohort_ref = f"cohort:{club.key}/{cohort.key}"
+            cohort_members = self._members({k: levels[k] for k in (*cohort.members, *staff)})
+            self._add(
+                cohort_ref,
+                locator("cohort_space", cohort.key, cohort),
+                cohort.name,
+                cohort.topic,
+                parent=ref,
+                members=cohort_members,
+                order=f"cohort-{i:03d}",  # after the club's rooms, which use digits
+                settings=settings,
+            )
+            for room in cohort.rooms:
+                room_locator = locator("cohort_room", room.key, cohort)
+                room_ref = f"{cohort_ref}/{room.key}"
+                self._room(room_ref, room_locator, room, cohort_ref, cohort_members, settings)
+
+    def _room(
+        self,
+        ref: str,
+        locator: Locator,
+        room: Room,
+        parent: str,
+        members: Mapping[str, int],
+        settings: Mapping[str, str],
+    ) -> None:
+        restricted = room.join_rule == "restricted"
+        self._add(
+            ref,
+            locator,
+            room.name,
+            room.topic,
+            parent=parent,
+            members=members,
+            is_space=False,
+            join_rule=room.join_rule,
+            join_allow=(parent,) if restricted else (),
+            history_visibility=room.history_visibility,
+            power=room.power_levels,
+            order=room.order,
+            suggested=room.suggested,
+            private_description=room.private_description,
+            settings=settings,
+        )
+
+    def _add(
+        self,
+        ref: str,
+        locator: Locator,
+        name: str,
+        topic: str | None,
+        *,
+        parent: str | None,
+        members: Mapping[str, int],
+        is_space: bool = True,
+        join_rule: JoinRule = "invite",
+        join_allow: tuple[str, ...] = (),
+        history_visibility: str | None = None,
+        power: PowerLevels | None = None,
+        order: str | None = None,
+        suggested: bool = False,
+        private_description: str | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        d = self.net.defaults
+        if history_visibility is None:
+            history_visibility = d.space_history_visibility if is_space else d.history_visibility
+        state: dict[tuple[str, str], Mapping[str, Any]] = {
+            ("m.room.encryption", ""): {
+                "algorithm": d.encryption.algorithm,
+                "rotation_period_ms": d.encryption.rotation_period_ms,
+                "rotation_period_msgs": d.encryption.rotation_period_msgs,
+            },
+            ("m.room.history_visibility", ""): {"history_visibility": history_visibility},
+            ("m.room.guest_access", ""): {"guest_access": d.guest_access},
+            ("m.room.name", ""): {"name": name},
+        }
+        if topic:
+            state[("m.room.topic", "")] = {"topic": topic}
+        if d.retention_ms is not None:
+            state[("m.room.retention", "")] = {"max_lifetime": d.retention_ms}
+        if settings is not None:
+            state[(CLUB_SETTINGS, "")] = dict(settings)
+        self.rooms.append(
+            DesiredRoom(
+                ref=ref,
+                locator=locator,
+                name=name,
+                topic=topic,
+                is_space=is_space,
+                parent_ref=parent,
+                room_version=d.room_version,
+                join_rule=join_rule,
+                join_allow_refs=join_allow,
+                state=state,
+                power_levels=self._power_levels(power or PowerLevels(), members, is_space),
+                members=members,
+                order=order,
+                suggested=suggested,
+                private_description=private_description,
+                federate=d.federate,
+            )
+        )
+
+    # --- people and power ------------------------------------------------------------------
+
+    def _level(self, role: str) -> int:
+        return self.net.roles[role]
+
+    def _club_levels(self, club: Club) -> dict[str, int]:
+        """Person key → power level in the club: the highest of their roles."""
+        levels = {k: self._level("member") for k in club.members}
+        for role in STAFF_ROLES:
+            for k in club.staff.get(role, ()):
+                levels[k] = max(levels.get(k, self._level(role)), self._level(role))
+        return levels
+
+    def _members(self, levels: Mapping[str, int]) -> dict[str, int]:
+        """mxid → level for the people with a known mxid, and every bot; sorted by mxid."""
+        members = {self.mxids[k]: level for k, level in levels.items() if k in self.mxids}
+        members.update({mxid: self._level("bot") for mxid in self.bots.values()})
+        return dict(sorted(members.items()))
+
+    def _power_levels(
+        self, override: PowerLevels, members: Mapping[str, int], is_space: bool
+    ) -> dict[str, Any]:
+        pl = self.net.power_levels.merged(override)
+        thresholds = dict(pl.thresholds)
+        if is_space:
+            thresholds["events_default"] = SPACE_EVENTS_DEFAULT
+        default = thresholds["users_default"]
+        return {
+            "users": {mxid: level for mxid, level in members.items() if level != default},
+            **thresholds,
+            "notifications": dict(pl.notifications),
+            "events": dict(pl.events),
+        }
+
+    def _person(self, key: str) -> DesiredPerson:
+        person = self.net.person(key)
+        clubs: list[str] = []
+        cohorts: list[str] = []
+        for _, club in self.net.clubs():
+            if key in club.people():
+                clubs.append(club.key)
+            cohorts += [f"{club.key}/{c.key}" for c in club.cohorts if key in c.members]
+        return DesiredPerson(
+            key=key,
+            mxid=self.mxids.get(key),
+            display_name=person.display_name,
+            onboarding=person.onboarding,
+            clubs=tuple(clubs),
+            cohorts=tuple(cohorts),
+        )

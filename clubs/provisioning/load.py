@@ -1,0 +1,498 @@
+"""Load config/network.yaml into the network model, reporting every problem at its place.
+
+`load_network(path)` returns a `Network` or raises one `ConfigError` listing every problem of the
+file (`file:line:col: path: expected …; got …`), before anything talks to a homeserver. Room
+templates are expanded here: a club's rooms are `club_template.rooms` with the club's own `rooms`
+entries applied by key (changing fields, merging power levels) or added.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import cast
+
+from clubs.core import checks
+from clubs.core.yamlconf import DEFAULT_LIMITS, Limits, Node, Origin, parse_yaml, read_yaml, shown
+from clubs.provisioning.desired import JoinRule, LifeState, OnboardingMode
+from clubs.provisioning.model import (
+    BOT_NAMES,
+    DEFAULT_POWER_LEVELS,
+    DEFAULT_ROLES,
+    MEGOLM,
+    ROLES,
+    STAFF_ROLES,
+    THRESHOLDS,
+    Club,
+    Cohort,
+    Country,
+    Defaults,
+    Encryption,
+    HistoryVisibility,
+    Network,
+    Person,
+    PowerLevels,
+    Room,
+)
+
+POWER_MAX = 2**53 - 1
+TOPIC_MAX_BYTES = 1024
+PRIVATE_DESCRIPTION_MAX_BYTES = 16 * 1024
+HISTORY: tuple[HistoryVisibility, ...] = ("joined", "invited")
+CLUB_JOIN_RULES = ("invite", "restricted")
+COHORT_JOIN_RULES = ("invite",)
+_DURATION = re.compile(r"([1-9][0-9]{0,8})(ms|s|m|h|d|w)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+name_text = checks.text()
+topic_text = checks.text(TOPIC_MAX_BYTES, multiline=True)
+
+
+def load_network(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Network:
+    """Read and check a network file. Raises ConfigError with every problem found."""
+    return _build(read_yaml(path, limits))
+
+
+def parse_network(
+    data: bytes | str, file: str = "<network>", limits: Limits = DEFAULT_LIMITS
+) -> Network:
+    """The same for a posted document (the HTTP service); `file` names it in messages."""
+    return _build(parse_yaml(data, file, limits))
+
+
+def _build(root: Node) -> Network:
+    network = _Loader().network(root)
+    root.report.raise_for_errors()
+    return network
+
+
+def duration_ms(value: str) -> int | None:
+    """ "180d" → milliseconds; None if it is not a duration."""
+    m = _DURATION.fullmatch(value)
+    return int(m.group(1)) * _UNIT_MS[m.group(2)] if m else None
+
+
+def _duration(value: str) -> str | None:
+    if duration_ms(value) is None:
+        return f"expected a duration like 180d, 12h, 30m or 2w; got {shown(value)}"
+    return None
+
+
+@dataclass(frozen=True)
+class _RoomPatch:
+    """A room entry as written: a template room, or a club's change or addition to it."""
+
+    key: str
+    at: Node
+    name: str | None = None
+    topic: str | None = None
+    join_rule: JoinRule | None = None
+    history_visibility: HistoryVisibility | None = None
+    power_levels: PowerLevels = field(default_factory=PowerLevels)
+    order: str | None = None
+    suggested: bool | None = None
+    private_description: str | None = None
+    origins: Mapping[str, Origin] = field(default_factory=dict)
+
+    def over(self, base: _RoomPatch) -> _RoomPatch:
+        """This entry applied on top of the template room with the same key."""
+        merged = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in merged.items():
+            if value is None:
+                merged[name] = getattr(base, name)
+        merged["power_levels"] = base.power_levels.merged(self.power_levels)
+        merged["origins"] = {**base.origins, **self.origins}
+        return _RoomPatch(**merged)
+
+
+class _Loader:
+    """One walk over the file; cross-references are checked as soon as both ends are known."""
+
+    def __init__(self) -> None:
+        self.defaults = Defaults()
+        self.people: dict[str, Person] = {}
+        self.club_lines: dict[str, int] = {}
+
+    def network(self, root: Node) -> Network:
+        f = root.mapping(
+            required=("version", "network", "name"),
+            optional=(
+                "topic",
+                "defaults",
+                "roles",
+                "power_levels",
+                "bots",
+                "people",
+                "privacy",
+                "club_template",
+                "cohort_template",
+                "countries",
+            ),
+        )
+        version = f["version"].integer(low=1, high=1)
+        key = f["network"].string(checks.slug)
+        name = f["name"].string(name_text)
+        topic = t.string(topic_text) if (t := f.get("topic")) else None
+        if d := f.get("defaults"):
+            self.defaults = self._defaults(d)
+        power = DEFAULT_POWER_LEVELS
+        if p := f.get("power_levels"):
+            power = power.merged(self._power_levels(p))
+        roles = self._roles(r, power) if (r := f.get("roles")) else dict(DEFAULT_ROLES)
+        bots = self._bots(b) if (b := f.get("bots")) else {}
+        people = self._people(p, bots) if (p := f.get("people")) else ()
+        words: tuple[str, ...] = ()
+        if p := f.get("privacy"):
+            privacy = p.mapping(optional=("extra_sensitive_words",))
+            if w := privacy.get("extra_sensitive_words"):
+                words = tuple(item.string(name_text) for item in w.sequence())
+        club_template = self._template(f.get("club_template"), CLUB_JOIN_RULES)
+        cohort_template = self._template(f.get("cohort_template"), COHORT_JOIN_RULES)
+        countries: list[Country] = []
+        seen: dict[str, int] = {}
+        for c in _items(f.get("countries")):
+            countries.append(self._country(c, seen, club_template, cohort_template))
+        return Network(
+            key=key,
+            name=name,
+            topic=topic,
+            defaults=self.defaults,
+            roles=roles,
+            power_levels=power,
+            bots=bots,
+            people=people,
+            countries=tuple(countries),
+            extra_sensitive_words=words,
+            version=version,
+            origins=_origins_of(f.values, "name", "topic"),
+        )
+
+    # --- network-wide settings -----------------------------------------------------------------
+
+    def _defaults(self, node: Node) -> Defaults:
+        d = Defaults()
+        f = node.mapping(
+            optional=(
+                "room_version",
+                "encryption",
+                "history_visibility",
+                "space_history_visibility",
+                "guest_access",
+                "retention",
+                "language",
+                "time_zone",
+                "federate",
+            )
+        )
+        encryption = d.encryption
+        if e := f.get("encryption"):
+            ef = e.mapping(optional=("algorithm", "rotation_period_ms", "rotation_period_msgs"))
+            encryption = Encryption(
+                algorithm=a.choice((MEGOLM,)) if (a := ef.get("algorithm")) else MEGOLM,
+                rotation_period_ms=(
+                    ms.integer(low=1, high=POWER_MAX)
+                    if (ms := ef.get("rotation_period_ms"))
+                    else d.encryption.rotation_period_ms
+                ),
+                rotation_period_msgs=(
+                    n.integer(low=1, high=POWER_MAX)
+                    if (n := ef.get("rotation_period_msgs"))
+                    else d.encryption.rotation_period_msgs
+                ),
+            )
+        retention_ms = None
+        if r := f.get("retention"):
+            rf = r.mapping(required=("max_lifetime",))
+            retention_ms = duration_ms(rf["max_lifetime"].string(_duration))
+        history = d.history_visibility
+        if h := f.get("history_visibility"):
+            history = cast(HistoryVisibility, h.choice(HISTORY))
+        space_history = history
+        if h := f.get("space_history_visibility"):
+            space_history = cast(HistoryVisibility, h.choice(HISTORY))
+        return Defaults(
+            room_version=v.choice(("12",)) if (v := f.get("room_version")) else d.room_version,
+            encryption=encryption,
+            history_visibility=history,
+            space_history_visibility=space_history,
+            guest_access=g.choice(("forbidden",)) if (g := f.get("guest_access")) else "forbidden",
+            retention_ms=retention_ms,
+            language=lang.choice(("ru", "en")) if (lang := f.get("language")) else d.language,
+            time_zone=tz.string(checks.time_zone) if (tz := f.get("time_zone")) else d.time_zone,
+            federate=fed.boolean() if (fed := f.get("federate")) else d.federate,
+        )
+
+    def _roles(self, node: Node, power: PowerLevels) -> dict[str, int]:
+        f = node.mapping(optional=ROLES)
+        roles = dict(DEFAULT_ROLES)
+        roles.update({role: f[role].integer(low=0, high=100) for role in ROLES if role in f})
+        needed = {k: power.thresholds[k] for k in ("kick", "ban", "redact")}
+        if (bot := f.get("bot")) and any(roles["bot"] < level for level in needed.values()):
+            levels = ", ".join(f"{k} ({v})" for k, v in needed.items())
+            bot.error(f"bots moderate, so their level must reach {levels}; got {roles['bot']}")
+        return roles
+
+    def _power_levels(self, node: Node) -> PowerLevels:
+        f = node.mapping(optional=(*THRESHOLDS, "events", "notifications"))
+
+        def level(n: Node) -> int:
+            return n.integer(low=-POWER_MAX, high=POWER_MAX)
+
+        thresholds = {k: level(f[k]) for k in THRESHOLDS if k in f}
+        events: dict[str, int] = {}
+        if e := f.get("events"):
+            for entry in e.entries():
+                if message := checks.event_type(entry.key):
+                    entry.at.error(message)
+                events[entry.key] = level(entry.value)
+        notifications: dict[str, int] = {}
+        if n := f.get("notifications"):
+            nf = n.mapping(optional=("room",))
+            notifications = {"room": level(nf["room"])} if "room" in nf else {}
+        return PowerLevels(thresholds, events, notifications)
+
+    def _bots(self, node: Node) -> dict[str, str]:
+        f = node.mapping(optional=BOT_NAMES)
+        bots: dict[str, str] = {}
+        for name in BOT_NAMES:
+            if value := f.get(name):
+                localpart = value.string(checks.localpart)
+                if localpart in bots.values():
+                    value.error(f"{shown(localpart)} is already the account of another bot")
+                bots[name] = localpart
+        return bots
+
+    def _people(self, node: Node, bots: Mapping[str, str]) -> tuple[Person, ...]:
+        seen: dict[str, int] = {}
+        mxids: dict[str, str] = {}
+        for item in node.sequence():
+            f = item.mapping(required=("key",), optional=("mxid", "display_name", "onboarding"))
+            key = f["key"].string(checks.slug)
+            if not _unique(f["key"], key, seen, "person"):
+                continue
+            mxid = None
+            if m := f.get("mxid"):
+                mxid = m.string(checks.user_id)
+                if not mxid:
+                    pass
+                elif mxid in mxids:
+                    m.error(f"{shown(mxid)} is already the user id of {shown(mxids[mxid])}")
+                elif mxid[1:] in bots.values():
+                    m.error(f"{shown(mxid)} is the account of a bot")
+                mxids[mxid] = key
+            onboarding: OnboardingMode = "token"
+            if o := f.get("onboarding"):
+                onboarding = cast(OnboardingMode, o.choice(("token", "precreate", "existing")))
+                if onboarding != "token" and mxid is None:
+                    o.error(f"{shown(onboarding)} needs the person's mxid")
+            display = d.string(name_text) if (d := f.get("display_name")) else None
+            self.people[key] = Person(
+                key, mxid, display, onboarding, _origins_of(f.values, "display_name")
+            )
+        return tuple(self.people.values())
+
+    def _template(self, node: Node | None, join_rules: tuple[str, ...]) -> dict[str, _RoomPatch]:
+        if node is None:
+            return {}
+        f = node.mapping(optional=("rooms",))
+        rooms: dict[str, _RoomPatch] = {}
+        seen: dict[str, int] = {}
+        for item in _items(f.get("rooms")):
+            patch = self._room_patch(item, join_rules, name_required=True)
+            if _unique(patch.at, patch.key, seen, "room"):
+                rooms[patch.key] = patch
+        return rooms
+
+    # --- countries, clubs, cohorts, rooms ------------------------------------------------------
+
+    def _country(
+        self,
+        node: Node,
+        seen: dict[str, int],
+        club_template: Mapping[str, _RoomPatch],
+        cohort_template: Mapping[str, _RoomPatch],
+    ) -> Country:
+        f = node.mapping(required=("key", "name"), optional=("clubs",))
+        key = f["key"].string(checks.slug)
+        _unique(f["key"], key, seen, "country")
+        clubs = tuple(self._club(c, club_template, cohort_template) for c in _items(f.get("clubs")))
+        name = f["name"].string(name_text)
+        return Country(key, name, clubs, _origins_of(f.values, "name"))
+
+    def _club(
+        self,
+        node: Node,
+        club_template: Mapping[str, _RoomPatch],
+        cohort_template: Mapping[str, _RoomPatch],
+    ) -> Club:
+        f = node.mapping(
+            required=("key", "name"),
+            optional=("topic", "time_zone", "language", "staff", "members", "rooms", "cohorts"),
+        )
+        key = f["key"].string(checks.slug)
+        _unique(f["key"], key, self.club_lines, "club")
+        staff: dict[str, tuple[str, ...]] = {}
+        if s := f.get("staff"):
+            sf = s.mapping(optional=STAFF_ROLES)
+            staff = {role: self._person_refs(sf[role]) for role in STAFF_ROLES if role in sf}
+        members = self._person_refs(m) if (m := f.get("members")) else ()
+        everyone: set[str] | None = {k for keys in staff.values() for k in keys} | set(members)
+        if m is not None and not m.is_list():
+            everyone = None  # unreadable members: do not report every cohort member as well
+        rooms = self._rooms(f.get("rooms"), club_template, "club_template", CLUB_JOIN_RULES)
+        seen: dict[str, int] = {}
+        cohorts = [
+            self._cohort(c, key, everyone, cohort_template, seen) for c in _items(f.get("cohorts"))
+        ]
+        d = self.defaults
+        return Club(
+            key=key,
+            name=f["name"].string(name_text),
+            topic=t.string(topic_text) if (t := f.get("topic")) else None,
+            time_zone=tz.string(checks.time_zone) if (tz := f.get("time_zone")) else d.time_zone,
+            language=lang.choice(("ru", "en")) if (lang := f.get("language")) else d.language,
+            staff=staff,
+            members=members,
+            rooms=rooms,
+            cohorts=tuple(cohorts),
+            origins=_origins_of(f.values, "name", "topic"),
+        )
+
+    def _cohort(
+        self,
+        node: Node,
+        club: str,
+        club_people: Collection[str] | None,
+        template: Mapping[str, _RoomPatch],
+        seen: dict[str, int],
+    ) -> Cohort:
+        f = node.mapping(required=("key", "name"), optional=("topic", "members", "rooms", "state"))
+        key = f["key"].string(checks.slug)
+        _unique(f["key"], key, seen, "cohort")
+        members: tuple[str, ...] = ()
+        if m := f.get("members"):
+            members = self._person_refs(m, within=club_people, club=club)
+        return Cohort(
+            key=key,
+            name=f["name"].string(name_text),
+            topic=t.string(topic_text) if (t := f.get("topic")) else None,
+            members=members,
+            rooms=self._rooms(f.get("rooms"), template, "cohort_template", COHORT_JOIN_RULES),
+            state=cast(LifeState, s.choice(("active", "archived")))
+            if (s := f.get("state"))
+            else "active",
+            origins=_origins_of(f.values, "name", "topic"),
+        )
+
+    def _rooms(
+        self,
+        node: Node | None,
+        template: Mapping[str, _RoomPatch],
+        template_name: str,
+        join_rules: tuple[str, ...],
+    ) -> tuple[Room, ...]:
+        patches = dict(template)
+        seen: dict[str, int] = {}
+        for item in _items(node):
+            patch = self._room_patch(item, join_rules, name_required=False)
+            if not _unique(patch.at, patch.key, seen, "room"):
+                continue
+            base = patches.get(patch.key)
+            if base is None and patch.name is None:
+                item.error(
+                    f'missing required key "name" (no room {shown(patch.key)} in {template_name})'
+                )
+            patches[patch.key] = patch.over(base) if base else patch
+        default: JoinRule = "restricted" if "restricted" in join_rules else "invite"
+        return tuple(self._room(p, default) for p in patches.values())
+
+    def _room_patch(
+        self, node: Node, join_rules: tuple[str, ...], *, name_required: bool
+    ) -> _RoomPatch:
+        f = node.mapping(
+            required=("key", "name") if name_required else ("key",),
+            optional=(
+                "name",
+                "topic",
+                "join_rule",
+                "history_visibility",
+                "power_levels",
+                "order",
+                "suggested",
+                "private_description",
+            ),
+        )
+        private_text = checks.text(PRIVATE_DESCRIPTION_MAX_BYTES, multiline=True)
+        return _RoomPatch(
+            key=f["key"].string(checks.slug),
+            at=f["key"],
+            name=n.string(name_text) if (n := f.get("name")) else None,
+            topic=t.string(topic_text) if (t := f.get("topic")) else None,
+            join_rule=cast(JoinRule, j.choice(join_rules)) if (j := f.get("join_rule")) else None,
+            history_visibility=(
+                cast(HistoryVisibility, h.choice(HISTORY))
+                if (h := f.get("history_visibility"))
+                else None
+            ),
+            power_levels=self._power_levels(p) if (p := f.get("power_levels")) else PowerLevels(),
+            order=o.string(checks.order) if (o := f.get("order")) else None,
+            suggested=s.boolean() if (s := f.get("suggested")) else None,
+            private_description=(
+                d.string(private_text) if (d := f.get("private_description")) else None
+            ),
+            origins=_origins_of(f.values, "name", "topic"),
+        )
+
+    def _room(self, patch: _RoomPatch, default_join_rule: JoinRule) -> Room:
+        return Room(
+            key=patch.key,
+            name=patch.name or "",
+            topic=patch.topic,
+            join_rule=patch.join_rule or default_join_rule,
+            history_visibility=patch.history_visibility or self.defaults.history_visibility,
+            power_levels=patch.power_levels,
+            order=patch.order,
+            suggested=bool(patch.suggested),
+            private_description=patch.private_description,
+            origins=patch.origins,
+        )
+
+    def _person_refs(
+        self, node: Node, *, within: Collection[str] | None = None, club: str = ""
+    ) -> tuple[str, ...]:
+        keys: list[str] = []
+        for item in node.sequence():
+            key = item.string(checks.slug)
+            if not key:
+                continue
+            if key not in self.people:
+                item.error(f"unknown person {shown(key)}; people are declared under people")
+            elif key in keys:
+                item.error(f"{shown(key)} is listed twice")
+            elif within is not None and key not in within:
+                item.error(f"{shown(key)} is not in club {shown(club)}; add them to its members")
+            else:
+                keys.append(key)
+        return tuple(keys)
+
+
+def _unique(at: Node, key: str, seen: dict[str, int], what: str) -> bool:
+    """Record `key`; report it at `at` if it was seen before. False for duplicates."""
+    if not key:
+        return False
+    if key in seen:
+        at.error(f"duplicate {what} key {shown(key)} (first at line {seen[key]})")
+        return False
+    seen[key] = at.origin.line
+    return True
+
+
+def _items(node: Node | None) -> list[Node]:
+    """The items of an optional list (absent or null: none)."""
+    return node.sequence() if node is not None else []
+
+
+def _origins_of(values: Mapping[str, Node], *keys: str) -> dict[str, Origin]:
+    return {k: values[k].origin for k in keys if k in values and not values[k].is_null()}

@@ -1,0 +1,202 @@
+"""The network model: what exists, as config/network.yaml declares it (frozen, no Matrix ids).
+
+`load.py` builds it (templates already expanded, defaults filled in), `lint.py` reads its texts,
+`compile.py` turns it into the `DesiredNetwork` the planner works with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
+from clubs.core.yamlconf import Origin
+from clubs.provisioning.desired import JoinRule, LifeState, OnboardingMode
+
+HistoryVisibility = Literal["joined", "invited"]
+
+ROLES = ("admin", "moderator", "facilitator", "bot", "member")
+STAFF_ROLES = ("admin", "moderator", "facilitator")
+DEFAULT_ROLES: Mapping[str, int] = {
+    "admin": 100,
+    "moderator": 50,
+    "facilitator": 50,
+    "bot": 50,  # the moderation bot kicks and redacts
+    "member": 0,
+}
+BOT_NAMES = ("moderation", "facilitation", "scheduling", "checkins")
+THRESHOLDS = (
+    "users_default",
+    "events_default",
+    "state_default",
+    "invite",
+    "kick",
+    "ban",
+    "redact",
+)
+MEGOLM = "m.megolm.v1.aes-sha2"
+
+Origins = Mapping[str, Origin]
+"""Where each text field (name, topic, …) was written, for located warnings."""
+
+
+@dataclass(frozen=True)
+class PowerLevels:
+    """Power-level thresholds: the network's full set, or a room's overrides of it."""
+
+    thresholds: Mapping[str, int] = field(default_factory=dict)
+    events: Mapping[str, int] = field(default_factory=dict)
+    notifications: Mapping[str, int] = field(default_factory=dict)
+
+    def merged(self, override: PowerLevels) -> PowerLevels:
+        return PowerLevels(
+            {**self.thresholds, **override.thresholds},
+            {**self.events, **override.events},
+            {**self.notifications, **override.notifications},
+        )
+
+
+DEFAULT_POWER_LEVELS = PowerLevels(
+    thresholds={
+        "users_default": 0,
+        "events_default": 0,
+        "state_default": 50,
+        "invite": 50,  # private_chat would let every member invite
+        "kick": 50,
+        "ban": 50,
+        "redact": 50,
+    },
+    events={
+        "m.room.power_levels": 100,
+        "m.room.encryption": 100,
+        "m.room.history_visibility": 100,
+        "m.room.join_rules": 100,
+        "m.room.guest_access": 100,
+        "m.room.server_acl": 100,
+        "m.room.tombstone": 150,  # v12: above every user, so only the creator can upgrade
+        "m.space.child": 50,
+        "m.space.parent": 100,
+        "m.room.retention": 100,
+        LOCATOR: 100,
+        CLUB_SETTINGS: 100,
+    },
+    notifications={"room": 50},
+)
+
+
+@dataclass(frozen=True)
+class Encryption:
+    algorithm: str = MEGOLM
+    rotation_period_ms: int = 604_800_000  # one week, the spec's recommendation
+    rotation_period_msgs: int = 100
+
+
+@dataclass(frozen=True)
+class Defaults:
+    room_version: str = "12"
+    encryption: Encryption = Encryption()
+    history_visibility: HistoryVisibility = "joined"
+    space_history_visibility: HistoryVisibility = "joined"
+    guest_access: str = "forbidden"
+    retention_ms: int | None = None
+    language: str = "ru"
+    time_zone: str = "UTC"
+    federate: bool = False
+
+
+@dataclass(frozen=True)
+class Person:
+    key: str
+    """Stable and pseudonymous: never a real name."""
+    mxid: str | None
+    """As written: "@local:server", or "@local" for an account on the deployment's server."""
+    display_name: str | None
+    onboarding: OnboardingMode
+    origins: Origins = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Room:
+    key: str
+    name: str
+    topic: str | None
+    join_rule: JoinRule
+    history_visibility: HistoryVisibility
+    power_levels: PowerLevels
+    """Overrides of the network's power levels (e.g. events_default 50 in announcements)."""
+    order: str | None = None
+    suggested: bool = False
+    private_description: str | None = None
+    origins: Origins = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Cohort:
+    key: str
+    name: str
+    topic: str | None
+    members: tuple[str, ...]
+    """Person keys, all of them people of the club."""
+    rooms: tuple[Room, ...]
+    state: LifeState = "active"
+    origins: Origins = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Club:
+    key: str
+    """Unique in the network."""
+    name: str
+    topic: str | None
+    time_zone: str
+    language: str
+    staff: Mapping[str, tuple[str, ...]]
+    """Role (admin, moderator, facilitator) → person keys."""
+    members: tuple[str, ...]
+    rooms: tuple[Room, ...]
+    cohorts: tuple[Cohort, ...] = ()
+    origins: Origins = field(default_factory=dict, compare=False, repr=False)
+
+    def people(self) -> tuple[str, ...]:
+        """Everyone in the club, staff first, each once."""
+        keys = [k for role in STAFF_ROLES for k in self.staff.get(role, ())] + list(self.members)
+        return tuple(dict.fromkeys(keys))
+
+
+@dataclass(frozen=True)
+class Country:
+    key: str
+    name: str
+    clubs: tuple[Club, ...]
+    origins: Origins = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Network:
+    key: str
+    """The network id, written into every locator."""
+    name: str
+    topic: str | None
+    defaults: Defaults
+    roles: Mapping[str, int]
+    power_levels: PowerLevels
+    """The full thresholds every room starts from."""
+    bots: Mapping[str, str]
+    """Bot name (moderation, facilitation, scheduling, checkins) → localpart."""
+    people: tuple[Person, ...]
+    countries: tuple[Country, ...]
+    extra_sensitive_words: tuple[str, ...] = ()
+    version: int = 1
+    origins: Origins = field(default_factory=dict, compare=False, repr=False)
+
+    def clubs(self) -> Iterator[tuple[Country, Club]]:
+        for country in self.countries:
+            for club in country.clubs:
+                yield country, club
+
+    def person(self, key: str) -> Person:
+        for p in self.people:
+            if p.key == key:
+                return p
+        raise KeyError(key)

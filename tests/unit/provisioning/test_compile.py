@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import pytest
+
+from clubs.core.errors import ClubsError
+from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
+from clubs.core.paths import config_dir
+from clubs.provisioning.compile import compile_network, resolve_mxid
+from clubs.provisioning.desired import DesiredNetwork
+from clubs.provisioning.load import load_network, parse_network
+
+SERVER = "clubs.test"
+BOTS = {
+    f"@bot-{name}:{SERVER}" for name in ("moderation", "facilitation", "scheduling", "checkins")
+}
+
+
+@pytest.fixture(scope="module")
+def net() -> DesiredNetwork:
+    return compile_network(load_network(config_dir() / "network.example.yaml"), SERVER)
+
+
+def test_the_tree_is_network_countries_clubs_rooms_and_cohorts_parents_first(
+    net: DesiredNetwork,
+) -> None:
+    refs = [r.ref for r in net.rooms]
+    assert refs[:4] == ["network", "country:kz", "club:almaty", "club:almaty/general"]
+    assert "cohort:almaty/spring-2026" in refs
+    assert "cohort:almaty/spring-2026/chat" in refs
+    seen: set[str] = set()
+    for room in net.rooms:
+        assert room.parent_ref is None or room.parent_ref in seen, room.ref
+        seen.add(room.ref)
+    assert len(refs) == len(set(refs))
+    parents = {r.ref: r.parent_ref for r in net.rooms}
+    assert parents["country:kz"] == "network"
+    assert parents["club:almaty"] == "country:kz"
+    assert parents["club:almaty/general"] == "club:almaty"
+    assert parents["cohort:almaty/spring-2026"] == "club:almaty"
+    assert parents["cohort:almaty/spring-2026/chat"] == "cohort:almaty/spring-2026"
+
+
+def test_every_room_is_encrypted_joined_only_and_closed_to_guests(net: DesiredNetwork) -> None:
+    for room in net.rooms:
+        assert room.room_version == "12"
+        assert room.state[("m.room.encryption", "")] == {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "rotation_period_ms": 604_800_000,
+            "rotation_period_msgs": 100,
+        }
+        assert room.state[("m.room.history_visibility", "")] == {"history_visibility": "joined"}
+        assert room.state[("m.room.guest_access", "")] == {"guest_access": "forbidden"}
+        assert room.state[("m.room.name", "")] == {"name": room.name}
+        assert room.state[("m.room.retention", "")] == {"max_lifetime": 180 * 86_400_000}
+        assert room.join_rule in ("invite", "restricted")
+        assert not room.federate
+
+
+def test_spaces_allow_no_messages_and_rooms_follow_their_declaration(net: DesiredNetwork) -> None:
+    for room in net.rooms:
+        expected = 100 if room.is_space else 0
+        if room.ref.endswith("/announcements"):
+            expected = 50
+        assert room.power_levels["events_default"] == expected, room.ref
+    kinds = {r.ref: (r.is_space, r.locator.kind) for r in net.rooms}
+    assert kinds["network"] == (True, "network_space")
+    assert kinds["cohort:almaty/spring-2026"] == (True, "cohort_space")
+    assert kinds["club:almaty/support"] == (False, "club_room")
+
+
+def test_power_levels_are_complete_and_never_list_the_creator(net: DesiredNetwork) -> None:
+    for room in net.rooms:
+        pl = room.power_levels
+        assert {k: pl[k] for k in ("users_default", "state_default", "invite", "kick")} == {
+            "users_default": 0,
+            "state_default": 50,
+            "invite": 50,
+            "kick": 50,
+        }
+        assert (pl["ban"], pl["redact"], pl["notifications"]) == (50, 50, {"room": 50})
+        assert pl["events"]["m.room.power_levels"] == 100
+        assert pl["events"]["m.room.tombstone"] == 150
+        assert pl["events"][LOCATOR] == 100
+        assert pl["events"][CLUB_SETTINGS] == 100
+        assert not any("provisioner" in user for user in pl["users"])
+        assert all(level > 0 for level in pl["users"].values())
+        assert set(pl["users"]) >= BOTS
+
+
+def test_staff_get_their_role_level_in_their_clubs_rooms(net: DesiredNetwork) -> None:
+    users = net.room("club:almaty/general").power_levels["users"]
+    assert users[f"@anna:{SERVER}"] == 100  # admin
+    assert users[f"@boris:{SERVER}"] == 50  # facilitator
+    assert f"@gleb:{SERVER}" not in users  # a member: users_default
+    assert f"@anna:{SERVER}" not in net.room("network").power_levels["users"]
+
+
+def test_club_rooms_are_restricted_to_their_club_space_unless_invite_only(
+    net: DesiredNetwork,
+) -> None:
+    general = net.room("club:almaty/general")
+    assert (general.join_rule, general.join_allow_refs) == ("restricted", ("club:almaty",))
+    support = net.room("club:almaty/support")
+    assert (support.join_rule, support.join_allow_refs) == ("invite", ())
+    assert support.private_description is not None
+    for ref in ("network", "country:kz", "club:almaty", "cohort:almaty/spring-2026"):
+        assert net.room(ref).join_rule == "invite"
+    for room in net.rooms:
+        if room.ref.startswith("cohort:"):
+            assert (room.join_rule, room.join_allow_refs) == ("invite", ())
+
+
+def test_members_of_each_level(net: DesiredNetwork) -> None:
+    def people(ref: str) -> set[str]:
+        return {m.split(":")[0][1:] for m in net.room(ref).members if m not in BOTS}
+
+    assert set(net.room("network").members) >= BOTS
+    assert people("network") == {p.mxid.split(":")[0][1:] for p in net.people if p.mxid}
+    assert people("country:kz") == {
+        "anna", "boris", "vera", "gleb", "dina", "egor", "zhanna", "zakhar", "inna", "kirill"
+    }  # fmt: skip
+    assert people("club:almaty") == {"anna", "boris", "vera", "gleb", "dina", "egor", "zhanna"}
+    assert people("club:almaty/general") == people("club:almaty")
+    assert people("cohort:almaty/spring-2026") == {"anna", "boris", "vera", "gleb", "dina"}
+    assert people("cohort:almaty/spring-2026/chat") == people("cohort:almaty/spring-2026")
+    assert people("cohort:almaty/spring-2026") <= people("club:almaty")
+
+
+def test_people_without_an_account_are_not_members_yet(net: DesiredNetwork) -> None:
+    guest = next(p for p in net.people if p.key == "guest-1")
+    assert (guest.mxid, guest.onboarding, guest.clubs) == (None, "token", ("almaty",))
+    assert all(
+        m.startswith("@") and m.endswith(f":{SERVER}") for m in net.room("club:almaty").members
+    )
+
+
+def test_locators_and_club_settings(net: DesiredNetwork) -> None:
+    loc = net.room("cohort:almaty/spring-2026/chat").locator
+    assert loc.content() == {
+        "network": "commclubs",
+        "kind": "cohort_room",
+        "key": "chat",
+        "schema": 1,
+        "state": "active",
+        "country": "kz",
+        "club": "almaty",
+        "cohort": "spring-2026",
+    }
+    assert net.room("cohort:almaty/autumn-2025").life == "archived"
+    assert net.room("cohort:almaty/autumn-2025/chat").life == "archived"
+    settings = net.room("club:berlin/general").state[(CLUB_SETTINGS, "")]
+    assert settings == {"time_zone": "Europe/Berlin", "language": "en"}
+    assert (CLUB_SETTINGS, "") not in net.room("network").state
+
+
+def test_people_and_bots(net: DesiredNetwork) -> None:
+    anna = next(p for p in net.people if p.key == "anna")
+    assert anna.mxid == f"@anna:{SERVER}"
+    assert anna.clubs == ("almaty", "tbilisi")
+    gleb = next(p for p in net.people if p.key == "gleb")
+    assert gleb.cohorts == ("almaty/spring-2026",)
+    assert net.bots["moderation"] == f"@bot-moderation:{SERVER}"
+    assert set(net.bots.values()) == BOTS
+
+
+def test_compiling_twice_gives_the_same_network() -> None:
+    model = load_network(config_dir() / "network.example.yaml")
+    first, second = compile_network(model, SERVER), compile_network(model, SERVER)
+    assert first == second
+    assert [list(r.members) for r in first.rooms] == [list(r.members) for r in second.rooms]
+    for room in first.rooms:
+        assert list(room.members) == sorted(room.members)
+
+
+def test_ids_on_other_servers_stay_as_written() -> None:
+    assert resolve_mxid("@anna", SERVER) == f"@anna:{SERVER}"
+    assert resolve_mxid("@anna:other.org", SERVER) == "@anna:other.org"
+    with pytest.raises(ClubsError):
+        resolve_mxid("@" + "a" * 250, "example.org")
+
+
+def test_a_bad_server_name_is_refused() -> None:
+    model = parse_network("version: 1\nnetwork: n\nname: N\n")
+    with pytest.raises(ClubsError):
+        compile_network(model, "not a server")
+    assert [r.ref for r in compile_network(model, SERVER).rooms] == ["network"]

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clubs.core.paths import config_dir
+from clubs.core.yamlconf import ConfigError
+from clubs.provisioning.load import duration_ms, load_network, parse_network
+from clubs.provisioning.model import DEFAULT_POWER_LEVELS, Network
+
+EXAMPLE = config_dir() / "network.example.yaml"
+
+SMALL = """\
+version: 1
+network: demo
+name: "Сеть"
+people:
+  - {key: anna, mxid: "@anna", display_name: "Анна", onboarding: precreate}
+  - {key: boris, mxid: "@boris:example.org", onboarding: existing}
+  - {key: vera}
+club_template:
+  rooms:
+    - {key: general, name: "Общий", order: "010", suggested: true}
+    - {key: news, name: "Объявления", power_levels: {events_default: 50}}
+    - {key: support, name: "Поддержка", join_rule: invite}
+cohort_template:
+  rooms:
+    - {key: chat, name: "Группа"}
+countries:
+  - key: kz
+    name: "Казахстан"
+    clubs:
+      - key: almaty
+        name: "Алматы"
+        staff: {facilitator: [anna], moderator: [anna]}
+        members: [anna, boris, vera]
+        rooms:
+          - {key: news, topic: "Новости", power_levels: {events: {m.room.pinned_events: 50}}}
+          - {key: walks, name: "Прогулки"}
+        cohorts:
+          - {key: spring, name: "Весна", members: [vera, anna], state: archived}
+"""
+
+
+def load(text: str) -> Network:
+    return parse_network(text, "n.yaml")
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(text)
+    return str(caught.value).splitlines()
+
+
+def test_the_example_loads_and_is_as_big_as_the_issue_asks() -> None:
+    network = load_network(EXAMPLE)
+    clubs = [club for _, club in network.clubs()]
+    assert network.key == "commclubs"
+    assert len(network.countries) >= 3
+    assert len(clubs) >= 4
+    assert sum(len(club.cohorts) for club in clubs) >= 2
+    assert len(network.people) >= 20
+    assert set(network.bots) == {"moderation", "facilitation", "scheduling", "checkins"}
+    for club in clubs:
+        assert {"general", "announcements", "sessions", "support"} <= {r.key for r in club.rooms}
+
+
+def test_defaults_apply_when_the_file_leaves_them_out() -> None:
+    network = load(SMALL)
+    d = network.defaults
+    assert (d.room_version, d.history_visibility, d.guest_access) == ("12", "joined", "forbidden")
+    assert d.encryption.algorithm == "m.megolm.v1.aes-sha2"
+    assert network.roles == {
+        "admin": 100,
+        "moderator": 50,
+        "facilitator": 50,
+        "bot": 50,
+        "member": 0,
+    }
+    assert network.power_levels == DEFAULT_POWER_LEVELS
+    club = network.countries[0].clubs[0]
+    assert (club.time_zone, club.language) == ("UTC", "ru")
+
+
+def test_club_rooms_are_the_template_with_the_clubs_changes_and_additions() -> None:
+    club = load(SMALL).countries[0].clubs[0]
+    rooms = {r.key: r for r in club.rooms}
+    assert list(rooms) == ["general", "news", "support", "walks"]
+    assert rooms["general"].join_rule == "restricted"  # the default for club rooms
+    assert rooms["general"].suggested
+    assert rooms["general"].order == "010"
+    assert rooms["support"].join_rule == "invite"
+    news = rooms["news"]
+    assert (news.name, news.topic) == ("Объявления", "Новости")
+    assert news.power_levels.thresholds == {"events_default": 50}
+    assert news.power_levels.events == {"m.room.pinned_events": 50}
+    assert rooms["walks"].name == "Прогулки"
+
+
+def test_cohorts_get_the_cohort_template_and_keep_their_state() -> None:
+    cohort = load(SMALL).countries[0].clubs[0].cohorts[0]
+    assert cohort.state == "archived"
+    assert cohort.members == ("vera", "anna")
+    assert [(r.key, r.join_rule) for r in cohort.rooms] == [("chat", "invite")]
+
+
+def test_a_person_may_be_staff_and_member_and_hold_two_roles() -> None:
+    club = load(SMALL).countries[0].clubs[0]
+    assert club.staff == {"moderator": ("anna",), "facilitator": ("anna",)}
+    assert club.people() == ("anna", "boris", "vera")
+
+
+def test_people_keep_their_ids_as_written() -> None:
+    people = {p.key: p for p in load(SMALL).people}
+    assert people["anna"].mxid == "@anna"
+    assert people["boris"].mxid == "@boris:example.org"
+    assert (people["vera"].mxid, people["vera"].onboarding) == (None, "token")
+
+
+def test_network_power_levels_merge_into_the_defaults() -> None:
+    text = SMALL.replace(
+        "people:", "power_levels: {invite: 0, events: {m.room.avatar: 100}}\npeople:", 1
+    )
+    power = load(text).power_levels
+    assert power.thresholds["invite"] == 0
+    assert power.thresholds["kick"] == 50
+    assert power.events["m.room.avatar"] == 100
+    assert power.events["m.room.power_levels"] == 100
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"), [("180d", 180 * 86_400_000), ("12h", 43_200_000), ("2w", 1_209_600_000)]
+)
+def test_durations(value: str, ms: int) -> None:
+    assert duration_ms(value) == ms
+
+
+@pytest.mark.parametrize("value", ["6 months", "0d", "1y", "d", "-1d", "1.5d"])
+def test_not_durations(value: str) -> None:
+    assert duration_ms(value) is None
+
+
+def test_template_room_without_name_is_reported_once_at_the_template() -> None:
+    text = SMALL.replace('{key: support, name: "Поддержка", join_rule: invite}', "{key: support}")
+    assert errors(text) == ['n.yaml:12:7: club_template.rooms[2]: missing required key "name"']
+
+
+def test_staff_roles_are_admin_moderator_facilitator() -> None:
+    text = SMALL.replace("staff: {facilitator: [anna]", "staff: {member: [anna]")
+    assert errors(text) == [
+        "n.yaml:22:17: countries[0].clubs[0].staff.member: unknown key; "
+        "expected one of admin, moderator, facilitator"
+    ]
+
+
+def test_duplicate_room_and_cohort_keys_in_a_club() -> None:
+    text = SMALL.replace(
+        '- {key: walks, name: "Прогулки"}',
+        '- {key: walks, name: "Прогулки"}\n          - {key: walks, name: "Ещё"}',
+    ).replace("- {key: spring,", '- {key: spring, name: "Б"}\n          - {key: spring,')
+    assert errors(text) == [
+        "n.yaml:27:19: countries[0].clubs[0].rooms[2].key: duplicate room key "
+        '"walks" (first at line 26)',
+        "n.yaml:30:19: countries[0].clubs[0].cohorts[1].key: duplicate cohort key "
+        '"spring" (first at line 29)',
+    ]
+
+
+def test_a_person_id_may_not_be_a_bots() -> None:
+    text = SMALL.replace("people:", "bots: {moderation: mod}\npeople:").replace(
+        '"@boris:example.org", onboarding: existing', '"@mod", onboarding: existing'
+    )
+    assert errors(text) == ['n.yaml:7:24: people[1].mxid: "@mod" is the account of a bot']
+
+
+# --- fuzz: nothing but ConfigError ever comes out of the loader ----------------------------------
+
+KEYS = [
+    "version", "network", "name", "topic", "defaults", "people", "countries", "clubs", "rooms",
+    "cohorts", "members", "staff", "key", "mxid", "join_rule", "power_levels", "events", "roles",
+    "bots", "time_zone", "language", "state", "club_template", "retention", "max_lifetime",
+]  # fmt: skip
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(["@anna", "kz", "almaty", "invite", "12", "ru", "Asia/Almaty", "180d", "1"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=8))
+def test_random_documents_give_a_network_or_a_config_error(doc: dict[str, object]) -> None:
+    with contextlib.suppress(ConfigError):
+        load(yaml.safe_dump(doc, allow_unicode=True))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_mutated_example_gives_a_network_or_a_config_error(data: st.DataObject) -> None:
+    text = Path(EXAMPLE).read_text()
+    start = data.draw(st.integers(0, len(text)))
+    cut = data.draw(st.integers(0, 20))
+    insert = data.draw(
+        st.text(max_size=10) | st.sampled_from(["\n  ", ": ", "- ", "&a ", "*a", "'"])
+    )
+    with contextlib.suppress(ConfigError):
+        load(text[:start] + insert + text[start + cut :])

@@ -1,0 +1,326 @@
+"""The planner, with no homeserver: snapshots are built from the desired network itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clubs.core.http import RoomId
+from clubs.core.namespace import LOCATOR
+from clubs.provisioning.actual import Actual, ActualRoom, Membership
+from clubs.provisioning.desired import DesiredNetwork, DesiredPerson
+from clubs.provisioning.plan import (
+    Plan,
+    _Ids,
+    desired_state,
+    differing_keys,
+    placeholder,
+    plan,
+    render_json,
+    render_text,
+)
+from tests.integration.provisioning.networks import make_network, with_members
+
+SERVER = "hs.test"
+ME = "@provisioner:hs.test"
+ANNA = "@anna:hs.test"
+IVAN = "@ivan:hs.test"
+
+
+def rid(ref: str) -> RoomId:
+    return RoomId(f"!{ref.replace(':', '_').replace('/', '_')}")
+
+
+def applied(
+    net: DesiredNetwork,
+    *,
+    members: Mapping[str, str] | None = None,
+    edit: Mapping[tuple[str, tuple[str, str]], Any] | None = None,
+) -> Actual:
+    """The snapshot discovery would return if `net` had been applied exactly.
+
+    `members` overrides the membership of everyone ("join", "invite", "left", "kicked");
+    `edit` replaces state content by (ref, (type, state key)).
+    """
+    ids = _Ids({r.ref: rid(r.ref) for r in net.rooms})
+    rooms: dict[str, ActualRoom] = {}
+    for room in net.rooms:
+        state: dict[tuple[str, str], Mapping[str, Any]] = {
+            ("m.room.create", ""): {
+                "room_version": room.room_version,
+                "m.federate": False,
+                **({"type": "m.space"} if room.is_space else {}),
+            }
+        }
+        for key, content in desired_state(room, ids, SERVER).items():
+            state[key] = content
+        pl = dict(state[("m.room.power_levels", "")])
+        state[("m.room.power_levels", "")] = {**pl, "historical": 100}  # added by the server
+        for child in net.rooms:
+            if child.parent_ref == room.ref:
+                edge: dict[str, Any] = {"via": [SERVER], "suggested": child.suggested}
+                if child.order is not None:
+                    edge["order"] = child.order
+                state[("m.space.child", rid(child.ref))] = edge
+        for (ref, key), content in (edit or {}).items():
+            if ref == room.ref:
+                state[key] = content
+        people: dict[str, Membership] = {ME: Membership("join", ME)}
+        for mxid in room.members:
+            how = (members or {}).get(mxid, "join")
+            people[mxid] = {
+                "join": Membership("join", mxid),
+                "invite": Membership("invite", ME),
+                "left": Membership("leave", mxid),
+                "kicked": Membership("leave", "@mod:hs.test"),
+            }[how]
+        rooms[room.ref] = ActualRoom(rid(room.ref), room.ref, room.locator.content(), state, people)
+    return Actual(net.network, ME, rooms)
+
+
+def net(**kw: Any) -> DesiredNetwork:
+    return make_network(SERVER, network="n1", **kw)
+
+
+def test_empty_homeserver_plans_one_create_per_room_parents_first() -> None:
+    n = net(n_clubs=2, rooms_per_club=2)
+    p = plan(n, Actual("n1", ME, {}))
+    creates = [a for a in p.actions if a.kind == "create"]
+    assert len(creates) == len(n.rooms)
+    seen: set[str] = set()
+    for a in creates:
+        room = n.room(a.ref)
+        assert room.parent_ref is None or room.parent_ref in seen
+        seen.add(a.ref)
+    assert {a.kind for a in p.actions} == {"create", "space_child"}
+
+
+def test_create_carries_everything_security_relevant_and_no_invites() -> None:
+    n = net(n_clubs=1, rooms_per_club=1, members={"c0": {ANNA: 50, IVAN: 0}})
+    p = plan(n, Actual("n1", ME, {}))
+    body = next(a for a in p.actions if a.kind == "create" and a.ref == "club:c0/r0").content
+    assert body["preset"] == "private_chat"
+    assert body["visibility"] == "private"
+    assert body["room_version"] == "12"
+    assert body["creation_content"] == {"m.federate": False}
+    assert "invite" not in body
+    assert body["power_level_content_override"]["users"] == {ANNA: 50}
+    assert ME not in body["power_level_content_override"]["users"]
+    state = {(e["type"], e["state_key"]): e["content"] for e in body["initial_state"]}
+    assert body["initial_state"][0]["type"] == "m.room.encryption"
+    assert state[("m.room.join_rules", "")] == {
+        "join_rule": "restricted",
+        "allow": [{"type": "m.room_membership", "room_id": placeholder("club:c0")}],
+    }
+    assert state[("m.room.history_visibility", "")] == {"history_visibility": "joined"}
+    assert state[("m.room.guest_access", "")] == {"guest_access": "forbidden"}
+    assert state[("m.space.parent", placeholder("club:c0"))] == {
+        "via": [SERVER],
+        "canonical": True,
+    }
+    assert state[(LOCATOR, "")]["network"] == "n1"
+    assert ("m.room.power_levels", "") not in state  # sent as the override
+    space = next(a for a in p.actions if a.kind == "create" and a.ref == "club:c0").content
+    assert space["creation_content"] == {"m.federate": False, "type": "m.space"}
+    invites = [a for a in p.actions if a.kind == "invite"]
+    assert {(a.ref, a.user_id) for a in invites} == {
+        (r, u) for r in ("club:c0", "club:c0/r0") for u in (ANNA, IVAN)
+    }
+    assert all(a.needs == (f"room:{a.ref}",) for a in invites)
+
+
+def test_applied_network_plans_nothing_despite_server_added_keys() -> None:
+    n = net(n_clubs=2, rooms_per_club=3, members={"c0": {ANNA: 50}})
+    a = applied(n, edit={("club:c0/r0", ("m.room.topic", "")): {"topic": "x", "m.topic": {}}})
+    assert plan(n, a).empty
+
+
+def test_existing_rooms_are_referred_to_by_id() -> None:
+    n = net(n_clubs=1, rooms_per_club=1)
+    a = applied(n)
+    rooms = {k: v for k, v in a.rooms.items() if k != "club:c0/r0"}
+    p = plan(n, Actual("n1", ME, rooms))
+    create = next(x for x in p.actions if x.kind == "create")
+    state = {(e["type"], e["state_key"]) for e in create.content["initial_state"]}
+    assert ("m.space.parent", rid("club:c0")) in state
+    assert create.needs == ()
+    link = next(x for x in p.actions if x.kind == "space_child")
+    assert (link.ref, link.state_key) == ("club:c0", placeholder("club:c0/r0"))
+
+
+def test_public_join_rule_and_world_readable_history_are_security_drift() -> None:
+    n = net(n_clubs=1, rooms_per_club=1)
+    a = applied(
+        n,
+        edit={
+            ("club:c0/r0", ("m.room.join_rules", "")): {"join_rule": "public"},
+            ("club:c0/r0", ("m.room.history_visibility", "")): {
+                "history_visibility": "world_readable"
+            },
+            ("club:c0/r0", ("m.room.name", "")): {"name": "renamed"},
+        },
+    )
+    p = plan(n, a)
+    assert [(x.event_type, x.security) for x in p.actions] == [
+        ("m.room.join_rules", True),
+        ("m.room.history_visibility", True),
+        ("m.room.name", False),
+    ]
+    text = render_text(p)
+    assert text.splitlines()[0].startswith("! SECURITY club:c0/r0: m.room.join_rules")
+    assert "~ update club:c0/r0: m.room.name" in text
+    assert "2 SECURITY" in text.splitlines()[-1]
+
+
+def test_power_threshold_drift_is_security_and_merges_unmanaged_keys() -> None:
+    n = net(n_clubs=1, rooms_per_club=1)
+    base = applied(n).rooms["club:c0/r0"].state[("m.room.power_levels", "")]
+    drifted = {**base, "invite": 0, "users": {"@x:hs.test": 20}}
+    p = plan(n, applied(n, edit={("club:c0/r0", ("m.room.power_levels", "")): drifted}))
+    (action,) = p.actions
+    assert action.security
+    assert action.content["invite"] == 50
+    assert action.content["historical"] == 100
+    assert action.content["users"] == {"@x:hs.test": 20}
+    (pruned,) = plan(
+        n,
+        applied(n, edit={("club:c0/r0", ("m.room.power_levels", "")): {**base, "users": {}}}),
+        prune=True,
+    ).actions or (None,)
+    assert pruned is None  # declared users {} match
+
+
+def test_spec_defaults_are_not_drift() -> None:
+    assert differing_keys("m.room.guest_access", {"guest_access": "forbidden"}, {}) == []
+    assert differing_keys("m.room.power_levels", {"invite": 0, "ban": 50}, {}) == []
+    assert differing_keys("m.room.power_levels", {"invite": 50}, {}) == ["invite"]
+    assert differing_keys("m.room.name", {"name": "a"}, None) == ["name"]
+
+
+def test_member_who_left_is_not_reinvited_unless_asked() -> None:
+    n = net(n_clubs=1, rooms_per_club=1, members={"c0": {IVAN: 0}})
+    a = applied(n, members={IVAN: "left"})
+    p = plan(n, a)
+    assert p.empty
+    assert {note.kind for note in p.notes} == {"left"}
+    again = plan(n, a, reinvite=True)
+    assert {(x.kind, x.user_id) for x in again.actions} == {("invite", IVAN)}
+
+
+def test_member_removed_by_a_moderator_is_reported_not_reinvited() -> None:
+    n = net(n_clubs=1, rooms_per_club=1, members={"c0": {IVAN: 0}})
+    p = plan(n, applied(n, members={IVAN: "kicked"}))
+    assert p.empty
+    assert {note.kind for note in p.notes} == {"kicked"}
+
+
+def test_undeclared_member_is_kicked_and_provisioner_never() -> None:
+    n = net(n_clubs=1, rooms_per_club=1, members={"c0": {ANNA: 50, IVAN: 0}})
+    a = applied(n)
+    smaller = with_members(n, "c0", {ANNA: 50})
+    p = plan(smaller, a)
+    assert {(x.kind, x.ref, x.user_id) for x in p.actions} == {
+        ("kick", "club:c0", IVAN),
+        ("kick", "club:c0/r0", IVAN),
+    }
+    assert all(x.user_id != ME for x in p.actions)
+
+
+def test_undeclared_club_is_an_orphan_until_pruned() -> None:
+    n = net(n_clubs=2, rooms_per_club=1)
+    a = applied(n)
+    gone = make_network(SERVER, network="n1", n_clubs=1, rooms_per_club=1)
+    p = plan(gone, a)
+    assert p.empty
+    assert sorted(note.ref for note in p.notes) == ["club:c1", "club:c1/r0"]
+    pruned = plan(gone, a, prune=True)
+    assert {x.kind for x in pruned.actions} == {"archive"}
+    unlink = [x for x in pruned.actions if x.event_type == "m.space.child"]
+    assert {(x.ref, x.state_key) for x in unlink} == {
+        ("country:k0", rid("club:c1")),
+        ("club:c1", rid("club:c1/r0")),
+    }
+    assert all(x.content == {} for x in unlink)
+    locators = [x for x in pruned.actions if x.event_type == LOCATOR]
+    assert all(x.content["state"] == "archived" for x in locators)
+    destroyed = plan(gone, a, prune=True, destroy=True)
+    assert {(x.kind, x.ref) for x in destroyed.actions} == {
+        ("destroy", "club:c1"),
+        ("destroy", "club:c1/r0"),
+    }
+
+
+def test_archived_club_becomes_invite_only_read_only_and_unlinked() -> None:
+    n = net(n_clubs=1, rooms_per_club=1)
+    a = applied(n)
+    archived = make_network(
+        SERVER, network="n1", n_clubs=1, rooms_per_club=1, archived_clubs=["c0"]
+    )
+    p = plan(archived, a)
+    by_target = {(x.ref, x.event_type): x for x in p.actions}
+    assert {x.kind for x in p.actions} == {"archive"}
+    room = by_target[("club:c0/r0", "m.room.power_levels")]
+    assert room.content["events_default"] == 50
+    assert by_target[("club:c0/r0", "m.room.join_rules")].content == {"join_rule": "invite"}
+    assert by_target[("club:c0", "m.space.child")].content == {}
+    assert by_target[("country:k0", "m.space.child")].content == {}
+    # Archived rooms that were never created are not created.
+    assert plan(archived, Actual("n1", ME, {})).counts() == {
+        "create": 2,
+        "space_child": 1,
+    }
+
+
+def test_precreated_people_get_accounts_before_their_invites() -> None:
+    pc = DesiredPerson("pc", IVAN, "Иван", "precreate", ("c0",))
+    tk = DesiredPerson("tk", None, None, "token", ("c0",))
+    n = net(n_clubs=1, rooms_per_club=1, members={"c0": {IVAN: 0}}, people=[pc, tk])
+    a = applied(n)
+    empty = Actual("n1", ME, a.rooms, users=frozenset())
+    p = plan(n, replace(empty))
+    assert [x.kind for x in p.actions] == ["create_user", "issue_token"]
+    assert p.actions[0].content == {"user_type": None, "displayname": "Иван"}
+    assert "password" not in json.dumps(p.to_json())
+    done = Actual("n1", ME, a.rooms, users=frozenset({IVAN}), tokens={"tk": "live"})
+    assert plan(n, done).empty
+    used = Actual("n1", ME, a.rooms, users=frozenset({IVAN}), tokens={"tk": "used"})
+    assert [note.kind for note in plan(n, used).notes] == ["registered"]
+
+
+def test_json_rendering_and_hash_are_stable() -> None:
+    n = net(n_clubs=1, rooms_per_club=2, members={"c0": {ANNA: 50}})
+    p1 = plan(n, Actual("n1", ME, {}))
+    p2 = plan(n, Actual("n1", ME, {}))
+    assert p1.hash == p2.hash
+    doc = json.loads(render_json(p1))
+    assert doc["hash"] == p1.hash
+    assert doc["changes"] == len(p1.actions)
+    assert doc["counts"] == {"create": 5, "space_child": 4, "invite": 3}
+    other = plan(with_members(n, "c0", {ANNA: 100}), Actual("n1", ME, {}))
+    assert other.hash != p1.hash
+
+
+def test_empty_plan_renders_no_changes() -> None:
+    p = Plan("n1", ())
+    assert render_text(p) == "No changes: network n1 matches the homeserver.\n"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    countries=st.integers(1, 3),
+    clubs=st.integers(0, 4),
+    rooms=st.integers(0, 4),
+    staff=st.dictionaries(st.sampled_from([ANNA, IVAN]), st.sampled_from([0, 50, 100])),
+)
+def test_any_applied_network_plans_nothing(
+    countries: int, clubs: int, rooms: int, staff: dict[str, int]
+) -> None:
+    n = net(n_countries=countries, n_clubs=clubs, rooms_per_club=rooms, members={"c0": staff})
+    assert plan(n, applied(n)).empty
+    fresh = plan(n, Actual("n1", ME, {}))
+    assert fresh.counts()["create"] == len(n.rooms)
