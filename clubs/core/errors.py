@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class ClubsError(Exception):
     """An error meant for a person: its message is one clear line saying what and where."""
@@ -14,11 +17,22 @@ class HomeserverError(ClubsError):
 class MatrixError(ClubsError):
     """The homeserver answered a request with an error."""
 
-    def __init__(self, status: int, errcode: str, message: str, *, method: str, path: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        errcode: str,
+        message: str,
+        *,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(f"{method} {path}: {status} {errcode}: {message}")
         self.status = status
         self.errcode = errcode
         self.error = message
+        self.body: Mapping[str, Any] = body or {}
+        """The decoded error body (e.g. the flows and session of a user-interactive auth 401)."""
 
 
 class Forbidden(MatrixError):
@@ -40,7 +54,12 @@ class RateLimited(MatrixError):
         *,
         method: str,
         path: str,
+        body: Mapping[str, Any] | None = None,
         retry_after_ms: int | None = None,
     ) -> None:
-        super().__init__(status, errcode, message, method=method, path=path)
+        super().__init__(status, errcode, message, method=method, path=path, body=body)
         self.retry_after_ms = retry_after_ms
+
+
+class Unreachable(ClubsError):
+    """The homeserver could not be reached (connection refused or reset, or a timeout)."""

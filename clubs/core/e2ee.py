@@ -1,0 +1,612 @@
+"""A bot account's end-to-end encrypted Matrix client: one stable device, an encrypted nio store,
+cross-signing, and a deliberate trust policy for sharing room keys.
+
+What it refuses, and why (../shared/reference/security.md §2):
+- no store, or a store that would be encrypted with nio's `DEFAULT_KEY` or an empty key: without
+  a store nio silently sends plaintext into encrypted rooms (P10), and its default key is public;
+- a device whose keys are on the server while the local store is gone: running it would mean a
+  new Olm identity behind an old device id, which peers cannot talk to (P1);
+- a device whose keys are no longer on the server (e.g. after a logout) while the store says they
+  were uploaded: nio would never upload them again (P2);
+- sending to a room it does not know (it could not tell whether the room is encrypted);
+- a store that another process has open (two writers would fork the Olm state).
+
+It never logs out and never logs in again to get a fresh device. Room keys go only to devices
+that their owner has cross-signed (`clubs.core.trust`); every other device is blacklisted in nio
+on purpose — nio's blanket `ignore_unverified_devices=True` is never used.
+
+The sync here is one request: the caller owns the loop and the `next_batch` it persists (pass it
+back as `since`). This module is the only one that imports nio; nothing nio-typed leaves it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nio
+from nio.crypto.device import TrustState as NioTrust
+from nio.store import SqliteStore
+
+from clubs.core.admin import Session, login_password
+from clubs.core.crosssign import CrossSigningState, ensure_cross_signing, stored_keys
+from clubs.core.errors import ClubsError, Forbidden, MatrixError, NotFound, RateLimited, Unreachable
+from clubs.core.http import DeviceId, EventId, JsonDict, MatrixHttp, RoomId, UserId, path
+from clubs.core.secrets import Vault
+from clubs.core.trust import MasterKeyPins, UserVerdict, evaluate_user
+
+log = logging.getLogger(__name__)
+
+CS = ("_matrix", "client", "v3")
+PICKLE_KEY_MIN_CHARS = 32
+REFUSED_PICKLE_KEYS = frozenset({"DEFAULT_KEY"})
+"""nio's built-in default passphrase (nio base_client.py ClientConfig.pickle_key)."""
+KEYS_QUERY_BATCH = 100
+PINS_FILE = "master_keys.json"
+LOCK_FILE = ".lock"
+
+
+class StoreError(ClubsError):
+    """The bot's crypto store is missing, unusable, or would be protected by a weak key."""
+
+
+class DeviceError(ClubsError):
+    """The bot's device on the server does not match its local store; an operator must decide."""
+
+
+def check_pickle_key(key: str | None) -> str:
+    """Return `key` if it is fit to encrypt the store; refuse nio's default and weak keys."""
+    if key is None or not key.strip():
+        raise StoreError("the crypto store key is empty; refusing to run without a real key")
+    if key in REFUSED_PICKLE_KEYS:
+        raise StoreError(f"the crypto store key is nio's public default {key!r}; refusing it")
+    if len(key) < PICKLE_KEY_MIN_CHARS:
+        raise StoreError(
+            f"the crypto store key is shorter than {PICKLE_KEY_MIN_CHARS} characters; refusing it"
+        )
+    return key
+
+
+def store_file(store_dir: Path, user_id: str, device_id: str) -> Path:
+    """Where nio's SqliteStore keeps this device's keys and sessions."""
+    return store_dir / f"{user_id}_{device_id}.db"
+
+
+def pickle_key_name(user_id: str) -> str:
+    return f"{user_id}/pickle_key"
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """One timeline event of a joined room, decrypted if it was encrypted and we could."""
+
+    room_id: RoomId
+    event_id: EventId
+    sender: UserId
+    type: str
+    content: Mapping[str, Any]
+    origin_server_ts: int
+    state_key: str | None = None
+    encrypted: bool = False
+    """It arrived as `m.room.encrypted`."""
+    decrypted: bool = False
+    """... and we could decrypt it (`type`/`content` are then the plaintext ones)."""
+    sender_trusted: bool = False
+    """The sending device is cross-signed by its owner under our trust policy (encrypted only)."""
+
+    def as_json(self) -> dict[str, Any]:
+        """The event as client-server JSON (decrypted type and content), for
+        `clubs.core.events.parse_message` and friends."""
+        out: dict[str, Any] = {
+            "type": self.type,
+            "content": dict(self.content),
+            "event_id": self.event_id,
+            "sender": self.sender,
+            "room_id": self.room_id,
+            "origin_server_ts": self.origin_server_ts,
+        }
+        if self.state_key is not None:
+            out["state_key"] = self.state_key
+        return out
+
+    def __repr__(self) -> str:  # content never reaches a log through a repr
+        return (
+            f"RoomEvent(room_id={self.room_id!r}, event_id={self.event_id!r}, type={self.type!r})"
+        )
+
+
+@dataclass(frozen=True)
+class SyncBatch:
+    next_batch: str
+    events: list[RoomEvent] = field(default_factory=list)
+    invites: list[RoomId] = field(default_factory=list)
+    """Rooms we are invited to (the caller decides whether to join)."""
+
+
+class E2eeClient:
+    """One bot account's encrypted client. Create with `E2eeClient.open(...)`."""
+
+    def __init__(
+        self,
+        client: nio.AsyncClient,
+        http: MatrixHttp,
+        vault: Vault,
+        pins: MasterKeyPins,
+        session: Session,
+        cross_signing: CrossSigningState | None,
+        lock_fd: int | None = None,
+    ) -> None:
+        self._client = client
+        self._lock_fd = lock_fd
+        self._http = http
+        self._vault = vault
+        self._pins = pins
+        self.session = session
+        self.cross_signing = cross_signing
+        self._full_state_next = True
+        self._dirty_users: set[str] = set()
+        self.identity_changed: set[UserId] = set()
+        """Users whose master key changed since we pinned it: they get no room keys until
+        `accept_identity_change`."""
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        base_url: str,
+        vault: Vault,
+        user_id: UserId,
+        store_dir: Path,
+        *,
+        cross_sign: bool = True,
+        request_timeout_s: float = 60.0,
+    ) -> E2eeClient:
+        """Open the bot's device from the vault and its store, checking it against the server.
+
+        The vault holds the account's access token and device id (written by
+        `clubs.core.admin.ensure_service_account`), or at least its password for one first
+        login; the store key is created in the vault on first start.
+        """
+        session = await _stored_session(base_url, vault, user_id)
+        stored_key = vault.get(pickle_key_name(user_id))
+        if stored_key is not None:
+            check_pickle_key(stored_key)  # before touching the disk
+        lock_fd = _lock_store(store_dir)
+        http = MatrixHttp(base_url, session.access_token)
+        try:
+            db = store_file(store_dir, user_id, session.device_id)
+            store_existed = db.exists()
+            if stored_key is None:
+                if store_existed:
+                    raise StoreError(
+                        f"{db}: the crypto store exists but the vault holds no key for it; "
+                        "restore the vault that created it"
+                    )
+                stored_key = secrets.token_urlsafe(32)
+                vault.set(pickle_key_name(user_id), stored_key)
+            pickle_key = check_pickle_key(stored_key)
+            with _unreachable(f"opening the device of {user_id}"):
+                server_keys = await _check_device_on_server(http, session, store_existed, db)
+            client = _nio_client(base_url, session, store_dir, pickle_key, request_timeout_s)
+            try:
+                with _unreachable(f"opening the device of {user_id}"):
+                    await _load_store(client, session, db, server_keys)
+                    state = None
+                    if cross_sign:
+                        state = await ensure_cross_signing(
+                            http, vault, session.user_id, session.device_id
+                        )
+                pins = MasterKeyPins(store_dir / PINS_FILE)
+                own = stored_keys(vault, session.user_id)
+                if own is not None and pins.get(session.user_id) != own.master_public:
+                    pins.replace(session.user_id, own.master_public)  # ours: the vault decides
+            except BaseException:
+                await _close_nio(client)
+                raise
+        except BaseException:
+            await http.close()
+            _unlock_store(lock_fd)
+            raise
+        log.info("opened device %s of %s", session.device_id, session.user_id)
+        return cls(client, http, vault, pins, session, state, lock_fd)
+
+    async def close(self) -> None:
+        """Close connections and the store. Never logs out: the device and its keys stay."""
+        await _close_nio(self._client)
+        await self._http.close()
+        _unlock_store(self._lock_fd)
+        self._lock_fd = None
+
+    async def __aenter__(self) -> E2eeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def user_id(self) -> UserId:
+        return self.session.user_id
+
+    @property
+    def device_id(self) -> DeviceId:
+        return self.session.device_id
+
+    @property
+    def device_ed25519(self) -> str:
+        return str(self._olm.account.identity_keys["ed25519"])
+
+    @property
+    def _olm(self) -> Any:
+        olm = self._client.olm
+        if olm is None:  # never: open() refuses to return without it
+            raise StoreError("the crypto store is not loaded")
+        return olm
+
+    # --- sync ---------------------------------------------------------------------------------
+
+    async def sync(self, since: str | None = None, timeout_ms: int = 30_000) -> SyncBatch:
+        """One `/sync` (long-polling up to `timeout_ms`), decrypted, plus the crypto housekeeping
+        it calls for (key upload, device-list queries, Olm sessions, to-device messages).
+
+        The first call after `open` asks for the full state so that room membership and
+        encryption are known even when resuming from a stored `since`.
+        """
+        full_state = self._full_state_next or None
+        with _unreachable(f"sync of {self.user_id}"):
+            resp = await self._client.sync(timeout=timeout_ms, since=since, full_state=full_state)
+            if isinstance(resp, nio.ErrorResponse):
+                raise _matrix_error(resp, "GET", "sync")
+            self._full_state_next = False
+            self._dirty_users.update(resp.device_list.changed)
+            await self._housekeeping()
+            if self._dirty_users:
+                await self.refresh_trust(self._dirty_users)
+        return SyncBatch(
+            next_batch=resp.next_batch,
+            events=[
+                ev
+                for room_id, info in resp.rooms.join.items()
+                for raw in info.timeline.events
+                if (ev := self._room_event(RoomId(room_id), raw)) is not None
+            ],
+            invites=[RoomId(r) for r in resp.rooms.invite],
+        )
+
+    async def _housekeeping(self) -> None:
+        c = self._client
+        if c.outgoing_to_device_messages:
+            for r in await c.send_to_device_messages():
+                if isinstance(r, nio.ErrorResponse):
+                    log.warning("to-device send of %s failed: %s", self.user_id, r.status_code)
+        if c.should_upload_keys:
+            _check(await c.keys_upload(), "POST", "keys/upload")
+        if c.should_query_keys:
+            self._dirty_users.update(c.users_for_key_query)
+            _check(await c.keys_query(), "POST", "keys/query")
+        if c.should_claim_keys:
+            _check(await c.keys_claim(c.get_users_for_key_claiming()), "POST", "keys/claim")
+
+    def _room_event(self, room_id: RoomId, ev: Any) -> RoomEvent | None:
+        source = getattr(ev, "source", None)
+        if not isinstance(source, dict):
+            return None
+        event_id = source.get("event_id") or getattr(ev, "event_id", None)
+        sender = source.get("sender") or getattr(ev, "sender", None)
+        if not isinstance(event_id, str) or not isinstance(sender, str):
+            return None
+        ts = source.get("origin_server_ts")
+        content = source.get("content")
+        encrypted = isinstance(ev, nio.MegolmEvent) or bool(getattr(ev, "decrypted", False))
+        decrypted = encrypted and not isinstance(ev, nio.MegolmEvent)
+        trusted = False
+        if decrypted:
+            sender_key = getattr(ev, "sender_key", None)
+            device = (
+                self._olm.device_store.device_from_sender_key(sender, sender_key)
+                if isinstance(sender_key, str)
+                else None
+            )
+            trusted = device is not None and device.trust_state == NioTrust.verified
+        state_key = source.get("state_key")
+        return RoomEvent(
+            room_id=room_id,
+            event_id=EventId(event_id),
+            sender=UserId(sender),
+            type=str(source.get("type", "")),
+            content=content if isinstance(content, dict) else {},
+            origin_server_ts=ts if isinstance(ts, int) else 0,
+            state_key=state_key if isinstance(state_key, str) else None,
+            encrypted=encrypted,
+            decrypted=decrypted,
+            sender_trusted=trusted,
+        )
+
+    # --- rooms --------------------------------------------------------------------------------
+
+    def knows_room(self, room_id: RoomId) -> bool:
+        return room_id in self._client.rooms
+
+    def is_encrypted(self, room_id: RoomId) -> bool:
+        room = self._client.rooms.get(room_id)
+        return room_id in self._client.encrypted_rooms or bool(room and room.encrypted)
+
+    async def join(self, room_id: RoomId) -> None:
+        with _unreachable(f"join by {self.user_id}"):
+            resp = await self._client.join(room_id)
+        _check(resp, "POST", "join")
+
+    async def send(
+        self,
+        room_id: RoomId,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        txn_id: str | None = None,
+    ) -> EventId:
+        """Send an event, encrypted if the room is encrypted; room keys go only to devices that
+        their owners cross-signed. `txn_id` makes a retry idempotent (Synapse deduplicates per
+        device). Raises StoreError rather than ever sending plaintext into an encrypted room."""
+        room = self._client.rooms.get(room_id)
+        if room is None:
+            raise ClubsError(f"{self.user_id} does not know room {room_id} (sync first)")
+        encrypted = room.encrypted or room_id in self._client.encrypted_rooms
+        if encrypted and self._client.olm is None:
+            raise StoreError("refusing to send into an encrypted room without a crypto store")
+        with _unreachable(f"send by {self.user_id}"):
+            if encrypted:
+                await self._prepare_encrypted_room(room_id)
+            try:
+                resp = await self._client.room_send(
+                    room_id, event_type, dict(content), tx_id=txn_id
+                )
+            except nio.OlmUnverifiedDeviceError:
+                # A device appeared between our trust pass and the share: decide, then retry.
+                await self.refresh_trust(list(room.users))
+                resp = await self._client.room_send(
+                    room_id, event_type, dict(content), tx_id=txn_id
+                )
+        _check(resp, "PUT", "send")
+        return EventId(resp.event_id)
+
+    async def _prepare_encrypted_room(self, room_id: RoomId) -> None:
+        c = self._client
+        room = c.rooms[room_id]
+        if not room.members_synced:
+            _check(await c.joined_members(room_id), "GET", "joined_members")
+        if c.should_query_keys:
+            self._dirty_users.update(c.users_for_key_query)
+            _check(await c.keys_query(), "POST", "keys/query")
+        undecided = {
+            user
+            for user in room.users
+            for device in self._olm.device_store.active_user_devices(user)
+            if device.trust_state not in (NioTrust.verified, NioTrust.blacklisted)
+            and not (user == self.user_id and device.id == self.device_id)
+        }
+        todo = undecided | (self._dirty_users & set(room.users))
+        if todo:
+            await self.refresh_trust(todo)
+
+    # --- trust --------------------------------------------------------------------------------
+
+    async def refresh_trust(self, users: Iterable[str]) -> dict[str, UserVerdict]:
+        """Query the users' cross-signing keys and mark each of their devices in nio: verified
+        if cross-signed by the pinned (or first seen) master key, blacklisted otherwise."""
+        users = sorted(set(users))
+        verdicts: dict[str, UserVerdict] = {}
+        for i in range(0, len(users), KEYS_QUERY_BATCH):
+            batch = users[i : i + KEYS_QUERY_BATCH]
+            with _unreachable(f"keys/query by {self.user_id}"):
+                query = await self._http.post(
+                    path(*CS, "keys", "query"),
+                    {"device_keys": {u: [] for u in batch}},
+                    label="keys/query",
+                )
+            for user in batch:
+                verdicts[user] = self._apply_verdict(
+                    evaluate_user(query, user, self._pins.get(user))
+                )
+        self._dirty_users.difference_update(users)
+        return verdicts
+
+    def _apply_verdict(self, verdict: UserVerdict) -> UserVerdict:
+        user = verdict.user_id
+        if verdict.master_key is not None and self._pins.pin(user, verdict.master_key):
+            log.info("pinned the master key of %s", user)
+        if verdict.identity_changed:
+            if UserId(user) not in self.identity_changed:
+                log.warning("the master key of %s changed; withholding room keys", user)
+            self.identity_changed.add(UserId(user))
+        else:
+            self.identity_changed.discard(UserId(user))
+        trusted = untrusted = 0
+        for device in list(self._olm.device_store.active_user_devices(user)):
+            if user == self.user_id and device.id == self.device_id:
+                continue
+            if verdict.trusts(device.id, device.ed25519, device.curve25519):
+                trusted += 1
+                if device.trust_state != NioTrust.verified:
+                    self._client.verify_device(device)  # replaces any earlier state
+            else:
+                untrusted += 1
+                if device.trust_state != NioTrust.blacklisted:
+                    self._client.blacklist_device(device)
+        log.debug("trust of %s: %d cross-signed, %d withheld", user, trusted, untrusted)
+        return verdict
+
+    async def accept_identity_change(self, user_id: UserId) -> None:
+        """Trust `user_id`'s current master key from now on (an operator's decision)."""
+        with _unreachable(f"keys/query by {self.user_id}"):
+            query = await self._http.post(
+                path(*CS, "keys", "query"), {"device_keys": {user_id: []}}, label="keys/query"
+            )
+        verdict = evaluate_user(query, user_id, None)
+        if verdict.master_key is None:
+            raise ClubsError(f"{user_id} has no cross-signing master key to accept")
+        self._pins.replace(user_id, verdict.master_key)
+        await self.refresh_trust([user_id])
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+async def _stored_session(base_url: str, vault: Vault, user_id: UserId) -> Session:
+    token = vault.get(f"{user_id}/access_token")
+    device = vault.get(f"{user_id}/device_id")
+    if token and device:
+        return Session(user_id, DeviceId(device), token)
+    password = vault.get(f"{user_id}/password")
+    if password is None:
+        raise StoreError(f"the vault holds no session and no password for {user_id}")
+    async with MatrixHttp(base_url) as anon:
+        session = await login_password(anon, user_id, password, device)
+    vault.set(f"{user_id}/access_token", session.access_token)
+    vault.set(f"{user_id}/device_id", session.device_id)
+    log.info("logged %s in once, on device %s", user_id, session.device_id)
+    return session
+
+
+async def _check_device_on_server(
+    http: MatrixHttp, session: Session, store_existed: bool, db: Path
+) -> JsonDict | None:
+    """The device's key object on the server (None if it has none), after checking that the
+    token belongs to this very device and that a missing store is not hiding a live device."""
+    try:
+        who = await http.get(path(*CS, "account", "whoami"))
+    except Forbidden:
+        raise DeviceError(
+            f"the stored access token of {session.user_id} is no longer valid; "
+            "renew it with ensure_service_account (same device id)"
+        ) from None
+    if who.get("user_id") != session.user_id or who.get("device_id") != session.device_id:
+        raise DeviceError(
+            f"the stored access token of {session.user_id} belongs to device "
+            f"{who.get('device_id')}, not {session.device_id}"
+        )
+    query = await http.post(
+        path(*CS, "keys", "query"),
+        {"device_keys": {session.user_id: [session.device_id]}},
+        label="keys/query",
+    )
+    device = query.get("device_keys", {}).get(session.user_id, {}).get(session.device_id)
+    device = device if isinstance(device, dict) else None
+    if device is not None and not store_existed:
+        raise DeviceError(
+            f"device {session.device_id} of {session.user_id} has keys on the server but its "
+            f"crypto store {db} is missing; restore the store, or delete the device and log in "
+            "on a new one (running it would give peers undecryptable messages)"
+        )
+    return device
+
+
+def _lock_store(store_dir: Path) -> int:
+    """Hold an exclusive lock on the store directory for as long as the client is open."""
+    store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"{store_dir}: the crypto store is in use by another client") from None
+    return fd
+
+
+def _unlock_store(fd: int | None) -> None:
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+async def _close_nio(client: nio.AsyncClient) -> None:
+    await client.close()
+    if client.store is not None:
+        client.store.database.close()
+
+
+def _nio_client(
+    base_url: str, session: Session, store_dir: Path, pickle_key: str, request_timeout_s: float
+) -> nio.AsyncClient:
+    config = nio.AsyncClientConfig(
+        store=SqliteStore,
+        encryption_enabled=True,
+        pickle_key=pickle_key,
+        store_sync_tokens=False,  # the caller persists next_batch after its handlers commit
+        max_limit_exceeded=3,
+        max_timeouts=0,  # the caller's loop retries, with backoff
+        request_timeout=request_timeout_s,
+    )
+    return nio.AsyncClient(
+        base_url, session.user_id, session.device_id, store_path=str(store_dir), config=config
+    )
+
+
+async def _load_store(
+    client: nio.AsyncClient, session: Session, db: Path, server_keys: JsonDict | None
+) -> None:
+    try:
+        client.restore_login(session.user_id, session.device_id, session.access_token)
+    except Exception as e:  # vodozemac/peewee errors: a wrong key or a damaged file
+        raise StoreError(f"{db}: cannot open the crypto store: {type(e).__name__}") from None
+    if client.olm is None or client.store is None:
+        raise StoreError(f"{db}: the crypto store did not load; refusing to run without it")
+    with contextlib.suppress(OSError):
+        os.chmod(db, 0o600)
+    ours = client.olm.account.identity_keys
+    if server_keys is not None:
+        listed = server_keys.get("keys", {})
+        if listed.get(f"ed25519:{session.device_id}") != ours["ed25519"]:
+            raise DeviceError(
+                f"device {session.device_id} of {session.user_id} has different keys on the "
+                f"server than in its crypto store {db}; refusing to run a half-broken device"
+            )
+        if not client.olm.account.shared:  # uploaded, but the store missed the mark
+            client.olm.mark_keys_as_published()
+            client.olm.account.shared = True
+            client.olm.save_account()
+    elif client.olm.account.shared:
+        raise DeviceError(
+            f"the keys of device {session.device_id} of {session.user_id} are no longer on the "
+            "server (was it logged out?); delete the store and the device, then log in anew"
+        )
+    if client.should_upload_keys:
+        _check(await client.keys_upload(), "POST", "keys/upload")
+
+
+@contextlib.contextmanager
+def _unreachable(what: str) -> Iterator[None]:
+    """aiohttp's connection errors and timeouts become `Unreachable` at the core boundary."""
+    try:
+        yield
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise Unreachable(f"{what}: {type(e).__name__}") from None
+
+
+def _check(resp: Any, method: str, label: str) -> None:
+    if isinstance(resp, nio.ErrorResponse):
+        raise _matrix_error(resp, method, label)
+
+
+def _matrix_error(resp: Any, method: str, label: str) -> MatrixError:
+    errcode = str(resp.status_code or "M_UNKNOWN")
+    transport = getattr(resp, "transport_response", None)
+    status = int(getattr(transport, "status", 0) or 0)
+    message = str(resp.message or "")
+    kw: dict[str, Any] = {"method": method, "path": label}
+    if errcode in ("M_FORBIDDEN", "M_UNKNOWN_TOKEN", "M_MISSING_TOKEN") or status in (401, 403):
+        return Forbidden(status or 403, errcode, message, **kw)
+    if errcode == "M_NOT_FOUND" or status == 404:
+        return NotFound(status or 404, errcode, message, **kw)
+    if errcode == "M_LIMIT_EXCEEDED" or status == 429:
+        return RateLimited(
+            status or 429, errcode, message, retry_after_ms=resp.retry_after_ms, **kw
+        )
+    return MatrixError(status, errcode, message, **kw)

@@ -1,0 +1,198 @@
+"""An independent E2EE client that behaves like Element with "exclude insecure devices".
+
+Built on mautrix-python (libolm through python-olm), not on nio, so a round trip with our nio bot
+proves interoperability rather than agreement with itself. Its OlmMachine shares room keys only
+with devices that their owner cross-signed (`send_keys_min_trust = CROSS_SIGNED_TOFU`, the same
+threshold for answering key requests) and sends `m.room_key.withheld` (`m.unverified`) to the
+rest; it cross-signs its own device the way Element does at first login (recovery key, SSSS,
+`/keys/device_signing/upload`, `/keys/signatures/upload`), so a bot with the same policy shares
+with it. The crypto store is in memory: the test may lose it at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from mautrix.api import HTTPAPI
+from mautrix.client import Client
+from mautrix.client.encryption_manager import DecryptionDispatcher
+from mautrix.client.state_store import MemoryStateStore, MemorySyncStore
+from mautrix.crypto import OlmMachine
+from mautrix.crypto.store import MemoryCryptoStore
+from mautrix.crypto.store import StateStore as CryptoStateStore
+from mautrix.errors import DecryptionError, SessionNotFound
+from mautrix.types import (
+    CrossSigningUsage,
+    DeviceID,
+    EncryptedEvent,
+    EncryptedMegolmEventContent,
+    EventID,
+    EventType,
+    Membership,
+    MessageEvent,
+    MessageType,
+    RoomID,
+    SigningKey,
+    TextMessageEventContent,
+    TOFUSigningKey,
+    TrustState,
+    UserID,
+)
+
+from tests.harness import Account
+
+log = logging.getLogger(__name__)
+
+MIN_TRUST = TrustState.CROSS_SIGNED_TOFU
+
+
+class _StateStore(MemoryStateStore, CryptoStateStore):  # type: ignore[misc]
+    async def find_shared_rooms(self, user_id: UserID) -> list[RoomID]:
+        return [
+            room_id
+            for room_id, members in self.members.items()
+            if (m := members.get(user_id)) is not None and m.membership == Membership.JOIN
+        ]
+
+
+class _CryptoStore(MemoryCryptoStore):  # type: ignore[misc]
+    """mautrix 0.21.1's memory store assigns to a field of the `TOFUSigningKey` NamedTuple when a
+    known user's key is stored again ("can't set attribute"); keep the first-seen key the same
+    way, with a new tuple."""
+
+    async def put_cross_signing_key(
+        self, user_id: UserID, usage: CrossSigningUsage, key: SigningKey
+    ) -> None:
+        current = self._cross_signing_keys.get(user_id, {}).get(usage)
+        first = current.first if current is not None else key
+        self._cross_signing_keys.setdefault(user_id, {})[usage] = TOFUSigningKey(key, first)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decrypted message as the independent client saw it."""
+
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    msgtype: str
+    body: str
+    trust: TrustState
+
+
+@dataclass
+class MautrixPeer:
+    account: Account
+    client: Client
+    crypto: OlmMachine
+    crypto_store: _CryptoStore
+    received: list[Received] = field(default_factory=list)
+    undecryptable: list[EventID] = field(default_factory=list)
+    key_wait_s: float = 10.0
+    """How long to wait for a room key that is still on its way before calling it undecryptable."""
+    _session: aiohttp.ClientSession | None = None
+
+    @property
+    def user_id(self) -> UserID:
+        return UserID(self.account.user_id)
+
+    @classmethod
+    async def start(
+        cls, account: Account, base_url: str, *, cross_sign: bool = True, key_wait_s: float = 10.0
+    ) -> MautrixPeer:
+        """Upload device keys, cross-sign the own device (recovery key flow; skipped with
+        `cross_sign=False`, which makes this an insecure device), start syncing."""
+        session = aiohttp.ClientSession()
+        api = HTTPAPI(base_url, account.session.access_token, client_session=session)
+        state_store = _StateStore()
+        client = Client(
+            mxid=UserID(account.user_id),
+            device_id=DeviceID(account.session.device_id),
+            api=api,
+            state_store=state_store,
+            sync_store=MemorySyncStore(),
+        )
+        crypto_store = _CryptoStore(account.user_id, "test-pickle-key")
+        crypto = OlmMachine(client, crypto_store, state_store)
+        crypto.send_keys_min_trust = MIN_TRUST
+        crypto.share_keys_min_trust = MIN_TRUST
+        client.crypto = crypto
+        # Decrypt ourselves, waiting briefly for a room key that is still on its way.
+        client.remove_dispatcher(DecryptionDispatcher)
+        peer = cls(account, client, crypto, crypto_store, key_wait_s=key_wait_s, _session=session)
+        client.add_event_handler(EventType.ROOM_ENCRYPTED, peer._on_encrypted)
+        await crypto.load()
+        await crypto.share_keys()
+        if cross_sign:
+            await crypto.generate_recovery_key()
+        client.start(None)
+        return peer
+
+    async def stop(self) -> None:
+        self.client.stop()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _on_encrypted(self, evt: EncryptedEvent) -> None:
+        content = evt.content
+        if not isinstance(content, EncryptedMegolmEventContent):
+            return
+        try:
+            try:
+                decrypted = await self.crypto.decrypt_megolm_event(evt)
+            except SessionNotFound:
+                await self.crypto.wait_for_session(
+                    evt.room_id, content.session_id, timeout=self.key_wait_s
+                )
+                decrypted = await self.crypto.decrypt_megolm_event(evt)
+        except DecryptionError:
+            self.undecryptable.append(evt.event_id)
+            return
+        if isinstance(decrypted, MessageEvent):
+            trust = decrypted["mautrix"]["trust_state"]
+            self.received.append(
+                Received(
+                    evt.room_id,
+                    evt.event_id,
+                    evt.sender,
+                    str(decrypted.content.msgtype),
+                    str(decrypted.content.body),
+                    trust,
+                )
+            )
+
+    async def send_text(self, room_id: RoomID, body: str) -> None:
+        await self.client.send_message_event(
+            room_id,
+            EventType.ROOM_MESSAGE,
+            TextMessageEventContent(msgtype=MessageType.TEXT, body=body),
+        )
+
+    async def trust_of(self, user_id: str, device_id: str) -> TrustState:
+        """How this client rates another device right now (fetched fresh from the server)."""
+        device = await self.crypto.get_or_fetch_device(UserID(user_id), DeviceID(device_id))
+        if device is None:
+            return TrustState.UNKNOWN_DEVICE
+        return await self.crypto.resolve_trust(device)
+
+    async def outbound_shared_with(self, room_id: RoomID) -> tuple[set[Any], set[Any]]:
+        """(devices the current room session went to, devices it was withheld from)."""
+        sess = await self.crypto_store.get_outbound_group_session(room_id)
+        if sess is None:
+            return set(), set()
+        return set(sess.users_shared_with), set(sess.users_ignored)
+
+
+@contextlib.asynccontextmanager
+async def mautrix_peer(account: Account, base_url: str, **kw: Any) -> Any:
+    peer = await MautrixPeer.start(account, base_url, **kw)
+    try:
+        yield peer
+    finally:
+        await peer.stop()
+        await asyncio.sleep(0)
