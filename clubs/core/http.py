@@ -78,7 +78,17 @@ class MatrixHttp:
             await self._session.close()
             self._session = None
 
-    async def request(
+    async def request(self, method: str, url_path: str, **kw: Any) -> JsonDict:
+        """Send one request whose answer is a JSON object (see `request_json`)."""
+        body = await self.request_json(method, url_path, **kw)
+        return body if isinstance(body, dict) else {}
+
+    async def get_list(self, url_path: str, **kw: Any) -> list[Any]:
+        """GET an endpoint that answers with a JSON array (e.g. a room's full state)."""
+        body = await self.request_json("GET", url_path, **kw)
+        return body if isinstance(body, list) else []
+
+    async def request_json(
         self,
         method: str,
         url_path: str,
@@ -87,7 +97,7 @@ class MatrixHttp:
         query: Mapping[str, str] | None = None,
         auth: bool = True,
         label: str | None = None,
-    ) -> JsonDict:
+    ) -> Any:
         """Send one request and return the decoded JSON body.
 
         `label` names the request in logs and hooks without its ids (defaults to the path up to
@@ -118,7 +128,7 @@ class MatrixHttp:
                 except ValueError:
                     body = None
                 if resp.status < 400:
-                    return body if isinstance(body, dict) else {}
+                    return body
                 err = body if isinstance(body, dict) else {}
                 errcode = str(err.get("errcode", "M_UNKNOWN"))
                 message = str(err.get("error", resp.reason or ""))
@@ -157,7 +167,7 @@ def _retry_after_ms(err: Mapping[str, Any], headers: Mapping[str, str]) -> int:
 def _error(
     status: int, errcode: str, message: str, method: str, label: str, err: Mapping[str, Any]
 ) -> MatrixError:
-    kw: dict[str, Any] = {"method": method, "path": label}
+    kw: dict[str, Any] = {"method": method, "path": label, "body": err}
     if status in (401, 403):
         return Forbidden(status, errcode, message, **kw)
     if status == 404:
