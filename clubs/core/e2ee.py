@@ -26,6 +26,7 @@ import fcntl
 import logging
 import os
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ REFUSED_PICKLE_KEYS = frozenset({"DEFAULT_KEY"})
 KEYS_QUERY_BATCH = 100
 PINS_FILE = "master_keys.json"
 LOCK_FILE = ".lock"
+UNDECRYPTED_KEEP = 200
 
 
 class StoreError(ClubsError):
@@ -124,10 +126,19 @@ class RoomEvent:
 
 
 @dataclass(frozen=True)
+class Invite:
+    """An invitation to us: who sent it, and whether they marked it as a direct chat."""
+
+    room_id: RoomId
+    inviter: UserId | None
+    is_direct: bool
+
+
+@dataclass(frozen=True)
 class SyncBatch:
     next_batch: str
     events: list[RoomEvent] = field(default_factory=list)
-    invites: list[RoomId] = field(default_factory=list)
+    invites: list[Invite] = field(default_factory=list)
     """Rooms we are invited to (the caller decides whether to join)."""
 
 
@@ -153,6 +164,8 @@ class E2eeClient:
         self.cross_signing = cross_signing
         self._full_state_next = True
         self._dirty_users: set[str] = set()
+        self._undecrypted: OrderedDict[str, tuple[RoomId, Any]] = OrderedDict()
+        """Recent events we could not decrypt (bounded), retried when keys arrive."""
         self.identity_changed: set[UserId] = set()
         """Users whose master key changed since we pinned it: they get no room keys until
         `accept_identity_change`."""
@@ -278,8 +291,19 @@ class E2eeClient:
                 for raw in info.timeline.events
                 if (ev := self._room_event(RoomId(room_id), raw)) is not None
             ],
-            invites=[RoomId(r) for r in resp.rooms.invite],
+            invites=[self._invite(RoomId(r), info) for r, info in resp.rooms.invite.items()],
         )
+
+    def _invite(self, room_id: RoomId, info: Any) -> Invite:
+        for ev in getattr(info, "invite_state", []):
+            if (
+                isinstance(ev, nio.InviteMemberEvent)
+                and ev.state_key == self.user_id
+                and ev.membership == "invite"
+            ):
+                direct = isinstance(ev.content, dict) and ev.content.get("is_direct") is True
+                return Invite(room_id, UserId(ev.sender), direct)
+        return Invite(room_id, None, False)
 
     async def _housekeeping(self) -> None:
         c = self._client
@@ -306,6 +330,10 @@ class E2eeClient:
         ts = source.get("origin_server_ts")
         content = source.get("content")
         encrypted = isinstance(ev, nio.MegolmEvent) or bool(getattr(ev, "decrypted", False))
+        if isinstance(ev, nio.MegolmEvent):
+            self._undecrypted[event_id] = (room_id, ev)
+            while len(self._undecrypted) > UNDECRYPTED_KEEP:
+                self._undecrypted.popitem(last=False)
         decrypted = encrypted and not isinstance(ev, nio.MegolmEvent)
         trusted = False
         if decrypted:
@@ -330,10 +358,48 @@ class E2eeClient:
             sender_trusted=trusted,
         )
 
+    async def request_keys(self, event_id: str) -> None:
+        """Ask the sender's devices (and ours) for the key of an event we could not decrypt."""
+        held = self._undecrypted.get(event_id)
+        if held is None:
+            return
+        try:
+            with _unreachable(f"key request by {self.user_id}"):
+                await self._client.request_room_key(held[1])
+        except nio.LocalProtocolError:
+            pass  # already requested for this session
+
+    def retry_undecrypted(self) -> list[RoomEvent]:
+        """Events that failed to decrypt earlier and decrypt now (keys arrived since)."""
+        done: list[RoomEvent] = []
+        for event_id, (room_id, megolm) in list(self._undecrypted.items()):
+            try:
+                decrypted = self._client.decrypt_event(megolm)
+            except Exception:  # noqa: S112 - still no key, or a hostile payload: keep waiting
+                continue
+            del self._undecrypted[event_id]
+            if decrypted is not None and (ev := self._room_event(room_id, decrypted)):
+                done.append(ev)
+        return done
+
     # --- rooms --------------------------------------------------------------------------------
 
     def knows_room(self, room_id: RoomId) -> bool:
         return room_id in self._client.rooms
+
+    def members(self, room_id: RoomId) -> frozenset[UserId]:
+        """Joined and invited members as this client last synced them."""
+        room = self._client.rooms.get(room_id)
+        return frozenset(UserId(u) for u in room.users) if room is not None else frozenset()
+
+    def joined_rooms(self) -> list[RoomId]:
+        return [RoomId(r) for r in self._client.rooms]
+
+    async def leave(self, room_id: RoomId) -> None:
+        """Leave (or decline an invite to) a room."""
+        with _unreachable(f"leave by {self.user_id}"):
+            resp = await self._client.room_leave(room_id)
+        _check(resp, "POST", "leave")
 
     def is_encrypted(self, room_id: RoomId) -> bool:
         room = self._client.rooms.get(room_id)

@@ -1,0 +1,143 @@
+"""What a bot knows about rooms: which are managed (locator), who has which power, club settings.
+
+Read from room state through the bot's own HTTP view and cached; the runtime invalidates an
+entry when a state event of that type arrives in the room's timeline. Bots never import the
+provisioning model: they read the locator and club settings as the provisioner wrote them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clubs.core.errors import Forbidden, NotFound
+from clubs.core.http import MatrixHttp, RoomId, path
+from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
+
+log = logging.getLogger(__name__)
+
+CS = ("_matrix", "client", "v3")
+CREATOR_POWER = 1 << 62  # room v12: creators have infinite power
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    room_id: RoomId
+    locator: Mapping[str, Any] | None
+    power_levels: Mapping[str, Any]
+    creators: frozenset[str]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def managed(self) -> bool:
+        return self.locator is not None
+
+    @property
+    def kind(self) -> str | None:
+        kind = self.locator.get("kind") if self.locator else None
+        return kind if isinstance(kind, str) else None
+
+    @property
+    def club(self) -> str | None:
+        club = self.locator.get("club") if self.locator else None
+        return club if isinstance(club, str) else None
+
+    @property
+    def language(self) -> str:
+        lang = self.settings.get("language")
+        return lang if lang in ("ru", "en") else "ru"
+
+    @property
+    def time_zone(self) -> str:
+        tz = self.settings.get("time_zone")
+        return tz if isinstance(tz, str) else "UTC"
+
+    def power(self, user_id: str) -> int:
+        return power_of(self.power_levels, self.creators, user_id)
+
+    def required(self, action: str, default: int = 50) -> int:
+        value = self.power_levels.get(action, default)
+        return value if isinstance(value, int) else default
+
+
+def power_of(power_levels: Mapping[str, Any], creators: frozenset[str], user_id: str) -> int:
+    """A user's power level by the spec's rules (v12: creators are above everyone)."""
+    if user_id in creators:
+        return CREATOR_POWER
+    users = power_levels.get("users")
+    if isinstance(users, Mapping):
+        level = users.get(user_id)
+        if isinstance(level, int) and not isinstance(level, bool):
+            return level
+    default = power_levels.get("users_default", 0)
+    return default if isinstance(default, int) and not isinstance(default, bool) else 0
+
+
+class RoomDirectory:
+    """Cached room facts for one bot account."""
+
+    def __init__(self, http: MatrixHttp, network: str | None = None) -> None:
+        self._http = http
+        self._network = network
+        self._cache: dict[RoomId, RoomInfo] = {}
+        self._locks: dict[RoomId, asyncio.Lock] = {}
+
+    def invalidate(self, room_id: RoomId) -> None:
+        self._cache.pop(room_id, None)
+
+    def known(self) -> dict[RoomId, RoomInfo]:
+        return dict(self._cache)
+
+    async def info(self, room_id: RoomId) -> RoomInfo:
+        cached = self._cache.get(room_id)
+        if cached is not None:
+            return cached
+        lock = self._locks.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(room_id)
+            if cached is None:
+                cached = await self._load(room_id)
+                self._cache[room_id] = cached
+            return cached
+
+    async def _load(self, room_id: RoomId) -> RoomInfo:
+        """One request: the room's full current state."""
+        try:
+            events = await self._http.get_list(
+                path(*CS, "rooms", room_id, "state"), label="room state"
+            )
+        except (NotFound, Forbidden):
+            events = []
+        return room_info(room_id, events, self._network)
+
+
+def room_info(room_id: RoomId, state: list[Any], network: str | None) -> RoomInfo:
+    """Pure: the facts bots need, from a room's state events."""
+    by_type: dict[str, Mapping[str, Any]] = {}
+    creators: set[str] = set()
+    for ev in state:
+        if not isinstance(ev, Mapping) or ev.get("state_key") != "":
+            continue
+        ev_type, content = ev.get("type"), ev.get("content")
+        if not isinstance(ev_type, str) or not isinstance(content, Mapping):
+            continue
+        by_type[ev_type] = content
+        if ev_type == "m.room.create":
+            if isinstance(ev.get("sender"), str):
+                creators.add(ev["sender"])
+            extra = content.get("additional_creators")
+            if isinstance(extra, list):
+                creators.update(u for u in extra if isinstance(u, str))
+    locator = by_type.get(LOCATOR)
+    if locator is not None and network is not None and locator.get("network") != network:
+        locator = None  # another network's room is not ours to act in
+    return RoomInfo(
+        room_id,
+        locator,
+        by_type.get("m.room.power_levels", {}),
+        frozenset(creators),
+        by_type.get(CLUB_SETTINGS, {}),
+    )

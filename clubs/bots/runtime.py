@@ -1,0 +1,383 @@
+"""The bot runtime: one crash-safe sync loop per bot account, one command parser for all bots.
+
+Per account, forever until cancelled:
+
+1. `/sync` from *our* stored position (nio's own token saving is off), long-polling.
+2. Accept invites only into managed rooms (invited by the provisioner; the locator is checked
+   after joining) and DMs from people who share a managed room with the bot; decline the rest.
+3. Hand every new timeline event to the bot — commands through the one parser (rate limit,
+   power level from the room, typed arguments, usage replies), other events to `@on_event`
+   handlers — skipping events already recorded as processed, then record each one.
+4. Only when the whole batch is recorded, persist the batch's `next_batch`.
+
+A crash anywhere replays at most the unrecorded part of one batch; replies carry transaction ids
+derived from the event they answer, so Synapse deduplicates a reply that was sent just before
+the crash. Errors back off exponentially with jitter (never a tight loop); a hostile event is
+logged by id and skipped, never allowed to stop the loop. The backlog of the very first sync is
+never replayed as commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clubs.bots.base import Bot, EventHandlerSpec, collect_event_handlers
+from clubs.bots.commands import (
+    CommandSpec,
+    UsageError,
+    collect_commands,
+    command,
+    find_command,
+    help_entries,
+    read_invocation,
+)
+from clubs.bots.context import BotContext, CommandContext, EventContext
+from clubs.bots.ratelimit import RateLimiter
+from clubs.bots.rooms import RoomDirectory, RoomInfo
+from clubs.bots.store import RuntimeStore
+from clubs.core.crash import crashpoint
+from clubs.core.e2ee import E2eeClient, Invite, RoomEvent, SyncBatch
+from clubs.core.errors import ClubsError, Forbidden, MatrixError, Unreachable
+from clubs.core.events import parse_message
+from clubs.core.http import MatrixHttp, RoomId, UserId
+from clubs.core.i18n import Catalog
+
+log = logging.getLogger(__name__)
+
+BUILTIN_KEYS = (
+    "bots/ping",
+    "bots/help",
+    "bots/usage",
+    "bots/refused",
+    "bots/ratelimited",
+    "bots/undecryptable",
+)
+STATE_TYPES_THAT_MATTER = frozenset(
+    {"m.room.power_levels", "m.room.create", "org.commclubs.locator", "org.commclubs.club"}
+)
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    network: str | None = None
+    """Only rooms whose locator names this network are managed (None: any locator)."""
+    provisioner: str | None = None
+    """Invitations from this account into rooms are accepted (it creates managed rooms)."""
+    answers_builtins: bool = True
+    """Whether this bot answers `!ping`/`!help` in group rooms (one bot per room should)."""
+    sync_timeout_ms: int = 30_000
+    commands_per_window: int = 5
+    command_window_s: float = 10.0
+    utd_notice_every_s: float = 3600.0
+    backoff_first_s: float = 1.0
+    backoff_max_s: float = 10.0
+    pending_send_ttl_s: float = 120.0
+
+
+class BotRuntime:
+    """Runs one bot on one account. `await run()` until cancelled."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        client: E2eeClient,
+        http: MatrixHttp,
+        store: RuntimeStore,
+        catalog: Catalog,
+        settings: RuntimeSettings = RuntimeSettings(),
+        *,
+        clock: Callable[[], float] = time.time,
+        all_commands: Callable[[], Sequence[CommandSpec]] | None = None,
+    ) -> None:
+        self.bot = bot
+        self.client = client
+        self.settings = settings
+        self.clock = clock
+        self.commands = collect_commands(bot)
+        self.handlers: list[EventHandlerSpec] = collect_event_handlers(bot)
+        self._all_commands = all_commands or (lambda: self.commands)
+        self._builtins = collect_commands(_Builtins(self))
+        self._limiter: RateLimiter[tuple[str, str]] = RateLimiter(
+            capacity=settings.commands_per_window,
+            per_seconds=settings.command_window_s,
+            clock=time.monotonic,
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.rooms = RoomDirectory(http, settings.network)
+        self.ctx = BotContext(
+            name=bot.name,
+            client=client,
+            http=http,
+            rooms=self.rooms,
+            store=store,
+            catalog=catalog,
+            clock=clock,
+            _spawn=self._spawn,
+        )
+        self.store = store
+        self.ready = asyncio.Event()
+        """Set after the first successful sync (tests and `clubs up` wait on it)."""
+        self.syncs = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"{self.bot.name}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def run(self) -> None:
+        try:
+            since = await self.store.next_batch()
+            if since is None:
+                since = await self._first_sync()
+            await self.bot.start(self.ctx)
+            await self._loop(since)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.bot.stop()
+
+    async def _first_sync(self) -> str:
+        """The account's very first sync: take the position, never replay the backlog."""
+        batch = await self._sync_with_backoff(None, timeout_ms=0)
+        for invite in batch.invites:
+            await self._guarded(self._on_invite(invite), "invite", invite.room_id)
+        await self.store.set_next_batch(batch.next_batch)
+        log.info("%s: first sync done; %d backlog events skipped", self.bot.name, len(batch.events))
+        return batch.next_batch
+
+    async def _loop(self, since: str) -> None:
+        while True:
+            batch = await self._sync_with_backoff(since, timeout_ms=self.settings.sync_timeout_ms)
+            crashpoint("after_sync")
+            await self.process(batch)
+            since = batch.next_batch
+            self.syncs += 1
+            self.ready.set()
+
+    async def _sync_with_backoff(self, since: str | None, *, timeout_ms: int) -> SyncBatch:
+        attempt = 0
+        while True:
+            try:
+                # nio sets no client timeout on a full-state sync: bound it ourselves.
+                async with asyncio.timeout(timeout_ms / 1000 + 60):
+                    return await self.client.sync(since, timeout_ms=timeout_ms)
+            except Forbidden as e:
+                if e.errcode in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+                    raise ClubsError(
+                        f"{self.client.user_id}: the homeserver no longer accepts this device's "
+                        "token (logged out or deleted?); the bot stops rather than run without it"
+                    ) from None
+                delay = self._backoff(attempt)
+            except (Unreachable, MatrixError, TimeoutError, OSError) as e:
+                delay = self._backoff(attempt)
+                level = logging.WARNING if attempt == 0 else logging.DEBUG
+                log.log(
+                    level,
+                    "%s: sync failed (%s); retrying in %.1fs",
+                    self.bot.name,
+                    type(e).__name__,
+                    delay,
+                )
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        s = self.settings
+        ceiling = min(s.backoff_max_s, s.backoff_first_s * 2.0 ** min(attempt, 16))
+        jitter: float = random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+        return ceiling * jitter
+
+    # --- one batch --------------------------------------------------------------------------------
+
+    async def process(self, batch: SyncBatch) -> None:
+        """Handle a batch and then persist its position (the crash-safety boundary)."""
+        for invite in batch.invites:
+            await self._guarded(self._on_invite(invite), "invite", invite.room_id)
+        events = list(batch.events) + self.client.retry_undecrypted()
+        for event in events:
+            await self._guarded(self._dispatch(event), event.event_id, event.room_id)
+        await self._flush_pending()
+        await self.store.set_next_batch(batch.next_batch)
+        if self.syncs % 500 == 0:
+            await self.store.prune_processed(self.clock())
+
+    async def _guarded(self, work: Coroutine[Any, Any, None], what: str, room: str) -> None:
+        """A hostile or broken event never stops the loop; only its id reaches the log."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning(
+                "%s: handling %s in %s failed: %s", self.bot.name, what, room, type(e).__name__
+            )
+            log.debug("%s: failure detail", self.bot.name, exc_info=True)
+
+    async def _dispatch(self, event: RoomEvent) -> None:
+        if await self.store.is_processed(event.event_id):
+            return
+        if event.type in STATE_TYPES_THAT_MATTER and event.state_key is not None:
+            self.rooms.invalidate(event.room_id)
+        if event.sender != self.client.user_id:
+            await self._handle(event)
+        crashpoint("before_commit")
+        await self.store.mark_processed(event.event_id)
+
+    async def _handle(self, event: RoomEvent) -> None:
+        if event.encrypted and not event.decrypted:
+            await self._undecryptable(event)
+            return
+        room = await self.rooms.info(event.room_id)
+        in_dm = await self._is_dm(event.room_id)
+        if not room.managed and not in_dm:
+            return  # we act only in managed rooms and our DMs
+        message = parse_message(event.as_json(), event.room_id)
+        invocation = read_invocation(event.content) if event.type == "m.room.message" else None
+        if invocation is not None:
+            spec = find_command(self._builtin_and_own(in_dm), invocation.name)
+            if spec is not None:
+                await self._command(
+                    event, room, message, spec, invocation.name, invocation.args, in_dm
+                )
+                return
+        for handler in self.handlers:
+            if handler.wants(event.type):
+                await handler.handler(EventContext(self.ctx, event, room, message))
+
+    def _builtin_and_own(self, in_dm: bool) -> list[CommandSpec]:
+        if self.settings.answers_builtins or in_dm:
+            return [*self._builtins, *self.commands]
+        return self.commands
+
+    async def _command(
+        self,
+        event: RoomEvent,
+        room: RoomInfo,
+        message: Any,
+        spec: CommandSpec,
+        invoked_as: str,
+        args: str,
+        in_dm: bool,
+    ) -> None:
+        power = await self._power(event.sender, room, in_dm)
+        ctx = CommandContext(
+            self.ctx, event, room, message, power=power, in_dm=in_dm, invoked_as=invoked_as
+        )
+        verdict = self._limiter.check((event.room_id, event.sender))
+        if not verdict.allowed:
+            if verdict.first_refusal:
+                await ctx.reply("bots/ratelimited", seconds=max(1, round(verdict.retry_after)))
+            return
+        if not spec.allows(power, in_dm=in_dm):
+            await ctx.reply("bots/refused", command=spec.name, required=spec.min_power, power=power)
+            return
+        try:
+            kwargs = spec.parse_args(args, invoked_as)
+        except UsageError as e:
+            values: dict[str, Any] = e.template_values()
+            await ctx.reply("bots/usage", **values)
+            return
+        await spec.handler(ctx, **kwargs)
+
+    async def _power(self, user: UserId, room: RoomInfo, in_dm: bool) -> int:
+        """In a group room: the room's power levels. In a DM (where the DM's own levels mean
+        nothing): the highest level the user holds in any managed room the bot knows."""
+        if not in_dm:
+            return room.power(user)
+        best = 0
+        for room_id in self.client.joined_rooms():
+            info = await self.rooms.info(room_id)
+            if info.managed:
+                best = max(best, min(info.power(user), 100))
+        return best
+
+    async def _is_dm(self, room_id: RoomId) -> bool:
+        return room_id in await self.store.dm_rooms()
+
+    async def _undecryptable(self, event: RoomEvent) -> None:
+        await self.client.request_keys(event.event_id)
+        if await self.store.claim_utd_notice(
+            event.room_id, event.sender, self.clock(), self.settings.utd_notice_every_s
+        ):
+            room = await self.rooms.info(event.room_id)
+            ctx = EventContext(self.ctx, event, room, None)
+            await ctx.reply("bots/undecryptable", mention=(event.sender,), part="utd")
+
+    async def _on_invite(self, invite: Invite) -> None:
+        """Join managed rooms the provisioner invites us to, and DMs from club members."""
+        inviter = invite.inviter
+        if inviter is not None and inviter == self.settings.provisioner:
+            await self.client.join(invite.room_id)
+            info = await self.rooms.info(invite.room_id)
+            if not info.managed:
+                log.warning(
+                    "%s: left %s: invited by the provisioner but not managed",
+                    self.bot.name,
+                    invite.room_id,
+                )
+                await self.client.leave(invite.room_id)
+            return
+        if inviter is not None and invite.is_direct and await self._shares_managed_room(inviter):
+            await self.client.join(invite.room_id)
+            await self.store.set_dm_room(inviter, invite.room_id)
+            return
+        log.info("%s: declined an invite to %s", self.bot.name, invite.room_id)
+        await self.client.leave(invite.room_id)
+
+    async def _shares_managed_room(self, user: UserId) -> bool:
+        for room_id in self.client.joined_rooms():
+            if user in self.client.members(room_id) and (await self.rooms.info(room_id)).managed:
+                return True
+        return False
+
+    async def _flush_pending(self) -> None:
+        still: list[Any] = []
+        now = self.clock()
+        for item in self.ctx.pending:
+            if self.client.knows_room(item.room_id):
+                await self._guarded(self._send_pending(item), "pending send", item.room_id)
+            elif now - item.queued_at < self.settings.pending_send_ttl_s:
+                still.append(item)
+            else:
+                log.warning(
+                    "%s: dropped a send to %s: the room never synced", self.bot.name, item.room_id
+                )
+        self.ctx.pending[:] = still
+
+    async def _send_pending(self, item: Any) -> None:
+        await self.client.send(item.room_id, item.event_type, item.content, txn_id=item.txn_id)
+
+
+class _Builtins:
+    """`!ping` and `!help`, answered by one bot per room (or by any bot in its DMs)."""
+
+    def __init__(self, runtime: BotRuntime) -> None:
+        self._rt = runtime
+
+    @command("ping", help_key="bots/ping.help", aliases=("пинг",), dm=True)
+    async def ping(self, ctx: CommandContext) -> None:
+        await ctx.reply("bots/ping")
+
+    @command("help", help_key="bots/help.help", aliases=("помощь", "справка"), dm=True)
+    async def help(self, ctx: CommandContext) -> None:
+        specs = [*collect_commands(self), *self._rt._all_commands()]
+        await ctx.reply("bots/help", entries=help_entries(specs, ctx.power, in_dm=ctx.in_dm))
+
+
+def required_template_keys(bots: Iterable[Bot]) -> list[str]:
+    keys = list(BUILTIN_KEYS)
+    for bot in bots:
+        keys += [spec.help_key for spec in collect_commands(bot)]
+    return keys
