@@ -1,0 +1,122 @@
+"""The composition root of the bots: every enabled bot on its own account, in one process.
+
+`run_bots(config)` opens each bot's cross-signed E2EE device, wires its runtime and runs them
+all in one task group; Ctrl-C cancels the group and every device is closed (never logged out).
+Each bot can also run alone (`only=("moderation",)`), in its own process, for isolation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clubs.bots.base import Bot
+from clubs.bots.commands import CommandSpec
+from clubs.bots.runtime import BotRuntime, RuntimeSettings, required_template_keys
+from clubs.bots.store import RuntimeStore
+from clubs.core.db import Database
+from clubs.core.e2ee import E2eeClient
+from clubs.core.errors import ClubsError
+from clubs.core.http import MatrixHttp, UserId
+from clubs.core.i18n import Catalog
+from clubs.core.secrets import Vault
+
+log = logging.getLogger(__name__)
+
+BotFactory = Callable[["HostServices"], Bot]
+
+
+@dataclass(frozen=True)
+class BotAccount:
+    name: str
+    user_id: UserId
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    homeserver_url: str
+    var_dir: Path
+    accounts: Sequence[BotAccount]
+    network: str | None = None
+    provisioner: str | None = None
+    primary: str | None = None
+    """The bot that answers `!ping`/`!help` in group rooms (default: the first)."""
+    settings: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.var_dir / "bots"
+
+
+@dataclass(frozen=True)
+class HostServices:
+    """What bot constructors get: their database and the clock (no globals)."""
+
+    db: Database
+    data_dir: Path
+
+
+@contextlib.asynccontextmanager
+async def open_runtimes(
+    config: HostConfig, factories: Mapping[str, BotFactory], catalog: Catalog | None = None
+) -> AsyncIterator[list[BotRuntime]]:
+    """Open every configured bot's device and runtime; close them all on exit."""
+    catalog = catalog or Catalog()
+    vault = Vault(config.var_dir / "secrets" / "vault")
+    db = await Database.open(config.data_dir / "bots.db")
+    services = HostServices(db, config.data_dir)
+    runtimes: list[BotRuntime] = []
+    clients: list[E2eeClient] = []
+    https: list[MatrixHttp] = []
+    try:
+        bots: list[tuple[BotAccount, Bot]] = []
+        for account in config.accounts:
+            factory = factories.get(account.name)
+            if factory is None:
+                raise ClubsError(f"no bot named {account.name!r} (known: {', '.join(factories)})")
+            bots.append((account, factory(services)))
+        catalog.check(required_template_keys(bot for _, bot in bots))
+        primary = config.primary or (config.accounts[0].name if config.accounts else None)
+        all_specs: list[CommandSpec] = []
+        for account, bot in bots:
+            client = await E2eeClient.open(
+                config.homeserver_url,
+                vault,
+                account.user_id,
+                config.data_dir / "devices" / account.name,
+            )
+            clients.append(client)
+            http = MatrixHttp(config.homeserver_url, client.session.access_token)
+            https.append(http)
+            store = await RuntimeStore.open(db, account.name)
+            settings = RuntimeSettings(
+                **{
+                    **config.settings.__dict__,
+                    "network": config.network,
+                    "provisioner": config.provisioner,
+                    "answers_builtins": account.name == primary,
+                }
+            )
+            runtime = BotRuntime(
+                bot, client, http, store, catalog, settings, all_commands=lambda: all_specs
+            )
+            all_specs.extend(runtime.commands)
+            runtimes.append(runtime)
+        yield runtimes
+    finally:
+        for http in https:
+            await http.close()
+        for client in clients:
+            await client.close()
+        await db.close()
+
+
+async def run_bots(config: HostConfig, factories: Mapping[str, BotFactory]) -> None:
+    async with open_runtimes(config, factories) as runtimes, asyncio.TaskGroup() as group:
+        for runtime in runtimes:
+            group.create_task(runtime.run(), name=f"bot:{runtime.bot.name}")
+        log.info("running %d bot(s): %s", len(runtimes), ", ".join(r.bot.name for r in runtimes))

@@ -1,0 +1,199 @@
+"""The bot runtime against a real Synapse, with an independent cross-signed-only client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mautrix.types import RoomID, TrustState
+
+from clubs.bots.args import FreeText
+from clubs.bots.base import Bot, on_event
+from clubs.bots.commands import command
+from clubs.bots.context import CommandContext, EventContext
+from clubs.core.http import path
+from tests.harness import SynapseHarness, eventually
+from tests.integration.bots.support import (
+    CS,
+    bot_host,
+    create_bot_account,
+    fixed_master_key,
+    joined,
+    managed_room,
+    new_network,
+    simple_factory,
+)
+from tests.mautrix_client import MautrixPeer, Received, mautrix_peer
+
+
+class Echo(Bot):
+    name = "echo"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @command("echo", help_key="bots/ping.help", params=(FreeText("text", max_length=200),))
+    async def echo(self, ctx: CommandContext, text: str) -> None:
+        await ctx.reply("bots/ping")  # any template: the reply is what we count
+
+    @command("secret", help_key="bots/help.help", min_power=50)
+    async def secret(self, ctx: CommandContext) -> None:
+        await ctx.reply("bots/ping")
+
+    @on_event("m.room.message")
+    async def saw(self, ctx: EventContext) -> None:
+        self.seen.append(ctx.event.event_id)
+
+
+@pytest.fixture(autouse=True)
+def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed_master_key(monkeypatch)
+
+
+def replies_from(peer: MautrixPeer, bot_user: str, room_id: str) -> list[Received]:
+    return [r for r in peer.received if r.room_id == room_id and r.sender == bot_user]
+
+
+async def wait_reply(peer: MautrixPeer, bot_user: str, room_id: str, before: int) -> Received:
+    async def new() -> list[Received]:
+        return replies_from(peer, bot_user, room_id)[before:]
+
+    got = await eventually(new, within=20)
+    return got[0]
+
+
+async def test_ping_in_managed_encrypted_room_is_answered_and_trusted(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    member = await synapse.new_user("member")
+    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
+    await member.http.post(path(*CS, "join", room), {})
+    bot = Echo()
+    async with (
+        bot_host(
+            synapse, tmp_path, [account], {"echo": simple_factory(bot)}, network=network
+        ) as host,
+        mautrix_peer(member, synapse.url) as peer,
+    ):
+        await eventually(lambda: joined(member, room, account.user_id), within=20)
+        await peer.send_text(RoomID(room), "!ping")
+        reply = await wait_reply(peer, account.user_id, room, 0)
+        assert (reply.msgtype, reply.body) == ("m.notice", "Pong 🏓")
+        assert reply.trust >= TrustState.CROSS_SIGNED_TOFU
+        host.check_alive()
+
+
+async def test_commands_check_power_and_usage(synapse: SynapseHarness, tmp_path: Path) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    member = await synapse.new_user("member")
+    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
+    await member.http.post(path(*CS, "join", room), {})
+    bot = Echo()
+    async with (
+        bot_host(synapse, tmp_path, [account], {"echo": simple_factory(bot)}, network=network),
+        mautrix_peer(member, synapse.url) as peer,
+    ):
+        await eventually(lambda: joined(member, room, account.user_id), within=20)
+        await peer.send_text(RoomID(room), "!secret")
+        refused = await wait_reply(peer, account.user_id, room, 0)
+        assert "50" in refused.body
+        assert "0" in refused.body
+        await peer.send_text(RoomID(room), "!echo")
+        usage = await wait_reply(peer, account.user_id, room, 1)
+        assert usage.body == "Missing text.\nUsage: !echo <text...>"
+        await peer.send_text(RoomID(room), "!help")
+        listing = await wait_reply(peer, account.user_id, room, 2)
+        assert "!echo" in listing.body
+        assert "!secret" not in listing.body  # the sender may not use it
+        await peer.send_text(RoomID(room), "just chatting")
+
+        async def chat_seen() -> bool:
+            return len(bot.seen) >= 1
+
+        await eventually(chat_seen, within=10)
+
+
+async def test_invites_from_strangers_are_declined(synapse: SynapseHarness, tmp_path: Path) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    stranger = await synapse.new_user("stranger")
+    room = await stranger.http.post(path(*CS, "createRoom"), {"invite": [account.user_id]})
+    async with bot_host(
+        synapse, tmp_path, [account], {"echo": simple_factory(Echo())}, network=network
+    ) as host:
+
+        async def declined() -> bool:
+            state = await stranger.http.get_list(path(*CS, "rooms", room["room_id"], "state"))
+            return any(
+                e["type"] == "m.room.member"
+                and e["state_key"] == account.user_id
+                and e["content"]["membership"] == "leave"
+                for e in state
+            )
+
+        await eventually(declined, within=20)
+        host.check_alive()
+
+
+async def test_backlog_of_the_first_sync_is_not_replayed(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    member = await synapse.new_user("member")
+    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
+    await member.http.post(path(*CS, "join", room), {})
+    # The bot joins (through a first run) and leaves a position; then a command arrives
+    # while nothing runs; the second run must answer it (not lost) exactly once.
+    bot = Echo()
+    async with bot_host(
+        synapse, tmp_path, [account], {"echo": simple_factory(bot)}, network=network
+    ):
+        await eventually(lambda: joined(member, room, account.user_id), within=20)
+    async with mautrix_peer(member, synapse.url) as peer:
+        await peer.send_text(RoomID(room), "!ping")
+        async with bot_host(
+            synapse, tmp_path, [account], {"echo": simple_factory(Echo())}, network=network
+        ):
+            reply = await wait_reply(peer, account.user_id, room, 0)
+            assert reply.body == "Pong 🏓"
+        assert len(replies_from(peer, account.user_id, room)) == 1
+
+
+async def test_commands_sent_before_the_bot_ever_ran_are_not_executed(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    member = await synapse.new_user("member")
+    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
+    await member.http.post(path(*CS, "join", room), {})
+    await member.http.put(
+        path(*CS, "rooms", room, "send", "m.room.message", "t1"),
+        {"msgtype": "m.text", "body": "!ping"},
+    )
+    bot = Echo()
+    async with bot_host(
+        synapse, tmp_path, [account], {"echo": simple_factory(bot)}, network=network
+    ) as host:
+        await eventually(lambda: joined(member, room, account.user_id), within=20)
+        rt = host.runtime("echo")
+        start = rt.syncs
+
+        async def two_more_syncs() -> bool:
+            return rt.syncs >= start + 2
+
+        await eventually(two_more_syncs, within=20)
+        messages = await member.http.get(
+            path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "50"}
+        )
+        from_bot = [
+            e
+            for e in messages["chunk"]
+            if e["sender"] == account.user_id
+            and e["type"] in ("m.room.encrypted", "m.room.message")
+        ]
+        assert from_bot == []
