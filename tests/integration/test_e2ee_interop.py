@@ -82,8 +82,8 @@ class TinyBot:
     async def _run(self) -> None:
         while True:
             batch = await self.client.sync(self.since, timeout_ms=500)
-            for room_id in batch.invites:
-                await self.client.join(room_id)
+            for invite in batch.invites:
+                await self.client.join(invite.room_id)
             for ev in batch.events:
                 self.seen.append(ev)
                 if (
