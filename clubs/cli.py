@@ -19,6 +19,7 @@ from clubs.core.logs import setup_logging
 
 log = logging.getLogger("clubs")
 
+PROVISIONING_COMMANDS = ("validate", "plan", "apply", "tokens", "serve")
 DEFAULT_VAR = Path(os.environ.get("CLUBS_VAR_DIR", "var"))
 
 
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     _homeserver_args(run)
     render = hs_sub.add_parser("config", help="print the homeserver.yaml that would be used")
     _homeserver_args(render)
+
+    from clubs.provisioning.commands import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -90,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "homeserver":
             return _homeserver(args)
+        if args.command in PROVISIONING_COMMANDS:
+            from clubs.provisioning.commands import run
+
+            return run(args)
     except ClubsError as e:
         print(f"clubs: error: {e}", file=sys.stderr)
         return 1
