@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -70,9 +71,17 @@ def test_up_prints_url_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     signing_key = (var / "synapse" / "signing.key").read_bytes()
     vault = (var / "secrets" / "vault").read_bytes()
 
+    demo = json.loads((var / "demo.json").read_text())
+    assert set(demo) == {"homeserver", "members", "bots", "rooms"}
+    assert len(demo["members"]) >= 20
+    assert set(demo["bots"]) == {"moderation", "facilitation", "scheduling", "checkins"}
+    assert "berlin/general" in demo["rooms"]
+    assert (var / "demo.json").stat().st_mode & 0o077 == 0
+
     _, pid2, err2 = up_once(var, tmp_path / "second")
     assert not alive(pid2)
     assert "provisioner @provisioner:clubs.local reused" in err2
+    assert "No changes: network commclubs already matches (0 writes)." in err2
     assert (var / "synapse" / "signing.key").read_bytes() == signing_key
     assert (var / "secrets" / "vault").read_bytes() == vault  # no new account, no new token
 
