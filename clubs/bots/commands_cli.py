@@ -1,0 +1,61 @@
+"""`clubs bots run`: host the enabled bots in one process (or some of them, for isolation)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from clubs.bots.catalog import default_factories
+from clubs.bots.host import BotAccount, HostConfig, run_bots
+from clubs.core.errors import ClubsError
+from clubs.core.http import UserId
+
+
+def add_parsers(sub: Any) -> None:
+    bots = sub.add_parser("bots", help="the moderation, facilitation, scheduling, check-in bots")
+    bots_sub = bots.add_subparsers(dest="bots_command", required=True, metavar="ACTION")
+    run = bots_sub.add_parser("run", help="run the bots in the foreground (Ctrl-C stops them)")
+    run.add_argument(
+        "--network",
+        type=Path,
+        default=Path(os.environ.get("CLUBS_NETWORK", "config/network.example.yaml")),
+        help="the network file naming the bot accounts (default: the example network)",
+    )
+    run.add_argument(
+        "--only", action="append", default=[], metavar="NAME", help="run only this bot (repeatable)"
+    )
+    run.add_argument("--var-dir", type=Path, default=Path(os.environ.get("CLUBS_VAR_DIR", "var")))
+    run.add_argument(
+        "--homeserver",
+        default=os.environ.get(
+            "CLUBS_HOMESERVER_URL", f"http://127.0.0.1:{os.environ.get('CLUBS_PORT', '8008')}"
+        ),
+    )
+    run.add_argument("--server-name", default=os.environ.get("CLUBS_SERVER_NAME", "clubs.local"))
+
+
+def config_from_args(args: argparse.Namespace) -> HostConfig:
+    from clubs.provisioning.source import check, compile_desired
+
+    desired = compile_desired(check(args.network).network, args.server_name)
+    factories = default_factories()
+    names = args.only or [n for n in sorted(desired.bots) if n in factories]
+    unknown = [n for n in names if n not in desired.bots]
+    if unknown:
+        raise ClubsError(f"{args.network}: no bot named {', '.join(unknown)} in `bots:`")
+    if not names:
+        raise ClubsError("no bot to run: none of the network's bots is built into this version")
+    return HostConfig(
+        homeserver_url=args.homeserver,
+        var_dir=args.var_dir.resolve(),
+        accounts=[BotAccount(n, UserId(desired.bots[n])) for n in names],
+        network=desired.network,
+        provisioner=f"@provisioner:{args.server_name}",
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    await run_bots(config_from_args(args), default_factories())
+    return 0
