@@ -12,19 +12,17 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NewType
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
 from clubs.core.errors import Forbidden, MatrixError, NotFound, RateLimited
+from clubs.core.ids import DeviceId, EventId, RoomId, UserId
 
 log = logging.getLogger(__name__)
 
-RoomId = NewType("RoomId", str)
-UserId = NewType("UserId", str)
-EventId = NewType("EventId", str)
-DeviceId = NewType("DeviceId", str)
+__all__ = ["DeviceId", "EventId", "JsonDict", "MatrixHttp", "RoomId", "UserId", "path"]
 
 JsonDict = dict[str, Any]
 WriteHook = Callable[[str, str], Awaitable[None] | None]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import NewType
 
-from clubs.core.http import DeviceId, EventId, RoomId, UserId
-
 __all__ = [
     "DeviceId",
     "EventId",
@@ -25,6 +23,10 @@ __all__ = [
     "is_server_name",
 ]
 
+RoomId = NewType("RoomId", str)
+UserId = NewType("UserId", str)
+EventId = NewType("EventId", str)
+DeviceId = NewType("DeviceId", str)
 RoomAlias = NewType("RoomAlias", str)
 
 MAX_ID_BYTES = 255
