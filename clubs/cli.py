@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = hs_sub.add_parser("config", help="print the homeserver.yaml that would be used")
     _homeserver_args(render)
 
-    from clubs.bots.commands_cli import add_parsers as add_bot_parsers
+    from clubs.botsrun import add_parsers as add_bot_parsers
     from clubs.provisioning.commands import add_parsers
 
     add_parsers(sub)
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "homeserver":
             return _homeserver(args)
         if args.command == "bots":
-            from clubs.bots.commands_cli import run as run_bots
+            from clubs.botsrun import run as run_bots
 
             return _run_until_interrupted(run_bots(args))
         if args.command in PROVISIONING_COMMANDS:

@@ -29,7 +29,7 @@ from clubs.provisioning.apply import apply_network
 from clubs.provisioning.desired import DesiredNetwork
 from clubs.provisioning.discover import discover
 from clubs.provisioning.onboard import password_key
-from clubs.provisioning.source import check, compile_desired
+from clubs.provisioning.source import check, compile_desired, private_descriptions
 from clubs.provisioning.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ async def run_up(
             accounts=running,
             network=desired.network,
             provisioner=provisioner.user_id,
+            descriptions=private_descriptions(desired),
         )
         await run_bots(config, factories)
     finally:

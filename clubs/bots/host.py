@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clubs.bots.base import Bot
 from clubs.bots.commands import CommandSpec
-from clubs.bots.runtime import BotRuntime, RuntimeSettings, required_template_keys
+from clubs.bots.runtime import BotRuntime, RoomKey, RuntimeSettings, required_template_keys
 from clubs.bots.store import RuntimeStore
 from clubs.core.db import Database
 from clubs.core.e2ee import E2eeClient
@@ -46,6 +46,8 @@ class HostConfig:
     primary: str | None = None
     """The bot that answers `!ping`/`!help` in group rooms (default: the first)."""
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
+    descriptions: Mapping[RoomKey, str] = field(default_factory=dict)
+    """Private room descriptions the primary bot posts encrypted and pins."""
 
     @property
     def data_dir(self) -> Path:
@@ -102,7 +104,14 @@ async def open_runtimes(
                 }
             )
             runtime = BotRuntime(
-                bot, client, http, store, catalog, settings, all_commands=lambda: all_specs
+                bot,
+                client,
+                http,
+                store,
+                catalog,
+                settings,
+                all_commands=lambda: all_specs,
+                descriptions=config.descriptions if account.name == primary else None,
             )
             all_specs.extend(runtime.commands)
             runtimes.append(runtime)

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ BUILTIN_KEYS = (
     "bots/refused",
     "bots/ratelimited",
     "bots/undecryptable",
+    "bots/description",
 )
 STATE_TYPES_THAT_MATTER = frozenset(
     {"m.room.power_levels", "m.room.create", "org.commclubs.locator", "org.commclubs.club"}
@@ -95,6 +97,7 @@ class BotRuntime:
         *,
         clock: Callable[[], float] = time.time,
         all_commands: Callable[[], Sequence[CommandSpec]] | None = None,
+        descriptions: Mapping[RoomKey, str] | None = None,
     ) -> None:
         self.bot = bot
         self.client = client
@@ -122,6 +125,9 @@ class BotRuntime:
             _spawn=self._spawn,
         )
         self.store = store
+        self.descriptions = dict(descriptions or {})
+        """Private room descriptions to post (encrypted) and pin, by the room's locator key."""
+        self._described: set[RoomId] = set()
         self.ready = asyncio.Event()
         """Set after the first successful sync (tests and `clubs up` wait on it)."""
         self.syncs = 0
@@ -209,6 +215,8 @@ class BotRuntime:
         for event in events:
             await self._guarded(self._dispatch(event), event.event_id, event.room_id)
         await self._flush_pending()
+        if self.descriptions:
+            await self._guarded(self._post_descriptions(), "descriptions", "*")
         await self.store.set_next_batch(batch.next_batch)
         if self.syncs % 500 == 0:
             await self.store.prune_processed(self.clock())
@@ -356,6 +364,28 @@ class BotRuntime:
                 )
         self.ctx.pending[:] = still
 
+    async def _post_descriptions(self) -> None:
+        """Post each managed room's private description once (per text) and pin it."""
+        for room_id in self.client.joined_rooms():
+            if room_id in self._described:
+                continue
+            self._described.add(room_id)
+            info = await self.rooms.info(room_id)
+            text = self.descriptions.get(room_key(info.locator)) if info.locator else None
+            if not text:
+                continue
+            digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+            if await self.store.description_posted(room_id, digest):
+                continue
+            event_id = await self.ctx.notice(
+                room_id, "bots/description", job=("description", room_id, digest), text=text
+            )
+            if event_id is not None:
+                await self.ctx.pin(room_id, event_id)
+                await self.store.mark_description_posted(room_id, digest)
+            else:
+                self._described.discard(room_id)  # room not synced yet: try after the next sync
+
     async def _send_pending(self, item: Any) -> None:
         await self.client.send(item.room_id, item.event_type, item.content, txn_id=item.txn_id)
 
@@ -374,6 +404,18 @@ class _Builtins:
     async def help(self, ctx: CommandContext) -> None:
         specs = [*collect_commands(self), *self._rt._all_commands()]
         await ctx.reply("bots/help", entries=help_entries(specs, ctx.power, in_dm=ctx.in_dm))
+
+
+RoomKey = tuple[str | None, str | None, str | None, str | None]
+"""(kind, club, cohort, key) of a locator: how the composition root names rooms to bots."""
+
+
+def room_key(locator: Mapping[str, Any]) -> RoomKey:
+    def get(name: str) -> str | None:
+        value = locator.get(name)
+        return value if isinstance(value, str) else None
+
+    return (get("kind"), get("club"), get("cohort"), get("key"))
 
 
 def required_template_keys(bots: Iterable[Bot]) -> list[str]:

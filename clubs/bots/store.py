@@ -34,6 +34,16 @@ MIGRATIONS: Sequence[Migration] = (
         )
         """,
     ),
+    Migration(
+        2,
+        "private room descriptions posted",
+        """
+        CREATE TABLE posted_descriptions (
+            bot TEXT NOT NULL, room_id TEXT NOT NULL, digest TEXT NOT NULL,
+            PRIMARY KEY (bot, room_id, digest)
+        )
+        """,
+    ),
 )
 
 PROCESSED_KEEP_S = 7 * 24 * 3600
@@ -98,6 +108,19 @@ class RuntimeStore:
             (self.bot, room_id, sender, int(now)),
         )
         return True
+
+    async def description_posted(self, room_id: str, digest: str) -> bool:
+        row = await self.db.fetchone(
+            "SELECT 1 FROM posted_descriptions WHERE bot = ? AND room_id = ? AND digest = ?",
+            (self.bot, room_id, digest),
+        )
+        return row is not None
+
+    async def mark_description_posted(self, room_id: str, digest: str) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO posted_descriptions (bot, room_id, digest) VALUES (?, ?, ?)",
+            (self.bot, room_id, digest),
+        )
 
     async def dm_room(self, user_id: str) -> str | None:
         row = await self.db.fetchone(

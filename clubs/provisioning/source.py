@@ -31,3 +31,14 @@ def check(source: Path | bytes, file: str = "<network>") -> Checked:
 
 def compile_desired(network: Network, server_name: str) -> DesiredNetwork:
     return compile_network(network, server_name)
+
+
+def private_descriptions(
+    desired: DesiredNetwork,
+) -> dict[tuple[str | None, str | None, str | None, str | None], str]:
+    """Room descriptions to post encrypted, keyed like the bots name rooms (locator fields)."""
+    return {
+        (r.locator.kind, r.locator.club, r.locator.cohort, r.locator.key): r.private_description
+        for r in desired.rooms
+        if r.private_description
+    }

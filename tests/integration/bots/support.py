@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+import signal
+import sys
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
+from mautrix.types import EventID, EventType, MessageType, RoomID, TextMessageEventContent
 
 from clubs.bots.base import Bot
 from clubs.bots.host import BotAccount, BotFactory, HostConfig, HostServices, open_runtimes
 from clubs.bots.runtime import BotRuntime, RuntimeSettings
 from clubs.core.admin import ensure_ratelimit_override, ensure_service_account
-from clubs.core.http import path
+from clubs.core.http import MatrixHttp, path
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
+from clubs.core.paths import project_root
 from clubs.core.secrets import MASTER_KEY_ENV, Vault
 from tests.harness import Account, SynapseHarness, eventually
+from tests.integration.bots.botproc import READY_FILE
+from tests.mautrix_client import MautrixPeer
 
 CS = ("_matrix", "client", "v3")
 
@@ -122,6 +131,7 @@ async def bot_host(
     *,
     network: str,
     settings: RuntimeSettings | None = None,
+    descriptions: Mapping[Any, str] | None = None,
 ) -> AsyncIterator[RunningHost]:
     config = HostConfig(
         homeserver_url=synapse.url,
@@ -130,6 +140,7 @@ async def bot_host(
         network=network,
         provisioner=synapse.admin.user_id,
         settings=settings or RuntimeSettings(sync_timeout_ms=1000),
+        descriptions=descriptions or {},
     )
     async with open_runtimes(config, factories) as runtimes:
 
@@ -169,3 +180,181 @@ def simple_factory(bot: Bot) -> BotFactory:
         return bot
 
     return make
+
+
+# --- a bot host in its own process (botproc.py) ---------------------------------------------
+
+
+@dataclass
+class BotProcess:
+    """`tests.integration.bots.botproc` as a child process that tests start, crash and kill."""
+
+    url: str
+    var_dir: Path
+    accounts: Sequence[BotAccount]
+    network: str
+    provisioner: str
+    sync_timeout_ms: int = 500
+    commands_per_window: int = 10_000
+    debug: bool = False
+    proc: asyncio.subprocess.Process | None = None
+    exits: list[int] = field(default_factory=list)
+    """Exit status of every run so far, in order."""
+
+    @property
+    def log_file(self) -> Path:
+        return self.var_dir / "botproc.log"
+
+    def argv(self) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.integration.bots.botproc",
+            "--url",
+            self.url,
+            "--var",
+            str(self.var_dir),
+            "--network",
+            self.network,
+            "--provisioner",
+            self.provisioner,
+            "--sync-timeout-ms",
+            str(self.sync_timeout_ms),
+            "--commands-per-window",
+            str(self.commands_per_window),
+        ]
+        for account in self.accounts:
+            argv += ["--account", f"{account.name}:{account.user_id}"]
+        return [*argv, "--debug"] if self.debug else argv
+
+    async def start(self, crash_at: str | None = None) -> None:
+        """Start a run (`crash_at`: `CLUBS_CRASH_AT` for this run only)."""
+        assert self.proc is None, "the bot process is already running"
+        env = dict(os.environ)
+        env.pop("CLUBS_CRASH_AT", None)
+        if crash_at is not None:
+            env["CLUBS_CRASH_AT"] = crash_at
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        (self.var_dir / READY_FILE).unlink(missing_ok=True)
+        with self.log_file.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv(),
+                cwd=project_root(),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def ready(self) -> bool:
+        return (self.var_dir / READY_FILE).exists()
+
+    async def wait_ready(self, within: float = 30) -> None:
+        async def probe() -> bool:
+            if self.proc is not None and self.proc.returncode is not None:
+                raise AssertionError(f"the bot process exited ({self.proc.returncode}); {self}")
+            return self.ready()
+
+        await eventually(probe, within=within)
+
+    async def wait_exit(self, within: float = 30) -> int:
+        """Wait for the run to end by itself (a kill point); returns its exit status."""
+        assert self.proc is not None
+        try:
+            async with asyncio.timeout(within):
+                code = await self.proc.wait()
+        except TimeoutError:
+            raise AssertionError(f"the bot process did not exit within {within}s") from None
+        self.exits.append(code)
+        self.proc = None
+        return code
+
+    async def kill(self) -> None:
+        """SIGKILL: a power cut."""
+        await self._signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        """SIGTERM: the devices are closed (never logged out)."""
+        await self._signal(signal.SIGTERM)
+
+    async def _signal(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+        await self.wait_exit(within=20)
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(encoding="utf-8", errors="replace")
+
+    def __str__(self) -> str:
+        tail = self.log_text()[-3000:] if self.log_file.exists() else ""
+        return f"bot process log tail:\n{tail}"
+
+
+@contextlib.asynccontextmanager
+async def bot_process(*args: Any, **kw: Any) -> AsyncIterator[BotProcess]:
+    """A BotProcess that is killed at the end of the block whatever happens."""
+    bp = BotProcess(*args, **kw)
+    try:
+        yield bp
+    finally:
+        await bp.kill()
+
+
+# --- what the member sees ----------------------------------------------------------------------
+
+
+async def send_text(peer: MautrixPeer, room_id: str, body: str) -> EventID:
+    """Send an encrypted `m.text` through the cross-signed-only peer; returns its event id."""
+    event_id: EventID = await peer.client.send_message_event(
+        RoomID(room_id),
+        EventType.ROOM_MESSAGE,
+        TextMessageEventContent(msgtype=MessageType.TEXT, body=body),
+    )
+    return event_id
+
+
+def replies_per_command(peer: MautrixPeer, bot_user: str, room_id: str) -> Counter[str]:
+    """How many decrypted replies from `bot_user` answer each event (by `m.in_reply_to`)."""
+    return Counter(
+        r.reply_to
+        for r in peer.received
+        if r.room_id == room_id and r.sender == bot_user and r.reply_to is not None
+    )
+
+
+async def wait_replies(
+    peer: MautrixPeer, bot_user: str, room_id: str, commands: Sequence[str], within: float
+) -> Counter[str]:
+    """Wait until every command has at least one reply; returns the counts per command."""
+    started = time.monotonic()
+
+    async def all_answered() -> Counter[str]:
+        counts = replies_per_command(peer, bot_user, room_id)
+        missing = [c for c in commands if counts[c] == 0]
+        return counts if not missing else Counter()
+
+    try:
+        return await eventually(all_answered, within=within, interval=0.1)
+    except AssertionError:
+        counts = replies_per_command(peer, bot_user, room_id)
+        missing = [c for c in commands if counts[c] == 0]
+        raise AssertionError(
+            f"{len(missing)} of {len(commands)} commands unanswered after "
+            f"{time.monotonic() - started:.0f}s; undecryptable at the peer: "
+            f"{len(peer.undecryptable)}"
+        ) from None
+
+
+async def device_count(synapse_url: str, var_dir: Path, user_id: str) -> int:
+    """How many devices the bot account has on the server (it must stay at one)."""
+    token = Vault(var_dir / "secrets" / "vault").get(f"{user_id}/access_token")
+    async with MatrixHttp(synapse_url, token) as http:
+        devices = await http.get(path(*CS, "devices"))
+    return len(devices.get("devices", []))

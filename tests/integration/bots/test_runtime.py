@@ -197,3 +197,45 @@ async def test_commands_sent_before_the_bot_ever_ran_are_not_executed(
             and e["type"] in ("m.room.encrypted", "m.room.message")
         ]
         assert from_bot == []
+
+
+async def test_private_description_is_posted_encrypted_once_and_pinned(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    member = await synapse.new_user("member")
+    room = await managed_room(
+        synapse, network, invite=[account.user_id, member.user_id], powers={account.user_id: 50}
+    )
+    await member.http.post(path(*CS, "join", room), {})
+    text = "Что сказано здесь — остаётся здесь."
+    descriptions = {("club_room", "c1", None, "general"): text}
+    async with mautrix_peer(member, synapse.url) as peer:
+        for _ in range(2):  # a restart must not post it again
+            async with bot_host(
+                synapse,
+                tmp_path,
+                [account],
+                {"echo": simple_factory(Echo())},
+                network=network,
+                descriptions=descriptions,
+            ) as host:
+                await wait_reply(peer, account.user_id, room, 0)
+                rt = host.runtime("echo")
+                start = rt.syncs
+
+                async def settled(rt=rt, start=start) -> bool:  # type: ignore[no-untyped-def]
+                    return rt.syncs >= start + 2
+
+                await eventually(settled, within=20)
+        posted = replies_from(peer, account.user_id, room)
+        assert [r.body for r in posted] == [text]
+        pinned = await member.http.get(
+            path(*CS, "rooms", room, "state", "m.room.pinned_events", "")
+        )
+        assert pinned["pinned"] == [posted[0].event_id]
+        messages = await member.http.get(
+            path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "50"}
+        )
+        assert all(text not in str(e) for e in messages["chunk"])  # never in clear on the server

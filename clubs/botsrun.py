@@ -1,4 +1,8 @@
-"""`clubs bots run`: host the enabled bots in one process (or some of them, for isolation)."""
+"""`clubs bots run`: host the enabled bots in one process (or some of them, for isolation).
+
+A composition root like `clubs.up`: it reads the network file (provisioning) to learn the bot
+accounts and hands the bots only what they need, so `clubs.bots` never imports provisioning.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> HostConfig:
-    from clubs.provisioning.source import check, compile_desired
+    from clubs.provisioning.source import check, compile_desired, private_descriptions
 
     desired = compile_desired(check(args.network).network, args.server_name)
     factories = default_factories()
@@ -53,6 +57,7 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
         accounts=[BotAccount(n, UserId(desired.bots[n])) for n in names],
         network=desired.network,
         provisioner=f"@provisioner:{args.server_name}",
+        descriptions=private_descriptions(desired),
     )
 
 
