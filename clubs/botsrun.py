@@ -15,6 +15,7 @@ from clubs.bots.catalog import default_factories
 from clubs.bots.host import BotAccount, HostConfig, run_bots
 from clubs.core.errors import ClubsError
 from clubs.core.http import UserId
+from clubs.core.secrets import Vault
 
 
 def add_parsers(sub: Any) -> None:
@@ -51,12 +52,15 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
         raise ClubsError(f"{args.network}: no bot named {', '.join(unknown)} in `bots:`")
     if not names:
         raise ClubsError("no bot to run: none of the network's bots is built into this version")
+    provisioner = f"@provisioner:{args.server_name}"
     return HostConfig(
         homeserver_url=args.homeserver,
         var_dir=args.var_dir.resolve(),
         accounts=[BotAccount(n, UserId(desired.bots[n])) for n in names],
         network=desired.network,
-        provisioner=f"@provisioner:{args.server_name}",
+        provisioner=provisioner,
+        admin_token=os.environ.get("CLUBS_ADMIN_TOKEN")
+        or Vault(args.var_dir / "secrets" / "vault").get(f"{provisioner}/access_token"),
         descriptions=private_descriptions(desired),
     )
 

@@ -88,6 +88,7 @@ async def run_up(
             accounts=running,
             network=desired.network,
             provisioner=provisioner.user_id,
+            admin_token=provisioner.access_token,
             descriptions=private_descriptions(desired),
         )
         await run_bots(config, factories)

@@ -3,8 +3,19 @@ registration; a deployment enables bots by listing their accounts)."""
 
 from __future__ import annotations
 
-from clubs.bots.host import BotFactory
+from clubs.bots.base import Bot
+from clubs.bots.host import BotFactory, HostServices
+from clubs.bots.moderation.bot import ModerationBot
+
+
+def _moderation(services: HostServices) -> Bot:
+    return ModerationBot(
+        services.db,
+        network=services.network,
+        admin=services.admin,
+        other_bots=services.service_accounts,
+    )
 
 
 def default_factories() -> dict[str, BotFactory]:
-    return {}
+    return {"moderation": _moderation}

@@ -120,9 +120,10 @@ class BotContext:
                         "content": {"algorithm": "m.megolm.v1.aes-sha2"},
                     },
                     {
+                        # The first message goes out while the person is only invited.
                         "type": "m.room.history_visibility",
                         "state_key": "",
-                        "content": {"history_visibility": "joined"},
+                        "content": {"history_visibility": "invited"},
                     },
                     {
                         "type": "m.room.guest_access",

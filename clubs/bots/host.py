@@ -43,6 +43,8 @@ class HostConfig:
     accounts: Sequence[BotAccount]
     network: str | None = None
     provisioner: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    """The provisioner's token, for bots that use the Synapse admin API (reports)."""
     primary: str | None = None
     """The bot that answers `!ping`/`!help` in group rooms (default: the first)."""
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
@@ -56,10 +58,15 @@ class HostConfig:
 
 @dataclass(frozen=True)
 class HostServices:
-    """What bot constructors get: their database and the clock (no globals)."""
+    """What bot constructors get (no globals): the shared database, the network, the other
+    service accounts (never acted against) and, where the deployment allows it, an admin view
+    of the homeserver (the provisioner's token: reports, server-side redactions)."""
 
     db: Database
     data_dir: Path
+    network: str | None = None
+    service_accounts: frozenset[str] = frozenset()
+    admin: MatrixHttp | None = None
 
 
 @contextlib.asynccontextmanager
@@ -70,7 +77,17 @@ async def open_runtimes(
     catalog = catalog or Catalog()
     vault = Vault(config.var_dir / "secrets" / "vault")
     db = await Database.open(config.data_dir / "bots.db")
-    services = HostServices(db, config.data_dir)
+    admin = MatrixHttp(config.homeserver_url, config.admin_token) if config.admin_token else None
+    services = HostServices(
+        db,
+        config.data_dir,
+        network=config.network,
+        service_accounts=frozenset(
+            [a.user_id for a in config.accounts]
+            + ([config.provisioner] if config.provisioner else [])
+        ),
+        admin=admin,
+    )
     runtimes: list[BotRuntime] = []
     clients: list[E2eeClient] = []
     https: list[MatrixHttp] = []
@@ -117,6 +134,8 @@ async def open_runtimes(
             runtimes.append(runtime)
         yield runtimes
     finally:
+        if admin is not None:
+            await admin.close()
         for http in https:
             await http.close()
         for client in clients:

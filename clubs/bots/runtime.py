@@ -238,8 +238,12 @@ class BotRuntime:
             return
         if event.type in STATE_TYPES_THAT_MATTER and event.state_key is not None:
             self.rooms.invalidate(event.room_id)
-        if event.sender != self.client.user_id:
+        # Our own messages are never handled (no loops); our own state changes are facts that
+        # handlers may track (e.g. a policy rule this bot wrote).
+        if event.sender != self.client.user_id or event.state_key is not None:
             await self._handle(event)
+        if event.encrypted and not event.decrypted:
+            return  # not done: handled again when its key arrives (`retry_undecrypted`)
         crashpoint("before_commit")
         await self.store.mark_processed(event.event_id)
 

@@ -54,6 +54,9 @@ KEYS_QUERY_BATCH = 100
 PINS_FILE = "master_keys.json"
 LOCK_FILE = ".lock"
 UNDECRYPTED_KEEP = 200
+GAP_FILL_PAGE = 250
+GAP_FILL_MAX_EVENTS = 5000
+"""At most this many events are fetched to fill one room's gap after a limited sync."""
 
 
 class StoreError(ClubsError):
@@ -275,24 +278,72 @@ class E2eeClient:
         """
         full_state = self._full_state_next or None
         with _unreachable(f"sync of {self.user_id}"):
+            import time as _t
+
+            _t0 = _t.monotonic()  # TIMINGDBG
             resp = await self._client.sync(timeout=timeout_ms, since=since, full_state=full_state)
             if isinstance(resp, nio.ErrorResponse):
                 raise _matrix_error(resp, "GET", "sync")
+            _t1 = _t.monotonic()  # TIMINGDBG
             self._full_state_next = False
             self._dirty_users.update(resp.device_list.changed)
             await self._housekeeping()
+            _t2 = _t.monotonic()  # TIMINGDBG
             if self._dirty_users:
                 await self.refresh_trust(self._dirty_users)
+            if full_state:
+                log.info(
+                    "TIMINGDBG %s sync %.3f housekeeping %.3f trust %.3f",
+                    self.user_id,
+                    _t1 - _t0,
+                    _t2 - _t1,
+                    _t.monotonic() - _t2,
+                )  # TIMINGDBG
+            events: list[RoomEvent] = []
+            for room_id, info in resp.rooms.join.items():
+                timeline = list(info.timeline.events)
+                if since is not None and info.timeline.limited and info.timeline.prev_batch:
+                    gap = await self._fill_gap(room_id, info.timeline.prev_batch, since)
+                    timeline = gap + timeline
+                events += [ev for raw in timeline if (ev := self._room_event(RoomId(room_id), raw))]
         return SyncBatch(
             next_batch=resp.next_batch,
-            events=[
-                ev
-                for room_id, info in resp.rooms.join.items()
-                for raw in info.timeline.events
-                if (ev := self._room_event(RoomId(room_id), raw)) is not None
-            ],
+            events=events,
             invites=[self._invite(RoomId(r), info) for r, info in resp.rooms.invite.items()],
         )
+
+    async def _fill_gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
+        """The events a limited ("gappy") timeline left out, oldest first.
+
+        Synapse sends at most 10 events per room in one sync; when more arrived since `since`
+        (a busy room, or a restart after downtime) the timeline is `limited` and the rest must
+        be paged from `/messages`, back from `prev_batch` to `since`, or they are lost.
+        """
+        older: list[Any] = []
+        start = prev_batch
+        while len(older) < GAP_FILL_MAX_EVENTS:
+            resp = await self._client.room_messages(
+                room_id,
+                start=start,
+                end=since,
+                direction=nio.MessageDirection.back,
+                limit=GAP_FILL_PAGE,
+            )
+            if isinstance(resp, nio.ErrorResponse):
+                raise _matrix_error(resp, "GET", "messages")
+            older += resp.chunk
+            if len(resp.chunk) < GAP_FILL_PAGE or not resp.end:
+                break
+            start = resp.end
+        else:
+            log.warning(
+                "%s: more than %d events missed in %s since the last sync; older ones skipped",
+                self.user_id,
+                GAP_FILL_MAX_EVENTS,
+                room_id,
+            )
+        older.reverse()
+        return older
 
     def _invite(self, room_id: RoomId, info: Any) -> Invite:
         for ev in getattr(info, "invite_state", []):
@@ -368,6 +419,19 @@ class E2eeClient:
                 await self._client.request_room_key(held[1])
         except nio.LocalProtocolError:
             pass  # already requested for this session
+
+    async def decrypt_json(self, room_id: RoomId, raw: Mapping[str, Any]) -> RoomEvent | None:
+        """Decrypt one event given as JSON (e.g. a reported event from the admin API), if this
+        device holds its key; None otherwise (never raises on hostile input)."""
+        try:
+            parsed = nio.Event.parse_encrypted_event(dict(raw))
+            if not isinstance(parsed, nio.MegolmEvent):
+                return None
+            parsed.room_id = room_id
+            decrypted = self._client.decrypt_event(parsed)
+        except Exception:  # no key, or not an event at all
+            return None
+        return self._room_event(room_id, decrypted) if decrypted is not None else None
 
     def retry_undecrypted(self) -> list[RoomEvent]:
         """Events that failed to decrypt earlier and decrypt now (keys arrived since)."""

@@ -2,8 +2,10 @@
 
 Our own code logs ids, types, counts and durations only (STYLE.md). As a second line of defence a
 `RedactingFilter` sits on every handler: it masks anything shaped like an access token, a bearer
-header, a password or token field, or a private key, whoever logged it. Third-party loggers that
-print request bodies or query strings at DEBUG are held at WARNING unless explicitly asked for.
+header, a password or token field, or a private key, whoever logged it, and it cuts the messages
+in which nio quotes whole events or responses (`QUOTING_MESSAGES`) down to their fixed opening.
+Third-party loggers that print request bodies or query strings at DEBUG are held at WARNING
+unless explicitly asked for.
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# Third-party messages that quote whole events or responses (message bodies, display names):
+# only their fixed opening is kept. nio logs the first two even at WARNING, the third at DEBUG
+# (the entire parsed /sync, /messages or /joined_members response).
+QUOTING_MESSAGES = (
+    "Error validating event",  # nio.events.misc: jsonschema text quoting the event's content
+    "Error validating response",  # nio.responses: idem, for a response
+    "Validating response schema",  # nio.responses, DEBUG: the schema and the whole response
+)
+WITHHELD = " (details withheld: they quote event content)"
+
+
 def redact(text: str) -> str:
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
@@ -42,9 +55,14 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Formats the record's message once and masks secrets in it (and in the traceback text)."""
+    """Formats the record's message once and masks secrets in it (and in the traceback text);
+    a message that quotes event content keeps only its fixed opening."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(QUOTING_MESSAGES):
+            record.msg = next(p for p in QUOTING_MESSAGES if record.msg.startswith(p)) + WITHHELD
+            record.args = None
+            return True
         try:
             message = record.getMessage()
         except Exception:  # a broken format string must not break logging

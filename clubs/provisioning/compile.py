@@ -46,6 +46,11 @@ def compile_network(network: Network, server_name: str) -> DesiredNetwork:
     return _Compiler(network, server_name).run()
 
 
+BOT_ROLES = {"moderation": "admin"}
+"""The moderation bot mutes (power levels) and closes rooms in a raid (join rules): both are
+events at the admin level, so it has the admin role; other bots have the bot role."""
+
+
 class _Compiler:
     def __init__(self, network: Network, server_name: str) -> None:
         self.net = network
@@ -243,7 +248,9 @@ class _Compiler:
     def _members(self, levels: Mapping[str, int]) -> dict[str, int]:
         """mxid → level for the people with a known mxid, and every bot; sorted by mxid."""
         members = {self.mxids[k]: level for k, level in levels.items() if k in self.mxids}
-        members.update({mxid: self._level("bot") for mxid in self.bots.values()})
+        members.update(
+            {mxid: self._level(BOT_ROLES.get(name, "bot")) for name, mxid in self.bots.items()}
+        )
         return dict(sorted(members.items()))
 
     def _power_levels(

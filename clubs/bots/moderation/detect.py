@@ -157,7 +157,7 @@ class Thresholds:
 
     flood_messages: int = 8
     flood_window_s: float = 10.0
-    mute_minutes: int = 10
+    mute_s: float = 600.0
     max_mentions: int = 5
     join_wave_joins: int = 8
     join_wave_window_s: float = 60.0

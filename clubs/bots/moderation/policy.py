@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -138,3 +138,124 @@ class PolicySet:
             if rule.kind == "server" and server and rule.matches(server):
                 return rule
         return None
+
+
+def rule_kind(event_type: str) -> RuleKind | None:
+    """The kind of a policy rule event type (`m.policy.rule.*` and the legacy spellings)."""
+    return _TYPES.get(event_type)
+
+
+def is_literal(entity: str) -> bool:
+    """Whether a rule entity names exactly one thing (no glob characters)."""
+    return "*" not in entity and "?" not in entity
+
+
+@dataclass(frozen=True)
+class PolicyAction:
+    """What a change of the rules asks for: ban or unban one user across the managed rooms."""
+
+    kind: Literal["ban", "unban"]
+    user_id: str
+    rule: PolicyRule
+    """For a ban, the rule that now bans the user; for an unban, a rule that no longer does."""
+
+
+def _bans(
+    rules: Iterable[PolicyRule], user_id: str, protected: frozenset[str]
+) -> PolicyRule | None:
+    server = user_id.split(":", 1)[1] if ":" in user_id else ""
+    for rule in rules:
+        if not rule.is_ban:
+            continue
+        if rule.kind == "user" and rule.matches(user_id):
+            return rule
+        if rule.kind == "server" and server and server not in protected and rule.matches(server):
+            return rule
+    return None
+
+
+def policy_actions(
+    before: Iterable[PolicyRule],
+    after: Iterable[PolicyRule],
+    users: Iterable[str],
+    *,
+    protected_servers: frozenset[str] = frozenset(),
+) -> list[PolicyAction]:
+    """The bans and unbans that turn rule set `before` into `after` (pure).
+
+    Candidates are the `users` the caller knows (members of managed rooms, people banned there)
+    plus the literal user entities of the rules that changed, so a rule naming someone who never
+    joined bans them pre-emptively. Only users matched by a changed rule are re-evaluated. Server
+    rules never reach users of `protected_servers` (the network's own homeservers: a stray
+    `*` server rule must not ban every member); user rules still do.
+    """
+    old, new = list(before), list(after)
+    changed = set(old) ^ set(new)
+    if not changed:
+        return []
+    candidates = dict.fromkeys(users)
+    for rule in sorted(changed, key=lambda r: (r.kind, r.state_key)):
+        if rule.kind == "user" and rule.entity is not None and is_literal(rule.entity):
+            candidates.setdefault(rule.entity)
+    actions: list[PolicyAction] = []
+    for user in candidates:
+        if _bans(changed, user, protected_servers) is None:
+            continue
+        was = _bans(old, user, protected_servers)
+        now = _bans(new, user, protected_servers)
+        if now is not None and was is None:
+            actions.append(PolicyAction("ban", user, now))
+        elif was is not None and now is None:
+            actions.append(PolicyAction("unban", user, was))
+    return actions
+
+
+class PolicyWatcher:
+    """Follows the policy rooms' state and says whom to ban or unban (pure, fed by the runtime).
+
+    Feed it every state event seen in a watched policy room, from the initial `/state` and from
+    the timeline, written by the bot or by a moderator with any other client; it keeps the
+    current `PolicySet` and returns the actions the change implies. It never talks to the server.
+    """
+
+    def __init__(
+        self,
+        policy_rooms: Iterable[str],
+        *,
+        users: Iterable[str] = (),
+        protected_servers: Iterable[str] = (),
+    ) -> None:
+        self.policy_rooms = set(policy_rooms)
+        self.rules = PolicySet()
+        self.users: set[str] = set(users)
+        """Known users the glob, server and hashed rules are matched against."""
+        self.protected_servers = frozenset(protected_servers)
+
+    def watches(self, room_id: str) -> bool:
+        return room_id in self.policy_rooms
+
+    def note_users(self, users: Iterable[str]) -> list[PolicyAction]:
+        """Learn of users (new members of managed rooms); returns bans for any already listed."""
+        fresh = [u for u in users if u not in self.users]
+        self.users.update(fresh)
+        actions = []
+        for user in fresh:
+            rule = _bans(self.rules, user, self.protected_servers)
+            if rule is not None:
+                actions.append(PolicyAction("ban", user, rule))
+        return actions
+
+    def feed(self, room_id: str, events: Iterable[Mapping[str, Any]]) -> list[PolicyAction]:
+        """Apply state events of one room (ignored unless it is a watched policy room)."""
+        if not self.watches(room_id):
+            return []
+        before = list(self.rules)
+        for event in events:
+            if "state_key" not in event:
+                continue
+            self.rules.apply(
+                room_id, str(event.get("type")), event.get("state_key"), event.get("content")
+            )
+        return policy_actions(
+            before, self.rules, self.users, protected_servers=self.protected_servers
+        )

@@ -23,6 +23,7 @@ from clubs.bots.host import BotAccount, BotFactory, HostConfig, HostServices, op
 from clubs.bots.runtime import BotRuntime, RuntimeSettings
 from clubs.core.admin import ensure_ratelimit_override, ensure_service_account
 from clubs.core.http import MatrixHttp, path
+from clubs.core.i18n import Catalog
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
 from clubs.core.paths import project_root
 from clubs.core.secrets import MASTER_KEY_ENV, Vault
@@ -59,6 +60,7 @@ async def managed_room(
     powers: Mapping[str, int] | None = None,
     language: str = "en",
     key: str = "general",
+    club: str = "c1",
     encrypted: bool = True,
 ) -> str:
     """A room as the provisioner creates it: locator and settings in initial_state."""
@@ -69,7 +71,7 @@ async def managed_room(
             "content": {
                 "network": network,
                 "kind": "club_room",
-                "club": "c1",
+                "club": club,
                 "key": key,
                 "schema": 1,
                 "state": "active",
@@ -132,6 +134,7 @@ async def bot_host(
     network: str,
     settings: RuntimeSettings | None = None,
     descriptions: Mapping[Any, str] | None = None,
+    catalog: Catalog | None = None,
 ) -> AsyncIterator[RunningHost]:
     config = HostConfig(
         homeserver_url=synapse.url,
@@ -139,10 +142,11 @@ async def bot_host(
         accounts=accounts,
         network=network,
         provisioner=synapse.admin.user_id,
+        admin_token=synapse.admin.session.access_token,
         settings=settings or RuntimeSettings(sync_timeout_ms=1000),
         descriptions=descriptions or {},
     )
-    async with open_runtimes(config, factories) as runtimes:
+    async with open_runtimes(config, factories, catalog) as runtimes:
 
         async def run_all() -> None:
             async with asyncio.TaskGroup() as group:
@@ -197,6 +201,9 @@ class BotProcess:
     sync_timeout_ms: int = 500
     commands_per_window: int = 10_000
     debug: bool = False
+    verbosity: int = 1
+    python_args: Sequence[str] = ()
+    """Interpreter options before `-m botproc` (e.g. `-m cProfile -o FILE`)."""
     proc: asyncio.subprocess.Process | None = None
     exits: list[int] = field(default_factory=list)
     """Exit status of every run so far, in order."""
@@ -208,6 +215,7 @@ class BotProcess:
     def argv(self) -> list[str]:
         argv = [
             sys.executable,
+            *self.python_args,
             "-m",
             "tests.integration.bots.botproc",
             "--url",
@@ -222,6 +230,8 @@ class BotProcess:
             str(self.sync_timeout_ms),
             "--commands-per-window",
             str(self.commands_per_window),
+            "--verbosity",
+            str(self.verbosity),
         ]
         for account in self.accounts:
             argv += ["--account", f"{account.name}:{account.user_id}"]

@@ -1,0 +1,351 @@
+"""The moderation bot end to end: real Synapse, encrypted rooms, independent clients."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mautrix.types import RoomID
+
+from clubs.bots.base import Bot
+from clubs.bots.host import BotAccount, HostServices
+from clubs.bots.moderation.bot import ModerationBot
+from clubs.bots.moderation.detect import Thresholds
+from clubs.core.errors import Forbidden, NotFound
+from clubs.core.http import path
+from tests.harness import Account, SynapseHarness, eventually
+from tests.integration.bots.support import (
+    CS,
+    RunningHost,
+    bot_host,
+    create_bot_account,
+    fixed_master_key,
+    joined,
+    managed_room,
+    new_network,
+)
+from tests.mautrix_client import mautrix_peer
+
+# Two members join while the club is set up: a wave of 4 needs raiders (after the moderator
+# is in the management room, where the alert goes).
+WAVE = Thresholds(join_wave_joins=4, join_wave_window_s=60)
+FAST = Thresholds(
+    flood_messages=5, flood_window_s=10, mute_s=4, join_wave_joins=3, join_wave_window_s=60
+)
+
+
+@pytest.fixture(autouse=True)
+def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed_master_key(monkeypatch)
+
+
+def factory(thresholds: Thresholds = FAST) -> Any:
+    def make(services: HostServices) -> Bot:
+        return ModerationBot(
+            services.db,
+            network=services.network,
+            admin=services.admin,
+            other_bots=services.service_accounts,
+            thresholds=thresholds,
+        )
+
+    return make
+
+
+@dataclass
+class Club:
+    network: str
+    bot: BotAccount
+    moderator: Account
+    member: Account
+    rooms: list[str]
+
+
+async def make_club(synapse: SynapseHarness, tmp_path: Path, n_rooms: int = 3) -> Club:
+    network = new_network()
+    bot = await create_bot_account(synapse, tmp_path, "moderation")
+    moderator = await synapse.new_user("mod")
+    member = await synapse.new_user("member")
+    rooms = []
+    for i in range(n_rooms):
+        room = await managed_room(
+            synapse,
+            network,
+            invite=[bot.user_id, moderator.user_id, member.user_id],
+            powers={bot.user_id: 100, moderator.user_id: 50},
+            club=f"club{i}",
+        )
+        for who in (moderator, member):
+            await who.http.post(path(*CS, "join", room), {})
+        rooms.append(room)
+    return Club(network, bot, moderator, member, rooms)
+
+
+@asynccontextmanager
+async def running(
+    synapse: SynapseHarness, tmp_path: Path, club: Club, thresholds: Thresholds = FAST
+) -> AsyncIterator[RunningHost]:
+    async with bot_host(
+        synapse, tmp_path, [club.bot], {"moderation": factory(thresholds)}, network=club.network
+    ) as host:
+        for room in club.rooms:
+            await eventually(
+                lambda room=room: joined(club.member, room, club.bot.user_id), within=20
+            )
+        yield host
+
+
+async def member_level(user: Account, room: str, who: str) -> int:
+    pl = await user.http.get(path(*CS, "rooms", room, "state", "m.room.power_levels", ""))
+    return int(pl.get("users", {}).get(who, pl.get("users_default", 0)))
+
+
+async def membership(user: Account, room: str, who: str) -> str | None:
+    try:
+        ev = await user.http.get(path(*CS, "rooms", room, "state", "m.room.member", who))
+    except NotFound:
+        return None
+    return str(ev.get("membership"))
+
+
+async def policy_room_of(host: RunningHost) -> str:
+    bot = host.runtime("moderation").bot
+    assert isinstance(bot, ModerationBot)
+    assert bot.policy_room is not None
+    return bot.policy_room
+
+
+async def test_flood_is_muted_quickly_and_lifted_also_across_a_restart(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=1)
+    room = club.rooms[0]
+    async with running(synapse, tmp_path, club), mautrix_peer(club.member, synapse.url) as peer:
+        for i in range(5):
+            await peer.send_text(RoomID(room), f"flood {i}")
+        crossed = time.monotonic()
+
+        async def muted() -> bool:
+            return await member_level(club.member, room, club.member.user_id) < 0
+
+        await eventually(muted, within=10, interval=0.02)
+        assert time.monotonic() - crossed < 2.0
+    # The bot is down when the mute runs out; it lifts it after the restart.
+    async with running(synapse, tmp_path, club):
+
+        async def lifted() -> bool:
+            return await member_level(club.member, room, club.member.user_id) == 0
+
+        await eventually(lifted, within=20)
+
+
+async def test_ban_reaches_every_club_and_policy_rules_from_other_clients_apply(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=3)
+    troll = await synapse.new_user("troll")
+    for room in club.rooms:
+        await synapse.admin.http.post(
+            path(*CS, "rooms", room, "invite"), {"user_id": troll.user_id}
+        )
+        await troll.http.post(path(*CS, "join", room), {})
+    async with (
+        running(synapse, tmp_path, club) as host,
+        mautrix_peer(club.moderator, synapse.url) as mod_peer,
+    ):
+        await mod_peer.send_text(RoomID(club.rooms[0]), f"!ban {troll.user_id} spam")
+
+        async def banned_everywhere() -> bool:
+            states = [await membership(club.member, r, troll.user_id) for r in club.rooms]
+            return states == ["ban"] * 3
+
+        await eventually(banned_everywhere, within=15)
+        # A moderator with another client removes the rule directly in the policy room ...
+        policy = await policy_room_of(host)
+        await eventually(
+            lambda: (
+                joined(club.moderator, policy, club.moderator.user_id)
+                if False
+                else _join(club.moderator, policy)
+            ),
+            within=15,
+        )
+        state = await club.moderator.http.get_list(path(*CS, "rooms", policy, "state"))
+        rules = [e for e in state if e["type"] == "m.policy.rule.user" and e["content"]]
+        assert len(rules) == 1
+        await club.moderator.http.put(
+            path(*CS, "rooms", policy, "state", "m.policy.rule.user", rules[0]["state_key"]), {}
+        )
+
+        async def unbanned_everywhere() -> bool:
+            states = [await membership(club.member, r, troll.user_id) for r in club.rooms]
+            return "ban" not in states
+
+        await eventually(unbanned_everywhere, within=15)
+        # ... and adds one: it applies everywhere too.
+        await club.moderator.http.put(
+            path(*CS, "rooms", policy, "state", "m.policy.rule.user", "by-hand"),
+            {"entity": troll.user_id, "recommendation": "m.ban", "reason": "again"},
+        )
+        await eventually(banned_everywhere, within=15)
+
+
+async def join_management_room(host: RunningHost, moderator: Account) -> str:
+    """Join the management room once invited, and wait until the bot's device knows it (room
+    keys go only to members the sender's client has seen: an earlier alert stays unreadable)."""
+    policy = await policy_room_of(host)
+    await eventually(lambda: _join(moderator, policy), within=20)
+    client = host.runtime("moderation").client
+
+    async def bot_sees_member() -> bool:
+        return moderator.user_id in client.members(policy)  # type: ignore[arg-type]
+
+    await eventually(bot_sees_member, within=20)
+    return policy
+
+
+async def _join(user: Account, room: str) -> bool:
+    try:
+        await user.http.post(path(*CS, "join", room), {})
+    except Exception:
+        return False
+    return True
+
+
+async def test_join_wave_locks_the_room_and_alerts_moderators(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=1)
+    room = club.rooms[0]
+    await synapse.admin.http.put(
+        path(*CS, "rooms", room, "state", "m.room.join_rules", ""), {"join_rule": "public"}
+    )
+    async with (
+        running(synapse, tmp_path, club, WAVE) as host,
+        mautrix_peer(club.moderator, synapse.url) as mod_peer,
+    ):
+        policy = await join_management_room(host, club.moderator)
+        for _ in range(4):  # the members' own recent joins count too: it may close sooner
+            raider = await synapse.new_user("raider")
+            try:
+                await raider.http.post(path(*CS, "join", room), {})
+            except Forbidden:
+                break
+
+        async def locked() -> bool:
+            rules = await club.member.http.get(
+                path(*CS, "rooms", room, "state", "m.room.join_rules", "")
+            )
+            return rules.get("join_rule") == "invite"
+
+        await eventually(locked, within=15)
+
+        async def alerted() -> bool:
+            # The management room speaks the network's default language (ru): match the room.
+            return any(r.room_id == policy and room in r.body for r in mod_peer.received)
+
+        await eventually(alerted, within=15)
+        late = await synapse.new_user("raider")
+        with pytest.raises(Forbidden):
+            await late.http.post(path(*CS, "join", room), {})
+
+
+async def test_phone_number_is_redacted_with_a_dm_but_a_moderators_is_not(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=1)
+    room = club.rooms[0]
+    async with (
+        running(synapse, tmp_path, club) as host,
+        mautrix_peer(club.member, synapse.url) as peer,
+        mautrix_peer(club.moderator, synapse.url) as mod_peer,
+    ):
+        text = "мой номер +7 916 123-45-67, звоните"
+        await peer.send_text(RoomID(room), text)
+        await mod_peer.send_text(RoomID(room), text)
+
+        async def redactions() -> list[str]:
+            msgs = await club.member.http.get(
+                path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "50"}
+            )
+            return [
+                e["redacts"] if "redacts" in e else e["content"].get("redacts")
+                for e in msgs["chunk"]
+                if e["type"] == "m.room.redaction"
+            ]
+
+        redacted = await eventually(redactions, within=15)
+        assert len(redacted) == 1
+
+        async def dm_explained() -> bool:
+            for dm in await host.runtime("moderation").store.dm_rooms():
+                await _join(club.member, dm)
+            return any(
+                r.sender == club.bot.user_id and r.room_id not in club.rooms and "phone" in r.body
+                for r in peer.received
+            )
+
+        await eventually(dm_explained, within=20)
+        msgs = await club.member.http.get(
+            path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "50"}
+        )
+        by_sender = {e["event_id"]: e["sender"] for e in msgs["chunk"]}
+        assert by_sender[redacted[0]] == club.member.user_id
+
+
+async def test_member_without_power_cannot_ban(synapse: SynapseHarness, tmp_path: Path) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=1)
+    room = club.rooms[0]
+    async with running(synapse, tmp_path, club), mautrix_peer(club.member, synapse.url) as peer:
+        await peer.send_text(RoomID(room), f"!ban {club.moderator.user_id} no reason")
+
+        async def refusal() -> list[Any]:
+            return [r for r in peer.received if r.sender == club.bot.user_id]
+
+        (reply,) = await eventually(refusal, within=15)
+        assert "50" in reply.body
+        assert await membership(club.member, room, club.moderator.user_id) == "join"
+
+
+async def test_reported_event_reaches_the_moderators_with_context(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=1)
+    room = club.rooms[0]
+    async with (
+        running(synapse, tmp_path, club) as host,
+        mautrix_peer(club.member, synapse.url) as peer,
+        mautrix_peer(club.moderator, synapse.url) as mod_peer,
+    ):
+        policy = await join_management_room(host, club.moderator)
+        await peer.send_text(RoomID(room), "something hurtful")
+
+        async def sent() -> list[str]:
+            msgs = await club.moderator.http.get(
+                path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "20"}
+            )
+            return [
+                e["event_id"]
+                for e in msgs["chunk"]
+                if e["sender"] == club.member.user_id and e["type"] == "m.room.encrypted"
+            ]
+
+        (event_id, *_) = await eventually(sent, within=10)
+        await club.moderator.http.post(
+            path(*CS, "rooms", room, "report", event_id), {"reason": "hurtful"}
+        )
+
+        async def reported() -> list[Any]:
+            return [
+                r
+                for r in mod_peer.received
+                if r.room_id == policy and "something hurtful" in r.body
+            ]
+
+        (alert,) = await eventually(reported, within=30)
+        assert "hurtful" in alert.body
