@@ -16,11 +16,11 @@ from typing import Any
 from clubs.core.errors import Forbidden, NotFound
 from clubs.core.http import MatrixHttp, RoomId, path
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
+from clubs.core.power import creators_of, level_of
 
 log = logging.getLogger(__name__)
 
 CS = ("_matrix", "client", "v3")
-CREATOR_POWER = 1 << 62  # room v12: creators have infinite power
 
 
 @dataclass(frozen=True)
@@ -56,24 +56,11 @@ class RoomInfo:
         return tz if isinstance(tz, str) else "UTC"
 
     def power(self, user_id: str) -> int:
-        return power_of(self.power_levels, self.creators, user_id)
+        return level_of(self.power_levels, user_id, self.creators)
 
     def required(self, action: str, default: int = 50) -> int:
         value = self.power_levels.get(action, default)
         return value if isinstance(value, int) else default
-
-
-def power_of(power_levels: Mapping[str, Any], creators: frozenset[str], user_id: str) -> int:
-    """A user's power level by the spec's rules (v12: creators are above everyone)."""
-    if user_id in creators:
-        return CREATOR_POWER
-    users = power_levels.get("users")
-    if isinstance(users, Mapping):
-        level = users.get(user_id)
-        if isinstance(level, int) and not isinstance(level, bool):
-            return level
-    default = power_levels.get("users_default", 0)
-    return default if isinstance(default, int) and not isinstance(default, bool) else 0
 
 
 class RoomDirectory:
@@ -126,11 +113,7 @@ def room_info(room_id: RoomId, state: list[Any], network: str | None) -> RoomInf
             continue
         by_type[ev_type] = content
         if ev_type == "m.room.create":
-            if isinstance(ev.get("sender"), str):
-                creators.add(ev["sender"])
-            extra = content.get("additional_creators")
-            if isinstance(extra, list):
-                creators.update(u for u in extra if isinstance(u, str))
+            creators |= creators_of(ev)
     locator = by_type.get(LOCATOR)
     if locator is not None and network is not None and locator.get("network") != network:
         locator = None  # another network's room is not ours to act in
