@@ -83,6 +83,9 @@ class Received:
     msgtype: str
     body: str
     trust: TrustState
+    reply_to: EventID | None = None
+    """The event this one answers (`m.relates_to.m.in_reply_to`), if any."""
+    formatted_body: str | None = None
 
 
 @dataclass
@@ -163,6 +166,8 @@ class MautrixPeer:
                     str(decrypted.content.msgtype),
                     str(decrypted.content.body),
                     trust,
+                    decrypted.content.get_reply_to(),
+                    _formatted_body(decrypted.content),
                 )
             )
 
@@ -186,6 +191,11 @@ class MautrixPeer:
         if sess is None:
             return set(), set()
         return set(sess.users_shared_with), set(sess.users_ignored)
+
+
+def _formatted_body(content: Any) -> str | None:
+    formatted = getattr(content, "formatted_body", None)
+    return formatted if isinstance(formatted, str) else None
 
 
 @contextlib.asynccontextmanager

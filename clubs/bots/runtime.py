@@ -13,8 +13,11 @@ Per account, forever until cancelled:
 A crash anywhere replays at most the unrecorded part of one batch; replies carry transaction ids
 derived from the event they answer, so Synapse deduplicates a reply that was sent just before
 the crash. Errors back off exponentially with jitter (never a tight loop); a hostile event is
-logged by id and skipped, never allowed to stop the loop. The backlog of the very first sync is
-never replayed as commands.
+logged by id and skipped, never allowed to stop the loop, while a failure that is the
+homeserver's (unreachable, 5xx, rate limited: `is_transient`) retries the whole batch from the
+same position instead of losing the event. An event that could not be decrypted is not recorded:
+it is handled when its key arrives. The backlog of the very first sync is never replayed as
+commands.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ import hashlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import aiohttp
 
 from clubs.bots.base import Bot, EventHandlerSpec, collect_event_handlers
 from clubs.bots.commands import (
@@ -45,7 +51,7 @@ from clubs.bots.rooms import RoomDirectory, RoomInfo
 from clubs.bots.store import RuntimeStore
 from clubs.core.crash import crashpoint
 from clubs.core.e2ee import E2eeClient, Invite, RoomEvent, SyncBatch
-from clubs.core.errors import ClubsError, Forbidden, MatrixError, Unreachable
+from clubs.core.errors import ClubsError, Forbidden, MatrixError, RateLimited, Unreachable
 from clubs.core.events import parse_message
 from clubs.core.http import MatrixHttp, RoomId, UserId
 from clubs.core.i18n import Catalog
@@ -61,6 +67,9 @@ BUILTIN_KEYS = (
     "bots/undecryptable",
     "bots/description",
 )
+MAX_HANDLING_ATTEMPTS = 8
+"""A batch whose handling keeps failing for the homeserver's reasons is retried this many
+times; then the failing event is given up (logged), so that no event can wedge the loop."""
 STATE_TYPES_THAT_MATTER = frozenset(
     {"m.room.power_levels", "m.room.create", "org.commclubs.locator", "org.commclubs.club"}
 )
@@ -81,6 +90,20 @@ class RuntimeSettings:
     backoff_first_s: float = 1.0
     backoff_max_s: float = 10.0
     pending_send_ttl_s: float = 120.0
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether handling failed for the homeserver's reasons (away, overloaded, rate limiting)
+    rather than the event's: then the event is tried again instead of skipped."""
+    if isinstance(error, MatrixError):
+        return isinstance(error, RateLimited) or error.status >= 500
+    return isinstance(
+        error, (Unreachable, TimeoutError, ConnectionError, aiohttp.ClientConnectionError)
+    )
+
+
+class _RetryBatch(Exception):
+    """Handling a batch failed transiently: process it again from the same position."""
 
 
 class BotRuntime:
@@ -128,6 +151,8 @@ class BotRuntime:
         self.descriptions = dict(descriptions or {})
         """Private room descriptions to post (encrypted) and pin, by the room's locator key."""
         self._described: set[RoomId] = set()
+        self._attempts: Counter[str] = Counter()
+        """Transient handling failures per event (or invite...) of the batch being retried."""
         self.ready = asyncio.Event()
         """Set after the first successful sync (tests and `clubs up` wait on it)."""
         self.syncs = 0
@@ -156,18 +181,38 @@ class BotRuntime:
 
     async def _first_sync(self) -> str:
         """The account's very first sync: take the position, never replay the backlog."""
-        batch = await self._sync_with_backoff(None, timeout_ms=0)
-        for invite in batch.invites:
-            await self._guarded(self._on_invite(invite), "invite", invite.room_id)
+        retries = 0
+        while True:
+            batch = await self._sync_with_backoff(None, timeout_ms=0)
+            try:
+                for invite in batch.invites:
+                    await self._guarded(self._on_invite(invite), "invite", invite.room_id)
+            except _RetryBatch:
+                await asyncio.sleep(self._backoff(retries))
+                retries += 1
+                continue
+            break
+        self._attempts.clear()
         await self.store.set_next_batch(batch.next_batch)
         log.info("%s: first sync done; %d backlog events skipped", self.bot.name, len(batch.events))
         return batch.next_batch
 
     async def _loop(self, since: str) -> None:
+        retries = 0
         while True:
             batch = await self._sync_with_backoff(since, timeout_ms=self.settings.sync_timeout_ms)
             crashpoint("after_sync")
-            await self.process(batch)
+            try:
+                await self.process(batch)
+            except _RetryBatch:
+                # The position stays: the next sync brings the same events again; those already
+                # recorded are skipped, the failed one is handled anew (same txn ids).
+                delay = self._backoff(retries)
+                retries += 1
+                log.debug("%s: batch retried in %.1fs", self.bot.name, delay)
+                await asyncio.sleep(delay)
+                continue
+            retries = 0
             since = batch.next_batch
             self.syncs += 1
             self.ready.set()
@@ -217,17 +262,31 @@ class BotRuntime:
         await self._flush_pending()
         if self.descriptions:
             await self._guarded(self._post_descriptions(), "descriptions", "*")
+        self._attempts.clear()
         await self.store.set_next_batch(batch.next_batch)
         if self.syncs % 500 == 0:
             await self.store.prune_processed(self.clock())
 
     async def _guarded(self, work: Coroutine[Any, Any, None], what: str, room: str) -> None:
-        """A hostile or broken event never stops the loop; only its id reaches the log."""
+        """A hostile or broken event never stops the loop; only its id reaches the log. A
+        transient failure (the homeserver away mid-reply) is not the event's fault: the batch
+        is retried (`_RetryBatch`) rather than the event lost, up to MAX_HANDLING_ATTEMPTS."""
         try:
             await work
         except asyncio.CancelledError:
             raise
         except Exception as e:
+            key = f"{what} {room}"
+            if is_transient(e) and self._attempts[key] < MAX_HANDLING_ATTEMPTS - 1:
+                self._attempts[key] += 1
+                log.warning(
+                    "%s: handling %s in %s failed: %s; retrying the batch",
+                    self.bot.name,
+                    what,
+                    room,
+                    type(e).__name__,
+                )
+                raise _RetryBatch from None
             log.warning(
                 "%s: handling %s in %s failed: %s", self.bot.name, what, room, type(e).__name__
             )

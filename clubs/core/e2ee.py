@@ -278,27 +278,14 @@ class E2eeClient:
         """
         full_state = self._full_state_next or None
         with _unreachable(f"sync of {self.user_id}"):
-            import time as _t
-
-            _t0 = _t.monotonic()  # TIMINGDBG
             resp = await self._client.sync(timeout=timeout_ms, since=since, full_state=full_state)
             if isinstance(resp, nio.ErrorResponse):
                 raise _matrix_error(resp, "GET", "sync")
-            _t1 = _t.monotonic()  # TIMINGDBG
             self._full_state_next = False
             self._dirty_users.update(resp.device_list.changed)
             await self._housekeeping()
-            _t2 = _t.monotonic()  # TIMINGDBG
             if self._dirty_users:
                 await self.refresh_trust(self._dirty_users)
-            if full_state:
-                log.info(
-                    "TIMINGDBG %s sync %.3f housekeeping %.3f trust %.3f",
-                    self.user_id,
-                    _t1 - _t0,
-                    _t2 - _t1,
-                    _t.monotonic() - _t2,
-                )  # TIMINGDBG
             events: list[RoomEvent] = []
             for room_id, info in resp.rooms.join.items():
                 timeline = list(info.timeline.events)

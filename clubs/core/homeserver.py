@@ -126,6 +126,9 @@ def find_free_port(host: str = "127.0.0.1") -> int:
 
 def check_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As Synapse (Twisted) binds: connections of a previous run lingering in TIME_WAIT do
+        # not make the port "taken"; a listening process still does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:

@@ -49,3 +49,22 @@ def test_chatty_libraries_are_quiet_by_default() -> None:
         assert logging.getLogger("aiohttp.access").getEffectiveLevel() == logging.WARNING
     finally:
         logging.getLogger().removeHandler(handler)
+
+
+def test_messages_that_quote_event_content_keep_only_their_opening() -> None:
+    stream = io.StringIO()
+    handler = setup_logging(2, stream=stream)
+    try:
+        # nio, verbatim: jsonschema text with the event's content; the whole /sync response.
+        logging.getLogger("nio.events.misc").warning(
+            "Error validating event: ['canary-1'] is not of type 'string'"
+        )
+        logging.getLogger("nio.responses").debug(
+            "Validating response schema %r: %s", {"type": "object"}, {"body": "canary-2"}
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue()
+    assert "canary" not in out
+    assert "Error validating event (details withheld" in out
+    assert "Validating response schema (details withheld" in out
