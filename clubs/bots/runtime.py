@@ -66,6 +66,7 @@ BUILTIN_KEYS = (
     "bots/ratelimited",
     "bots/undecryptable",
     "bots/description",
+    "bots/untrusted_device",
 )
 MAX_HANDLING_ATTEMPTS = 8
 """A batch whose handling keeps failing for the homeserver's reasons is retried this many
@@ -307,18 +308,31 @@ class BotRuntime:
         await self.store.mark_processed(event.event_id)
 
     async def _handle(self, event: RoomEvent) -> None:
-        if event.encrypted and not event.decrypted:
+        undecryptable = event.encrypted and not event.decrypted
+        if undecryptable:
             await self._undecryptable(event)
-            return
         room = await self.rooms.info(event.room_id)
         in_dm = await self._is_dm(event.room_id)
         if not room.managed and not in_dm:
             return  # we act only in managed rooms and our DMs
-        message = parse_message(event.as_json(), event.room_id)
-        invocation = read_invocation(event.content) if event.type == "m.room.message" else None
-        if invocation is not None:
-            spec = find_command(self._builtin_and_own(in_dm), invocation.name)
-            if spec is not None:
+        # Undecryptable events still reach handlers (metadata: sender, time), as m.room.encrypted;
+        # when the key arrives the decrypted event is delivered again under the same event id.
+        message = None if undecryptable else parse_message(event.as_json(), event.room_id)
+        if event.type == "m.room.message" and not undecryptable:
+            invocation = read_invocation(event.content)
+            spec = (
+                find_command(self._builtin_and_own(in_dm), invocation.name) if invocation else None
+            )
+            if invocation is not None and spec is not None:
+                if self.client.is_encrypted(event.room_id) and not event.encrypted:
+                    # No client sends plaintext into an encrypted room: only the server (or a
+                    # token thief talking HTTP) could have put it there. Never obey it.
+                    log.warning(
+                        "%s: ignored a plaintext command in encrypted room %s",
+                        self.bot.name,
+                        event.room_id,
+                    )
+                    return
                 await self._command(
                     event, room, message, spec, invocation.name, invocation.args, in_dm
                 )
@@ -353,6 +367,11 @@ class BotRuntime:
             return
         if not spec.allows(power, in_dm=in_dm):
             await ctx.reply("bots/refused", command=spec.name, required=spec.min_power, power=power)
+            return
+        if spec.min_power > 0 and event.encrypted and not event.sender_trusted:
+            # Privileged commands only from a device its owner cross-signed: a device added by
+            # a server admin or with a stolen password cannot moderate.
+            await ctx.reply("bots/untrusted_device", command=spec.name)
             return
         try:
             kwargs = spec.parse_args(args, invoked_as)

@@ -239,3 +239,42 @@ async def test_private_description_is_posted_encrypted_once_and_pinned(
             path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "50"}
         )
         assert all(text not in str(e) for e in messages["chunk"])  # never in clear on the server
+
+
+async def test_privileged_commands_need_a_cross_signed_device_and_encryption(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    staff = await synapse.new_user("staff")
+    witness = await synapse.new_user("witness")
+    room = await managed_room(
+        synapse,
+        network,
+        invite=[account.user_id, staff.user_id, witness.user_id],
+        powers={staff.user_id: 50},
+    )
+    for who in (staff, witness):
+        await who.http.post(path(*CS, "join", room), {})
+    async with (
+        bot_host(synapse, tmp_path, [account], {"echo": simple_factory(Echo())}, network=network),
+        mautrix_peer(staff, synapse.url, cross_sign=False) as unverified,
+        mautrix_peer(witness, synapse.url) as seen,
+    ):
+        await eventually(lambda: joined(staff, room, account.user_id), within=20)
+        # Plaintext into an encrypted room (only HTTP, no client does that): never obeyed.
+        await staff.http.put(
+            path(*CS, "rooms", room, "send", "m.room.message", "plain-1"),
+            {"msgtype": "m.text", "body": "!secret"},
+        )
+        # From a session its owner did not cross-sign: refused, with the reason.
+        await unverified.send_text(RoomID(room), "!secret")
+        reply = await wait_reply(seen, account.user_id, room, 0)
+        assert reply.body == (
+            "!secret is accepted only from a verified session. "
+            "Verify this session (Settings → Sessions) and try again."
+        )
+        await unverified.send_text(RoomID(room), "!ping")  # unprivileged: answered
+        pong = await wait_reply(seen, account.user_id, room, 1)
+        assert pong.body == "Pong 🏓"
+        assert len(replies_from(seen, account.user_id, room)) == 2
