@@ -8,9 +8,9 @@ corpus (non-string bodies, missing msgtype, relations to unknown events, a lone 
 inside E2EE all of it reaches the bot. Then each room is flooded with 100 messages per second.
 The bot's loop must stay alive; in the encrypted path its next `!ping` must be answered and
 every command of the corpus must get exactly one answer, while plaintext commands in an
-encrypted room (no client sends those; only a token thief or the server could) get none; a fake `m.room.power_levels` without a `state_key`
-must grant nothing, and no HTML the bot sends may carry a script, an event handler or a
-`javascript:` link.
+encrypted room (no client sends those; only a token thief or the server could) get none; a fake
+`m.room.power_levels` without a `state_key` must grant nothing, and no HTML the bot sends may
+carry a script, an event handler or a `javascript:` link.
 """
 
 from __future__ import annotations
