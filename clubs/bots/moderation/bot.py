@@ -203,15 +203,23 @@ class ModerationBot(Bot):
         params=(User("user"), FreeText("reason", max_length=300, default="")),
     )
     async def ban(self, ctx: CommandContext, user: UserId, reason: str) -> None:
-        """Network-wide: a policy rule (so other moderators' clients and restarts see it), then
-        every managed room at once."""
-        if self.policy_room is not None:
-            await self.mod.add_rule(
-                self.policy_room, "user", user, reason or "ban", actor=ctx.sender
+        """Network-wide: every managed room at once, then a policy rule (so other moderators'
+        clients, new rooms and restarts see it).
+
+        The bans go first: writing the rule first made every ban wait for one more persisted
+        event, and writing it alongside them takes one of the fan-out's connections (the last
+        ban then waits for it). A crash in between replays the command (the runtime records it
+        only once handled): rooms already banned are skipped and the rule is written then. If
+        the fan-out itself fails, the rule is still written, and its echo retries the bans."""
+        try:
+            report = await self.mod.ban_everywhere(
+                user, reason or "ban", await self._managed_rooms(), actor=ctx.sender
             )
-        report = await self.mod.ban_everywhere(
-            user, reason or "ban", await self._managed_rooms(), actor=ctx.sender
-        )
+        finally:
+            if self.policy_room is not None:
+                await self.mod.add_rule(
+                    self.policy_room, "user", user, reason or "ban", actor=ctx.sender
+                )
         await ctx.reply(
             "moderation/done",
             action="ban",
