@@ -567,7 +567,8 @@ class Relay:
     """The least any bot could do for a one-write reaction, on the same server under the same
     load: a bare client long-polling /sync as the bot does (no filter) that answers a trigger
     message in `room` with one power-levels write (the room creator's token; it raises the
-    measuring member to level `i + 1` for trial `i`), measured like the protections."""
+    measuring member to level `i + 1` for trial `i`), measured like the protections. It neither
+    decrypts nor reads the power levels before writing them."""
 
     def __init__(self, url: str, token: str, room: str) -> None:
         self.http = MatrixHttp(url, token)
@@ -609,13 +610,16 @@ class Relay:
     async def trial(
         self, i: int, sender: MatrixHttp, observer: Observer, member: Account
     ) -> Reaction:
+        """Like a flood: the threshold's number of messages back to back, the last one the
+        trigger."""
         self.pl = await self.http.get(self.pl_url)  # read before the trigger, not timed
         body = f"floor-{i}"
         self.triggers[body] = (member.user_id, i + 1)
-        sent = await sender.put(
-            path(*CS, "rooms", self.room, "send", "m.room.message", f"floor{i}"),
-            {"msgtype": "m.text", "body": body},
-        )
+        for k in range(FLOOD_MESSAGES):
+            sent = await sender.put(
+                path(*CS, "rooms", self.room, "send", "m.room.message", f"floor{i}.{k}"),
+                {"msgtype": "m.text", "body": body if k == FLOOD_MESSAGES - 1 else f"{body}.{k}"},
+            )
         ts = await event_ts(member.http, self.room, sent["event_id"])
 
         def relayed(s: Seen) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from clubs.core.power import creators_of, level_of
 log = logging.getLogger(__name__)
 
 CS = ("_matrix", "client", "v3")
+PREFETCH_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,22 @@ class RoomDirectory:
                 cached = await self._load(room_id)
                 self._cache[room_id] = cached
             return cached
+
+    async def prefetch(self, room_ids: Iterable[RoomId]) -> None:
+        """Load the rooms not cached yet, `PREFETCH_CONCURRENCY` at a time (after a restart the
+        first batch and the first member pass touch every room: one by one, that was a second
+        of start-up for 100 rooms). Only a warm-up: a room that fails to load is left for
+        `info()` to try again, and raise, where it is needed."""
+        missing = [r for r in dict.fromkeys(room_ids) if r not in self._cache]
+        if not missing:
+            return
+        gate = asyncio.Semaphore(PREFETCH_CONCURRENCY)
+
+        async def one(room_id: RoomId) -> None:
+            async with gate:
+                await self.info(room_id)
+
+        await asyncio.gather(*(one(r) for r in missing), return_exceptions=True)
 
     async def _load(self, room_id: RoomId) -> RoomInfo:
         """One request: the room's full current state."""

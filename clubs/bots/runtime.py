@@ -258,6 +258,7 @@ class BotRuntime:
         for invite in batch.invites:
             await self._guarded(self._on_invite(invite), "invite", invite.room_id)
         events = list(batch.events) + self.client.retry_undecrypted()
+        await self.rooms.prefetch(event.room_id for event in events)
         for event in events:
             await self._guarded(self._dispatch(event), event.event_id, event.room_id)
         await self._flush_pending()

@@ -132,6 +132,7 @@ class ModerationBot(Bot):
     async def _managed_rooms(self) -> list[RoomId]:
         assert self.ctx is not None
         rooms = []
+        await self.ctx.rooms.prefetch(self.ctx.client.joined_rooms())
         for room_id in self.ctx.client.joined_rooms():
             info = await self.ctx.rooms.info(room_id)
             if info.managed and room_id != self.policy_room and info.kind != "policy_room":
