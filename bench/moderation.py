@@ -1073,7 +1073,8 @@ def report(r: Results, args: argparse.Namespace) -> None:
         start50 = statistics.median(ready)
         last = r.starts[-1]
         print(
-            "start-up from a stored token to the first sync done (under load): "
+            "start-up from a stored token to the first sync done"
+            + (" (under load): " if args.load > 0 else ": ")
             + ", ".join(f"{x:.2f}" for x in ready)
             + f" s, median {start50:.2f} s; Draupnir {DRAUPNIR['start']} s "
             f"({start50 / DRAUPNIR['start']:.2f}×). Last: interpreter {last['interpreter']:.2f} s"

@@ -432,7 +432,12 @@ class ModerationBot(Bot):
             self._counted[ev.event_id] = None
             if len(self._counted) > 10_000:
                 self._counted.pop(next(iter(self._counted)))
-        if first_sight and self.flood.add(f"{ev.room_id}|{ev.sender}", ev.origin_server_ts / 1000):
+        recent = self._recent(ev.origin_server_ts, self.t.flood_window_s)
+        if (
+            first_sight
+            and recent
+            and self.flood.add(f"{ev.room_id}|{ev.sender}", ev.origin_server_ts / 1000)
+        ):
             await self._auto_mute(ctx, "flood")
             return
         if (ev.type == "m.room.message" and ev.decrypted) or not ev.encrypted:
@@ -449,7 +454,10 @@ class ModerationBot(Bot):
         first_join = key not in self.seen.joined_at
         self.seen.joined_at[key] = ev.origin_server_ts / 1000
         await self._enforce(self.watcher.note_users([target]))
-        wave = first_join and self.joins.add(ev.room_id, ev.origin_server_ts / 1000)
+        # Joins from before the window (seen when the bot itself joins, or after a restart)
+        # are history, not a wave.
+        recent = self._recent(ev.origin_server_ts, self.t.join_wave_window_s)
+        wave = first_join and recent and self.joins.add(ev.room_id, ev.origin_server_ts / 1000)
         if wave and await self.mod.lock(ev.room_id, reason="join wave", source="protection"):
             await self.alert(
                 "moderation/join_wave",
@@ -511,6 +519,11 @@ class ModerationBot(Bot):
                     event_id=ctx.event.event_id,
                     kinds=kinds,
                 )
+
+    def _recent(self, origin_server_ts: int, window_s: float) -> bool:
+        """Whether an event falls inside a rate window ending now (old events replayed after
+        the bot joined or restarted never trip a rate protection)."""
+        return self.clock() - origin_server_ts / 1000 <= window_s
 
     def _is_new(self, room_id: str, user: str) -> bool:
         joined = self.seen.joined_at.get((room_id, user))
