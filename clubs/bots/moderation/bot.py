@@ -26,7 +26,7 @@ from clubs.bots.args import Choice, Duration, FreeText, Int, User
 from clubs.bots.base import ANY_EVENT, Bot, on_event
 from clubs.bots.commands import command
 from clubs.bots.context import BotContext, CommandContext, EventContext
-from clubs.bots.moderation.actions import Moderator
+from clubs.bots.moderation.actions import BanReport, Moderator
 from clubs.bots.moderation.detect import (
     SlidingWindow,
     Thresholds,
@@ -221,9 +221,21 @@ class ModerationBot(Bot):
                 await self.mod.add_rule(
                     self.policy_room, "user", user, reason or "ban", actor=ctx.sender
                 )
+        await self._fanout_done(ctx, "ban", user, report, None, reason)
+
+    async def _fanout_done(
+        self,
+        ctx: CommandContext,
+        action: str,
+        user: UserId,
+        report: BanReport,
+        room: RoomId | None,
+        reason: str | None,
+    ) -> None:
+        """Tell the moderator what a ban/unban/kick reached, and record it in the audit."""
         await ctx.reply(
             "moderation/done",
-            action="ban",
+            action=action,
             target=user,
             rooms=len(report.done),
             refused=len(report.refused),
@@ -231,13 +243,13 @@ class ModerationBot(Bot):
         )
         await self.audit(
             ctx.sender,
-            "ban",
+            action,
             user,
-            None,
+            room,
             reason,
             "command",
-            rooms=len(report.done),
-            job=ctx.job("ban"),
+            rooms=len(report.done) if room is None else 1,
+            job=ctx.job(action),
         )
 
     @command(
@@ -254,24 +266,7 @@ class ModerationBot(Bot):
         report = await self.mod.unban_everywhere(
             user, await self._managed_rooms(), actor=ctx.sender
         )
-        await ctx.reply(
-            "moderation/done",
-            action="unban",
-            target=user,
-            rooms=len(report.done),
-            refused=0,
-            failed=len(report.failed),
-        )
-        await self.audit(
-            ctx.sender,
-            "unban",
-            user,
-            None,
-            None,
-            "command",
-            rooms=len(report.done),
-            job=ctx.job("unban"),
-        )
+        await self._fanout_done(ctx, "unban", user, report, None, None)
 
     @command(
         "kick",
@@ -282,17 +277,7 @@ class ModerationBot(Bot):
     )
     async def kick(self, ctx: CommandContext, user: UserId, reason: str) -> None:
         report = await self.mod.kick(user, [ctx.room_id], reason=reason or None, actor=ctx.sender)
-        await ctx.reply(
-            "moderation/done",
-            action="kick",
-            target=user,
-            rooms=len(report.done),
-            refused=len(report.refused),
-            failed=len(report.failed),
-        )
-        await self.audit(
-            ctx.sender, "kick", user, ctx.room_id, reason, "command", job=ctx.job("kick")
-        )
+        await self._fanout_done(ctx, "kick", user, report, ctx.room_id, reason)
 
     @command(
         "mute",
