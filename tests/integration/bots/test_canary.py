@@ -36,7 +36,6 @@ from tests.integration.bots.support import (
     CS,
     bot_process,
     create_bot_account,
-    fixed_master_key,
     joined,
     managed_room,
     new_network,
@@ -45,11 +44,6 @@ from tests.integration.bots.support import (
     wait_replies,
 )
 from tests.mautrix_client import MautrixPeer, mautrix_peer
-
-
-@pytest.fixture(autouse=True)
-def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed_master_key(monkeypatch)
 
 
 def files_containing(root: Path, needle: bytes) -> list[str]:

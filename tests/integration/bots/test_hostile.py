@@ -23,7 +23,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import pytest
 from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, RoomID
 
@@ -36,7 +35,6 @@ from tests.integration.bots.support import (
     CS,
     bot_host,
     create_bot_account,
-    fixed_master_key,
     joined,
     managed_room,
     new_network,
@@ -197,11 +195,6 @@ def unsafe(html: str) -> list[str]:
     parser.feed(html)
     parser.close()
     return parser.found
-
-
-@pytest.fixture(autouse=True)
-def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed_master_key(monkeypatch)
 
 
 async def test_hostile_events_leave_the_loop_alive_and_the_output_safe(

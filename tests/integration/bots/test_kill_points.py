@@ -27,7 +27,6 @@ from tests.integration.bots.support import (
     bot_process,
     create_bot_account,
     device_count,
-    fixed_master_key,
     joined,
     managed_room,
     new_network,
@@ -38,11 +37,6 @@ from tests.mautrix_client import MautrixPeer, mautrix_peer
 
 KILLS_PER_POINT = 10
 KILL_POINTS = ("after_sync", "before_send", "after_send", "before_commit")
-
-
-@pytest.fixture(autouse=True)
-def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed_master_key(monkeypatch)
 
 
 async def raw_replies(member: Account, room_id: str, bot_user: str) -> Counter[str]:

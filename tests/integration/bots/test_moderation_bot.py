@@ -24,7 +24,6 @@ from tests.integration.bots.support import (
     RunningHost,
     bot_host,
     create_bot_account,
-    fixed_master_key,
     joined,
     managed_room,
     new_network,
@@ -37,11 +36,6 @@ WAVE = Thresholds(join_wave_joins=4, join_wave_window_s=60)
 FAST = Thresholds(
     flood_messages=5, flood_window_s=10, mute_s=4, join_wave_joins=3, join_wave_window_s=60
 )
-
-
-@pytest.fixture(autouse=True)
-def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed_master_key(monkeypatch)
 
 
 def factory(thresholds: Thresholds = FAST) -> Any:

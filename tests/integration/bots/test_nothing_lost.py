@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from mautrix.crypto.sessions import OutboundGroupSession
 from mautrix.types import EventType, MessageType, RoomID, TextMessageEventContent, UserID
 
@@ -25,7 +24,6 @@ from tests.integration.bots.support import (
     CS,
     bot_host,
     create_bot_account,
-    fixed_master_key,
     joined,
     managed_room,
     new_network,
@@ -34,11 +32,6 @@ from tests.integration.bots.support import (
     wait_replies,
 )
 from tests.mautrix_client import MautrixPeer, mautrix_peer
-
-
-@pytest.fixture(autouse=True)
-def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed_master_key(monkeypatch)
 
 
 async def test_commands_piled_up_while_the_bot_was_down_are_all_answered(

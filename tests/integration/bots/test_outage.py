@@ -28,7 +28,6 @@ from tests.integration.bots.support import (
     CS,
     bot_process,
     create_bot_account,
-    fixed_master_key,
     joined,
     managed_room,
     new_network,
@@ -59,11 +58,6 @@ async def own_synapse(
         await server.close()
     finally:
         hs.stop()
-
-
-@pytest.fixture(autouse=True)
-def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed_master_key(monkeypatch)
 
 
 def _port_free_reusing(host: str, port: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from mautrix.types import RoomID, TrustState
 
 from clubs.bots.args import FreeText
@@ -17,7 +16,6 @@ from tests.integration.bots.support import (
     CS,
     bot_host,
     create_bot_account,
-    fixed_master_key,
     joined,
     managed_room,
     new_network,
@@ -43,11 +41,6 @@ class Echo(Bot):
     @on_event("m.room.message")
     async def saw(self, ctx: EventContext) -> None:
         self.seen.append(ctx.event.event_id)
-
-
-@pytest.fixture(autouse=True)
-def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed_master_key(monkeypatch)
 
 
 def replies_from(peer: MautrixPeer, bot_user: str, room_id: str) -> list[Received]:
