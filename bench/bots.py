@@ -99,24 +99,56 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-async def floor(peer: MautrixPeer, arrivals: Arrivals, room: str, n: int) -> list[float]:
+class Parts(dict[str, list[float]]):
+    """Where each round trip's time went, by part (seconds), from the homeserver's stamps."""
+
+    def add(self, part: str, seconds: float) -> None:
+        self.setdefault(part, []).append(seconds)
+
+    def summary(self) -> str:
+        return ", ".join(f"{k} {statistics.median(v) * 1e3:.0f}" for k, v in self.items())
+
+
+async def floor(
+    peer: MautrixPeer, arrivals: Arrivals, room: str, n: int, parts: Parts | None = None
+) -> list[float]:
     """The member's own message, from send to decrypted in its own sync."""
     out = []
     for i in range(n):
         started = time.monotonic()
         event_id = await send_text(peer, room, f"floor {i}")
-        await arrivals.wait_for(lambda r, e=event_id: r.event_id == e)
+        sent = time.monotonic()
+        own = await arrivals.wait_for(lambda r, e=event_id: r.event_id == e)
         out.append(time.monotonic() - started)
+        if parts is not None:
+            parts.add("send", sent - started)
+            parts.add("stamped->decrypted", own.arrived_at - own.origin_server_ts / 1e3)
     return out
 
 
-async def pings(peer: MautrixPeer, arrivals: Arrivals, room: str, bot: str, n: int) -> list[float]:
+async def pings(
+    peer: MautrixPeer,
+    arrivals: Arrivals,
+    room: str,
+    bot: str,
+    n: int,
+    parts: Parts | None = None,
+) -> list[float]:
     out = []
     for _ in range(n):
         started = time.monotonic()
         event_id = await send_text(peer, room, "!ping")
-        await arrivals.wait_for(lambda r, e=event_id: r.sender == bot and r.reply_to == e)
+        sent = time.monotonic()
+        reply = await arrivals.wait_for(lambda r, e=event_id: r.sender == bot and r.reply_to == e)
         out.append(time.monotonic() - started)
+        if parts is not None:
+            ping = await arrivals.wait_for(lambda r, e=event_id: r.event_id == e)
+            parts.add("send", sent - started)
+            parts.add(
+                "ping stamped->reply stamped",
+                (reply.origin_server_ts - ping.origin_server_ts) / 1e3,
+            )
+            parts.add("stamped->decrypted", reply.arrived_at - reply.origin_server_ts / 1e3)
     return out
 
 
@@ -262,8 +294,9 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
             peer.received = arrivals
             await pings(peer, arrivals, ping_room, bots[0], 3)  # keys shared, caches warm
             await floor(peer, arrivals, ping_room, 3)
-            floor_s = await floor(peer, arrivals, ping_room, args.samples)
-            ping_s = await pings(peer, arrivals, ping_room, bots[0], args.samples)
+            floor_parts, ping_parts = Parts(), Parts()
+            floor_s = await floor(peer, arrivals, ping_room, args.samples, floor_parts)
+            ping_s = await pings(peer, arrivals, ping_room, bots[0], args.samples, ping_parts)
             assert bp.proc is not None
             rss, hwm = rss_mb(bp.proc.pid)
 
@@ -288,6 +321,8 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
                 relay_s = await relay_floor(synapse, var, member, peer, arrivals, ping_room, args)
     finally:
         await bp.kill()
+        if os.environ.get("BENCH_KEEP_LOG"):
+            Path(os.environ["BENCH_KEEP_LOG"]).write_text(bp.log_text())
     assert all(r.room_id == RoomID(ping_room) for r in peer.received if r.sender in bots)
 
     f50, f95 = statistics.median(floor_s), pct(floor_s, 0.95)
@@ -298,6 +333,8 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
     print(f"bots: {args.bots} in one process, each joined to {args.rooms} managed encrypted rooms")
     print("floor (own encrypted message back through sync): " + ms.format(f50 * 1e3, f95 * 1e3))
     print("!ping -> decrypted reply:                        " + ms.format(p50 * 1e3, p95 * 1e3))
+    print(f"  floor parts, median ms: {floor_parts.summary()}")
+    print(f"  !ping parts, median ms: {ping_parts.summary()}")
     print(f"p95 ratio = {ratio:.2f} (target <= {TARGET_RATIO}) {verdict(ratio <= TARGET_RATIO)}")
     print(f"p50 ratio = {p50 / f50:.2f}")
     if relay_s:

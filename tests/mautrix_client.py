@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,10 @@ class Received:
     reply_to: EventID | None = None
     """The event this one answers (`m.relates_to.m.in_reply_to`), if any."""
     formatted_body: str | None = None
+    origin_server_ts: int = 0
+    """When the homeserver received it (ms since the epoch; same clock here: loopback)."""
+    arrived_at: float = 0.0
+    """`time.time()` when this client had it decrypted."""
 
 
 @dataclass
@@ -168,6 +173,8 @@ class MautrixPeer:
                     trust,
                     decrypted.content.get_reply_to(),
                     _formatted_body(decrypted.content),
+                    int(evt.timestamp),
+                    time.time(),
                 )
             )
 

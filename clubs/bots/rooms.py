@@ -1,7 +1,8 @@
 """What a bot knows about rooms: which are managed (locator), who has which power, club settings.
 
-Read from room state through the bot's own HTTP view and cached; the runtime invalidates an
-entry when a state event of that type arrives in the room's timeline. Bots never import the
+Read from room state (the bot's client loads it: one request that also tells the client the
+room's members and encryption) and cached; the runtime invalidates an entry when a state event
+of that type arrives in the room's timeline. Bots never import the
 provisioning model: they read the locator and club settings as the provisioner wrote them.
 """
 
@@ -9,18 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from clubs.core.errors import Forbidden, NotFound
-from clubs.core.http import MatrixHttp, RoomId, path
+from clubs.core.http import RoomId
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
 from clubs.core.power import creators_of, level_of
 
 log = logging.getLogger(__name__)
 
-CS = ("_matrix", "client", "v3")
 PREFETCH_CONCURRENCY = 16
 
 
@@ -67,8 +67,12 @@ class RoomInfo:
 class RoomDirectory:
     """Cached room facts for one bot account."""
 
-    def __init__(self, http: MatrixHttp, network: str | None = None) -> None:
-        self._http = http
+    def __init__(
+        self,
+        load_state: Callable[[RoomId], Awaitable[Sequence[Mapping[str, Any]]]],
+        network: str | None = None,
+    ) -> None:
+        self._load_state = load_state
         self._network = network
         self._cache: dict[RoomId, RoomInfo] = {}
         self._locks: dict[RoomId, asyncio.Lock] = {}
@@ -110,15 +114,13 @@ class RoomDirectory:
     async def _load(self, room_id: RoomId) -> RoomInfo:
         """One request: the room's full current state."""
         try:
-            events = await self._http.get_list(
-                path(*CS, "rooms", room_id, "state"), label="room state"
-            )
+            events = list(await self._load_state(room_id))
         except (NotFound, Forbidden):
             events = []
         return room_info(room_id, events, self._network)
 
 
-def room_info(room_id: RoomId, state: list[Any], network: str | None) -> RoomInfo:
+def room_info(room_id: RoomId, state: Iterable[Any], network: str | None) -> RoomInfo:
     """Pure: the facts bots need, from a room's state events."""
     by_type: dict[str, Mapping[str, Any]] = {}
     creators: set[str] = set()

@@ -137,7 +137,7 @@ class BotRuntime:
             clock=time.monotonic,
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        self.rooms = RoomDirectory(http, settings.network)
+        self.rooms = RoomDirectory(client.room_state, settings.network)
         self.ctx = BotContext(
             name=bot.name,
             client=client,
@@ -325,7 +325,7 @@ class BotRuntime:
                 find_command(self._builtin_and_own(in_dm), invocation.name) if invocation else None
             )
             if invocation is not None and spec is not None:
-                if self.client.is_encrypted(event.room_id) and not event.encrypted:
+                if not event.encrypted and await self.client.is_encrypted(event.room_id):
                     # No client sends plaintext into an encrypted room: only the server (or a
                     # token thief talking HTTP) could have put it there. Never obey it.
                     log.warning(
@@ -428,8 +428,12 @@ class BotRuntime:
         await self.client.leave(invite.room_id)
 
     async def _shares_managed_room(self, user: UserId) -> bool:
-        for room_id in self.client.joined_rooms():
-            if user in self.client.members(room_id) and (await self.rooms.info(room_id)).managed:
+        rooms = self.client.joined_rooms()
+        await self.rooms.prefetch(rooms)  # the same request loads each room's members
+        for room_id in rooms:
+            if (await self.rooms.info(room_id)).managed and user in await self.client.members(
+                room_id
+            ):
                 return True
         return False
 

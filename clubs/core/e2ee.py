@@ -17,10 +17,17 @@ on purpose — nio's blanket `ignore_unverified_devices=True` is never used.
 
 The sync here is one request: the caller owns the loop and the `next_batch` it persists (pass it
 back as `since`). This module is the only one that imports nio; nothing nio-typed leaves it.
+
+Rooms are loaded lazily. A resumed client never asks for the full state of every room (for four
+bots in 100 rooms that was most of a start-up): it learns the list from `/joined_rooms`, takes
+incremental syncs, and loads a room's current state (`room_state`) the first time it must know
+its members or whether it is encrypted — before the first send into it, at the latest. A room
+marked encrypted in the store stays encrypted (encryption cannot be turned off).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -57,6 +64,24 @@ UNDECRYPTED_KEEP = 200
 GAP_FILL_PAGE = 250
 GAP_FILL_MAX_EVENTS = 5000
 """At most this many events are fetched to fill one room's gap after a limited sync."""
+TIMELINE_LIMIT = 50
+"""Events per room in one incremental sync before it is "limited" (a burst in a busy room then
+needs no `/messages` round trip to fill the gap)."""
+SYNC_FILTER: dict[str, Any] = {
+    # What a bot never reads is never computed by Synapse nor parsed here.
+    "presence": {"not_types": ["*"]},
+    "account_data": {"not_types": ["*"]},
+    "room": {
+        "timeline": {"limit": TIMELINE_LIMIT},
+        "ephemeral": {"not_types": ["*"]},
+        "account_data": {"not_types": ["*"]},
+    },
+}
+FIRST_SYNC_FILTER: dict[str, Any] = {
+    # The very first sync only takes a position (its backlog is never replayed) and the state.
+    **SYNC_FILTER,
+    "room": {**SYNC_FILTER["room"], "timeline": {"limit": 1}},
+}
 
 
 class StoreError(ClubsError):
@@ -165,7 +190,11 @@ class E2eeClient:
         self._pins = pins
         self.session = session
         self.cross_signing = cross_signing
-        self._full_state_next = True
+        self._joined: set[RoomId] | None = None
+        """The rooms we are joined to (None until the first sync)."""
+        self._loaded: set[RoomId] = set()
+        """Rooms whose whole current state nio holds (members, encryption)."""
+        self._loading: dict[RoomId, asyncio.Future[list[JsonDict]]] = {}
         self._dirty_users: set[str] = set()
         self._undecrypted: OrderedDict[str, tuple[RoomId, Any]] = OrderedDict()
         """Recent events we could not decrypt (bounded), retried when keys arrive."""
@@ -273,15 +302,21 @@ class E2eeClient:
         """One `/sync` (long-polling up to `timeout_ms`), decrypted, plus the crypto housekeeping
         it calls for (key upload, device-list queries, Olm sessions, to-device messages).
 
-        The first call after `open` asks for the full state so that room membership and
-        encryption are known even when resuming from a stored `since`.
+        Without `since` this is an initial sync (every room's state, one event of backlog).
+        The first call with a stored `since` learns the joined rooms from `/joined_rooms` and
+        stays incremental: room state is loaded when it is needed (`room_state`).
         """
-        full_state = self._full_state_next or None
         with _unreachable(f"sync of {self.user_id}"):
-            resp = await self._client.sync(timeout=timeout_ms, since=since, full_state=full_state)
+            if since is not None and self._joined is None:
+                self._joined = await self._fetch_joined_rooms()
+            resp = await self._client.sync(
+                timeout=timeout_ms,
+                since=since,
+                sync_filter=SYNC_FILTER if since is not None else FIRST_SYNC_FILTER,
+            )
             if isinstance(resp, nio.ErrorResponse):
                 raise _matrix_error(resp, "GET", "sync")
-            self._full_state_next = False
+            self._track_rooms(resp, initial=since is None)
             self._dirty_users.update(resp.device_list.changed)
             await self._housekeeping()
             if self._dirty_users:
@@ -298,6 +333,28 @@ class E2eeClient:
             events=events,
             invites=[self._invite(RoomId(r), info) for r, info in resp.rooms.invite.items()],
         )
+
+    async def _fetch_joined_rooms(self) -> set[RoomId]:
+        joined = await self._http.get(path(*CS, "joined_rooms"), label="joined_rooms")
+        rooms = joined.get("joined_rooms")
+        if not isinstance(rooms, list):
+            return set()
+        return {RoomId(r) for r in rooms if isinstance(r, str)}
+
+    def _track_rooms(self, resp: Any, *, initial: bool) -> None:
+        """Keep the joined-room list, and which rooms' state nio holds whole: all of them after
+        an initial sync; a room newly joined since the last sync (Synapse sends its full
+        state); none that we were in before a restart (loaded on demand)."""
+        joined = self._joined if self._joined is not None else set()
+        for room_id in resp.rooms.join:
+            room = RoomId(room_id)
+            if initial or room not in joined:
+                self._loaded.add(room)
+            joined.add(room)
+        for room_id in resp.rooms.leave:
+            joined.discard(RoomId(room_id))
+            self._loaded.discard(RoomId(room_id))
+        self._joined = joined
 
     async def _fill_gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
         """The events a limited ("gappy") timeline left out, oldest first.
@@ -436,25 +493,94 @@ class E2eeClient:
     # --- rooms --------------------------------------------------------------------------------
 
     def knows_room(self, room_id: RoomId) -> bool:
-        return room_id in self._client.rooms
+        """Whether we are joined to the room as of the last sync (sends to it can go out)."""
+        return self._joined is not None and room_id in self._joined
 
-    def members(self, room_id: RoomId) -> frozenset[UserId]:
-        """Joined and invited members as this client last synced them."""
+    def joined_rooms(self) -> list[RoomId]:
+        return sorted(self._joined) if self._joined is not None else []
+
+    async def members(self, room_id: RoomId) -> frozenset[UserId]:
+        """Joined and invited members (the room's state is loaded first if nio lacks it)."""
+        if room_id not in self._loaded:
+            await self.room_state(room_id)
         room = self._client.rooms.get(room_id)
         return frozenset(UserId(u) for u in room.users) if room is not None else frozenset()
 
-    def joined_rooms(self) -> list[RoomId]:
-        return [RoomId(r) for r in self._client.rooms]
+    async def is_encrypted(self, room_id: RoomId) -> bool:
+        """Whether the room is encrypted; a room not yet known to be is checked on the server."""
+        if self._known_encrypted(room_id):
+            return True
+        if room_id not in self._loaded:
+            await self.room_state(room_id)
+        return self._known_encrypted(room_id)
+
+    def _known_encrypted(self, room_id: RoomId) -> bool:
+        room = self._client.rooms.get(room_id)
+        return room_id in self._client.encrypted_rooms or bool(room and room.encrypted)
+
+    async def room_state(self, room_id: RoomId) -> list[JsonDict]:
+        """The room's current state events (one request), which also bring nio's view of the
+        room up to date: members, encryption. Concurrent callers share one request."""
+        pending = self._loading.get(room_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[list[JsonDict]] = asyncio.get_running_loop().create_future()
+        self._loading[room_id] = future
+        try:
+            with _unreachable(f"room state by {self.user_id}"):
+                events = await self._http.get_list(
+                    path(*CS, "rooms", room_id, "state"), label="room state"
+                )
+            state = [ev for ev in events if isinstance(ev, dict)]
+            self._apply_state(room_id, state)
+            future.set_result(state)
+            return state
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: a lone caller does not leave it unobserved
+            raise
+        finally:
+            del self._loading[room_id]
+
+    def _apply_state(self, room_id: RoomId, state: list[JsonDict]) -> None:
+        c = self._client
+        if self._joined is None or room_id not in self._joined:
+            return  # not (or no longer) ours: nio keeps rooms we are in only
+        room = c.rooms.get(room_id)
+        if room is None:
+            room = c.rooms[room_id] = nio.MatrixRoom(
+                room_id, self.user_id, room_id in c.encrypted_rooms
+            )
+        encrypted = False
+        for raw in state:
+            try:
+                ev = nio.Event.parse_event(raw)
+            except Exception:  # noqa: S112 - a malformed state event: nio would skip it too
+                continue
+            if isinstance(ev, nio.RoomEncryptionEvent):
+                encrypted = True
+            if isinstance(ev, nio.RoomMemberEvent):
+                if room.handle_membership(ev):
+                    c.invalidate_outbound_session(room_id)
+            elif not isinstance(ev, (nio.UnknownBadEvent, nio.BadEvent)):
+                room.handle_event(ev)
+        if encrypted and room_id not in c.encrypted_rooms:
+            c.encrypted_rooms.add(room_id)
+            if c.store is not None:
+                c.store.save_encrypted_rooms([room_id])
+        room.members_synced = True
+        if room.encrypted and c.olm is not None:
+            c.olm.update_tracked_users(room)
+        self._loaded.add(room_id)
 
     async def leave(self, room_id: RoomId) -> None:
         """Leave (or decline an invite to) a room."""
         with _unreachable(f"leave by {self.user_id}"):
             resp = await self._client.room_leave(room_id)
         _check(resp, "POST", "leave")
-
-    def is_encrypted(self, room_id: RoomId) -> bool:
-        room = self._client.rooms.get(room_id)
-        return room_id in self._client.encrypted_rooms or bool(room and room.encrypted)
+        if self._joined is not None:
+            self._joined.discard(room_id)
+        self._loaded.discard(room_id)
 
     async def join(self, room_id: RoomId) -> None:
         with _unreachable(f"join by {self.user_id}"):
@@ -472,9 +598,11 @@ class E2eeClient:
         """Send an event, encrypted if the room is encrypted; room keys go only to devices that
         their owners cross-signed. `txn_id` makes a retry idempotent (Synapse deduplicates per
         device). Raises StoreError rather than ever sending plaintext into an encrypted room."""
-        room = self._client.rooms.get(room_id)
-        if room is None:
-            raise ClubsError(f"{self.user_id} does not know room {room_id} (sync first)")
+        if not self.knows_room(room_id):
+            raise ClubsError(f"{self.user_id} is not joined to room {room_id} (sync first)")
+        if room_id not in self._loaded:
+            await self.room_state(room_id)  # members and encryption, before anything goes out
+        room = self._client.rooms[room_id]
         encrypted = room.encrypted or room_id in self._client.encrypted_rooms
         if encrypted and self._client.olm is None:
             raise StoreError("refusing to send into an encrypted room without a crypto store")
@@ -497,8 +625,6 @@ class E2eeClient:
     async def _prepare_encrypted_room(self, room_id: RoomId) -> None:
         c = self._client
         room = c.rooms[room_id]
-        if not room.members_synced:
-            _check(await c.joined_members(room_id), "GET", "joined_members")
         if c.should_query_keys:
             self._dirty_users.update(c.users_for_key_query)
             _check(await c.keys_query(), "POST", "keys/query")

@@ -308,6 +308,47 @@ async def test_restarted_bot_keeps_its_one_device_and_still_talks(
     assert [d["device_id"] for d in devices] == [client.device_id]
 
 
+async def test_resumed_bot_loads_a_quiet_room_before_its_first_send(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """A resumed client takes no full-state sync: a room without activity since the restart is
+    loaded on demand, and its first send still reaches every member, encrypted."""
+    acct = await new_bot(synapse, tmp_path)
+    client = await E2eeClient.open(synapse.url, acct.vault, acct.user_id, acct.store_dir)
+    gina, hugo = await synapse.new_user("gina"), await synapse.new_user("hugo")
+    async with mautrix_peer(gina, synapse.url) as g_peer, mautrix_peer(hugo, synapse.url) as h_peer:
+        async with running(client) as bot:
+            room_id = await create_encrypted_room(gina, acct.user_id)
+            await ping_pong(g_peer, bot, room_id)
+            await gina.http.post(path(*CS, "rooms", room_id, "invite"), {"user_id": hugo.user_id})
+            await hugo.http.post(path(*CS, "join", room_id), {})
+            await eventually(lambda: _is(hugo.user_id in bot.client._client.rooms[room_id].users))
+            rounds = bot.rounds
+            await eventually(lambda: _is(bot.rounds > rounds + 1))  # hugo's join is behind us
+            since = bot.since
+        reopened = await E2eeClient.open(synapse.url, acct.vault, acct.user_id, acct.store_dir)
+        async with running(reopened, since) as bot:
+            await eventually(lambda: _is(bot.rounds > 0))
+            assert RoomId(room_id) in reopened.joined_rooms()
+            assert RoomId(room_id) not in reopened._client.rooms  # nothing loaded yet
+            assert await reopened.is_encrypted(RoomId(room_id))
+            members = await reopened.members(RoomId(room_id))
+            assert {gina.user_id, hugo.user_id, acct.user_id} <= members
+            await reopened.send(
+                RoomId(room_id),
+                "m.room.message",
+                {"msgtype": "m.notice", "body": "after restart", "m.mentions": {}},
+            )
+            for peer in (g_peer, h_peer):
+
+                async def got(p: MautrixPeer = peer) -> bool:
+                    return any(r.body == "after restart" for r in replies(p, bot, room_id))
+
+                await eventually(got, within=20)
+            assert g_peer.undecryptable == []
+            assert h_peer.undecryptable == []
+
+
 async def test_foreign_master_key_is_a_clear_error_and_force_replaces_it(
     synapse: SynapseHarness, tmp_path: Path
 ) -> None:
@@ -406,5 +447,5 @@ async def test_send_to_a_room_it_does_not_know_is_refused(
     async with await E2eeClient.open(
         synapse.url, acct.vault, acct.user_id, acct.store_dir
     ) as client:
-        with pytest.raises(ClubsError, match="does not know room"):
+        with pytest.raises(ClubsError, match="not joined to room"):
             await client.send(RoomId("!unknown:test.local"), "m.room.message", {"body": "x"})

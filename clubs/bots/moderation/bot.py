@@ -143,7 +143,7 @@ class ModerationBot(Bot):
         assert self.ctx is not None
         members: set[str] = set()
         for room_id in await self._managed_rooms():
-            members |= self.ctx.client.members(room_id)
+            members |= await self.ctx.client.members(room_id)
         return members
 
     async def _staff(self) -> dict[str, int]:
@@ -152,7 +152,7 @@ class ModerationBot(Bot):
         staff: dict[str, int] = {}
         for room_id in await self._managed_rooms():
             info = await self.ctx.rooms.info(room_id)
-            for user in self.ctx.client.members(room_id):
+            for user in await self.ctx.client.members(room_id):
                 level = info.power(user)
                 if MODERATOR_LEVEL <= level < 1 << 30 and user not in self.mod.bots:
                     staff[user] = max(staff.get(user, 0), min(level, 100))
@@ -596,7 +596,7 @@ class ModerationBot(Bot):
         if self.policy_room is None:
             return 0
         staff = await self._staff()
-        present = self.ctx.client.members(self.policy_room)
+        present = await self.ctx.client.members(self.policy_room)
         missing = {u: lvl for u, lvl in staff.items() if u not in present}
         if not missing:
             return 0

@@ -197,7 +197,7 @@ async def join_management_room(host: RunningHost, moderator: Account) -> str:
     client = host.runtime("moderation").client
 
     async def bot_sees_member() -> bool:
-        return moderator.user_id in client.members(policy)  # type: ignore[arg-type]
+        return moderator.user_id in await client.members(policy)  # type: ignore[arg-type]
 
     await eventually(bot_sees_member, within=20)
     return policy
