@@ -101,6 +101,8 @@ class MautrixPeer:
     crypto_store: _CryptoStore
     received: list[Received] = field(default_factory=list)
     undecryptable: list[EventID] = field(default_factory=list)
+    withheld: list[dict[str, Any]] = field(default_factory=list)
+    """Contents of the `m.room_key.withheld` to-device events this device received."""
     key_wait_s: float = 10.0
     """How long to wait for a room key that is still on its way before calling it undecryptable."""
     _session: aiohttp.ClientSession | None = None
@@ -134,6 +136,7 @@ class MautrixPeer:
         client.remove_dispatcher(DecryptionDispatcher)
         peer = cls(account, client, crypto, crypto_store, key_wait_s=key_wait_s, _session=session)
         client.add_event_handler(EventType.ROOM_ENCRYPTED, peer._on_encrypted)
+        client.add_event_handler(EventType.ROOM_KEY_WITHHELD, peer._on_withheld)
         await crypto.load()
         await crypto.share_keys()
         if cross_sign:
@@ -145,6 +148,9 @@ class MautrixPeer:
         self.client.stop()
         if self._session is not None:
             await self._session.close()
+
+    async def _on_withheld(self, evt: Any) -> None:
+        self.withheld.append(evt.content.serialize())
 
     async def _on_encrypted(self, evt: EncryptedEvent) -> None:
         content = evt.content

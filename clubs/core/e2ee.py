@@ -13,7 +13,9 @@ What it refuses, and why (../shared/reference/security.md §2):
 
 It never logs out and never logs in again to get a fresh device. Room keys go only to devices
 that their owner has cross-signed (`clubs.core.trust`); every other device is blacklisted in nio
-on purpose — nio's blanket `ignore_unverified_devices=True` is never used.
+on purpose — nio's blanket `ignore_unverified_devices=True` is never used — and is told so with
+an `m.room_key.withheld` (code `m.unverified`), once per session: Element then shows the member
+why the message cannot be read ("not verified") instead of waiting for a key forever.
 
 The sync here is one request: the caller owns the loop and the `next_batch` it persists (pass it
 back as `since`). This module is the only one that imports nio; nothing nio-typed leaves it.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import secrets
@@ -59,6 +62,10 @@ REFUSED_PICKLE_KEYS = frozenset({"DEFAULT_KEY"})
 """nio's built-in default passphrase (nio base_client.py ClientConfig.pickle_key)."""
 KEYS_QUERY_BATCH = 100
 PINS_FILE = "master_keys.json"
+MEGOLM = "m.megolm.v1.aes-sha2"
+WITHHELD_REASON = "The sender's policy: room keys go only to devices cross-signed by their owner."
+WITHHELD_KEEP = 1000
+"""Outbound sessions whose withheld notices are remembered (older ones are long rotated)."""
 LOCK_FILE = ".lock"
 UNDECRYPTED_KEEP = 200
 GAP_FILL_PAGE = 250
@@ -195,6 +202,8 @@ class E2eeClient:
         self._loaded: set[RoomId] = set()
         """Rooms whose whole current state nio holds (members, encryption)."""
         self._loading: dict[RoomId, asyncio.Future[list[JsonDict]]] = {}
+        self._withheld: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
+        """Per outbound session id: the devices already told that its key is withheld."""
         self._dirty_users: set[str] = set()
         self._undecrypted: OrderedDict[str, tuple[RoomId, Any]] = OrderedDict()
         """Recent events we could not decrypt (bounded), retried when keys arrive."""
@@ -620,7 +629,48 @@ class E2eeClient:
                     room_id, event_type, dict(content), tx_id=txn_id
                 )
         _check(resp, "PUT", "send")
+        if encrypted:
+            await self._tell_withheld(room_id)
         return EventId(resp.event_id)
+
+    async def _tell_withheld(self, room_id: RoomId) -> None:
+        """Tell the devices the room key was withheld from (not cross-signed by their owner),
+        once per session. Best effort: a failure is retried with the next send."""
+        session = self._olm.outbound_group_sessions.get(room_id)
+        if session is None:
+            return
+        told = self._withheld.setdefault(session.id, set())
+        self._withheld.move_to_end(session.id)
+        while len(self._withheld) > WITHHELD_KEEP:
+            self._withheld.popitem(last=False)
+        own = (self.user_id, self.device_id)
+        targets = sorted(set(session.users_ignored) - told - {own})
+        if not targets:
+            return
+        content = {
+            "algorithm": MEGOLM,
+            "room_id": room_id,
+            "session_id": session.id,
+            "sender_key": self._olm.account.identity_keys["curve25519"],
+            "code": "m.unverified",
+            "reason": WITHHELD_REASON,
+        }
+        messages: dict[str, dict[str, Any]] = {}
+        for user, device in targets:
+            messages.setdefault(user, {})[device] = content
+        digest = hashlib.sha256(repr(targets).encode()).hexdigest()[:16]
+        txn = f"withheld-{session.id[:16]}-{digest}"
+        try:
+            await self._http.put(
+                path(*CS, "sendToDevice", "m.room_key.withheld", txn),
+                {"messages": messages},
+                label="sendToDevice m.room_key.withheld",
+            )
+        except ClubsError as e:
+            log.debug("%s: withheld notice not sent: %s", self.user_id, type(e).__name__)
+            return
+        told.update(targets)
+        log.debug("%s: told %d device(s) a room key is withheld", self.user_id, len(targets))
 
     async def _prepare_encrypted_room(self, room_id: RoomId) -> None:
         c = self._client

@@ -218,9 +218,26 @@ async def test_bot_withholds_room_keys_from_a_device_its_owner_did_not_cross_sig
         # The bot's policy: dave's cross-signed device is trusted, the other one is not ...
         verdict = (await client.refresh_trust([dave.user_id]))[dave.user_id]
         assert set(verdict.trusted) == {dave.session.device_id}
-        # ... so the insecure device received the reply but never its key.
+        # ... so the insecure device received the reply but never its key ...
         await eventually(lambda: _is(reply.event_id in insecure.undecryptable), within=15)
         assert [r for r in insecure.received if r.sender == acct.user_id] == []
+        # ... and was told why, once per session, as Element expects (it then shows the
+        # message as withheld because the device is unverified, not as a key still to come).
+        bot_key = client._olm.account.identity_keys["curve25519"]
+
+        def from_bot(p: MautrixPeer) -> list[dict[str, object]]:
+            return [w for w in p.withheld if w.get("sender_key") == bot_key]
+
+        await eventually(lambda: _is(bool(from_bot(insecure))), within=15)
+        (told,) = from_bot(insecure)
+        assert told["code"] == "m.unverified"
+        assert told["room_id"] == room_id
+        assert told["algorithm"] == "m.megolm.v1.aes-sha2"
+        assert told["session_id"] == client._olm.outbound_group_sessions[room_id].id
+        assert from_bot(peer) == []  # the cross-signed device got the key, not a refusal
+        await ping_pong(peer, bot, room_id)  # same session: no second notice
+        await asyncio.sleep(1)
+        assert len(from_bot(insecure)) == 1
 
 
 async def test_without_cross_signing_the_bot_gets_no_room_keys(
