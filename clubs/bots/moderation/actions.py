@@ -74,6 +74,8 @@ MAX_HISTORY_PAGES = 20
 ADMIN_REDACT_TIMEOUT_S = 60.0
 
 FanoutAction = Literal["ban", "unban", "kick"]
+REDACT_EVENTS = "org.matrix.msc4293.redact_events"
+"""In a ban's content: the banned person's events in the room are served redacted (MSC4293)."""
 PowerSource = Callable[[RoomId], Awaitable[tuple[Mapping[str, Any], frozenset[str]]]]
 """Where the checks read a room's (power levels, creators) from: the runtime's room cache,
 invalidated on every state event, saves one request per room on the critical path."""
@@ -181,8 +183,11 @@ class Moderator:
         *,
         actor: UserId | None = None,
         source: Source = "command",
+        redact_events: bool = False,
     ) -> BanReport:
         """Ban `user_id` in every room at once, skipping rooms where they are already banned.
+        With `redact_events` each ban also asks (MSC4293) for everything they sent in the room
+        to be served redacted from then on.
 
         Per room: the power levels (from `power_source` if given, else one GET), the target's
         membership (one admin request for all rooms when an admin client is configured, else one
@@ -200,7 +205,11 @@ class Moderator:
             if why := self._refusal(facts, user_id, "ban"):
                 report.refused[room] = why
                 return
-            body = {"user_id": user_id, "reason": reason} if reason else {"user_id": user_id}
+            body: dict[str, Any] = {"user_id": user_id}
+            if reason:
+                body["reason"] = reason
+            if redact_events:
+                body[REDACT_EVENTS] = True
             await self.http.post(path(*CS, "rooms", room, "ban"), body, label="ban")
             report.done.append(room)
 

@@ -52,6 +52,8 @@ MUTE_CHECK_S = 5.0
 REPORT_POLL_S = 10.0
 STAFF_FIRST_S = 1.0
 STAFF_EVERY_S = 30.0
+PURGE_REDACT_LIMIT = 200
+"""`!purge` also redacts this many of the person's newest messages per room, one by one."""
 
 
 @dataclass
@@ -222,6 +224,35 @@ class ModerationBot(Bot):
                     self.policy_room, "user", user, reason or "ban", actor=ctx.sender
                 )
         await self._fanout_done(ctx, "ban", user, report, None, reason)
+
+    @command(
+        "purge",
+        help_key="moderation/purge.help",
+        aliases=("вычистить",),
+        min_power=MODERATOR_LEVEL,
+        dm=True,
+        params=(User("user"), FreeText("reason", max_length=300, default="")),
+    )
+    async def purge(self, ctx: CommandContext, user: UserId, reason: str) -> None:
+        """`ban`, and everything the person sent disappears: each ban carries MSC4293's
+        `redact_events` (Synapse serves all their events in that room redacted at once, also to
+        clients that never heard of the MSC once they reload), then their newest messages are
+        redacted one by one as well, for clients that still hold them in a cache."""
+        rooms = await self._managed_rooms()
+        try:
+            report = await self.mod.ban_everywhere(
+                user, reason or "purge", rooms, actor=ctx.sender, redact_events=True
+            )
+        finally:
+            if self.policy_room is not None:
+                await self.mod.add_rule(
+                    self.policy_room, "user", user, reason or "purge", actor=ctx.sender
+                )
+        await self._fanout_done(ctx, "purge", user, report, None, reason)
+        redacted = await self.mod.redact_recent(
+            user, rooms, PURGE_REDACT_LIMIT, reason=reason or None, actor=ctx.sender
+        )
+        await ctx.reply("moderation/redacted", part="redacted", target=user, count=redacted.count)
 
     async def _fanout_done(
         self,

@@ -27,6 +27,7 @@ from tests.integration.bots.support import (
     joined,
     managed_room,
     new_network,
+    send_text,
 )
 from tests.mautrix_client import mautrix_peer
 
@@ -161,14 +162,7 @@ async def test_ban_reaches_every_club_and_policy_rules_from_other_clients_apply(
         await eventually(banned_everywhere, within=15)
         # A moderator with another client removes the rule directly in the policy room ...
         policy = await policy_room_of(host)
-        await eventually(
-            lambda: (
-                joined(club.moderator, policy, club.moderator.user_id)
-                if False
-                else _join(club.moderator, policy)
-            ),
-            within=15,
-        )
+        await eventually(lambda: _join(club.moderator, policy), within=15)
         state = await club.moderator.http.get_list(path(*CS, "rooms", policy, "state"))
         rules = [e for e in state if e["type"] == "m.policy.rule.user" and e["content"]]
         assert len(rules) == 1
@@ -187,6 +181,62 @@ async def test_ban_reaches_every_club_and_policy_rules_from_other_clients_apply(
             {"entity": troll.user_id, "recommendation": "m.ban", "reason": "again"},
         )
         await eventually(banned_everywhere, within=15)
+
+
+async def test_purge_bans_everywhere_and_removes_everything_the_person_wrote(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=2)
+    doxxer = await synapse.new_user("doxxer")
+    written: dict[str, list[str]] = {}
+    for room in club.rooms:
+        await synapse.admin.http.post(
+            path(*CS, "rooms", room, "invite"), {"user_id": doxxer.user_id}
+        )
+        await doxxer.http.post(path(*CS, "join", room), {})
+    async with (
+        running(synapse, tmp_path, club),
+        mautrix_peer(club.moderator, synapse.url) as mod_peer,
+    ):
+        for i, room in enumerate(club.rooms):
+            written[room] = [
+                (
+                    await doxxer.http.put(
+                        path(*CS, "rooms", room, "send", "m.room.message", f"t{i}{n}"),
+                        {"msgtype": "m.text", "body": f"someone's address, part {n}"},
+                    )
+                )["event_id"]
+                for n in range(3)
+            ]
+        command = await send_text(mod_peer, club.rooms[0], f"!purge {doxxer.user_id} doxxing")
+
+        async def banned_everywhere() -> bool:
+            states = [await membership(club.member, r, doxxer.user_id) for r in club.rooms]
+            return states == ["ban"] * len(club.rooms)
+
+        await eventually(banned_everywhere, within=15)
+        ban = await club.member.http.get(
+            path(*CS, "rooms", club.rooms[1], "state", "m.room.member", doxxer.user_id)
+        )
+        assert ban["org.matrix.msc4293.redact_events"] is True
+        assert ban["reason"] == "doxxing"
+        # Every message the person wrote, in every room, now reaches members redacted.
+        for room, event_ids in written.items():
+            for event_id in event_ids:
+                ev = await club.member.http.get(path(*CS, "rooms", room, "event", event_id))
+                assert ev["content"] == {}, (room, event_id)
+
+        async def answered() -> list[str]:
+            return [r.body for r in mod_peer.received if r.reply_to == command]
+
+        bodies = await eventually(lambda: _at_least(answered, 2), within=20)
+        assert any(doxxer.user_id in b and "2" in b for b in bodies)  # banned in 2 rooms
+        assert any("6" in b for b in bodies)  # 6 messages redacted one by one as well
+
+
+async def _at_least(probe: Any, n: int) -> Any:
+    got = await probe()
+    return got if len(got) >= n else None
 
 
 async def join_management_room(host: RunningHost, moderator: Account) -> str:
