@@ -35,7 +35,12 @@ from clubs.bots.moderation.detect import (
     mention_count,
     words_matching,
 )
-from clubs.bots.moderation.policy import PolicyAction, PolicyWatcher, rule_kind
+from clubs.bots.moderation.policy import (
+    PolicyAction,
+    PolicyWatcher,
+    rule_kind,
+    server_acl_denies,
+)
 from clubs.bots.moderation.power import MODERATOR_LEVEL
 from clubs.bots.moderation.reports import Report, ReportPoller
 from clubs.bots.moderation.store import AuditEntry, ModerationStore, Source
@@ -94,6 +99,9 @@ class ModerationBot(Bot):
         self._counted: dict[str, None] = {}
         """Event ids already counted for floods (bounded, insertion-ordered)."""
         self.ctx: BotContext | None = None
+        self._acl_deny: list[str] | None = None
+        """The server ACL deny list last applied to `_acl_rooms` (None: not yet)."""
+        self._acl_rooms: set[RoomId] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -120,6 +128,7 @@ class ModerationBot(Bot):
             self.watcher.note_users(await self._members())
             actions = self.watcher.feed(room, await self.mod.policy_state(room))
             await self._enforce(actions)
+            self._acl_deny = None  # reconciled with the rooms once they are known
             log.info("moderation: policy room %s (%s)", room, "created" if created else "found")
         ctx.spawn(self._lift_mutes_forever(), "mutes")
         ctx.spawn(self._follow_members_forever(), "members")
@@ -433,6 +442,8 @@ class ModerationBot(Bot):
         if self.watcher.watches(ev.room_id):
             if ev.state_key is not None and rule_kind(ev.type) is not None:
                 await self._enforce(self.watcher.feed(ev.room_id, [ev.as_json()]))
+                if rule_kind(ev.type) == "server":
+                    await self.sync_server_acls()
             return
         if not ctx.room.managed or ctx.sender in self.mod.bots:
             return
@@ -614,11 +625,42 @@ class ModerationBot(Bot):
             try:
                 await self.sync_staff()
                 await self._enforce(self.watcher.note_users(await self._members()))
+                await self.sync_server_acls()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.warning("moderation: following members failed: %s", type(e).__name__)
             await asyncio.sleep(STAFF_EVERY_S)
+
+    async def sync_server_acls(self) -> int:
+        """Keep every managed room's `m.room.server_acl` denying the servers the ban list bans
+        (`m.policy.rule.server`): a banned server's users then cannot even reach the room over
+        federation, not only those the bot already knows. Rooms already done for the current
+        list are not read again. Returns how many rooms changed."""
+        if self.policy_room is None:
+            return 0
+        deny = server_acl_denies(self.watcher.rules, self.watcher.protected_servers)
+        if deny != self._acl_deny:
+            self._acl_deny, self._acl_rooms = deny, set()
+        rooms = [r for r in await self._managed_rooms() if r not in self._acl_rooms]
+        if not rooms:
+            return 0
+        changed, failed = await self.mod.set_server_acls(rooms, deny)
+        self._acl_rooms.update(r for r in rooms if r not in failed)
+        if changed:
+            await self.audit(
+                self.mod.user_id,
+                "server ACL",
+                ", ".join(deny) or "-",
+                changed[0] if len(changed) == 1 else None,
+                None,
+                "policy",
+                rooms=len(changed),
+                # Not replayed from an event (a restart re-checks the rooms instead): the time
+                # keeps a later return to the same list from being taken for this one.
+                job=("acl", ",".join(deny), str(int(self.clock() * 1000))),
+            )
+        return len(changed)
 
     async def sync_staff(self) -> int:
         """Invite everyone with moderator power in a managed room to the management room, at

@@ -259,3 +259,38 @@ class PolicyWatcher:
         return policy_actions(
             before, self.rules, self.users, protected_servers=self.protected_servers
         )
+
+
+def server_acl_denies(rules: Iterable[PolicyRule], protected: Iterable[str]) -> list[str]:
+    """The `deny` list of the `m.room.server_acl` that the server ban rules ask for (pure).
+
+    Only rules with a readable entity can go into an ACL (a hashed server rule still bans the
+    users of that server the bot knows). A rule that matches one of the network's own servers
+    is left out: an ACL denying our own server would lock every member out of the room."""
+    own = frozenset(protected)
+    denies = {
+        rule.entity
+        for rule in rules
+        if rule.kind == "server"
+        and rule.is_ban
+        and rule.entity is not None
+        and not any(rule.matches(server) for server in own)
+    }
+    return sorted(denies)
+
+
+def server_acl_content(current: Mapping[str, Any] | None, deny: list[str]) -> dict[str, Any] | None:
+    """The ACL a room should have for `deny`, or None if its current one already is that (or
+    the room has none and nothing is denied). The bot owns `deny`; `allow` is kept as found."""
+    if current is None or not current:
+        if not deny:
+            return None
+        return {"allow": ["*"], "deny": deny, "allow_ip_literals": False}
+    allow = current.get("allow")
+    content = {
+        **current,
+        "allow": allow if isinstance(allow, list) else ["*"],
+        "deny": deny,
+        "allow_ip_literals": False,
+    }
+    return None if content == dict(current) else content

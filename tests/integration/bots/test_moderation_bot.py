@@ -234,6 +234,54 @@ async def test_purge_bans_everywhere_and_removes_everything_the_person_wrote(
         assert any("6" in b for b in bodies)  # 6 messages redacted one by one as well
 
 
+async def test_server_rule_sets_the_server_acl_of_every_room_but_never_denies_our_own(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=2)
+    async with running(synapse, tmp_path, club) as host:
+        policy = await policy_room_of(host)
+        await eventually(lambda: _join(club.moderator, policy), within=20)
+
+        async def denies() -> list[list[str]]:
+            out = []
+            for room in club.rooms:
+                try:
+                    acl = await club.member.http.get(
+                        path(*CS, "rooms", room, "state", "m.room.server_acl", "")
+                    )
+                except NotFound:
+                    acl = {}
+                out.append(sorted(acl.get("deny", [])))
+            return out
+
+        async def rule(key: str, entity: str | None) -> None:
+            content = {"entity": entity, "recommendation": "m.ban", "reason": "raids"}
+            await club.moderator.http.put(
+                path(*CS, "rooms", policy, "state", "m.policy.rule.server", key),
+                content if entity else {},
+            )
+
+        await rule("evil", "evil.example")
+        await rule("everyone", "*")  # would lock our own members out: never in an ACL
+        await eventually(lambda: _is_value(denies, [["evil.example"]] * 2), within=20)
+        acl = await club.member.http.get(
+            path(*CS, "rooms", club.rooms[0], "state", "m.room.server_acl", "")
+        )
+        assert acl["allow"] == ["*"]
+        assert acl["allow_ip_literals"] is False
+        # ... and our own members are unaffected: they still talk.
+        await club.member.http.put(
+            path(*CS, "rooms", club.rooms[0], "send", "m.room.message", "after-acl"),
+            {"msgtype": "m.text", "body": "still here"},
+        )
+        await rule("evil", None)  # removing the rule lifts the denial
+        await eventually(lambda: _is_value(denies, [[]] * 2), within=20)
+
+
+async def _is_value(probe: Any, expected: Any) -> bool:
+    return bool(await probe() == expected)
+
+
 async def _at_least(probe: Any, n: int) -> Any:
     got = await probe()
     return got if len(got) >= n else None

@@ -8,6 +8,8 @@ from clubs.bots.moderation.policy import (
     parse_rule,
     rule_content,
     rule_state_key,
+    server_acl_content,
+    server_acl_denies,
 )
 
 
@@ -107,3 +109,38 @@ def test_glob_special_characters_are_literal() -> None:
     assert rule is not None
     assert rule.matches("@a.b+(c):x")
     assert not rule.matches("@aXb+(c):x")
+
+
+def _server_rules(*entities: str, recommendation: str = "m.ban") -> PolicySet:
+    rules = PolicySet()
+    for i, entity in enumerate(entities):
+        content = {"entity": entity, "recommendation": recommendation, "reason": "r"}
+        rules.apply("!list", "m.policy.rule.server", f"s{i}", content)
+    return rules
+
+
+def test_server_acl_denies_banned_servers_but_never_our_own() -> None:
+    rules = _server_rules("evil.example", "*.spam.example", "*", "clubs.examp?e")
+    rules.apply(
+        "!list", "m.policy.rule.user", "u", {"entity": "@x:y.example", "recommendation": "m.ban"}
+    )
+    hashed = {"recommendation": "m.ban", "hashes": {"sha256": entity_hash("hidden.example")}}
+    rules.apply("!list", "m.policy.rule.server", "h", hashed)
+    # `*` and `clubs.examp?e` would deny the network's own server: left out. User rules and
+    # hashed server rules cannot be written into an ACL.
+    assert server_acl_denies(rules, ["clubs.example"]) == ["*.spam.example", "evil.example"]
+    assert server_acl_denies(_server_rules("evil.example", recommendation="m.other"), []) == []
+
+
+def test_server_acl_content_is_written_only_when_it_changes() -> None:
+    assert server_acl_content(None, []) is None  # no ACL and nothing to deny: nothing to write
+    new = server_acl_content(None, ["evil.example"])
+    assert new == {"allow": ["*"], "deny": ["evil.example"], "allow_ip_literals": False}
+    assert server_acl_content(new, ["evil.example"]) is None
+    # A narrower allow list someone set stays; the deny list is the bot's.
+    custom = {"allow": ["clubs.example", "evil.example"], "deny": ["old.example"]}
+    assert server_acl_content(custom, []) == {
+        "allow": ["clubs.example", "evil.example"],
+        "deny": [],
+        "allow_ip_literals": False,
+    }
