@@ -14,7 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from clubs.core.admin import Session, ensure_ratelimit_override, register_shared_secret
+from clubs.core.admin import (
+    Session,
+    ensure_ratelimit_override,
+    register_shared_secret,
+    silence_push,
+)
 from clubs.core.homeserver import Homeserver
 from clubs.core.http import MatrixHttp, path
 
@@ -88,6 +93,7 @@ async def bootstrap_admin(hs: Homeserver) -> Account:
     await http.close()
     admin_http = MatrixHttp(hs.url, session.access_token)
     await ensure_ratelimit_override(admin_http, session.user_id)
+    await silence_push(admin_http)  # it stands in for the provisioner, a service account
     return Account(session, password, admin_http)
 
 

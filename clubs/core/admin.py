@@ -20,6 +20,7 @@ from clubs.core.secrets import Vault
 log = logging.getLogger(__name__)
 
 ADMIN_V1 = ("_synapse", "admin", "v1")
+CS = ("_matrix", "client", "v3")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ async def ensure_service_account(
         probe = MatrixHttp(http.base_url, stored_token, session=http.session)
         try:
             if await whoami(probe) == user_id:
+                await silence_push(probe)
                 return Session(UserId(user_id), DeviceId(stored_device), stored_token), False
         except Forbidden:
             log.warning("stored token of %s is no longer valid; logging in again", user_id)
@@ -155,4 +157,20 @@ async def ensure_service_account(
         session = await login_password(http, user_id, password, stored_device)
     vault.set(f"{user_id}/access_token", session.access_token)
     vault.set(f"{user_id}/device_id", session.device_id)
+    await silence_push(MatrixHttp(http.base_url, session.access_token, session=http.session))
     return session, created
+
+
+MASTER_PUSH_RULE = path(*CS, "pushrules", "global", "override", ".m.rule.master", "enabled")
+
+
+async def silence_push(http: MatrixHttp) -> bool:
+    """Turn on the account's master push rule ("never notify"). A service account reads every
+    message of every room it is in and has no phone to wake: without this Synapse evaluates its
+    push rules and stores a notification row for it on every message (four bots in a room quadruple
+    that work). Returns whether it changed anything."""
+    current = await http.get(MASTER_PUSH_RULE, label="push rule")
+    if current.get("enabled") is True:
+        return False
+    await http.put(MASTER_PUSH_RULE, {"enabled": True}, label="push rule")
+    return True

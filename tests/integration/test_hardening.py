@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
+
 import aiohttp
 import pytest
+from cryptography.fernet import Fernet
 
+from clubs.core.admin import MASTER_PUSH_RULE, ensure_service_account
 from clubs.core.errors import Forbidden, MatrixError
 from clubs.core.http import path
+from clubs.core.secrets import Vault
 from tests.harness import SynapseHarness, room_state
 
 CS = ("_matrix", "client", "v3")
@@ -107,3 +113,26 @@ async def test_members_cannot_create_aliases(synapse: SynapseHarness) -> None:
     alias = f"#berlin-club:{synapse.server_name}"
     with pytest.raises(Forbidden):
         await alice.http.put(path(*CS, "directory", "room", alias), {"room_id": room["room_id"]})
+
+
+async def test_service_accounts_never_get_push_notifications(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """Bots read every message: the master push rule spares Synapse a notification row per
+    bot per message; an account made before this is silenced on its next start."""
+    vault = Vault(tmp_path / "vault", key=Fernet.generate_key())
+    name = f"quiet-{secrets.token_hex(4)}"
+    secret = synapse.hs.registration_shared_secret()
+    session, created = await ensure_service_account(
+        synapse.client(), vault, secret, name, server_name=synapse.server_name
+    )
+    assert created
+    http = synapse.client(session.access_token)
+    assert (await http.get(MASTER_PUSH_RULE))["enabled"] is True
+    await http.put(MASTER_PUSH_RULE, {"enabled": False})
+    again, created = await ensure_service_account(
+        synapse.client(), vault, secret, name, server_name=synapse.server_name
+    )
+    assert not created
+    assert again.device_id == session.device_id
+    assert (await http.get(MASTER_PUSH_RULE))["enabled"] is True
