@@ -47,6 +47,11 @@ class RoomInfo:
         return club if isinstance(club, str) else None
 
     @property
+    def staff_only(self) -> bool:
+        """A club's moderators room: only its staff and the bots are in it (`audience: staff`)."""
+        return bool(self.locator and self.locator.get("audience") == "staff")
+
+    @property
     def language(self) -> str:
         lang = self.settings.get("language")
         return lang if lang in ("ru", "en") else "ru"

@@ -172,10 +172,29 @@ class ModerationBot(Bot):
     # --- the management room -------------------------------------------------------------------
 
     async def alert(self, key: str, *, job: tuple[str, ...], **values: Any) -> None:
-        """Post to the management room (encrypted)."""
-        if self.ctx is None or self.policy_room is None:
+        """Post to the moderators who should know (encrypted): about one club's room, to that
+        club's moderators room (`audience: staff`) when the bot is in one — a report carries a
+        member's decrypted words, which the staff of other clubs have no need to read; about
+        the network (a network-wide ban) or a club without one, to the management room."""
+        if self.ctx is None:
             return
-        await self.ctx.notice(self.policy_room, key, job=("moderation", *job), **values)
+        target = await self.moderators_room(values.get("room"))
+        if target is None:
+            return
+        await self.ctx.notice(target, key, job=("moderation", *job), **values)
+
+    async def moderators_room(self, room: str | None) -> RoomId | None:
+        """Where alerts about `room` go (None: about the network)."""
+        if room is None or self.ctx is None:
+            return self.policy_room
+        club = (await self.ctx.rooms.info(RoomId(room))).club
+        if club is None:
+            return self.policy_room
+        for room_id in await self._managed_rooms():
+            info = await self.ctx.rooms.info(room_id)
+            if info.staff_only and info.club == club and info.kind == "club_room":
+                return room_id
+        return self.policy_room
 
     async def audit(
         self,

@@ -62,21 +62,22 @@ async def managed_room(
     key: str = "general",
     club: str = "c1",
     encrypted: bool = True,
+    audience: str | None = None,
 ) -> str:
-    """A room as the provisioner creates it: locator and settings in initial_state."""
+    """A room as the provisioner creates it: locator and settings in initial_state
+    (`audience="staff"`: the club's staff-only moderators room)."""
+    locator: dict[str, Any] = {
+        "network": network,
+        "kind": "club_room",
+        "club": club,
+        "key": key,
+        "schema": 1,
+        "state": "active",
+    }
+    if audience is not None:
+        locator["audience"] = audience
     initial_state: list[dict[str, Any]] = [
-        {
-            "type": LOCATOR,
-            "state_key": "",
-            "content": {
-                "network": network,
-                "kind": "club_room",
-                "club": club,
-                "key": key,
-                "schema": 1,
-                "state": "active",
-            },
-        },
+        {"type": LOCATOR, "state_key": "", "content": locator},
         {
             "type": CLUB_SETTINGS,
             "state_key": "",

@@ -390,6 +390,48 @@ async def test_phone_number_is_redacted_with_a_dm_but_a_moderators_is_not(
         assert by_sender[redacted[0]] == club.member.user_id
 
 
+async def test_alerts_about_a_club_go_to_its_own_moderators_room(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """A club with a staff-only moderators room hears about its rooms there, and the staff of
+    the network's management room do not; a club without one falls back to the latter."""
+    club = await make_club(synapse, tmp_path, n_rooms=2)  # club0 and club1
+    staff_room = await managed_room(
+        synapse,
+        club.network,
+        invite=[club.bot.user_id, club.moderator.user_id],
+        powers={club.bot.user_id: 100, club.moderator.user_id: 50},
+        club="club0",
+        key="moderators",
+        audience="staff",
+    )
+    await club.moderator.http.post(path(*CS, "join", staff_room), {})
+    async with (
+        running(synapse, tmp_path, club) as host,
+        mautrix_peer(club.member, synapse.url) as peer,
+        mautrix_peer(club.moderator, synapse.url) as mod_peer,
+    ):
+        await eventually(lambda: joined(club.member, club.rooms[0], club.bot.user_id), within=20)
+        await eventually(lambda: joined(club.moderator, staff_room, club.bot.user_id), within=20)
+        policy = await join_management_room(host, club.moderator)
+        for room in club.rooms:
+            await peer.send_text(RoomID(room), "мой номер +7 916 123-45-67")
+
+        async def audits() -> dict[str, int]:
+            where: dict[str, int] = {}
+            for r in mod_peer.received:
+                if r.sender == club.bot.user_id and club.member.user_id in r.body:
+                    where[r.room_id] = where.get(r.room_id, 0) + 1
+            return where if len(where) == 2 else {}
+
+        where = await eventually(audits, within=30)
+        # club0's redaction is told in club0's moderators room, club1's in the management room.
+        assert where == {staff_room: 1, policy: 1}
+        bodies = {r.room_id: r.body for r in mod_peer.received if r.room_id in where}
+        assert club.rooms[0] in bodies[staff_room]
+        assert club.rooms[1] in bodies[policy]
+
+
 async def test_member_without_power_cannot_ban(synapse: SynapseHarness, tmp_path: Path) -> None:
     club = await make_club(synapse, tmp_path, n_rooms=1)
     room = club.rooms[0]
