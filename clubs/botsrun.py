@@ -14,6 +14,7 @@ from typing import Any
 from clubs.bots.catalog import default_factories
 from clubs.bots.host import BotAccount, HostConfig, run_bots
 from clubs.core.errors import ClubsError
+from clubs.core.homeserver import default_homeserver_url
 from clubs.core.http import UserId
 from clubs.core.secrets import Vault
 
@@ -34,9 +35,7 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--var-dir", type=Path, default=Path(os.environ.get("CLUBS_VAR_DIR", "var")))
     run.add_argument(
         "--homeserver",
-        default=os.environ.get(
-            "CLUBS_HOMESERVER_URL", f"http://127.0.0.1:{os.environ.get('CLUBS_PORT', '8008')}"
-        ),
+        default=default_homeserver_url(),
     )
     run.add_argument("--server-name", default=os.environ.get("CLUBS_SERVER_NAME", "clubs.local"))
 

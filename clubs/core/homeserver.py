@@ -118,6 +118,13 @@ def render_log_config(settings: Settings) -> str:
     )
 
 
+def default_homeserver_url() -> str:
+    """Where the commands find the homeserver: `CLUBS_HOMESERVER_URL`, else the embedded one on
+    loopback at `CLUBS_PORT` (8008)."""
+    port = os.environ.get("CLUBS_PORT", str(Settings.port))
+    return os.environ.get("CLUBS_HOMESERVER_URL", f"http://127.0.0.1:{port}")
+
+
 def find_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))

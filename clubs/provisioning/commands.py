@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from clubs.core.admin import ensure_service_account, whoami
 from clubs.core.errors import ClubsError, Forbidden
+from clubs.core.homeserver import default_homeserver_url
 from clubs.core.http import MatrixHttp, UserId
 from clubs.core.secrets import Vault
 from clubs.core.yamlconf import ConfigError
@@ -49,9 +50,7 @@ def _var_dir() -> Path:
 
 
 def _default_url() -> str:
-    return os.environ.get(
-        "CLUBS_HOMESERVER_URL", f"http://127.0.0.1:{os.environ.get('CLUBS_PORT', '8008')}"
-    )
+    return default_homeserver_url()
 
 
 def add_parsers(sub: Any) -> None:
