@@ -44,8 +44,6 @@ from clubs.bots.moderation.power import (
     MODERATOR_LEVEL,
     Action,
     Refusal,
-    creators_of,
-    level_of,
     mute_level,
     refusal,
     with_user_level,
@@ -54,6 +52,7 @@ from clubs.bots.moderation.store import AuditEntry, Lock, ModerationStore, Mute,
 from clubs.core.errors import Forbidden, MatrixError, NotFound
 from clubs.core.http import EventId, JsonDict, MatrixHttp, RoomId, UserId, path
 from clubs.core.namespace import LOCATOR, LOCATOR_SCHEMA
+from clubs.core.power import creators_of, level_of
 from clubs.core.txn import txn_id
 
 log = logging.getLogger(__name__)

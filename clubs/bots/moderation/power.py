@@ -13,15 +13,11 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from clubs.core.power import (
-    CREATOR_POWER,
     as_int,
-    creators_of,
     event_level,
     level_of,
     threshold,
 )
-
-__all__ = ["CREATOR_POWER", "creators_of", "event_level", "level_of", "threshold"]
 
 Action = Literal["ban", "kick", "mute", "redact"]
 Refusal = Literal["self", "bot", "creator", "moderator", "outranks_actor", "actor_lacks_power"]

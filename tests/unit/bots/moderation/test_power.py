@@ -8,15 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clubs.bots.moderation.power import (
-    CREATOR_POWER,
-    creators_of,
-    level_of,
-    may_act_against,
-    mute_level,
-    refusal,
-    with_user_level,
-)
+from clubs.bots.moderation.power import may_act_against, mute_level, refusal, with_user_level
+from clubs.core.power import CREATOR_POWER, creators_of, level_of
 
 BOT = "@bot-moderation:c.example"
 MOD = "@mod:c.example"
