@@ -265,6 +265,27 @@ class Moderator:
 
         return await self._fanout("kick", user_id, rooms, one, reason, actor, source)
 
+    async def joined_since(self, room: RoomId, since: float) -> list[UserId]:
+        """Who joined `room` at or after `since` (epoch s) and is still joined, oldest first,
+        from the room's current member events (so it survives a restart of the bot). A member
+        event that only changed a profile (join after join) is not a join."""
+        state = await self.http.get_list(path(*CS, "rooms", room, "state"), label="room state")
+        joins: list[tuple[int, UserId]] = []
+        for ev in state:
+            if not isinstance(ev, dict) or ev.get("type") != "m.room.member":
+                continue
+            content, user, ts = ev.get("content"), ev.get("state_key"), ev.get("origin_server_ts")
+            if not isinstance(content, dict) or content.get("membership") != "join":
+                continue
+            if not isinstance(user, str) or not isinstance(ts, int) or ts < since * 1000:
+                continue
+            unsigned = ev.get("unsigned")
+            before = unsigned.get("prev_content") if isinstance(unsigned, dict) else None
+            if isinstance(before, dict) and before.get("membership") == "join":
+                continue  # a display name or avatar change
+            joins.append((ts, UserId(user)))
+        return [user for _, user in sorted(joins)]
+
     async def enforce(
         self, actions: Iterable[PolicyAction], rooms: Sequence[RoomId]
     ) -> list[BanReport]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from clubs.bots.args import Choice, Duration, FreeText, Int, User
+from clubs.bots.args import Choice, Duration, FreeText, Int, User, format_duration
 from clubs.bots.base import ANY_EVENT, Bot, on_event
 from clubs.bots.commands import command
 from clubs.bots.context import BotContext, CommandContext, EventContext
@@ -58,6 +58,9 @@ REPORT_POLL_S = 10.0
 STAFF_FIRST_S = 1.0
 STAFF_EVERY_S = 30.0
 PURGE_REDACT_LIMIT = 200
+SINCE_MAX_USERS = 500
+"""`!since` acts on at most this many of the newest joins."""
+SINCE_CONCURRENCY = 10
 """`!purge` also redacts this many of the person's newest messages per room, one by one."""
 
 
@@ -431,6 +434,64 @@ class ModerationBot(Bot):
             None,
             "command",
             job=ctx.job("raid"),
+        )
+
+    @command(
+        "since",
+        help_key="moderation/since.help",
+        aliases=("недавние",),
+        min_power=MODERATOR_LEVEL,
+        params=(
+            Duration("window", minimum=timedelta(seconds=1), maximum=timedelta(days=7)),
+            Choice(
+                "action",
+                options=("kick", "ban", "mute"),
+                synonyms={"кик": "kick", "бан": "ban", "мут": "mute"},
+            ),
+            FreeText("reason", max_length=300, default=""),
+        ),
+    )
+    async def since(self, ctx: CommandContext, window: timedelta, action: str, reason: str) -> None:
+        """After a raid: kick, ban or mute (for as long as a flood mute) everyone who joined
+        this room in the last `window`, in this room only. Moderators, bots and creators are
+        never touched (the usual refusals)."""
+        joined = await self.mod.joined_since(ctx.room_id, self.clock() - window.total_seconds())
+        targets = [u for u in joined if u != ctx.sender][-SINCE_MAX_USERS:]
+        gate = asyncio.Semaphore(SINCE_CONCURRENCY)
+        why = reason or "raid"
+
+        async def one(user: UserId) -> bool:
+            async with gate:
+                if action == "mute":
+                    until = self.clock() + self.t.mute_s
+                    muted = await self.mod.mute(
+                        ctx.room_id, user, until, reason=why, actor=ctx.sender
+                    )
+                    return muted.changed
+                if action == "ban":
+                    report = await self.mod.ban_everywhere(
+                        user, why, [ctx.room_id], actor=ctx.sender
+                    )
+                else:
+                    report = await self.mod.kick(user, [ctx.room_id], reason=why, actor=ctx.sender)
+                return bool(report.done)
+
+        done = sum(await asyncio.gather(*(one(u) for u in targets)))
+        await ctx.reply(
+            "moderation/since",
+            action=action,
+            done=done,
+            found=len(targets),
+            window=format_duration(window),
+        )
+        await self.audit(
+            ctx.sender,
+            f"{action} since {format_duration(window)}",
+            f"{done} of {len(targets)}",
+            ctx.room_id,
+            reason or None,
+            "command",
+            job=ctx.job("since"),
         )
 
     @command(

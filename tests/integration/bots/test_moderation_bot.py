@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -430,6 +431,40 @@ async def test_alerts_about_a_club_go_to_its_own_moderators_room(
         bodies = {r.room_id: r.body for r in mod_peer.received if r.room_id in where}
         assert club.rooms[0] in bodies[staff_room]
         assert club.rooms[1] in bodies[policy]
+
+
+async def test_since_kicks_everyone_who_joined_recently_and_no_one_else(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=1)
+    room = club.rooms[0]
+    async with (
+        running(synapse, tmp_path, club),
+        mautrix_peer(club.moderator, synapse.url) as mod_peer,
+    ):
+        await asyncio.sleep(6)  # the member's join is now older than the window below
+        raiders = [await synapse.new_user(f"raider{i}") for i in range(3)]
+        for raider in raiders:
+            await synapse.admin.http.post(
+                path(*CS, "rooms", room, "invite"), {"user_id": raider.user_id}
+            )
+            await raider.http.post(path(*CS, "join", room), {})
+        # A profile change is a member event too, but not a join: the member stays.
+        await club.member.http.put(
+            path(*CS, "rooms", room, "state", "m.room.member", club.member.user_id),
+            {"membership": "join", "displayname": "renamed"},
+        )
+        command = await send_text(mod_peer, room, "!since 4s kick raid")
+
+        async def replied() -> list[str]:
+            return [r.body for r in mod_peer.received if r.reply_to == command]
+
+        (reply,) = await eventually(replied, within=20)
+        assert "3 of 3" in reply
+        states = {r.user_id: await membership(club.member, room, r.user_id) for r in raiders}
+        assert set(states.values()) == {"leave"}
+        assert await membership(club.member, room, club.member.user_id) == "join"
+        assert await membership(club.member, room, club.moderator.user_id) == "join"
 
 
 async def test_member_without_power_cannot_ban(synapse: SynapseHarness, tmp_path: Path) -> None:
