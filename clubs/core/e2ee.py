@@ -48,6 +48,7 @@ from nio.crypto.device import TrustState as NioTrust
 from nio.store import SqliteStore
 
 from clubs.core.admin import Session, login_password
+from clubs.core.crash import crashpoint
 from clubs.core.crosssign import CrossSigningState, ensure_cross_signing, stored_keys
 from clubs.core.errors import ClubsError, Forbidden, MatrixError, NotFound, RateLimited, Unreachable
 from clubs.core.http import DeviceId, EventId, JsonDict, MatrixHttp, RoomId, UserId, path
@@ -325,6 +326,10 @@ class E2eeClient:
             )
             if isinstance(resp, nio.ErrorResponse):
                 raise _matrix_error(resp, "GET", "sync")
+            if resp.to_device_events:
+                # nio has stored the room keys these carried; our position is not committed,
+                # so after a crash here Synapse delivers them again (security.md R2, C6).
+                crashpoint("after_to_device")
             self._track_rooms(resp, initial=since is None)
             self._dirty_users.update(resp.device_list.changed)
             await self._housekeeping()

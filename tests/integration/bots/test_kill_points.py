@@ -13,6 +13,7 @@ member could not decrypt would still be caught). The bot still has exactly one d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 from pathlib import Path
@@ -140,4 +141,52 @@ async def test_every_command_is_answered_exactly_once_across_kills(
     assert {c: raw[c] for c in member.commands} == dict.fromkeys(member.commands, 1)
     assert sum(raw.values()) == len(member.commands)
     assert peer.undecryptable == []
+    assert await device_count(synapse.url, tmp_path, account.user_id) == 1
+
+
+async def test_room_keys_received_just_before_a_kill_are_still_usable(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """R2's C6: the process dies right after nio stored the room keys of a sync (to-device),
+    before the position is committed. Synapse delivers those to-device messages again (their
+    Olm layer no longer decrypts: the one-time key is spent), but the keys were kept: every
+    command from the new members is answered once, nothing stays undecryptable."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    room = await managed_room(synapse, network, invite=[account.user_id])
+    async with contextlib.AsyncExitStack() as stack:
+        bp = await stack.enter_async_context(
+            bot_process(synapse.url, tmp_path, [account], network, synapse.admin.user_id)
+        )
+        await bp.start()
+        await bp.wait_ready()
+        await eventually(lambda: joined(synapse.admin, room, account.user_id), within=20)
+        await bp.stop()
+        members: list[Member] = []
+        for i in range(3):
+            # A new member, whose first message is the bot's first key from them: the key
+            # waits on the server as a to-device message while the bot is down.
+            person = await synapse.new_user(f"newcomer{i}")
+            await synapse.admin.http.post(
+                path(*CS, "rooms", room, "invite"), {"user_id": person.user_id}
+            )
+            await person.http.post(path(*CS, "join", room), {})
+            member = Member(
+                await stack.enter_async_context(mautrix_peer(person, synapse.url)), room
+            )
+            await member.send(1)
+            members.append(member)
+            await bp.start(crash_at="after_to_device:1")
+            assert await bp.wait_exit(within=30) == 137, f"run {i} did not die there; {bp}"
+        await bp.start()
+        await bp.wait_ready()
+        for member in members:
+            await member.send(1)  # after the restart, on the same (kept) session
+        for member in members:
+            counts = await wait_replies(
+                member.peer, account.user_id, room, member.commands, within=60
+            )
+            assert {c: counts[c] for c in member.commands} == dict.fromkeys(member.commands, 1)
+            assert member.peer.undecryptable == []
+        await bp.stop()
     assert await device_count(synapse.url, tmp_path, account.user_id) == 1
