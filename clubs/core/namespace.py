@@ -10,7 +10,12 @@ NS = "org.commclubs"
 
 LOCATOR = f"{NS}.locator"
 """State event (state_key "") in every managed room: which network/club/cohort/room this is.
-Written in `initial_state` of createRoom, so a room and its identity are created atomically."""
+Written in `initial_state` of createRoom, so a room and its identity are created atomically.
+
+Content: `network`, `kind` (one of ROOM_KINDS), `key`, `schema`, `state` ("active" or
+"archived"), `country` / `club` / `cohort` where they apply, and `audience: "staff"` in a staff
+room (a club's moderators room: only the club's staff and the bots are in it, so the moderation
+bot may post that club's reports there). Rooms for everyone carry no `audience`."""
 
 CLUB_SETTINGS = f"{NS}.club"
 """State event (state_key "") with club settings bots need: time zone, language, check-ins."""

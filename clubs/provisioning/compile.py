@@ -7,6 +7,10 @@ forbidden, full power levels (spaces: events_default 100, so no messages in spac
 topic, retention and club settings as state. Club rooms are restricted to their club space unless
 declared invite-only; cohort spaces and rooms are invite-only.
 
+A staff room (`audience: staff`, a club's or cohort's moderators room) has only the club's staff
+and the bots as members, and says so in its locator (`"audience": "staff"`), which is how the
+moderation bot knows where that club's reports may go. Other rooms' locators carry no audience.
+
 Power levels list staff at their role's level and the bots at the bot level; never the creator
 (room version 12 gives the creator, the provisioner, infinite power and forbids listing it).
 """
@@ -14,6 +18,7 @@ Power levels list staff at their role's level and the bots at the bot level; nev
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from clubs.core.errors import ClubsError
@@ -101,6 +106,7 @@ class _Compiler:
         levels = self._club_levels(club)
         members = self._members(levels)
         staff = [k for role in STAFF_ROLES for k in club.staff.get(role, ())]
+        staff_members = self._members({k: levels[k] for k in staff})
         settings = {"time_zone": club.time_zone, "language": club.language}
 
         def locator(kind: str, key: str, cohort: Cohort | None = None) -> Locator:
@@ -126,7 +132,9 @@ class _Compiler:
         )
         for room in club.rooms:
             room_locator = locator("club_room", room.key)
-            self._room(f"{ref}/{room.key}", room_locator, room, ref, members, settings)
+            self._room(
+                f"{ref}/{room.key}", room_locator, room, ref, members, staff_members, settings
+            )
         for i, cohort in enumerate(club.cohorts):
             cohort_ref = f"cohort:{club.key}/{cohort.key}"
             cohort_members = self._members({k: levels[k] for k in (*cohort.members, *staff)})
@@ -143,7 +151,15 @@ class _Compiler:
             for room in cohort.rooms:
                 room_locator = locator("cohort_room", room.key, cohort)
                 room_ref = f"{cohort_ref}/{room.key}"
-                self._room(room_ref, room_locator, room, cohort_ref, cohort_members, settings)
+                self._room(
+                    room_ref,
+                    room_locator,
+                    room,
+                    cohort_ref,
+                    cohort_members,
+                    staff_members,
+                    settings,
+                )
 
     def _room(
         self,
@@ -152,9 +168,14 @@ class _Compiler:
         room: Room,
         parent: str,
         members: Mapping[str, int],
+        staff_members: Mapping[str, int],
         settings: Mapping[str, str],
     ) -> None:
+        """A club or cohort room: for `members`, or for `staff_members` if it is a staff room."""
         restricted = room.join_rule == "restricted"
+        if room.audience == "staff":
+            locator = replace(locator, audience="staff")
+            members = staff_members
         self._add(
             ref,
             locator,

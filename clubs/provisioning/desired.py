@@ -17,6 +17,8 @@ from clubs.core.namespace import LOCATOR_SCHEMA
 JoinRule = Literal["invite", "restricted"]
 OnboardingMode = Literal["token", "precreate", "existing"]
 LifeState = Literal["active", "archived"]
+Audience = Literal["members", "staff"]
+"""Who a room is for: everyone of its club or cohort, or only the club's staff (and the bots)."""
 
 # (event type, state key) pairs whose drift is a SECURITY finding and is reverted on apply.
 SECURITY_STATE: frozenset[tuple[str, str]] = frozenset(
@@ -55,6 +57,8 @@ class Locator:
     cohort: str | None = None
     state: LifeState = "active"
     schema: int = LOCATOR_SCHEMA
+    audience: str | None = None
+    """"staff" for a staff-only room; None (not written) for everyone's rooms."""
 
     def content(self) -> dict[str, Any]:
         c: dict[str, Any] = {
@@ -64,7 +68,7 @@ class Locator:
             "schema": self.schema,
             "state": self.state,
         }
-        for name in ("country", "club", "cohort"):
+        for name in ("country", "club", "cohort", "audience"):
             value = getattr(self, name)
             if value is not None:
                 c[name] = value

@@ -4,6 +4,10 @@
 file (`file:line:col: path: expected …; got …`), before anything talks to a homeserver. Room
 templates are expanded here: a club's rooms are `club_template.rooms` with the club's own `rooms`
 entries applied by key (changing fields, merging power levels) or added.
+
+A room is for everyone of its club or cohort (`audience: members`, the default) or only for the
+club's staff (`audience: staff`, a moderators room). A staff room is invite-only: that is its
+default join rule, and `restricted` is an error, since it would let every club member join.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import cast
 
 from clubs.core import checks
 from clubs.core.yamlconf import DEFAULT_LIMITS, Limits, Node, Origin, parse_yaml, read_yaml, shown
-from clubs.provisioning.desired import JoinRule, LifeState, OnboardingMode
+from clubs.provisioning.desired import Audience, JoinRule, LifeState, OnboardingMode
 from clubs.provisioning.model import (
     BOT_NAMES,
     DEFAULT_POWER_LEVELS,
@@ -41,8 +45,12 @@ POWER_MAX = 2**53 - 1
 TOPIC_MAX_BYTES = 1024
 PRIVATE_DESCRIPTION_MAX_BYTES = 16 * 1024
 HISTORY: tuple[HistoryVisibility, ...] = ("joined", "invited")
+AUDIENCES: tuple[Audience, ...] = ("members", "staff")
 CLUB_JOIN_RULES = ("invite", "restricted")
 COHORT_JOIN_RULES = ("invite",)
+STAFF_RESTRICTED = (
+    'a staff room must be invite-only: "restricted" would let every member of the club join it'
+)
 _DURATION = re.compile(r"([1-9][0-9]{0,8})(ms|s|m|h|d|w)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
@@ -94,7 +102,15 @@ class _RoomPatch:
     order: str | None = None
     suggested: bool | None = None
     private_description: str | None = None
+    audience: Audience | None = None
+    join_rule_at: Node | None = None
+    audience_at: Node | None = None
+    """Where join_rule and audience were written, to report a staff room that is restricted."""
     origins: Mapping[str, Origin] = field(default_factory=dict)
+
+    @property
+    def restricted_staff_room(self) -> bool:
+        return self.audience == "staff" and self.join_rule == "restricted"
 
     def over(self, base: _RoomPatch) -> _RoomPatch:
         """This entry applied on top of the template room with the same key."""
@@ -404,7 +420,16 @@ class _Loader:
                 item.error(
                     f'missing required key "name" (no room {shown(patch.key)} in {template_name})'
                 )
-            patches[patch.key] = patch.over(base) if base else patch
+            if base is None:
+                patches[patch.key] = patch
+                continue
+            merged = patch.over(base)
+            # One half of the conflict here, the other in the template (both halves in one entry
+            # were reported where they were written).
+            written_here = (patch.join_rule is None) != (patch.audience is None)
+            if merged.restricted_staff_room and written_here:
+                _staff_room_restricted(patch, base, template_name)
+            patches[patch.key] = merged
         default: JoinRule = "restricted" if "restricted" in join_rules else "invite"
         return tuple(self._room(p, default) for p in patches.values())
 
@@ -417,6 +442,7 @@ class _Loader:
                 "name",
                 "topic",
                 "join_rule",
+                "audience",
                 "history_visibility",
                 "power_levels",
                 "order",
@@ -425,7 +451,7 @@ class _Loader:
             ),
         )
         private_text = checks.text(PRIVATE_DESCRIPTION_MAX_BYTES, multiline=True)
-        return _RoomPatch(
+        patch = _RoomPatch(
             key=f["key"].string(checks.slug),
             at=f["key"],
             name=n.string(name_text) if (n := f.get("name")) else None,
@@ -442,20 +468,28 @@ class _Loader:
             private_description=(
                 d.string(private_text) if (d := f.get("private_description")) else None
             ),
+            audience=cast(Audience, a.choice(AUDIENCES)) if (a := f.get("audience")) else None,
+            join_rule_at=f.get("join_rule"),
+            audience_at=f.get("audience"),
             origins=_origins_of(f.values, "name", "topic"),
         )
+        if patch.restricted_staff_room and patch.join_rule_at is not None:
+            patch.join_rule_at.error(STAFF_RESTRICTED)
+        return patch
 
     def _room(self, patch: _RoomPatch, default_join_rule: JoinRule) -> Room:
+        staff = patch.audience == "staff"
         return Room(
             key=patch.key,
             name=patch.name or "",
             topic=patch.topic,
-            join_rule=patch.join_rule or default_join_rule,
+            join_rule=patch.join_rule or ("invite" if staff else default_join_rule),
             history_visibility=patch.history_visibility or self.defaults.history_visibility,
             power_levels=patch.power_levels,
             order=patch.order,
             suggested=bool(patch.suggested),
             private_description=patch.private_description,
+            audience=patch.audience or "members",
             origins=patch.origins,
         )
 
@@ -476,6 +510,18 @@ class _Loader:
             else:
                 keys.append(key)
         return tuple(keys)
+
+
+def _staff_room_restricted(patch: _RoomPatch, base: _RoomPatch, template_name: str) -> None:
+    """Report a club's entry that makes its template room a restricted staff room."""
+    if patch.join_rule_at is not None:
+        patch.join_rule_at.error(STAFF_RESTRICTED)
+    elif patch.audience_at is not None and base.join_rule_at is not None:
+        line = base.join_rule_at.origin.line
+        patch.audience_at.error(
+            f"{STAFF_RESTRICTED} (join_rule: restricted in {template_name}, line {line}); "
+            "set join_rule: invite here"
+        )
 
 
 def _unique(at: Node, key: str, seen: dict[str, int], what: str) -> bool:

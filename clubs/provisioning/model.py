@@ -12,7 +12,7 @@ from typing import Literal
 
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
 from clubs.core.yamlconf import Origin
-from clubs.provisioning.desired import JoinRule, LifeState, OnboardingMode
+from clubs.provisioning.desired import Audience, JoinRule, LifeState, OnboardingMode
 
 HistoryVisibility = Literal["joined", "invited"]
 
@@ -128,6 +128,8 @@ class Room:
     order: str | None = None
     suggested: bool = False
     private_description: str | None = None
+    audience: Audience = "members"
+    """"staff": only the club's staff and the bots are in it (a club's moderators room)."""
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
 
 

@@ -7,7 +7,8 @@ Rules (reference/provisioning.md §D.1, §D.3):
   power levels, `m.space.parent`, the locator), never with invites.
 - Existing state is compared on the keys the network declares only, after filling the spec's
   defaults, so keys the server adds (`m.topic`, `historical`) never cause drift. Drift in join
-  rules, guest access, history visibility, encryption or power thresholds is flagged SECURITY.
+  rules, guest access, history visibility, encryption or power thresholds is flagged SECURITY, and
+  so is a locator's `audience` (a room wrongly marked "staff" would get a club's reports).
 - Members: invite who is missing; never re-invite someone who left on their own (unless
   `reinvite`); kick whoever is in a managed room without being declared.
 - A room whose club or cohort is archived is archived (invite-only, read-only, unlinked, locator
@@ -279,6 +280,8 @@ def _normalise(event_type: str, content: Mapping[str, Any] | None) -> Mapping[st
         return {**PL_DEFAULTS, **content}
     if event_type == SPACE_CHILD and content.get("via") and "suggested" not in content:
         return {**content, "suggested": False}
+    if event_type == LOCATOR and "audience" not in content:
+        return {**content, "audience": "members"}  # compared even when not declared
     return content
 
 
@@ -328,6 +331,8 @@ def merged_power_levels(
 def _is_security(event_type: str, state_key: str, keys: Iterable[str]) -> bool:
     if (event_type, state_key) in SECURITY_STATE:
         return True
+    if event_type == LOCATOR:
+        return "audience" in keys
     return event_type == PL and any(k in POWER_THRESHOLDS for k in keys)
 
 

@@ -127,6 +127,17 @@ class RedactReport:
         return sum(len(v) for v in self.redacted.values())
 
 
+def _already_redacted(event: Mapping[str, Any]) -> bool:
+    """Redacted by a redaction event. An event that a ban with MSC4293's `redact_events` only
+    makes Synapse serve redacted (`redacted_because` is then the ban) still gets a real
+    redaction: clients that cached it, and know nothing of the MSC, learn of it only so."""
+    unsigned = event.get("unsigned")
+    if not isinstance(unsigned, Mapping) or "redacted_because" not in unsigned:
+        return False
+    because = unsigned["redacted_because"]
+    return not (isinstance(because, Mapping) and because.get("type") == "m.room.member")
+
+
 @dataclass(frozen=True)
 class _Failure:
     code: str
@@ -612,8 +623,7 @@ class Moderator:
                     continue
                 if "state_key" in event or event.get("type") == "m.room.redaction":
                     continue
-                unsigned = event.get("unsigned")
-                if isinstance(unsigned, dict) and "redacted_because" in unsigned:
+                if _already_redacted(event):
                     continue
                 event_id = event.get("event_id")
                 if isinstance(event_id, str):

@@ -280,8 +280,15 @@ class ModerationBot(Bot):
                     self.policy_room, "user", user, reason or "purge", actor=ctx.sender
                 )
         await self._fanout_done(ctx, "purge", user, report, None, reason)
+        # The bot's own redactions (not Synapse's admin task): the events are found one by
+        # one, so the reply can say how many.
         redacted = await self.mod.redact_recent(
-            user, rooms, PURGE_REDACT_LIMIT, reason=reason or None, actor=ctx.sender
+            user,
+            rooms,
+            PURGE_REDACT_LIMIT,
+            reason=reason or None,
+            use_admin=False,
+            actor=ctx.sender,
         )
         await ctx.reply("moderation/redacted", part="redacted", target=user, count=redacted.count)
 
@@ -392,7 +399,8 @@ class ModerationBot(Bot):
     )
     async def redact(self, ctx: CommandContext, user: UserId, count: int) -> None:
         report = await self.mod.redact_recent(user, [ctx.room_id], count, actor=ctx.sender)
-        await ctx.reply("moderation/redacted", target=user, count=report.count)
+        done = report.count if report.redact_id is None else None  # admin task: not counted
+        await ctx.reply("moderation/redacted", target=user, count=done)
         await self.audit(
             ctx.sender, "redact", user, ctx.room_id, None, "command", job=ctx.job("redact")
         )

@@ -153,6 +153,94 @@ def test_locators_and_club_settings(net: DesiredNetwork) -> None:
     assert (CLUB_SETTINGS, "") not in net.room("network").state
 
 
+def test_a_staff_room_has_the_clubs_staff_and_the_bots_and_no_member(
+    net: DesiredNetwork,
+) -> None:
+    room = net.room("club:almaty/moderators")
+    assert (room.join_rule, room.join_allow_refs) == ("invite", ())
+    people = {m for m in room.members if m not in BOTS}
+    assert people == {f"@{k}:{SERVER}" for k in ("anna", "boris", "vera")}  # admin, fac., mod.
+    assert f"@gleb:{SERVER}" in net.room("club:almaty/general").members
+    assert f"@gleb:{SERVER}" not in room.members  # a member of the club
+    assert set(room.members) >= BOTS
+    users = room.power_levels["users"]
+    assert users == {
+        f"@anna:{SERVER}": 100,
+        f"@boris:{SERVER}": 50,
+        f"@vera:{SERVER}": 50,
+        f"@bot-moderation:{SERVER}": 100,
+        f"@bot-facilitation:{SERVER}": 50,
+        f"@bot-scheduling:{SERVER}": 50,
+        f"@bot-checkins:{SERVER}": 50,
+    }
+    assert {k: v for k, v in room.power_levels.items() if k != "users"} == {
+        k: v for k, v in net.room("club:almaty/support").power_levels.items() if k != "users"
+    }
+
+
+def test_only_a_staff_rooms_locator_names_its_audience(net: DesiredNetwork) -> None:
+    assert net.room("club:almaty/moderators").locator.content() == {
+        "network": "commclubs",
+        "kind": "club_room",
+        "key": "moderators",
+        "schema": 1,
+        "state": "active",
+        "country": "kz",
+        "club": "almaty",
+        "audience": "staff",
+    }
+    assert net.room("club:almaty/general").locator.content() == {
+        "network": "commclubs",
+        "kind": "club_room",
+        "key": "general",
+        "schema": 1,
+        "state": "active",
+        "country": "kz",
+        "club": "almaty",
+    }
+    staff_rooms = {r.ref for r in net.rooms if "audience" in r.locator.content()}
+    assert staff_rooms == {
+        f"club:{club}/moderators" for club in ("almaty", "astana", "tbilisi", "berlin", "warsaw")
+    }
+
+
+def test_a_cohort_staff_room_has_the_clubs_staff_not_the_cohorts_members() -> None:
+    model = parse_network(
+        """\
+version: 1
+network: n
+name: N
+bots: {moderation: mod}
+people:
+  - {key: anna, mxid: "@anna"}
+  - {key: boris, mxid: "@boris"}
+  - {key: vera, mxid: "@vera"}
+cohort_template:
+  rooms:
+    - {key: chat, name: "Группа"}
+    - {key: leads, name: "Ведущие", audience: staff}
+countries:
+  - key: kz
+    name: K
+    clubs:
+      - key: almaty
+        name: A
+        staff: {moderator: [anna]}
+        members: [boris, vera]
+        cohorts: [{key: spring, name: S, members: [vera]}]
+"""
+    )
+    net = compile_network(model, SERVER)
+    leads = net.room("cohort:almaty/spring/leads")
+    assert dict(leads.members) == {f"@anna:{SERVER}": 50, f"@mod:{SERVER}": 100}
+    assert leads.locator.content()["audience"] == "staff"
+    assert set(net.room("cohort:almaty/spring/chat").members) == {
+        f"@anna:{SERVER}",
+        f"@vera:{SERVER}",
+        f"@mod:{SERVER}",
+    }
+
+
 def test_people_and_bots(net: DesiredNetwork) -> None:
     anna = next(p for p in net.people if p.key == "anna")
     assert anna.mxid == f"@anna:{SERVER}"

@@ -178,6 +178,84 @@ def test_a_person_id_may_not_be_a_bots() -> None:
     assert errors(text) == ['n.yaml:7:24: people[1].mxid: "@mod" is the account of a bot']
 
 
+# --- staff rooms (audience: staff) --------------------------------------------------------------
+
+STAFF = SMALL.replace(
+    '    - {key: support, name: "Поддержка", join_rule: invite}\n',
+    '    - {key: support, name: "Поддержка", join_rule: invite}\n'
+    '    - {key: mods, name: "Модераторы", audience: staff}\n',
+).replace(
+    '    - {key: chat, name: "Группа"}\n',
+    '    - {key: chat, name: "Группа"}\n    - {key: leads, name: "Ведущие", audience: staff}\n',
+)
+
+
+def test_a_staff_room_is_invite_only_unless_told_and_other_rooms_are_for_members() -> None:
+    club = load(STAFF).countries[0].clubs[0]
+    rooms = {r.key: r for r in club.rooms}
+    assert (rooms["mods"].audience, rooms["mods"].join_rule) == ("staff", "invite")
+    assert (rooms["general"].audience, rooms["general"].join_rule) == ("members", "restricted")
+    cohort_rooms = {r.key: r.audience for r in club.cohorts[0].rooms}
+    assert cohort_rooms == {"chat": "members", "leads": "staff"}
+
+
+def test_a_clubs_entry_changes_a_template_rooms_audience_by_key() -> None:
+    text = STAFF.replace(
+        '          - {key: walks, name: "Прогулки"}\n',
+        '          - {key: walks, name: "Прогулки"}\n'
+        "          - {key: support, audience: staff}\n"
+        '          - {key: mods, topic: "Для ведущих"}\n',
+    )
+    rooms = {r.key: r for r in load(text).countries[0].clubs[0].rooms}
+    support = rooms["support"]
+    assert (support.name, support.audience, support.join_rule) == ("Поддержка", "staff", "invite")
+    mods = rooms["mods"]
+    assert (mods.topic, mods.audience, mods.join_rule) == ("Для ведущих", "staff", "invite")
+
+
+def test_a_template_staff_room_made_restricted_by_a_club_is_reported_at_the_club() -> None:
+    text = STAFF.replace(
+        '          - {key: walks, name: "Прогулки"}\n',
+        '          - {key: walks, name: "Прогулки"}\n'
+        "          - {key: mods, join_rule: restricted}\n",
+    )
+    assert errors(text) == [
+        "n.yaml:29:36: countries[0].clubs[0].rooms[2].join_rule: a staff room must be "
+        'invite-only: "restricted" would let every member of the club join it'
+    ]
+
+
+def test_a_restricted_template_room_made_staff_only_by_a_club_is_reported_at_the_club() -> None:
+    text = STAFF.replace(
+        '{key: general, name: "Общий", order: "010", suggested: true}',
+        '{key: general, name: "Общий", join_rule: restricted}',
+    ).replace(
+        '          - {key: walks, name: "Прогулки"}\n',
+        '          - {key: walks, name: "Прогулки"}\n          - {key: general, audience: staff}\n',
+    )
+    assert errors(text) == [
+        "n.yaml:29:38: countries[0].clubs[0].rooms[2].audience: a staff room must be "
+        'invite-only: "restricted" would let every member of the club join it '
+        "(join_rule: restricted in club_template, line 10); set join_rule: invite here"
+    ]
+
+
+def test_a_restricted_staff_room_in_the_template_is_reported_once_at_the_template() -> None:
+    text = STAFF.replace("audience: staff}", "audience: staff, join_rule: restricted}", 1)
+    assert errors(text) == [
+        "n.yaml:13:67: club_template.rooms[3].join_rule: a staff room must be "
+        'invite-only: "restricted" would let every member of the club join it'
+    ]
+
+
+def test_an_unknown_audience_is_reported_at_its_place() -> None:
+    text = STAFF.replace("audience: staff}", "audience: everyone}", 1)
+    assert errors(text) == [
+        "n.yaml:13:49: club_template.rooms[3].audience: expected one of members, staff; "
+        'got "everyone"'
+    ]
+
+
 # --- fuzz: nothing but ConfigError ever comes out of the loader ----------------------------------
 
 KEYS = [

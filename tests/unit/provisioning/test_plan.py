@@ -195,6 +195,24 @@ def test_power_threshold_drift_is_security_and_merges_unmanaged_keys() -> None:
     assert pruned is None  # declared users {} match
 
 
+def test_a_rooms_audience_in_its_locator_is_security_drift_both_ways() -> None:
+    n = net(n_clubs=1, rooms_per_club=2)
+    general = n.room("club:c0/r0").locator.content()
+    marked = applied(n, edit={("club:c0/r0", (LOCATOR, "")): {**general, "audience": "staff"}})
+    (unmark,) = plan(n, marked).actions
+    assert (unmark.ref, unmark.event_type, unmark.security) == ("club:c0/r0", LOCATOR, True)
+    assert unmark.content == general  # the whole locator, without audience
+    assert unmark.detail == f'{LOCATOR}: audience: "staff" → "members"'
+
+    mods = n.room("club:c0/r1")
+    staff = replace(mods, locator=replace(mods.locator, audience="staff"))
+    n_staff = replace(n, rooms=tuple(staff if r.ref == mods.ref else r for r in n.rooms))
+    (mark,) = plan(n_staff, applied(n)).actions
+    assert (mark.ref, mark.event_type, mark.security) == ("club:c0/r1", LOCATOR, True)
+    assert mark.content["audience"] == "staff"
+    assert plan(n_staff, applied(n_staff)).empty
+
+
 def test_spec_defaults_are_not_drift() -> None:
     assert differing_keys("m.room.guest_access", {"guest_access": "forbidden"}, {}) == []
     assert differing_keys("m.room.power_levels", {"invite": 0, "ban": 50}, {}) == []
