@@ -30,6 +30,8 @@ from clubs.bots.moderation.actions import BanReport, Moderator
 from clubs.bots.moderation.detect import (
     SlidingWindow,
     Thresholds,
+    club_thresholds,
+    club_words,
     find_personal_data,
     has_link,
     mention_count,
@@ -44,6 +46,7 @@ from clubs.bots.moderation.policy import (
 from clubs.bots.moderation.power import MODERATOR_LEVEL
 from clubs.bots.moderation.reports import Report, ReportPoller
 from clubs.bots.moderation.store import AuditEntry, ModerationStore, Source
+from clubs.bots.rooms import RoomInfo
 from clubs.core.db import Database
 from clubs.core.http import MatrixHttp, RoomId, UserId, path
 from clubs.core.txn import txn_id
@@ -94,8 +97,8 @@ class ModerationBot(Bot):
         self.words = tuple(words)
         self.clock = clock
         self.reports: ReportPoller | None = None
-        self.flood = SlidingWindow(thresholds.flood_messages, thresholds.flood_window_s)
-        self.joins = SlidingWindow(thresholds.join_wave_joins, thresholds.join_wave_window_s)
+        self._windows: dict[tuple[str, int, float], SlidingWindow] = {}
+        """Flood and join-wave counters, one per (kind, limit, window): clubs may differ."""
         self.watcher = PolicyWatcher(())
         self.policy_room: RoomId | None = None
         self.seen = _Seen()
@@ -471,7 +474,7 @@ class ModerationBot(Bot):
         async def one(user: UserId) -> bool:
             async with gate:
                 if action == "mute":
-                    until = self.clock() + self.t.mute_s
+                    until = self.clock() + self.thresholds(ctx.room).mute_s
                     muted = await self.mod.mute(
                         ctx.room_id, user, until, reason=why, actor=ctx.sender
                     )
@@ -547,11 +550,13 @@ class ModerationBot(Bot):
             self._counted[ev.event_id] = None
             if len(self._counted) > 10_000:
                 self._counted.pop(next(iter(self._counted)))
-        recent = self._recent(ev.origin_server_ts, self.t.flood_window_s)
+        t = self.thresholds(ctx.room)
+        recent = self._recent(ev.origin_server_ts, t.flood_window_s)
+        flood = self._window("flood", t.flood_messages, t.flood_window_s)
         if (
             first_sight
             and recent
-            and self.flood.add(f"{ev.room_id}|{ev.sender}", ev.origin_server_ts / 1000)
+            and flood.add(f"{ev.room_id}|{ev.sender}", ev.origin_server_ts / 1000)
         ):
             await self._auto_mute(ctx, "flood")
             return
@@ -571,15 +576,17 @@ class ModerationBot(Bot):
         await self._enforce(self.watcher.note_users([target]))
         # Joins from before the window (seen when the bot itself joins, or after a restart)
         # are history, not a wave.
-        recent = self._recent(ev.origin_server_ts, self.t.join_wave_window_s)
-        wave = first_join and recent and self.joins.add(ev.room_id, ev.origin_server_ts / 1000)
+        t = self.thresholds(ctx.room)
+        recent = self._recent(ev.origin_server_ts, t.join_wave_window_s)
+        joins = self._window("joins", t.join_wave_joins, t.join_wave_window_s)
+        wave = first_join and recent and joins.add(ev.room_id, ev.origin_server_ts / 1000)
         if wave and await self.mod.lock(ev.room_id, reason="join wave", source="protection"):
             await self.alert(
                 "moderation/join_wave",
                 job=(ev.event_id, "wave"),
                 room=ev.room_id,
-                joins=self.t.join_wave_joins,
-                seconds=round(self.t.join_wave_window_s),
+                joins=t.join_wave_joins,
+                seconds=round(t.join_wave_window_s),
             )
             await self.audit(
                 self.mod.user_id,
@@ -596,7 +603,9 @@ class ModerationBot(Bot):
         if msg is None:
             return
         body = msg.body or ""
-        new = self._is_new(ctx.room_id, ctx.sender)
+        t = self.thresholds(ctx.room)
+        new = self._is_new(ctx.room_id, ctx.sender, t)
+        words = self.words + club_words(ctx.room.settings.get("moderation"))
         reason: str | None = None
         if (
             mention_count(
@@ -605,7 +614,7 @@ class ModerationBot(Bot):
                 else None,
                 body,
             )
-            > self.t.max_mentions
+            > t.max_mentions
         ):
             reason = "mentions"
         elif new and has_link(body):
@@ -614,14 +623,14 @@ class ModerationBot(Bot):
             new and msg.msgtype in MEDIA_TYPES and (ctx.room_id, ctx.sender) not in self.seen.spoke
         ):
             reason = "media"
-        elif self.words and words_matching(body, self.words):
+        elif words and words_matching(body, words):
             reason = "words"
         if reason is not None:
             await self._remove(ctx, reason, dm_key="moderation/removed")
             return
-        kinds = find_personal_data(body) if self.t.personal_data != "off" else []
+        kinds = find_personal_data(body) if t.personal_data != "off" else []
         if kinds:
-            if self.t.personal_data == "redact":
+            if t.personal_data == "redact":
                 await self._remove(
                     ctx, "personal_data", dm_key="moderation/personal_data", kinds=kinds
                 )
@@ -640,9 +649,20 @@ class ModerationBot(Bot):
         the bot joined or restarted never trip a rate protection)."""
         return self.clock() - origin_server_ts / 1000 <= window_s
 
-    def _is_new(self, room_id: str, user: str) -> bool:
+    def _is_new(self, room_id: str, user: str, t: Thresholds) -> bool:
         joined = self.seen.joined_at.get((room_id, user))
-        return joined is not None and self.clock() - joined < self.t.new_member_hours * 3600
+        return joined is not None and self.clock() - joined < t.new_member_hours * 3600
+
+    def thresholds(self, room: RoomInfo) -> Thresholds:
+        """The protections' settings in `room`: the bot's defaults, with its club's choices."""
+        return club_thresholds(self.t, room.settings.get("moderation"))
+
+    def _window(self, kind: str, limit: int, window_s: float) -> SlidingWindow:
+        key = (kind, limit, window_s)
+        found = self._windows.get(key)
+        if found is None:
+            found = self._windows[key] = SlidingWindow(limit, window_s)
+        return found
 
     async def _remove(self, ctx: EventContext, reason: str, *, dm_key: str, **values: Any) -> None:
         """Redact one event, tell its sender privately why, record it."""
@@ -672,7 +692,7 @@ class ModerationBot(Bot):
         )
 
     async def _auto_mute(self, ctx: EventContext, reason: str) -> None:
-        until = self.clock() + self.t.mute_s
+        until = self.clock() + self.thresholds(ctx.room).mute_s
         result = await self.mod.mute(
             ctx.room_id, ctx.sender, until, reason=reason, source="protection"
         )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict, deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import phonenumbers
 
@@ -163,3 +163,48 @@ class Thresholds:
     join_wave_window_s: float = 60.0
     new_member_hours: float = 24.0
     personal_data: Literal["redact", "flag", "off"] = "redact"
+
+
+_NUMBERS: dict[str, tuple[float, float]] = {
+    # Club settings key → allowed range. The keys are the `Thresholds` fields.
+    "flood_messages": (2, 1000),
+    "flood_window_s": (1, 3600),
+    "mute_s": (60, 7 * 86400),
+    "max_mentions": (1, 100),
+    "join_wave_joins": (2, 1000),
+    "join_wave_window_s": (1, 3600),
+    "new_member_hours": (0, 720),
+}
+_INTS = frozenset({"flood_messages", "max_mentions", "join_wave_joins"})
+MAX_WORDS = 500
+MAX_WORD_CHARS = 100
+
+
+def club_thresholds(base: Thresholds, settings: Mapping[str, Any] | None) -> Thresholds:
+    """`base` with a club's own choices (the `moderation` object of its club settings, written
+    by provisioning). Room state can be written by anyone with the power to: a value of the
+    wrong type or out of range is ignored, never trusted."""
+    if not isinstance(settings, Mapping):
+        return base
+    changes: dict[str, Any] = {}
+    for key, (low, high) in _NUMBERS.items():
+        value = settings.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if key in _INTS and not isinstance(value, int):
+            continue
+        if low <= value <= high:
+            changes[key] = value
+    if settings.get("personal_data") in ("redact", "flag", "off"):
+        changes["personal_data"] = settings["personal_data"]
+    return replace(base, **changes) if changes else base
+
+
+def club_words(settings: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """A club's own word list from its settings (strings only, bounded)."""
+    words = settings.get("words") if isinstance(settings, Mapping) else None
+    if not isinstance(words, list):
+        return ()
+    return tuple(
+        w for w in words[:MAX_WORDS] if isinstance(w, str) and 0 < len(w.strip()) <= MAX_WORD_CHARS
+    )

@@ -63,9 +63,11 @@ async def managed_room(
     club: str = "c1",
     encrypted: bool = True,
     audience: str | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> str:
     """A room as the provisioner creates it: locator and settings in initial_state
-    (`audience="staff"`: the club's staff-only moderators room)."""
+    (`audience="staff"`: the club's staff-only moderators room; `settings`: more club settings,
+    e.g. `{"moderation": {...}}`)."""
     locator: dict[str, Any] = {
         "network": network,
         "kind": "club_room",
@@ -81,7 +83,7 @@ async def managed_room(
         {
             "type": CLUB_SETTINGS,
             "state_key": "",
-            "content": {"language": language, "time_zone": "Europe/Berlin"},
+            "content": {"language": language, "time_zone": "Europe/Berlin", **(settings or {})},
         },
         {
             "type": "m.room.history_visibility",

@@ -467,6 +467,53 @@ async def test_since_kicks_everyone_who_joined_recently_and_no_one_else(
         assert await membership(club.member, room, club.moderator.user_id) == "join"
 
 
+async def test_a_club_that_only_flags_personal_data_keeps_the_message_and_tells_staff(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """Protections are per club: this club's settings (room state written by provisioning)
+    say `personal_data: flag` and a lower flood threshold; the bot's defaults say redact."""
+    club = await make_club(synapse, tmp_path, n_rooms=0)
+    room = await managed_room(
+        synapse,
+        club.network,
+        invite=[club.bot.user_id, club.moderator.user_id, club.member.user_id],
+        powers={club.bot.user_id: 100, club.moderator.user_id: 50},
+        club="club0",
+        settings={"moderation": {"personal_data": "flag", "flood_messages": 3}},
+    )
+    for who in (club.moderator, club.member):
+        await who.http.post(path(*CS, "join", room), {})
+    club.rooms.append(room)
+    async with (
+        running(synapse, tmp_path, club) as host,
+        mautrix_peer(club.member, synapse.url) as peer,
+        mautrix_peer(club.moderator, synapse.url) as mod_peer,
+    ):
+        policy = await join_management_room(host, club.moderator)
+        await peer.send_text(RoomID(room), "мой номер +7 916 123-45-67")
+
+        async def flagged() -> list[Any]:
+            return [
+                r
+                for r in mod_peer.received
+                if r.room_id == policy and r.sender == club.bot.user_id and "phone" in r.body
+            ]
+
+        await eventually(flagged, within=20)
+        msgs = await club.member.http.get(
+            path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "50"}
+        )
+        assert not [e for e in msgs["chunk"] if e["type"] == "m.room.redaction"]
+        # The club's flood threshold (3; the bot's is 5 here) applies too.
+        for i in range(3):
+            await peer.send_text(RoomID(room), f"m{i}")
+
+        async def muted() -> bool:
+            return await member_level(club.member, room, club.member.user_id) < 0
+
+        await eventually(muted, within=10)
+
+
 async def test_member_without_power_cannot_ban(synapse: SynapseHarness, tmp_path: Path) -> None:
     club = await make_club(synapse, tmp_path, n_rooms=1)
     room = club.rooms[0]

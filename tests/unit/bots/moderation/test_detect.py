@@ -8,6 +8,9 @@ from hypothesis import strategies as st
 
 from clubs.bots.moderation.detect import (
     SlidingWindow,
+    Thresholds,
+    club_thresholds,
+    club_words,
     find_personal_data,
     has_link,
     mention_count,
@@ -94,3 +97,35 @@ def test_links_and_words() -> None:
     assert not has_link("просто текст")
     assert words_matching("Купите КРИПТУ сейчас", ["крипт", "казино"]) == ["крипт"]
     assert words_matching("рекриптовать", ["крипт"]) == []
+
+
+def test_a_club_overrides_the_thresholds_it_sets_and_nothing_else() -> None:
+    base = Thresholds()
+    assert club_thresholds(base, None) is base
+    assert club_thresholds(base, {}) is base
+    t = club_thresholds(base, {"personal_data": "flag", "flood_messages": 12, "mute_s": 900})
+    assert (t.personal_data, t.flood_messages, t.mute_s) == ("flag", 12, 900)
+    assert (t.flood_window_s, t.max_mentions) == (base.flood_window_s, base.max_mentions)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"flood_messages": True},  # a bool is not a number here
+        {"flood_messages": 1.5},  # counts are whole numbers
+        {"flood_messages": 1},  # below the range
+        {"mute_s": 10**9},  # above it
+        {"flood_window_s": "10"},
+        {"personal_data": "maybe"},
+        {"max_mentions": None},
+    ],
+)
+def test_club_settings_of_the_wrong_type_or_range_are_ignored(hostile: dict[str, object]) -> None:
+    assert club_thresholds(Thresholds(), hostile) == Thresholds()
+
+
+def test_club_words_are_strings_only_and_bounded() -> None:
+    assert club_words(None) == ()
+    assert club_words({"words": "spam"}) == ()
+    assert club_words({"words": ["spam", 7, "", " ", "x" * 101, "флуд"]}) == ("spam", "флуд")
+    assert len(club_words({"words": [f"w{i}" for i in range(2000)]})) == 500
