@@ -18,7 +18,12 @@ room (a club's moderators room: only the club's staff and the bots are in it, so
 bot may post that club's reports there). Rooms for everyone carry no `audience`."""
 
 CLUB_SETTINGS = f"{NS}.club"
-"""State event (state_key "") with club settings bots need: time zone, language, check-ins."""
+"""State event (state_key "") with club settings bots need: time zone, language, check-ins.
+
+Content: `time_zone`, `language`, and `moderation` when the network file sets any of the moderation
+bot's settings for the club: an object of flat keys, only those set (`personal_data`,
+`flood_messages`, `flood_window_s`, `mute_s`, `max_mentions`, `join_wave_joins`,
+`join_wave_window_s`, `new_member_hours`, `words`). Readable by every member, like all state."""
 
 LOCATOR_SCHEMA = 1
 

@@ -249,6 +249,9 @@ class Node:
         value = self._text()
         if value is None or value not in options:
             got = describe(self.raw) if value is None else shown(value)
+            written = str(self.raw.value)
+            if value is None and _is_plain_scalar(self.raw) and written in options:
+                got += f"; quote it: {shown(written)}"  # an option like off or 12, unquoted
             self.error(f"expected one of {', '.join(options)}; got {got}")
             return options[0]
         return value

@@ -11,6 +11,10 @@ A staff room (`audience: staff`, a club's or cohort's moderators room) has only 
 and the bots as members, and says so in its locator (`"audience": "staff"`), which is how the
 moderation bot knows where that club's reports may go. Other rooms' locators carry no audience.
 
+A club's moderation settings (network defaults with the club's own over them) go into its club
+settings as a `moderation` object of flat keys, only those the YAML set; with none set, the club
+settings are only the time zone and the language.
+
 Power levels list staff at their role's level and the bots at the bot level; never the creator
 (room version 12 gives the creator, the provisioner, infinite power and forbids listing it).
 """
@@ -31,7 +35,16 @@ from clubs.provisioning.desired import (
     JoinRule,
     Locator,
 )
-from clubs.provisioning.model import STAFF_ROLES, Club, Cohort, Country, Network, PowerLevels, Room
+from clubs.provisioning.model import (
+    STAFF_ROLES,
+    Club,
+    Cohort,
+    Country,
+    Moderation,
+    Network,
+    PowerLevels,
+    Room,
+)
 
 SPACE_EVENTS_DEFAULT = 100
 
@@ -49,6 +62,23 @@ def compile_network(network: Network, server_name: str) -> DesiredNetwork:
     if not is_server_name(server_name):
         raise ClubsError(f"not a server name: {server_name!r}")
     return _Compiler(network, server_name).run()
+
+
+def moderation_content(moderation: Moderation) -> dict[str, Any]:
+    """The `moderation` object of the club settings: the keys the YAML set, in the bot's units."""
+    m = moderation
+    values: dict[str, Any] = {
+        "personal_data": m.personal_data,
+        "flood_messages": m.flood_messages,
+        "flood_window_s": m.flood_seconds,
+        "mute_s": m.mute_minutes * 60 if m.mute_minutes is not None else None,
+        "max_mentions": m.max_mentions,
+        "join_wave_joins": m.join_wave_joins,
+        "join_wave_window_s": m.join_wave_seconds,
+        "new_member_hours": m.new_member_hours,
+        "words": list(m.words) or None,
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 BOT_ROLES = {"moderation": "admin"}
@@ -107,7 +137,9 @@ class _Compiler:
         members = self._members(levels)
         staff = [k for role in STAFF_ROLES for k in club.staff.get(role, ())]
         staff_members = self._members({k: levels[k] for k in staff})
-        settings = {"time_zone": club.time_zone, "language": club.language}
+        settings: dict[str, Any] = {"time_zone": club.time_zone, "language": club.language}
+        if moderation := moderation_content(club.moderation):
+            settings["moderation"] = moderation
 
         def locator(kind: str, key: str, cohort: Cohort | None = None) -> Locator:
             return Locator(
@@ -169,7 +201,7 @@ class _Compiler:
         parent: str,
         members: Mapping[str, int],
         staff_members: Mapping[str, int],
-        settings: Mapping[str, str],
+        settings: Mapping[str, Any],
     ) -> None:
         """A club or cohort room: for `members`, or for `staff_members` if it is a staff room."""
         restricted = room.join_rule == "restricted"
@@ -211,7 +243,7 @@ class _Compiler:
         order: str | None = None,
         suggested: bool = False,
         private_description: str | None = None,
-        settings: Mapping[str, str] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         d = self.net.defaults
         if history_visibility is None:

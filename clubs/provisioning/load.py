@@ -8,6 +8,9 @@ entries applied by key (changing fields, merging power levels) or added.
 A room is for everyone of its club or cohort (`audience: members`, the default) or only for the
 club's staff (`audience: staff`, a moderators room). A staff room is invite-only: that is its
 default join rule, and `restricted` is an error, since it would let every club member join.
+
+A club's moderation settings are the network's `defaults.moderation` with the club's own
+`moderation` over them, key by key (`flood` and `join_wave` too); the word lists are joined.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from clubs.provisioning.model import (
     Defaults,
     Encryption,
     HistoryVisibility,
+    Moderation,
     Network,
     Person,
+    PersonalData,
     PowerLevels,
     Room,
 )
@@ -51,11 +56,29 @@ COHORT_JOIN_RULES = ("invite",)
 STAFF_RESTRICTED = (
     'a staff room must be invite-only: "restricted" would let every member of the club join it'
 )
+PERSONAL_DATA: tuple[PersonalData, ...] = ("redact", "flag", "off")
+MODERATION_KEYS = (
+    "personal_data",
+    "flood",
+    "mute_minutes",
+    "max_mentions",
+    "join_wave",
+    "new_member_hours",
+    "words",
+)
+WINDOW_COUNT = (2, 1000)
+WINDOW_SECONDS = (1, 3600)
+MUTE_MINUTES = (1, 7 * 24 * 60)
+MAX_MENTIONS = (1, 100)
+NEW_MEMBER_HOURS = (0, 720)
+WORDS_MAX = 500
+WORD_MAX_CHARS = 100
 _DURATION = re.compile(r"([1-9][0-9]{0,8})(ms|s|m|h|d|w)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 name_text = checks.text()
 topic_text = checks.text(TOPIC_MAX_BYTES, multiline=True)
+_word_text = checks.text(4 * WORD_MAX_CHARS)  # 4 bytes a character at most: chars are the limit
 
 
 def load_network(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Network:
@@ -86,6 +109,12 @@ def _duration(value: str) -> str | None:
     if duration_ms(value) is None:
         return f"expected a duration like 180d, 12h, 30m or 2w; got {shown(value)}"
     return None
+
+
+def _word(value: str) -> str | None:
+    if len(value) > WORD_MAX_CHARS:
+        return f"expected at most {WORD_MAX_CHARS} characters; got {len(value)} characters"
+    return _word_text(value)
 
 
 @dataclass(frozen=True)
@@ -200,6 +229,7 @@ class _Loader:
                 "language",
                 "time_zone",
                 "federate",
+                "moderation",
             )
         )
         encryption = d.encryption
@@ -238,7 +268,55 @@ class _Loader:
             language=lang.choice(("ru", "en")) if (lang := f.get("language")) else d.language,
             time_zone=tz.string(checks.time_zone) if (tz := f.get("time_zone")) else d.time_zone,
             federate=fed.boolean() if (fed := f.get("federate")) else d.federate,
+            moderation=(
+                self._moderation(m, d.moderation) if (m := f.get("moderation")) else d.moderation
+            ),
         )
+
+    def _moderation(self, node: Node, base: Moderation) -> Moderation:
+        """A `moderation` mapping over `base` (the network's defaults, for a club)."""
+        f = node.mapping(optional=MODERATION_KEYS)
+
+        def number(n: Node | None, bounds: tuple[int, int]) -> int | None:
+            return n.integer(low=bounds[0], high=bounds[1]) if n is not None else None
+
+        def window(n: Node | None, count_key: str) -> tuple[int | None, int | None]:
+            if n is None:
+                return None, None
+            w = n.mapping(optional=(count_key, "seconds"))
+            return number(w.get(count_key), WINDOW_COUNT), number(w.get("seconds"), WINDOW_SECONDS)
+
+        words: tuple[str, ...] = ()
+        items: list[Node] = []
+        if w := f.get("words"):
+            items = w.sequence()
+            if len(items) > WORDS_MAX:
+                w.error(f"expected at most {WORDS_MAX} words; got {len(items)} words")
+            words = tuple(dict.fromkeys(word for item in items if (word := item.string(_word))))
+        flood_messages, flood_seconds = window(f.get("flood"), "messages")
+        join_wave_joins, join_wave_seconds = window(f.get("join_wave"), "joins")
+        own = Moderation(
+            personal_data=(
+                cast(PersonalData, p.choice(PERSONAL_DATA))
+                if (p := f.get("personal_data"))
+                else None
+            ),
+            flood_messages=flood_messages,
+            flood_seconds=flood_seconds,
+            mute_minutes=number(f.get("mute_minutes"), MUTE_MINUTES),
+            max_mentions=number(f.get("max_mentions"), MAX_MENTIONS),
+            join_wave_joins=join_wave_joins,
+            join_wave_seconds=join_wave_seconds,
+            new_member_hours=number(f.get("new_member_hours"), NEW_MEMBER_HOURS),
+            words=words,
+        )
+        merged = own.over(base)
+        if w is not None and len(items) <= WORDS_MAX < len(merged.words):
+            w.error(
+                f"expected at most {WORDS_MAX} words with those of defaults.moderation.words; "
+                f"got {len(merged.words)} words"
+            )
+        return merged
 
     def _roles(self, node: Node, power: PowerLevels) -> dict[str, int]:
         f = node.mapping(optional=ROLES)
@@ -345,7 +423,16 @@ class _Loader:
     ) -> Club:
         f = node.mapping(
             required=("key", "name"),
-            optional=("topic", "time_zone", "language", "staff", "members", "rooms", "cohorts"),
+            optional=(
+                "topic",
+                "time_zone",
+                "language",
+                "staff",
+                "members",
+                "rooms",
+                "cohorts",
+                "moderation",
+            ),
         )
         key = f["key"].string(checks.slug)
         _unique(f["key"], key, self.club_lines, "club")
@@ -373,6 +460,11 @@ class _Loader:
             members=members,
             rooms=rooms,
             cohorts=tuple(cohorts),
+            moderation=(
+                self._moderation(mod, d.moderation)
+                if (mod := f.get("moderation"))
+                else d.moderation
+            ),
             origins=_origins_of(f.values, "name", "topic"),
         )
 

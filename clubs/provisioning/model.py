@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
@@ -15,6 +15,7 @@ from clubs.core.yamlconf import Origin
 from clubs.provisioning.desired import Audience, JoinRule, LifeState, OnboardingMode
 
 HistoryVisibility = Literal["joined", "invited"]
+PersonalData = Literal["redact", "flag", "off"]
 
 ROLES = ("admin", "moderator", "facilitator", "bot", "member")
 STAFF_ROLES = ("admin", "moderator", "facilitator")
@@ -93,6 +94,34 @@ class Encryption:
 
 
 @dataclass(frozen=True)
+class Moderation:
+    """A club's moderation settings as the YAML sets them; None (or no words) = the bot's default.
+
+    They reach the moderation bot as the `moderation` object of the club settings state event:
+    room state, not end-to-end encrypted, readable by the server and every member of the room.
+    """
+
+    personal_data: PersonalData | None = None
+    flood_messages: int | None = None
+    flood_seconds: int | None = None
+    mute_minutes: int | None = None
+    max_mentions: int | None = None
+    join_wave_joins: int | None = None
+    join_wave_seconds: int | None = None
+    new_member_hours: int | None = None
+    words: tuple[str, ...] = ()
+
+    def over(self, base: Moderation) -> Moderation:
+        """These settings on top of `base`, key by key; the word lists are joined (base first)."""
+        merged = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in merged.items():
+            if value is None:
+                merged[name] = getattr(base, name)
+        merged["words"] = tuple(dict.fromkeys((*base.words, *self.words)))
+        return Moderation(**merged)
+
+
+@dataclass(frozen=True)
 class Defaults:
     room_version: str = "12"
     encryption: Encryption = Encryption()
@@ -103,6 +132,7 @@ class Defaults:
     language: str = "ru"
     time_zone: str = "UTC"
     federate: bool = False
+    moderation: Moderation = Moderation()
 
 
 @dataclass(frozen=True)
@@ -158,6 +188,8 @@ class Club:
     members: tuple[str, ...]
     rooms: tuple[Room, ...]
     cohorts: tuple[Cohort, ...] = ()
+    moderation: Moderation = Moderation()
+    """The network's defaults with the club's own settings over them."""
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
 
     def people(self) -> tuple[str, ...]:

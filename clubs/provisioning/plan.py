@@ -9,6 +9,8 @@ Rules (reference/provisioning.md §D.1, §D.3):
   defaults, so keys the server adds (`m.topic`, `historical`) never cause drift. Drift in join
   rules, guest access, history visibility, encryption or power thresholds is flagged SECURITY, and
   so is a locator's `audience` (a room wrongly marked "staff" would get a club's reports).
+  A club's `moderation` settings are compared whole (a setting removed from the YAML is removed
+  from the room); a change to them is an ordinary update.
 - Members: invite who is missing; never re-invite someone who left on their own (unless
   `reinvite`); kick whoever is in a managed room without being declared.
 - A room whose club or cohort is archived is archived (invite-only, read-only, unlinked, locator
@@ -28,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from clubs.core.namespace import LOCATOR
+from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
 from clubs.provisioning.actual import Actual, ActualRoom, StateKey, locator_ref
 from clubs.provisioning.desired import (
     POWER_THRESHOLDS,
@@ -282,6 +284,8 @@ def _normalise(event_type: str, content: Mapping[str, Any] | None) -> Mapping[st
         return {**content, "suggested": False}
     if event_type == LOCATOR and "audience" not in content:
         return {**content, "audience": "members"}  # compared even when not declared
+    if event_type == CLUB_SETTINGS and "moderation" not in content:
+        return {**content, "moderation": {}}  # compared even when none is set
     return content
 
 
@@ -307,7 +311,7 @@ def differing_keys(
                     diff.append(key)
             elif any(got.get(k) != v for k, v in value.items()):
                 diff.append(key)
-        elif have.get(key) != value:
+        elif _plain(have.get(key)) != _plain(value):  # nested content compared whole
             diff.append(key)
     return diff
 
@@ -345,9 +349,25 @@ def _describe(event_type: str, keys: list[str], want: Mapping[str, Any], have: A
     for k in keys:
         if event_type == PL and k == "users":
             parts.append("users changed")  # no mxids in the one-line summary
+        elif event_type == CLUB_SETTINGS and k == "moderation":
+            parts += _changed_settings(k, have_n.get(k), want_n.get(k))
         else:
             parts.append(f"{k}: {json.dumps(have_n.get(k))} → {json.dumps(want_n.get(k))}")
     return f"{event_type}: " + ", ".join(parts)
+
+
+def _changed_settings(name: str, have: Any, want: Any) -> list[str]:
+    """A mapping's changed keys, one part each; a list only as changed (no word lists shown)."""
+    if isinstance(have, Mapping) and isinstance(want, Mapping):
+        return [
+            part
+            for k in sorted(set(have) | set(want))
+            if _plain(have.get(k)) != _plain(want.get(k))
+            for part in _changed_settings(f"{name}.{k}", have.get(k), want.get(k))
+        ]
+    if isinstance(have, list | tuple) or isinstance(want, list | tuple):
+        return [f"{name} changed"]
+    return [f"{name}: {json.dumps(have)} → {json.dumps(want)}"]
 
 
 # --- the planner ------------------------------------------------------------------------------

@@ -104,6 +104,24 @@ def test_integer_range_is_part_of_the_message() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        ("off", 'off (YAML 1.1 reads it as false); quote it: "off"'),
+        ("12", '12 (a number); quote it: "12"'),
+        ("no", "no (YAML 1.1 reads it as false)"),  # not an option: nothing to quote
+        ('"on"', '"on"'),
+    ],
+)
+def test_a_choice_written_unquoted_is_told_to_be_quoted(value: str, got: str) -> None:
+    def read(root: Node) -> None:
+        root.mapping(required=("c",))["c"].choice(("flag", "off", "12"))
+
+    assert problems(f"c: {value}\n", read) == [
+        f"f.yaml:1:4: c: expected one of flag, off, 12; got {got}"
+    ]
+
+
 def test_every_problem_is_reported_in_file_order() -> None:
     text = "b: yes\na: 1\nzz: 2\na: 3\n"
     assert problems(text, read_fields(a="string", b="boolean")) == [

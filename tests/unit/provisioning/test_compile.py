@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from clubs.core.errors import ClubsError
@@ -148,8 +150,14 @@ def test_locators_and_club_settings(net: DesiredNetwork) -> None:
     }
     assert net.room("cohort:almaty/autumn-2025").life == "archived"
     assert net.room("cohort:almaty/autumn-2025/chat").life == "archived"
+    settings = net.room("club:almaty/general").state[(CLUB_SETTINGS, "")]
+    assert settings == {"time_zone": "Asia/Almaty", "language": "ru"}  # no moderation set
     settings = net.room("club:berlin/general").state[(CLUB_SETTINGS, "")]
-    assert settings == {"time_zone": "Europe/Berlin", "language": "en"}
+    assert settings == {
+        "time_zone": "Europe/Berlin",
+        "language": "en",
+        "moderation": {"personal_data": "flag"},
+    }
     assert (CLUB_SETTINGS, "") not in net.room("network").state
 
 
@@ -239,6 +247,94 @@ countries:
         f"@vera:{SERVER}",
         f"@mod:{SERVER}",
     }
+
+
+MODERATED = """\
+version: 1
+network: n
+name: N
+defaults:
+  moderation:
+    flood: {messages: 8}
+    mute_minutes: 15
+    words: [spam]
+people:
+  - {key: anna, mxid: "@anna"}
+club_template:
+  rooms:
+    - {key: general, name: "Общий"}
+    - {key: moderators, name: "Модераторы", audience: staff}
+cohort_template:
+  rooms:
+    - {key: chat, name: "Группа"}
+countries:
+  - key: kz
+    name: K
+    clubs:
+      - key: almaty
+        name: A
+        staff: {moderator: [anna]}
+        cohorts: [{key: spring, name: S, members: [anna]}]
+        moderation:
+          personal_data: flag
+          flood: {seconds: 20}
+          max_mentions: 3
+          join_wave: {joins: 10, seconds: 30}
+          new_member_hours: 0
+          words: [casino, spam]
+      - key: astana
+        name: B
+      - key: aktau
+        name: C
+        moderation: {mute_minutes: 1, words: []}
+"""
+
+
+def test_every_room_and_space_of_a_club_carries_its_moderation_settings_flat() -> None:
+    net = compile_network(parse_network(MODERATED), SERVER)
+    almaty = [r for r in net.rooms if r.locator.content().get("club") == "almaty"]
+    assert {r.ref for r in almaty} == {
+        "club:almaty",
+        "club:almaty/general",
+        "club:almaty/moderators",
+        "cohort:almaty/spring",
+        "cohort:almaty/spring/chat",
+    }
+    for room in almaty:
+        assert room.state[(CLUB_SETTINGS, "")] == {
+            "time_zone": "UTC",
+            "language": "ru",
+            "moderation": {
+                "personal_data": "flag",
+                "flood_messages": 8,
+                "flood_window_s": 20,
+                "mute_s": 900,
+                "max_mentions": 3,
+                "join_wave_joins": 10,
+                "join_wave_window_s": 30,
+                "new_member_hours": 0,
+                "words": ["spam", "casino"],
+            },
+        }, room.ref
+    for ref in ("network", "country:kz"):
+        assert (CLUB_SETTINGS, "") not in net.room(ref).state
+
+
+def test_only_the_settings_that_were_set_are_written() -> None:
+    net = compile_network(parse_network(MODERATED), SERVER)
+    astana = net.room("club:astana/general").state[(CLUB_SETTINGS, "")]
+    assert astana["moderation"] == {"flood_messages": 8, "mute_s": 900, "words": ["spam"]}
+    aktau = net.room("club:aktau/general").state[(CLUB_SETTINGS, "")]
+    assert aktau["moderation"] == {"flood_messages": 8, "mute_s": 60, "words": ["spam"]}
+
+
+def test_without_moderation_settings_the_club_settings_have_no_moderation_key() -> None:
+    unset = re.sub(r"^( *)moderation:.*\n(?:\1  .*\n)*", "", MODERATED, flags=re.MULTILINE)
+    assert "moderation" not in unset
+    net = compile_network(parse_network(unset), SERVER)
+    settings = [r.state[(CLUB_SETTINGS, "")] for r in net.rooms if r.locator.club is not None]
+    assert len(settings) == 11  # 5 in almaty (with its cohort), 3 in astana, 3 in aktau
+    assert all(s == {"time_zone": "UTC", "language": "ru"} for s in settings)
 
 
 def test_people_and_bots(net: DesiredNetwork) -> None:

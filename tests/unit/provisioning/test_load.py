@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import pytest
@@ -8,10 +9,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clubs.bots.moderation.detect import Thresholds
 from clubs.core.paths import config_dir
 from clubs.core.yamlconf import ConfigError
+from clubs.provisioning.compile import moderation_content
 from clubs.provisioning.load import duration_ms, load_network, parse_network
-from clubs.provisioning.model import DEFAULT_POWER_LEVELS, Network
+from clubs.provisioning.model import DEFAULT_POWER_LEVELS, Moderation, Network
 
 EXAMPLE = config_dir() / "network.example.yaml"
 
@@ -256,12 +259,130 @@ def test_an_unknown_audience_is_reported_at_its_place() -> None:
     ]
 
 
+# --- moderation settings -----------------------------------------------------------------------
+
+MODERATED = SMALL.replace(
+    "people:",
+    "defaults:\n"
+    "  moderation:\n"
+    "    personal_data: redact\n"
+    "    flood: {messages: 8, seconds: 10}\n"
+    "    words: [spam, casino]\n"
+    "people:",
+    1,
+).replace(
+    "        staff: {facilitator: [anna], moderator: [anna]}\n",
+    "        staff: {facilitator: [anna], moderator: [anna]}\n"
+    "        moderation:\n"
+    '          personal_data: "off"\n'
+    "          flood: {seconds: 30}\n"
+    "          join_wave: {joins: 12}\n"
+    "          words: [casino, lottery]\n",
+) + ('      - key: astana\n        name: "Астана"\n        members: [boris]\n')
+
+
+def test_a_full_moderation_block_loads_as_written() -> None:
+    text = SMALL.replace(
+        "        members: [anna, boris, vera]\n",
+        "        members: [anna, boris, vera]\n"
+        "        moderation:\n"
+        "          personal_data: flag\n"
+        "          flood: {messages: 12, seconds: 20}\n"
+        "          mute_minutes: 10080\n"
+        "          max_mentions: 1\n"
+        "          join_wave: {joins: 1000, seconds: 3600}\n"
+        "          new_member_hours: 0\n"
+        '          words: [spam, "Казино", spam]\n',
+    )
+    assert load(text).countries[0].clubs[0].moderation == Moderation(
+        personal_data="flag",
+        flood_messages=12,
+        flood_seconds=20,
+        mute_minutes=10080,
+        max_mentions=1,
+        join_wave_joins=1000,
+        join_wave_seconds=3600,
+        new_member_hours=0,
+        words=("spam", "Казино"),
+    )
+
+
+def test_without_moderation_settings_nothing_is_set() -> None:
+    network = load(SMALL)
+    assert network.defaults.moderation == Moderation()
+    assert network.countries[0].clubs[0].moderation == Moderation()
+
+
+def test_a_clubs_moderation_is_the_defaults_with_its_own_settings_over_them_key_by_key() -> None:
+    network = load(MODERATED)
+    almaty, astana = network.countries[0].clubs
+    assert almaty.moderation == Moderation(
+        personal_data="off",
+        flood_messages=8,  # from the defaults: flood is merged key by key
+        flood_seconds=30,
+        join_wave_joins=12,
+        words=("spam", "casino", "lottery"),  # the defaults' first, each once
+    )
+    assert (
+        astana.moderation
+        == network.defaults.moderation
+        == Moderation(
+            personal_data="redact", flood_messages=8, flood_seconds=10, words=("spam", "casino")
+        )
+    )
+
+
+def test_the_word_lists_together_are_at_most_five_hundred_words() -> None:
+    def with_words(defaults: int, own: int) -> str:
+        return MODERATED.replace(
+            "[spam, casino]", "[" + ", ".join(f"d{i}" for i in range(defaults)) + "]"
+        ).replace("[casino, lottery]", "[" + ", ".join(f"c{i}" for i in range(own)) + "]")
+
+    club = load(with_words(300, 200)).countries[0].clubs[0]
+    assert len(club.moderation.words) == 500
+    assert errors(with_words(300, 201)) == [
+        "n.yaml:32:18: countries[0].clubs[0].moderation.words: expected at most 500 words "
+        "with those of defaults.moderation.words; got 501 words"
+    ]
+
+
+def test_the_examples_commented_moderation_block_is_the_bots_defaults() -> None:
+    """The block under defaults, uncommented, sets exactly what the bot does without it."""
+    text = Path(EXAMPLE).read_text()
+    block = re.search(r"^  # moderation:\n(?:  #   .*\n)+", text, re.MULTILINE)
+    assert block is not None
+    uncommented = re.sub(r"^  # ", "  ", block.group(0), flags=re.MULTILINE)
+    network = load(text.replace(block.group(0), uncommented))
+    assert network.defaults.moderation == Moderation(
+        personal_data="redact",
+        flood_messages=8,
+        flood_seconds=10,
+        mute_minutes=10,
+        max_mentions=5,
+        join_wave_joins=8,
+        join_wave_seconds=60,
+        new_member_hours=24,
+    )
+    bot = Thresholds()
+    assert moderation_content(network.defaults.moderation) == {
+        "personal_data": bot.personal_data,
+        "flood_messages": bot.flood_messages,
+        "flood_window_s": bot.flood_window_s,
+        "mute_s": bot.mute_s,
+        "max_mentions": bot.max_mentions,
+        "join_wave_joins": bot.join_wave_joins,
+        "join_wave_window_s": bot.join_wave_window_s,
+        "new_member_hours": bot.new_member_hours,
+    }
+
+
 # --- fuzz: nothing but ConfigError ever comes out of the loader ----------------------------------
 
 KEYS = [
     "version", "network", "name", "topic", "defaults", "people", "countries", "clubs", "rooms",
     "cohorts", "members", "staff", "key", "mxid", "join_rule", "power_levels", "events", "roles",
     "bots", "time_zone", "language", "state", "club_template", "retention", "max_lifetime",
+    "moderation", "personal_data", "flood", "messages", "seconds", "words",
 ]  # fmt: skip
 SCALARS = st.one_of(
     st.none(),

@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clubs.core.http import RoomId
-from clubs.core.namespace import LOCATOR
+from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
 from clubs.provisioning.actual import Actual, ActualRoom, Membership
+from clubs.provisioning.compile import compile_network
 from clubs.provisioning.desired import DesiredNetwork, DesiredPerson
+from clubs.provisioning.load import parse_network
 from clubs.provisioning.plan import (
     Plan,
     _Ids,
@@ -321,6 +323,89 @@ def test_json_rendering_and_hash_are_stable() -> None:
     assert doc["counts"] == {"create": 5, "space_child": 4, "invite": 3}
     other = plan(with_members(n, "c0", {ANNA: 100}), Actual("n1", ME, {}))
     assert other.hash != p1.hash
+
+
+# --- club settings: moderation -------------------------------------------------------------------
+
+CLUB = """\
+version: 1
+network: n1
+name: N
+club_template:
+  rooms:
+    - {key: general, name: "Общий"}
+cohort_template:
+  rooms:
+    - {key: chat, name: "Группа"}
+countries:
+  - key: kz
+    name: K
+    clubs:
+      - key: almaty
+        name: A
+        cohorts: [{key: spring, name: S}]
+"""
+ALMATY = ["club:almaty", "club:almaty/general", "cohort:almaty/spring", "cohort:almaty/spring/chat"]
+
+
+def club_net(moderation: str | None) -> DesiredNetwork:
+    text = CLUB + (f"        moderation: {moderation}\n" if moderation else "")
+    return compile_network(parse_network(text), SERVER)
+
+
+def settings_of(p: Plan) -> dict[str, tuple[bool, str, Mapping[str, Any]]]:
+    """ref → (security, detail, content) of each club settings update; nothing else may change."""
+    assert {(a.kind, a.event_type) for a in p.actions} == {("put_state", CLUB_SETTINGS)}
+    return {a.ref: (a.security, a.detail, a.content) for a in p.actions}
+
+
+def test_changed_moderation_settings_are_an_ordinary_update_of_every_room_of_the_club() -> None:
+    before = club_net("{personal_data: flag, flood: {messages: 12}}")
+    after = club_net('{personal_data: "off", flood: {messages: 12}}')
+    assert plan(before, applied(before)).empty
+    updates = settings_of(plan(after, applied(before)))
+    assert list(updates) == ALMATY
+    detail = f'{CLUB_SETTINGS}: moderation.personal_data: "flag" → "off"'
+    content = {
+        "time_zone": "UTC",
+        "language": "ru",
+        "moderation": {"personal_data": "off", "flood_messages": 12},
+    }
+    assert all(u == (False, detail, content) for u in updates.values())
+    assert "SECURITY" not in render_text(plan(after, applied(before)))
+    assert plan(after, applied(after)).empty
+
+
+def test_settings_removed_from_the_yaml_are_removed_from_the_rooms() -> None:
+    before = club_net("{personal_data: flag, flood: {messages: 12}}")
+    updates = settings_of(plan(club_net(None), applied(before)))
+    assert list(updates) == ALMATY
+    security, detail, content = updates["club:almaty/general"]
+    assert not security
+    assert detail == (
+        f"{CLUB_SETTINGS}: moderation.flood_messages: 12 → null, "
+        'moderation.personal_data: "flag" → null'
+    )
+    assert content == {"time_zone": "UTC", "language": "ru"}
+    assert plan(club_net(None), applied(club_net(None))).empty
+
+
+def test_a_changed_word_list_is_not_spelt_out_in_the_plan() -> None:
+    before = club_net("{words: [spam]}")
+    updates = settings_of(plan(club_net("{words: [spam, casino]}"), applied(before)))
+    assert {detail for _, detail, _ in updates.values()} == {
+        f"{CLUB_SETTINGS}: moderation.words changed"
+    }
+
+
+def test_moderation_settings_are_compared_whole_and_nested() -> None:
+    want = {"time_zone": "UTC", "moderation": {"flood_messages": 12, "words": ("spam",)}}
+    same = {"time_zone": "UTC", "moderation": {"flood_messages": 12, "words": ["spam"]}}
+    assert differing_keys(CLUB_SETTINGS, want, same) == []
+    extra = {**same, "moderation": {**same["moderation"], "mute_s": 60}}
+    assert differing_keys(CLUB_SETTINGS, want, extra) == ["moderation"]
+    assert differing_keys(CLUB_SETTINGS, {"time_zone": "UTC"}, {"time_zone": "UTC"}) == []
+    assert differing_keys(CLUB_SETTINGS, {"time_zone": "UTC"}, same) == ["moderation"]
 
 
 def test_empty_plan_renders_no_changes() -> None:
