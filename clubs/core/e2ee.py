@@ -550,6 +550,10 @@ class E2eeClient:
             future.set_result(state)
             return state
         except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                # Only the first caller was cancelled: the others get a transient error (their
+                # batch is retried) rather than a cancellation that is not theirs.
+                e = Unreachable(f"room state of {room_id}: the request was cancelled")
             future.set_exception(e)
             future.exception()  # retrieved: a lone caller does not leave it unobserved
             raise
