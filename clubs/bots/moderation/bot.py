@@ -772,13 +772,19 @@ class ModerationBot(Bot):
 
     async def sync_staff(self) -> int:
         """Invite everyone with moderator power in a managed room to the management room, at
-        their level. Returns how many were added."""
+        their level. Returns how many were added. Someone who was there once and left (or
+        declined, or was removed) is not invited again: that was somebody's decision."""
         assert self.ctx is not None
         if self.policy_room is None:
             return 0
         staff = await self._staff()
-        present = await self.ctx.client.members(self.policy_room)
-        missing = {u: lvl for u, lvl in staff.items() if u not in present}
+        state = await self.ctx.client.room_state(self.policy_room)
+        known = {
+            ev.get("state_key")
+            for ev in state
+            if ev.get("type") == "m.room.member" and isinstance(ev.get("state_key"), str)
+        }
+        missing = {u: lvl for u, lvl in staff.items() if u not in known}
         if not missing:
             return 0
         url = path(*CS, "rooms", self.policy_room, "state", "m.room.power_levels", "")

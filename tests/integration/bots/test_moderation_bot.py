@@ -514,6 +514,24 @@ async def test_a_club_that_only_flags_personal_data_keeps_the_message_and_tells_
         await eventually(muted, within=10)
 
 
+async def test_a_moderator_who_leaves_the_management_room_is_not_invited_again(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    club = await make_club(synapse, tmp_path, n_rooms=1)
+    async with running(synapse, tmp_path, club) as host:
+        policy = await join_management_room(host, club.moderator)
+        bot = host.runtime("moderation").bot
+        assert isinstance(bot, ModerationBot)
+        assert await bot.sync_staff() == 0  # already there
+        await club.moderator.http.post(path(*CS, "rooms", policy, "leave"), {})
+        assert await bot.sync_staff() == 0
+        assert await membership(club.member, club.rooms[0], club.moderator.user_id) == "join"
+        state = await bot.mod.http.get(
+            path(*CS, "rooms", policy, "state", "m.room.member", club.moderator.user_id)
+        )
+        assert state["membership"] == "leave"
+
+
 async def test_member_without_power_cannot_ban(synapse: SynapseHarness, tmp_path: Path) -> None:
     club = await make_club(synapse, tmp_path, n_rooms=1)
     room = club.rooms[0]
