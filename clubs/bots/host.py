@@ -101,14 +101,24 @@ async def open_runtimes(
         catalog.check(required_template_keys(bot for _, bot in bots))
         primary = config.primary or (config.accounts[0].name if config.accounts else None)
         all_specs: list[CommandSpec] = []
-        for account, bot in bots:
-            client = await E2eeClient.open(
-                config.homeserver_url,
-                vault,
-                account.user_id,
-                config.data_dir / "devices" / account.name,
-            )
-            clients.append(client)
+        # The devices open concurrently (each is a few requests and a store to load).
+        opened = await asyncio.gather(
+            *(
+                E2eeClient.open(
+                    config.homeserver_url,
+                    vault,
+                    account.user_id,
+                    config.data_dir / "devices" / account.name,
+                )
+                for account, _ in bots
+            ),
+            return_exceptions=True,
+        )
+        clients.extend(c for c in opened if isinstance(c, E2eeClient))
+        for failure in opened:
+            if isinstance(failure, BaseException):
+                raise failure
+        for (account, bot), client in zip(bots, clients, strict=True):
             http = MatrixHttp(config.homeserver_url, client.session.access_token)
             https.append(http)
             store = await RuntimeStore.open(db, account.name)
