@@ -373,7 +373,8 @@ class E2eeClient:
     async def _fill_gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
         """The events a limited ("gappy") timeline left out, oldest first.
 
-        Synapse sends at most 10 events per room in one sync; when more arrived since `since`
+        Synapse sends at most `TIMELINE_LIMIT` events per room in one sync (our filter's limit);
+        when more arrived since `since`
         (a busy room, or a restart after downtime) the timeline is `limited` and the rest must
         be paged from `/messages`, back from `prev_batch` to `since`, or they are lost.
         """
