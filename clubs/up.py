@@ -3,8 +3,9 @@
 1. Synapse from the hardened template, all state under the var directory.
 2. The provisioner (server admin) and the bot accounts, each exempt from rate limits.
 3. `config/network.example.yaml` applied: encrypted spaces and rooms, demo members' accounts.
-4. `var/demo.json` for scripts, the demo logins on screen.
-5. The bots, each on its own cross-signed device.
+4. `var/demo.json` for scripts.
+5. The bots, each on its own cross-signed device; once every bot has synced (it answers), the
+   homeserver URL and the demo logins on screen.
 
 Running it again reuses the same keys, accounts and rooms (the apply makes no writes); Ctrl-C
 stops the bots, then Synapse.
@@ -74,13 +75,14 @@ async def run_up(
         write_private(
             var_dir / "demo.json", json.dumps(demo, ensure_ascii=False, indent=2).encode()
         )
-        print(banner(hs.url, server_name, demo), flush=True)
+        text = banner(hs.url, server_name, demo)
         if factories is None:
             from clubs.bots.catalog import default_factories
 
             factories = default_factories()
         running = [b for b in bots if b.name in factories]
         if not running:
+            print(text, flush=True)
             await asyncio.Event().wait()
         config = HostConfig(
             homeserver_url=hs.url,
@@ -91,7 +93,8 @@ async def run_up(
             admin_token=provisioner.access_token,
             descriptions=private_descriptions(desired),
         )
-        await run_bots(config, factories)
+        # The banner says "ready" once the bots answer, not while they are still starting.
+        await run_bots(config, factories, on_ready=lambda: print(text, flush=True))
     finally:
         hs.stop()
     return 0

@@ -28,6 +28,8 @@ from clubs.core.secrets import Vault
 log = logging.getLogger(__name__)
 
 BotFactory = Callable[["HostServices"], Bot]
+READY_WITHIN_S = 120.0
+"""`run_bots` announces readiness after this long even if a bot is still starting."""
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,30 @@ async def open_runtimes(
         await db.close()
 
 
-async def run_bots(config: HostConfig, factories: Mapping[str, BotFactory]) -> None:
+async def run_bots(
+    config: HostConfig,
+    factories: Mapping[str, BotFactory],
+    *,
+    on_ready: Callable[[], None] | None = None,
+    ready_within_s: float = READY_WITHIN_S,
+) -> None:
+    """Run the bots until cancelled. `on_ready` is called once every bot has finished its
+    first sync (it answers from then on), or after `ready_within_s` in any case."""
     async with open_runtimes(config, factories) as runtimes, asyncio.TaskGroup() as group:
         for runtime in runtimes:
             group.create_task(runtime.run(), name=f"bot:{runtime.bot.name}")
         log.info("running %d bot(s): %s", len(runtimes), ", ".join(r.bot.name for r in runtimes))
+        if on_ready is not None:
+            group.create_task(_when_ready(runtimes, on_ready, ready_within_s), name="ready")
+
+
+async def _when_ready(
+    runtimes: list[BotRuntime], on_ready: Callable[[], None], within_s: float
+) -> None:
+    try:
+        async with asyncio.timeout(within_s):
+            await asyncio.gather(*(r.ready.wait() for r in runtimes))
+    except TimeoutError:
+        waiting = [r.bot.name for r in runtimes if not r.ready.is_set()]
+        log.warning("bots still starting after %.0fs: %s", within_s, ", ".join(waiting))
+    on_ready()
