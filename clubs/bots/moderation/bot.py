@@ -248,16 +248,27 @@ class ModerationBot(Bot):
         ban then waits for it). A crash in between replays the command (the runtime records it
         only once handled): rooms already banned are skipped and the rule is written then. If
         the fan-out itself fails, the rule is still written, and its echo retries the bans."""
+        await self._ban_network(ctx, "ban", user, reason, await self._managed_rooms())
+
+    async def _ban_network(
+        self, ctx: CommandContext, action: str, user: UserId, reason: str, rooms: list[RoomId]
+    ) -> None:
+        """Ban in every room at once, then the rule, then tell the moderator (see `ban`);
+        `action` "purge" also asks Synapse to serve everything they sent redacted."""
         try:
             report = await self.mod.ban_everywhere(
-                user, reason or "ban", await self._managed_rooms(), actor=ctx.sender
+                user,
+                reason or action,
+                rooms,
+                actor=ctx.sender,
+                redact_events=action == "purge",
             )
         finally:
             if self.policy_room is not None:
                 await self.mod.add_rule(
-                    self.policy_room, "user", user, reason or "ban", actor=ctx.sender
+                    self.policy_room, "user", user, reason or action, actor=ctx.sender
                 )
-        await self._fanout_done(ctx, "ban", user, report, None, reason)
+        await self._fanout_done(ctx, action, user, report, None, reason)
 
     @command(
         "purge",
@@ -273,16 +284,7 @@ class ModerationBot(Bot):
         clients that never heard of the MSC once they reload), then their newest messages are
         redacted one by one as well, for clients that still hold them in a cache."""
         rooms = await self._managed_rooms()
-        try:
-            report = await self.mod.ban_everywhere(
-                user, reason or "purge", rooms, actor=ctx.sender, redact_events=True
-            )
-        finally:
-            if self.policy_room is not None:
-                await self.mod.add_rule(
-                    self.policy_room, "user", user, reason or "purge", actor=ctx.sender
-                )
-        await self._fanout_done(ctx, "purge", user, report, None, reason)
+        await self._ban_network(ctx, "purge", user, reason, rooms)
         # The bot's own redactions (not Synapse's admin task): the events are found one by
         # one, so the reply can say how many.
         redacted = await self.mod.redact_recent(
