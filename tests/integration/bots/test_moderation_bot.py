@@ -30,7 +30,7 @@ from tests.integration.bots.support import (
     new_network,
     send_text,
 )
-from tests.mautrix_client import mautrix_peer
+from tests.mautrix_client import MautrixPeer, mautrix_peer
 
 # Two members join while the club is set up: a wave of 4 needs raiders (after the moderator
 # is in the management room, where the alert goes).
@@ -94,6 +94,19 @@ async def running(
                 lambda room=room: joined(club.member, room, club.bot.user_id), within=20
             )
         yield host
+
+
+@asynccontextmanager
+async def with_peers(
+    synapse: SynapseHarness, tmp_path: Path, club: Club
+) -> AsyncIterator[tuple[RunningHost, MautrixPeer, MautrixPeer]]:
+    """The running bot, and the member's and the moderator's cross-signed clients."""
+    async with (
+        running(synapse, tmp_path, club) as host,
+        mautrix_peer(club.member, synapse.url) as peer,
+        mautrix_peer(club.moderator, synapse.url) as mod_peer,
+    ):
+        yield host, peer, mod_peer
 
 
 async def member_level(user: Account, room: str, who: str) -> int:
@@ -353,11 +366,7 @@ async def test_phone_number_is_redacted_with_a_dm_but_a_moderators_is_not(
 ) -> None:
     club = await make_club(synapse, tmp_path, n_rooms=1)
     room = club.rooms[0]
-    async with (
-        running(synapse, tmp_path, club) as host,
-        mautrix_peer(club.member, synapse.url) as peer,
-        mautrix_peer(club.moderator, synapse.url) as mod_peer,
-    ):
+    async with with_peers(synapse, tmp_path, club) as (host, peer, mod_peer):
         text = "мой номер +7 916 123-45-67, звоните"
         await peer.send_text(RoomID(room), text)
         await mod_peer.send_text(RoomID(room), text)
@@ -407,11 +416,7 @@ async def test_alerts_about_a_club_go_to_its_own_moderators_room(
         audience="staff",
     )
     await club.moderator.http.post(path(*CS, "join", staff_room), {})
-    async with (
-        running(synapse, tmp_path, club) as host,
-        mautrix_peer(club.member, synapse.url) as peer,
-        mautrix_peer(club.moderator, synapse.url) as mod_peer,
-    ):
+    async with with_peers(synapse, tmp_path, club) as (host, peer, mod_peer):
         await eventually(lambda: joined(club.member, club.rooms[0], club.bot.user_id), within=20)
         await eventually(lambda: joined(club.moderator, staff_room, club.bot.user_id), within=20)
         policy = await join_management_room(host, club.moderator)
@@ -484,11 +489,7 @@ async def test_a_club_that_only_flags_personal_data_keeps_the_message_and_tells_
     for who in (club.moderator, club.member):
         await who.http.post(path(*CS, "join", room), {})
     club.rooms.append(room)
-    async with (
-        running(synapse, tmp_path, club) as host,
-        mautrix_peer(club.member, synapse.url) as peer,
-        mautrix_peer(club.moderator, synapse.url) as mod_peer,
-    ):
+    async with with_peers(synapse, tmp_path, club) as (host, peer, mod_peer):
         policy = await join_management_room(host, club.moderator)
         await peer.send_text(RoomID(room), "мой номер +7 916 123-45-67")
 
@@ -551,11 +552,7 @@ async def test_reported_event_reaches_the_moderators_with_context(
 ) -> None:
     club = await make_club(synapse, tmp_path, n_rooms=1)
     room = club.rooms[0]
-    async with (
-        running(synapse, tmp_path, club) as host,
-        mautrix_peer(club.member, synapse.url) as peer,
-        mautrix_peer(club.moderator, synapse.url) as mod_peer,
-    ):
+    async with with_peers(synapse, tmp_path, club) as (host, peer, mod_peer):
         policy = await join_management_room(host, club.moderator)
         await peer.send_text(RoomID(room), "something hurtful")
 
