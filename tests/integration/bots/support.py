@@ -52,6 +52,19 @@ async def create_bot_account(synapse: SynapseHarness, var_dir: Path, name: str) 
     return BotAccount(name, session.user_id)
 
 
+async def echo_room(
+    synapse: SynapseHarness, tmp_path: Path
+) -> tuple[str, BotAccount, Account, str]:
+    """A new network with an `echo` bot account and a member who joined one managed encrypted
+    room the bot is invited to: (network, bot account, member, room id)."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    member = await synapse.new_user("member")
+    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
+    await member.http.post(path(*CS, "join", room), {})
+    return network, account, member, room
+
+
 async def managed_room(
     synapse: SynapseHarness,
     network: str,

@@ -36,9 +36,8 @@ from tests.integration.bots.support import (
     CS,
     bot_process,
     create_bot_account,
+    echo_room,
     joined,
-    managed_room,
-    new_network,
     replies_per_command,
     send_text,
     wait_replies,
@@ -78,11 +77,7 @@ async def open_dm(member: Account, peer: MautrixPeer, bot_user: str) -> str:
 
 async def test_a_canary_reaches_no_log_and_no_file(synapse: SynapseHarness, tmp_path: Path) -> None:
     canary = f"canary-{secrets.token_hex(12)}"
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
-    await member.http.post(path(*CS, "join", room), {})
+    network, account, member, room = await echo_room(synapse, tmp_path)
     async with (
         bot_process(
             synapse.url, tmp_path, [account], network, synapse.admin.user_id, debug=True

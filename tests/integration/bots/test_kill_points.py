@@ -28,6 +28,7 @@ from tests.integration.bots.support import (
     bot_process,
     create_bot_account,
     device_count,
+    echo_room,
     joined,
     managed_room,
     new_network,
@@ -107,11 +108,7 @@ async def sigkill_runs(bp: BotProcess, member: Member) -> None:
 async def test_every_command_is_answered_exactly_once_across_kills(
     synapse: SynapseHarness, tmp_path: Path, point: str
 ) -> None:
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member_account = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member_account.user_id])
-    await member_account.http.post(path(*CS, "join", room), {})
+    network, account, member_account, room = await echo_room(synapse, tmp_path)
     async with (
         bot_process(synapse.url, tmp_path, [account], network, synapse.admin.user_id) as bp,
         mautrix_peer(member_account, synapse.url) as peer,

@@ -17,16 +17,12 @@ from mautrix.crypto.sessions import OutboundGroupSession
 from mautrix.types import EventType, MessageType, RoomID, TextMessageEventContent, UserID
 
 from clubs.bots.runtime import RuntimeSettings
-from clubs.core.http import path
 from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.botproc import echo_catalog, echo_factory
 from tests.integration.bots.support import (
-    CS,
     bot_host,
-    create_bot_account,
+    echo_room,
     joined,
-    managed_room,
-    new_network,
     replies_per_command,
     send_text,
     wait_replies,
@@ -37,11 +33,7 @@ from tests.mautrix_client import MautrixPeer, mautrix_peer
 async def test_commands_piled_up_while_the_bot_was_down_are_all_answered(
     synapse: SynapseHarness, tmp_path: Path
 ) -> None:
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
-    await member.http.post(path(*CS, "join", room), {})
+    network, account, member, room = await echo_room(synapse, tmp_path)
     catalog = echo_catalog(tmp_path / "templates")
     factories = {"echo": echo_factory("echo")}
     settings = RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100)
@@ -110,11 +102,7 @@ async def send_before_its_key(peer: MautrixPeer, room_id: str, body: str) -> str
 async def test_a_command_whose_key_arrives_late_runs_when_it_arrives(
     synapse: SynapseHarness, tmp_path: Path
 ) -> None:
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
-    await member.http.post(path(*CS, "join", room), {})
+    network, account, member, room = await echo_room(synapse, tmp_path)
     catalog = echo_catalog(tmp_path / "templates")
     async with (
         bot_host(

@@ -21,16 +21,12 @@ import pytest
 
 from clubs.core import homeserver
 from clubs.core.homeserver import Homeserver, Settings
-from clubs.core.http import path
 from tests.harness import SynapseHarness, bootstrap_admin, eventually
 from tests.integration.bots.proxy import counting_proxy
 from tests.integration.bots.support import (
-    CS,
     bot_process,
-    create_bot_account,
+    echo_room,
     joined,
-    managed_room,
-    new_network,
     replies_per_command,
     send_text,
     wait_replies,
@@ -78,11 +74,7 @@ async def test_bot_rides_out_a_homeserver_outage(
     own_synapse: SynapseHarness, tmp_path: Path
 ) -> None:
     synapse = own_synapse
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
-    await member.http.post(path(*CS, "join", room), {})
+    network, account, member, room = await echo_room(synapse, tmp_path)
     upstream = urlsplit(synapse.url)
     assert upstream.hostname is not None
     assert upstream.port is not None
@@ -148,11 +140,7 @@ async def test_a_reply_the_homeserver_did_not_take_is_sent_again_not_lost(
     """The server goes away exactly while the bot sends its reply (here: only room sends are
     cut, sync keeps working): the command is handled again until the reply is through, once."""
     synapse = own_synapse
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
-    await member.http.post(path(*CS, "join", room), {})
+    network, account, member, room = await echo_room(synapse, tmp_path)
     upstream = urlsplit(synapse.url)
     assert upstream.hostname is not None
     assert upstream.port is not None

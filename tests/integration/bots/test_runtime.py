@@ -16,6 +16,7 @@ from tests.integration.bots.support import (
     CS,
     bot_host,
     create_bot_account,
+    echo_room,
     joined,
     managed_room,
     new_network,
@@ -58,11 +59,7 @@ async def wait_reply(peer: MautrixPeer, bot_user: str, room_id: str, before: int
 async def test_ping_in_managed_encrypted_room_is_answered_and_trusted(
     synapse: SynapseHarness, tmp_path: Path
 ) -> None:
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
-    await member.http.post(path(*CS, "join", room), {})
+    network, account, member, room = await echo_room(synapse, tmp_path)
     bot = Echo()
     async with (
         bot_host(
@@ -79,11 +76,7 @@ async def test_ping_in_managed_encrypted_room_is_answered_and_trusted(
 
 
 async def test_commands_check_power_and_usage(synapse: SynapseHarness, tmp_path: Path) -> None:
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
-    await member.http.post(path(*CS, "join", room), {})
+    network, account, member, room = await echo_room(synapse, tmp_path)
     bot = Echo()
     async with (
         bot_host(synapse, tmp_path, [account], {"echo": simple_factory(bot)}, network=network),
@@ -134,11 +127,7 @@ async def test_invites_from_strangers_are_declined(synapse: SynapseHarness, tmp_
 async def test_backlog_of_the_first_sync_is_not_replayed(
     synapse: SynapseHarness, tmp_path: Path
 ) -> None:
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
-    await member.http.post(path(*CS, "join", room), {})
+    network, account, member, room = await echo_room(synapse, tmp_path)
     # The bot joins (through a first run) and leaves a position; then a command arrives
     # while nothing runs; the second run must answer it (not lost) exactly once.
     bot = Echo()
@@ -159,11 +148,7 @@ async def test_backlog_of_the_first_sync_is_not_replayed(
 async def test_commands_sent_before_the_bot_ever_ran_are_not_executed(
     synapse: SynapseHarness, tmp_path: Path
 ) -> None:
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "echo")
-    member = await synapse.new_user("member")
-    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
-    await member.http.post(path(*CS, "join", room), {})
+    network, account, member, room = await echo_room(synapse, tmp_path)
     await member.http.put(
         path(*CS, "rooms", room, "send", "m.room.message", "t1"),
         {"msgtype": "m.text", "body": "!ping"},
