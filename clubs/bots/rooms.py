@@ -31,6 +31,8 @@ class RoomInfo:
     power_levels: Mapping[str, Any]
     creators: frozenset[str]
     settings: Mapping[str, Any] = field(default_factory=dict)
+    server_acl: Mapping[str, Any] | None = None
+    """The room's `m.room.server_acl` content, if it has one."""
 
     @property
     def managed(self) -> bool:
@@ -147,4 +149,5 @@ def room_info(room_id: RoomId, state: Iterable[Any], network: str | None) -> Roo
         by_type.get("m.room.power_levels", {}),
         frozenset(creators),
         by_type.get(CLUB_SETTINGS, {}),
+        by_type.get("m.room.server_acl"),
     )

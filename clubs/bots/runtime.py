@@ -72,7 +72,13 @@ MAX_HANDLING_ATTEMPTS = 8
 """A batch whose handling keeps failing for the homeserver's reasons is retried this many
 times; then the failing event is given up (logged), so that no event can wedge the loop."""
 STATE_TYPES_THAT_MATTER = frozenset(
-    {"m.room.power_levels", "m.room.create", "org.commclubs.locator", "org.commclubs.club"}
+    {
+        "m.room.power_levels",
+        "m.room.create",
+        "m.room.server_acl",
+        "org.commclubs.locator",
+        "org.commclubs.club",
+    }
 )
 
 

@@ -38,7 +38,6 @@ from clubs.bots.moderation.policy import (
     rule_content,
     rule_kind,
     rule_state_key,
-    server_acl_content,
 )
 from clubs.bots.moderation.power import (
     MODERATOR_LEVEL,
@@ -803,39 +802,25 @@ class Moderator:
         log.info("created policy room %s for network %s", room, network)
         return room, True
 
-    async def set_server_acls(
-        self, rooms: Iterable[RoomId], deny: list[str]
+    async def put_server_acls(
+        self, contents: Mapping[RoomId, Mapping[str, Any]]
     ) -> tuple[list[RoomId], dict[RoomId, str]]:
-        """Give every room the `m.room.server_acl` that denies `deny` (the bot owns the deny
-        list; `allow` stays as found). Rooms already right are not written. Returns the rooms
-        changed and, per room, the error code of those that failed."""
+        """Write each room's `m.room.server_acl` (all at once, up to `concurrency`). Returns the
+        rooms changed and, per room, the error code of those that failed."""
         changed: list[RoomId] = []
         failed: dict[RoomId, str] = {}
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(room: RoomId) -> None:
+        async def one(room: RoomId, content: Mapping[str, Any]) -> None:
             async with gate:
                 try:
-                    try:
-                        current: JsonDict | None = await self._state(room, "m.room.server_acl")
-                    except NotFound:
-                        current = None
-                    content = server_acl_content(current, deny)
-                    if content is None:
-                        return
                     await self._put_state(room, "m.room.server_acl", "", content)
                     changed.append(room)
                 except MatrixError as e:
                     failed[room] = e.errcode
 
-        await asyncio.gather(*(one(r) for r in dict.fromkeys(rooms)))
-        if changed or failed:
-            log.info(
-                "server ACL (%d denied) set in %d rooms, %d failed",
-                len(deny),
-                len(changed),
-                len(failed),
-            )
+        await asyncio.gather(*(one(r, c) for r, c in contents.items()))
+        log.info("server ACL set in %d rooms, %d failed", len(changed), len(failed))
         return changed, failed
 
     async def add_rule(

@@ -41,6 +41,7 @@ from clubs.bots.moderation.policy import (
     PolicyAction,
     PolicyWatcher,
     rule_kind,
+    server_acl_content,
     server_acl_denies,
 )
 from clubs.bots.moderation.power import MODERATOR_LEVEL
@@ -105,9 +106,6 @@ class ModerationBot(Bot):
         self._counted: dict[str, None] = {}
         """Event ids already counted for floods (bounded, insertion-ordered)."""
         self.ctx: BotContext | None = None
-        self._acl_deny: list[str] | None = None
-        """The server ACL deny list last applied to `_acl_rooms` (None: not yet)."""
-        self._acl_rooms: set[RoomId] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -134,7 +132,6 @@ class ModerationBot(Bot):
             self.watcher.note_users(await self._members())
             actions = self.watcher.feed(room, await self.mod.policy_state(room))
             await self._enforce(actions)
-            self._acl_deny = None  # reconciled with the rooms once they are known
             log.info("moderation: policy room %s (%s)", room, "created" if created else "found")
         ctx.spawn(self._lift_mutes_forever(), "mutes")
         ctx.spawn(self._follow_members_forever(), "members")
@@ -745,18 +742,22 @@ class ModerationBot(Bot):
     async def sync_server_acls(self) -> int:
         """Keep every managed room's `m.room.server_acl` denying the servers the ban list bans
         (`m.policy.rule.server`): a banned server's users then cannot even reach the room over
-        federation, not only those the bot already knows. Rooms already done for the current
-        list are not read again. Returns how many rooms changed."""
-        if self.policy_room is None:
+        federation, not only those the bot already knows. The rooms' current ACLs come from the
+        room directory (already loaded), so a round with nothing to change sends nothing.
+        Returns how many rooms changed."""
+        if self.policy_room is None or self.ctx is None:
             return 0
         deny = server_acl_denies(self.watcher.rules, self.watcher.protected_servers)
-        if deny != self._acl_deny:
-            self._acl_deny, self._acl_rooms = deny, set()
-        rooms = [r for r in await self._managed_rooms() if r not in self._acl_rooms]
-        if not rooms:
+        wanted: dict[RoomId, dict[str, Any]] = {}
+        for room_id in await self._managed_rooms():
+            content = server_acl_content((await self.ctx.rooms.info(room_id)).server_acl, deny)
+            if content is not None:
+                wanted[room_id] = content
+        if not wanted:
             return 0
-        changed, failed = await self.mod.set_server_acls(rooms, deny)
-        self._acl_rooms.update(r for r in rooms if r not in failed)
+        changed, _ = await self.mod.put_server_acls(wanted)
+        for room_id in wanted:
+            self.ctx.rooms.invalidate(room_id)  # read anew, whether the write went through or not
         if changed:
             await self.audit(
                 self.mod.user_id,
