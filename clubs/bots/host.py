@@ -18,11 +18,13 @@ from clubs.bots.base import Bot
 from clubs.bots.commands import CommandSpec
 from clubs.bots.runtime import BotRuntime, RoomKey, RuntimeSettings, required_template_keys
 from clubs.bots.store import RuntimeStore
+from clubs.core.clock import Clock, SystemClock
 from clubs.core.db import Database
 from clubs.core.e2ee import E2eeClient
 from clubs.core.errors import ClubsError
 from clubs.core.http import MatrixHttp, UserId
 from clubs.core.i18n import Catalog
+from clubs.core.sealed import Sealer
 from clubs.core.secrets import Vault
 
 log = logging.getLogger(__name__)
@@ -60,15 +62,18 @@ class HostConfig:
 
 @dataclass(frozen=True)
 class HostServices:
-    """What bot constructors get (no globals): the shared database, the network, the other
-    service accounts (never acted against) and, where the deployment allows it, an admin view
-    of the homeserver (the provisioner's token: reports, server-side redactions)."""
+    """What bot constructors get (no globals): the shared database, the clock, a sealer for
+    what must be encrypted at rest, the network, the other service accounts (never acted
+    against) and, where the deployment allows it, an admin view of the homeserver (the
+    provisioner's token: reports, server-side redactions)."""
 
     db: Database
     data_dir: Path
     network: str | None = None
     service_accounts: frozenset[str] = frozenset()
     admin: MatrixHttp | None = None
+    clock: Clock = field(default_factory=SystemClock)
+    sealer: Sealer | None = None
 
 
 @contextlib.asynccontextmanager
