@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from clubs.core.errors import Forbidden, MatrixError, NotFound, RateLimited
+from clubs.core.errors import Forbidden, MatrixError, NotFound, RateLimited, Unreachable
 from clubs.core.ids import DeviceId, EventId, RoomId, UserId
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,62 @@ class MatrixHttp:
 
     async def delete(self, url_path: str, **kw: Any) -> JsonDict:
         return await self.request("DELETE", url_path, **kw)
+
+    async def request_bytes(
+        self,
+        method: str,
+        url_path: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        label: str | None = None,
+    ) -> JsonDict:
+        """Send `data` as the raw request body (a media upload) and return the JSON answer.
+
+        The same write hook, 429 retries and typed errors as `request_json`; the body is never
+        logged. The whole body is sent again on a retry, so a retry is only as idempotent as the
+        endpoint (`PUT /_matrix/media/v3/upload/{server}/{id}` answers 409 the second time).
+        """
+        label = label or url_path.split("%")[0]
+        if method not in _READ_METHODS:
+            if self.on_write is not None:
+                maybe = self.on_write(method, label)
+                if maybe is not None:
+                    await maybe
+            self.writes += 1
+        headers = {"Content-Type": content_type}
+        if self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        attempt = 0
+        while True:
+            try:
+                async with self.session.request(
+                    method,
+                    self.base_url + url_path,
+                    data=data,
+                    headers=headers,
+                    timeout=self._timeout,
+                ) as resp:
+                    try:
+                        body = await resp.json(content_type=None)
+                    except ValueError:
+                        body = None
+                    status, reason, resp_headers = resp.status, resp.reason, resp.headers
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+                raise Unreachable(f"{method} {label}: {type(e).__name__}") from None
+            err = body if isinstance(body, dict) else {}
+            if status < 400:
+                return err
+            errcode = str(err.get("errcode", "M_UNKNOWN"))
+            if status == 429 and attempt < self._max_retries:
+                attempt += 1
+                delay = _retry_after_ms(err, resp_headers) / 1000
+                delay += random.uniform(0, 0.05 * attempt)  # noqa: S311
+                log.info("rate limited on %s, retrying in %.2fs", label, delay)
+                await asyncio.sleep(delay)
+                continue
+            message = str(err.get("error", reason or ""))
+            raise _error(status, errcode, message, method, label, err)
 
 
 def _retry_after_ms(err: Mapping[str, Any], headers: Mapping[str, str]) -> int:
