@@ -2,7 +2,8 @@
 
 Our own code logs ids, types, counts and durations only (STYLE.md). As a second line of defence a
 `RedactingFilter` sits on every handler: it masks anything shaped like an access token, a bearer
-header, a password or token field, or a private key, whoever logged it, and it cuts the messages
+header, a password, token or key field (`CLUBS_MASTER_KEY=…` included), a private key, or a bare
+Fernet token or key (the vault's ciphertext and key), whoever logged it, and it cuts the messages
 in which nio quotes whole events or responses (`QUOTING_MESSAGES`) down to their fixed opening.
 Third-party loggers that print request bodies or query strings at DEBUG are held at WARNING
 unless explicitly asked for.
@@ -25,7 +26,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(
             r"(?i)([\"']?(?:password|passphrase|access_token|refresh_token|as_token|hs_token|"
-            r"registration_token|token|secret|private_key|pickle_key|recovery_key|mac)[\"']?"
+            r"registration_token|token|secret|private_key|pickle_key|recovery_key|master_key|"
+            r"mac)[\"']?"
             r"\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,}]+)"
         ),
         r"\1<redacted>",
@@ -34,6 +36,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
         "<redacted private key>",
     ),
+    # Fernet tokens (version byte 0x80 and a timestamp's zero high bytes: "gAAAAA…").
+    (re.compile(r"(?<![A-Za-z0-9_\-])gAAAAA[A-Za-z0-9_\-]{60,}={0,2}"), "<redacted fernet token>"),
+    # Fernet keys: 32 bytes in url-safe base64, 43 characters and one "=".
+    (re.compile(r"(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]{43}=(?![A-Za-z0-9_\-=])"), "<redacted key>"),
 )
 
 

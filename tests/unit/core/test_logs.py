@@ -6,6 +6,7 @@ import io
 import logging
 
 import pytest
+from cryptography.fernet import Fernet
 
 from clubs.core.logs import redact, setup_logging
 
@@ -23,6 +24,48 @@ from clubs.core.logs import redact, setup_logging
 )
 def test_secrets_are_masked(text: str, secret: str) -> None:
     assert secret not in redact(text)
+
+
+# Shaped like a Fernet key and a Fernet token (fixed, so the expected texts are exact).
+KEY = "q3Jb0cX2v8xR5tY7uI9oP1aS4dF6gH8jK0lZ2xC4vB0="
+TOKEN = (
+    "gAAAAABnZ0Ecqk9yQ1UuJk3D8gFtYh5mVxW2pL7rN4sT6vB9cE1aZ3dG5hJ8kM0nP2qR4sU6wY8zA1bC3dE5fG7h"
+    "J9kL1mN3pQ5rS7tU9vW1xY3zA5bC7dE9fG1hJ3kL5mN7pQ=="
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"CLUBS_MASTER_KEY={KEY}", "CLUBS_MASTER_KEY=<redacted>"),
+        (f"env: CLUBS_MASTER_KEY: {KEY} ok", "env: CLUBS_MASTER_KEY: <redacted> ok"),
+        (f'export CLUBS_MASTER_KEY="{KEY}"; run', "export CLUBS_MASTER_KEY=<redacted>; run"),
+        (f'{{"CLUBS_MASTER_KEY": "{KEY}"}}', '{"CLUBS_MASTER_KEY": <redacted>}'),
+        ("CLUBS_MASTER_KEY = short-one, next", "CLUBS_MASTER_KEY = <redacted>, next"),
+        (f"vault {TOKEN} unreadable", "vault <redacted fernet token> unreadable"),
+        (f"key ({KEY}) rejected", "key (<redacted key>) rejected"),
+        (f"bad [{KEY}]", "bad [<redacted key>]"),
+        # Not secrets: the key file's path, event and room ids (unpadded), short base64.
+        (
+            "CLUBS_MASTER_KEY_FILE=/run/secrets/master_key",
+            "CLUBS_MASTER_KEY_FILE=/run/secrets/master_key",
+        ),
+        (
+            "event $" + "a" * 43 + " in !" + "b" * 43 + ":x",
+            "event $" + "a" * 43 + " in !" + "b" * 43 + ":x",
+        ),
+        ("hash YWJj=", "hash YWJj="),
+    ],
+)
+def test_master_key_and_fernet_material_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_real_fernet_keys_and_tokens_are_masked() -> None:
+    key = Fernet.generate_key()
+    token = Fernet(key).encrypt(b'{"a": "b"}').decode()
+    assert redact(f"k {key.decode()} t {token}.") == "k <redacted key> t <redacted fernet token>."
+    assert redact(f"{key.decode()}\n{token}") == "<redacted key>\n<redacted fernet token>"
 
 
 def test_filter_runs_on_every_record_including_third_party() -> None:
