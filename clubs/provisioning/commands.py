@@ -95,6 +95,11 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser("serve", help="the provisioning HTTP API")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=int(os.environ.get("CLUBS_SERVICE_PORT", "8090")))
+    s.add_argument(
+        "--show-token",
+        action="store_true",
+        help="print the API token (to a terminal only) and exit, without serving",
+    )
     _connection(s)
 
 
@@ -180,8 +185,10 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "validate":
             return cmd_validate(args.file)
         if args.command == "serve":
-            from clubs.provisioning.service import serve
+            from clubs.provisioning.service import serve, show_token
 
+            if args.show_token:
+                return show_token((args.var_dir or _var_dir()).resolve())
             return asyncio.run(serve(args))
         return asyncio.run(_async(args))
     except ConfigError as e:

@@ -2,7 +2,9 @@
 
 - Every route but `/openapi.json` needs `Authorization: Bearer <token>`, compared in constant
   time (`hmac.compare_digest`): 401 when missing, 403 when wrong. The token is
-  `$CLUBS_SERVICE_TOKEN`, else one kept in the vault (created and printed once).
+  `$CLUBS_SERVICE_TOKEN`, else one kept in the vault (created on first use). It is never
+  printed by the service, whose output may be persisted: `clubs serve --show-token` prints it,
+  and only to a terminal.
 - Bodies over `max_body` are refused with 413 from their Content-Length, before being read
   (and aiohttp's `client_max_size` stops chunked ones).
 - A bad document is a 400 with every located error (`<posted>:12:5: clubs[0].key: …`).
@@ -19,9 +21,11 @@ import hmac
 import logging
 import os
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -30,6 +34,7 @@ from aiohttp.web_response import StreamResponse
 
 from clubs.core.errors import ClubsError
 from clubs.core.http import MatrixHttp
+from clubs.core.secrets import Vault
 from clubs.core.yamlconf import ConfigError
 from clubs.provisioning.apply import apply_network
 from clubs.provisioning.desired import DesiredNetwork
@@ -247,18 +252,48 @@ def build_app(
     return app
 
 
+def service_token(vault: Vault) -> tuple[str, bool]:
+    """The API token, `$CLUBS_SERVICE_TOKEN` or else the vault's (created there on first use,
+    once even if two services start together), and whether this call created it."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return token, False
+    token = vault.get(VAULT_KEY)
+    if token is not None:
+        return token, False
+    fresh = secrets.token_urlsafe(32)
+    token = vault.setdefault(VAULT_KEY, fresh)
+    return token, token == fresh
+
+
+def show_token(var_dir: Path, out: TextIO | None = None) -> int:
+    """`clubs serve --show-token`: print the API token, only when `out` is a terminal (a pipe
+    or a file may end up in persisted logs). Creates the token if the service never ran."""
+    out = out or sys.stdout
+    if os.environ.get(TOKEN_ENV):
+        print(f"the service token is the value of ${TOKEN_ENV}", file=sys.stderr)
+        return 0
+    if not out.isatty():
+        raise ClubsError(
+            "not printing the service token: standard output is not a terminal and may be "
+            f"logged; run `clubs serve --show-token` in a terminal, or set ${TOKEN_ENV}"
+        )
+    token, _ = service_token(Vault(var_dir / "secrets" / "vault"))
+    print(token, file=out, flush=True)
+    return 0
+
+
 async def serve(args: argparse.Namespace) -> int:
     from clubs.provisioning.commands import connect
 
     async with connect(args) as conn:
-        token = os.environ.get(TOKEN_ENV)
-        if not token:
-            vault = conn.vault()
-            token = vault.get(VAULT_KEY)
-            if token is None:
-                token = secrets.token_urlsafe(32)
-                vault.set(VAULT_KEY, token)
-                print(f"New service token (shown once; kept in the vault): {token}", flush=True)
+        token, created = service_token(conn.vault())
+        if created:
+            print(
+                "New service token kept in the vault; "
+                f"`clubs serve --show-token --var-dir {conn.var_dir}` prints it",
+                flush=True,
+            )
         store = conn.tokens()
         app = build_app(conn.http, conn.provisioner, token, tokens=store)
         runner = web.AppRunner(app, access_log_class=AccessLogger)
