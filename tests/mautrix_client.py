@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from mautrix.client import Client
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.client.state_store import MemoryStateStore, MemorySyncStore
 from mautrix.crypto import OlmMachine
+from mautrix.crypto.attachments import decrypt_attachment
 from mautrix.crypto.store import MemoryCryptoStore
 from mautrix.crypto.store import StateStore as CryptoStateStore
 from mautrix.errors import DecryptionError, SessionNotFound
@@ -91,6 +93,8 @@ class Received:
     """When the homeserver received it (ms since the epoch; same clock here: loopback)."""
     arrived_at: float = 0.0
     """`time.time()` when this client had it decrypted."""
+    content: dict[str, Any] = field(default_factory=dict)
+    """The whole decrypted content (e.g. an `m.file`'s `file`)."""
 
 
 @dataclass
@@ -181,8 +185,26 @@ class MautrixPeer:
                     _formatted_body(decrypted.content),
                     int(evt.timestamp),
                     time.time(),
+                    decrypted.content.serialize(),
                 )
             )
+
+    async def download_encrypted(self, file: Mapping[str, Any]) -> tuple[bytes, bytes]:
+        """(ciphertext as stored on the server, plaintext) of an `EncryptedFile`: downloaded
+        through authenticated media and decrypted by mautrix, which checks `hashes.sha256`
+        first (a mismatch raises)."""
+        server, _, media_id = str(file["url"]).removeprefix("mxc://").partition("/")
+        assert self._session is not None
+        base = str(self.client.api.base_url).rstrip("/")
+        url = f"{base}/_matrix/client/v1/media/download/{server}/{media_id}"
+        headers = {"Authorization": f"Bearer {self.account.session.access_token}"}
+        async with self._session.get(url, headers=headers) as resp:
+            assert resp.status == 200, f"media download answered {resp.status}"
+            ciphertext = await resp.read()
+        plaintext = decrypt_attachment(
+            ciphertext, file["key"]["k"], file["hashes"]["sha256"], file["iv"]
+        )
+        return ciphertext, plaintext
 
     async def send_text(self, room_id: RoomID, body: str) -> None:
         await self.client.send_message_event(

@@ -13,14 +13,18 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from clubs.bots.attachstore import AttachmentState, AttachmentStore
 from clubs.bots.rooms import RoomDirectory, RoomInfo
 from clubs.bots.store import RuntimeStore
+from clubs.core.attachments import MediaRepo, encrypt, encrypted_file, file_content
 from clubs.core.crash import crashpoint
 from clubs.core.e2ee import E2eeClient, RoomEvent
+from clubs.core.errors import ClubsError
 from clubs.core.events import Message
 from clubs.core.html import Text, notice_content
 from clubs.core.http import EventId, MatrixHttp, RoomId, UserId, path
 from clubs.core.i18n import Catalog
+from clubs.core.sealed import Sealer
 from clubs.core.txn import txn_id
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,10 @@ class BotContext:
     pending: list[PendingSend] = field(default_factory=list, repr=False)
     """Sends into rooms this client has not synced yet (a DM just created); the runtime sends
     them after the next sync has brought the room in."""
+    sealer: Sealer | None = field(default=None, repr=False)
+    """Seals what must not be readable at rest (attachment keys); `send_file` needs it."""
+    _attachments: AttachmentStore | None = field(default=None, init=False, repr=False)
+    _media: MediaRepo | None = field(default=None, init=False, repr=False)
 
     @property
     def user_id(self) -> UserId:
@@ -81,6 +89,56 @@ class BotContext:
         event_id = await self.client.send(room_id, event_type, content, txn_id=txn)
         crashpoint("after_send")
         return event_id
+
+    async def send_file(
+        self, room_id: RoomId, filename: str, data: bytes, mimetype: str, *, job: Iterable[str]
+    ) -> EventId | None:
+        """Send a file end-to-end encrypted: an `m.file` whose `file` is an `EncryptedFile`; the
+        homeserver only ever gets the ciphertext. Returns like `send`.
+
+        Crash-safe without duplicates: the mxc is reserved and recorded with the file's sealed
+        key and IV under the job's txn id before anything is uploaded. A retry of the job re-uses
+        them, so the same bytes give the same ciphertext, the upload answers 409 (already there)
+        and the event goes out with the same txn id, which Synapse deduplicates. A crash costs at
+        most an unused reserved mxc. If a retry brings other bytes, they get a new key, IV and
+        mxc (never the old key stream); the event already sent, if any, stays the one.
+        """
+        job = tuple(job)
+        txn = txn_id(*job)
+        files, media = await self._file_services()
+        await media.check_size(len(data))
+        record = await files.find(txn)
+        if record is not None and record.state is AttachmentState.SENT and record.event_id:
+            return record.event_id
+        sealed = encrypt(data, record.keys) if record is not None else None
+        if record is None or sealed is None or sealed.keys.sha256 != record.keys.sha256:
+            sealed = encrypt(data)
+            mxc = await media.reserve()
+            record = await files.record(txn, room_id, mxc, sealed.keys, self.clock())
+            crashpoint("file_reserved")
+        if record.state is AttachmentState.RESERVED:
+            await media.upload(record.mxc, sealed.ciphertext)
+            crashpoint("file_uploaded")
+            await files.mark_uploaded(txn)
+        file = encrypted_file(record.mxc, record.keys)
+        content = file_content(filename, mimetype, len(data), file)
+        event_id = await self.send(room_id, "m.room.message", content, job=job)
+        if event_id is not None:
+            await files.mark_sent(txn, event_id)
+        return event_id
+
+    async def _file_services(self) -> tuple[AttachmentStore, MediaRepo]:
+        if self.sealer is None:
+            raise ClubsError(
+                f"{self.name}: sending files needs a sealer (attachment keys are never stored "
+                "in clear)"
+            )
+        if self._attachments is None:
+            self._attachments = await AttachmentStore.open(self.store.db, self.name, self.sealer)
+            await self._attachments.prune(self.clock())
+        if self._media is None:
+            self._media = MediaRepo(self.http)
+        return self._attachments, self._media
 
     async def notice(
         self,
