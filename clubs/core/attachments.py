@@ -68,7 +68,7 @@ class AttachmentKeys:
                 iv=_unb64(str(value["iv"])),
                 sha256=_unb64(str(value["sha256"])),
             )
-        except (KeyError, ValueError):
+        except (KeyError, TypeError, ValueError):
             raise AttachmentError("damaged attachment key record") from None
         if len(keys.key) != KEY_BYTES or len(keys.iv) != 16 or len(keys.sha256) != 32:
             raise AttachmentError("damaged attachment key record")

@@ -104,8 +104,9 @@ def test_keys_survive_their_json_form_and_hide_in_reprs() -> None:
     assert repr(encrypt(ICS)) == f"EncryptedData(<{len(ICS)} bytes>)"
     with pytest.raises(AttachmentError, match="damaged"):
         AttachmentKeys.from_json({"k": "AAAA", "iv": "AAAA", "sha256": "AAAA"})
-    with pytest.raises(AttachmentError, match="damaged"):
-        AttachmentKeys.from_json({"iv": "AAAA"})
+    for damaged in ({"iv": "AAAA"}, {"k": None, "iv": "AAAA", "sha256": "AAAA"}, ["k"]):
+        with pytest.raises(AttachmentError, match="damaged"):
+            AttachmentKeys.from_json(damaged)  # type: ignore[arg-type]
 
 
 def test_files_above_the_upload_limit_are_refused() -> None:
