@@ -15,13 +15,19 @@ A club's moderation settings (network defaults with the club's own over them) go
 settings as a `moderation` object of flat keys, only those the YAML set; with none set, the club
 settings are only the time zone and the language.
 
-Power levels list staff at their role's level and the bots at the bot level; never the creator
-(room version 12 gives the creator, the provisioner, infinite power and forbids listing it).
+Each bot is a member of the rooms it works in only (`Bot.serves`; spaces only for a bot with
+every room, the moderation bot by default), and the club settings of every club room and space
+list the bots serving it (`bots`: their user ids, in the order of the file's `bots:`), so a bot
+knows where it belongs and the first one answers the built-in commands there.
+
+Power levels list staff at their role's level and the bots in the room at the bot level; never
+the creator (room version 12 gives the creator, the provisioner, infinite power and forbids
+listing it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -93,7 +99,8 @@ class _Compiler:
         self.mxids = {
             p.key: resolve_mxid(p.mxid, server_name) for p in network.people if p.mxid is not None
         }
-        self.bots = {name: f"@{local}:{server_name}" for name, local in network.bots.items()}
+        self.bots = {name: f"@{b.localpart}:{server_name}" for name, b in network.bots.items()}
+        self.space_bots = tuple(name for name, b in network.bots.items() if b.in_spaces)
         clash = set(self.mxids.values()) & set(self.bots.values())
         if clash:
             raise ClubsError(f"people and bots share user ids: {', '.join(sorted(clash))}")
@@ -109,6 +116,7 @@ class _Compiler:
             net.topic,
             parent=None,
             members=self._members({k: self._level("member") for k in everyone}),
+            bots=self.space_bots,
         )
         for i, country in enumerate(net.countries):
             self._country(country, i)
@@ -126,6 +134,7 @@ class _Compiler:
             None,
             parent="network",
             members=self._members({k: self._level("member") for k in people}),
+            bots=self.space_bots,
             order=f"{index:03d}",
         )
         for i, club in enumerate(country.clubs):
@@ -159,6 +168,7 @@ class _Compiler:
             club.topic,
             parent=f"country:{country.key}",
             members=members,
+            bots=self.space_bots,
             order=f"{index:03d}",
             settings=settings,
         )
@@ -177,6 +187,7 @@ class _Compiler:
                 cohort.topic,
                 parent=ref,
                 members=cohort_members,
+                bots=self.space_bots,
                 order=f"cohort-{i:03d}",  # after the club's rooms, which use digits
                 settings=settings,
             )
@@ -208,6 +219,7 @@ class _Compiler:
         if room.audience == "staff":
             locator = replace(locator, audience="staff")
             members = staff_members
+        in_cohort = locator.cohort is not None
         self._add(
             ref,
             locator,
@@ -215,6 +227,11 @@ class _Compiler:
             room.topic,
             parent=parent,
             members=members,
+            bots=tuple(
+                name
+                for name, bot in self.net.bots.items()
+                if bot.serves(room.key, in_cohort=in_cohort)
+            ),
             is_space=False,
             join_rule=room.join_rule,
             join_allow=(parent,) if restricted else (),
@@ -235,6 +252,7 @@ class _Compiler:
         *,
         parent: str | None,
         members: Mapping[str, int],
+        bots: Iterable[str],
         is_space: bool = True,
         join_rule: JoinRule = "invite",
         join_allow: tuple[str, ...] = (),
@@ -246,6 +264,12 @@ class _Compiler:
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         d = self.net.defaults
+        bots = tuple(bots)
+        members = {
+            **members,
+            **{self.bots[name]: self._level(BOT_ROLES.get(name, "bot")) for name in bots},
+        }
+        members = dict(sorted(members.items()))
         if history_visibility is None:
             history_visibility = d.space_history_visibility if is_space else d.history_visibility
         state: dict[tuple[str, str], Mapping[str, Any]] = {
@@ -263,7 +287,7 @@ class _Compiler:
         if d.retention_ms is not None:
             state[("m.room.retention", "")] = {"max_lifetime": d.retention_ms}
         if settings is not None:
-            state[(CLUB_SETTINGS, "")] = dict(settings)
+            state[(CLUB_SETTINGS, "")] = {**settings, "bots": [self.bots[name] for name in bots]}
         self.rooms.append(
             DesiredRoom(
                 ref=ref,
@@ -299,12 +323,8 @@ class _Compiler:
         return levels
 
     def _members(self, levels: Mapping[str, int]) -> dict[str, int]:
-        """mxid → level for the people with a known mxid, and every bot; sorted by mxid."""
-        members = {self.mxids[k]: level for k, level in levels.items() if k in self.mxids}
-        members.update(
-            {mxid: self._level(BOT_ROLES.get(name, "bot")) for name, mxid in self.bots.items()}
-        )
-        return dict(sorted(members.items()))
+        """mxid → level for the people with a known mxid (the bots are added room by room)."""
+        return {self.mxids[k]: level for k, level in levels.items() if k in self.mxids}
 
     def _power_levels(
         self, override: PowerLevels, members: Mapping[str, int], is_space: bool

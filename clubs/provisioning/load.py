@@ -11,27 +11,48 @@ default join rule, and `restricted` is an error, since it would let every club m
 
 A club's moderation settings are the network's `defaults.moderation` with the club's own
 `moderation` over them, key by key (`flood` and `join_wave` too); the word lists are joined.
+
+A bot is written `name: localpart` (it works in its default rooms, `model.DEFAULT_BOT_ROOMS`) or
+`name: {localpart: …, rooms: […]}`, where `rooms` lists room keys (of the templates, a club or a
+cohort; each names that room in every club and cohort having it) or is `all`. Room keys are
+checked once the whole file is read.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import cast
 
+import yaml
+
 from clubs.core import checks
-from clubs.core.yamlconf import DEFAULT_LIMITS, Limits, Node, Origin, parse_yaml, read_yaml, shown
+from clubs.core.yamlconf import (
+    DEFAULT_LIMITS,
+    STR,
+    Limits,
+    Node,
+    Origin,
+    describe,
+    parse_yaml,
+    read_yaml,
+    shown,
+)
 from clubs.provisioning.desired import Audience, JoinRule, LifeState, OnboardingMode
 from clubs.provisioning.model import (
+    ALL_ROOMS,
     BOT_NAMES,
+    DEFAULT_BOT_ROOMS,
     DEFAULT_POWER_LEVELS,
     DEFAULT_ROLES,
     MEGOLM,
     ROLES,
     STAFF_ROLES,
     THRESHOLDS,
+    Bot,
     Club,
     Cohort,
     Country,
@@ -159,6 +180,8 @@ class _Loader:
         self.defaults = Defaults()
         self.people: dict[str, Person] = {}
         self.club_lines: dict[str, int] = {}
+        self.bot_room_keys: list[tuple[Node, str]] = []
+        """Room keys as the bots' `rooms` lists wrote them, checked once every room is known."""
 
     def network(self, root: Node) -> Network:
         f = root.mapping(
@@ -199,6 +222,7 @@ class _Loader:
         seen: dict[str, int] = {}
         for c in _items(f.get("countries")):
             countries.append(self._country(c, seen, club_template, cohort_template))
+        self._check_bot_rooms(_room_keys(club_template, cohort_template, countries))
         return Network(
             key=key,
             name=name,
@@ -347,20 +371,80 @@ class _Loader:
             notifications = {"room": level(nf["room"])} if "room" in nf else {}
         return PowerLevels(thresholds, events, notifications)
 
-    def _bots(self, node: Node) -> dict[str, str]:
-        f = node.mapping(optional=BOT_NAMES)
-        bots: dict[str, str] = {}
-        for name in BOT_NAMES:
-            if value := f.get(name):
-                localpart = value.string(checks.localpart)
-                if localpart in bots.values():
-                    value.error(f"{shown(localpart)} is already the account of another bot")
-                bots[name] = localpart
+    def _bots(self, node: Node) -> dict[str, Bot]:
+        """Bot name → account and rooms, in the order of the file."""
+        bots: dict[str, Bot] = {}
+        for entry in node.entries():
+            name, value = entry.key, entry.value
+            if message := checks.slug(name):
+                entry.at.error(message)
+                continue
+            close = difflib.get_close_matches(name, BOT_NAMES, n=1)
+            if name not in BOT_NAMES and close:
+                entry.at.error(
+                    f'unknown bot; did you mean "{close[0]}"? '
+                    "(a bot of another name works in every room)"
+                )
+                continue
+            if value.is_null():
+                continue
+            bot = DEFAULT_BOT_ROOMS.get(name, Bot(""))
+            at = value
+            if isinstance(value.raw, yaml.MappingNode):
+                f = value.mapping(required=("localpart",), optional=("rooms",))
+                at = f["localpart"]
+                if r := f.get("rooms"):
+                    bot = Bot("", self._bot_rooms(r))
+            elif value.is_list():
+                value.error(
+                    "expected a user name, or a mapping with localpart and rooms; "
+                    f"got {describe(value.raw)}"
+                )
+                continue
+            localpart = at.string(checks.localpart)
+            if localpart and localpart in (b.localpart for b in bots.values()):
+                at.error(f"{shown(localpart)} is already the account of another bot")
+            bots[name] = replace(bot, localpart=localpart)
         return bots
 
-    def _people(self, node: Node, bots: Mapping[str, str]) -> tuple[Person, ...]:
+    def _bot_rooms(self, node: Node) -> frozenset[str] | None:
+        """A bot's `rooms`: `all` (None), or room keys (kept to be checked at the end)."""
+        raw = node.raw
+        if isinstance(raw, yaml.ScalarNode) and raw.tag == STR and raw.value == ALL_ROOMS:
+            return None
+        if not node.is_list():
+            hint = ""
+            if isinstance(raw, yaml.ScalarNode) and raw.tag == STR and not checks.slug(raw.value):
+                hint = f" (one room: [{raw.value}])"
+            node.error(f"expected all or a list of room keys; got {describe(raw)}{hint}")
+            return None
+        keys: list[str] = []
+        for item in node.sequence():
+            key = item.string(checks.slug)
+            if not key:
+                continue
+            if key in keys:
+                item.error(f"{shown(key)} is listed twice")
+                continue
+            keys.append(key)
+            self.bot_room_keys.append((item, key))
+        return frozenset(keys)
+
+    def _check_bot_rooms(self, known: Collection[str]) -> None:
+        for item, key in self.bot_room_keys:
+            if key in known:
+                continue
+            if key == ALL_ROOMS:
+                item.error('"all" is not a room key: write rooms: all, not in a list')
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f'did you mean "{close[0]}"?' if close else "no club or cohort has such a room"
+            item.error(f"unknown room key {shown(key)}; {hint}")
+
+    def _people(self, node: Node, bots: Mapping[str, Bot]) -> tuple[Person, ...]:
         seen: dict[str, int] = {}
         mxids: dict[str, str] = {}
+        bot_localparts = {b.localpart for b in bots.values()}
         for item in node.sequence():
             f = item.mapping(required=("key",), optional=("mxid", "display_name", "onboarding"))
             key = f["key"].string(checks.slug)
@@ -373,7 +457,7 @@ class _Loader:
                     pass
                 elif mxid in mxids:
                     m.error(f"{shown(mxid)} is already the user id of {shown(mxids[mxid])}")
-                elif mxid[1:] in bots.values():
+                elif mxid[1:] in bot_localparts:
                     m.error(f"{shown(mxid)} is the account of a bot")
                 mxids[mxid] = key
             onboarding: OnboardingMode = "token"
@@ -614,6 +698,20 @@ def _staff_room_restricted(patch: _RoomPatch, base: _RoomPatch, template_name: s
             f"{STAFF_RESTRICTED} (join_rule: restricted in {template_name}, line {line}); "
             "set join_rule: invite here"
         )
+
+
+def _room_keys(
+    club_template: Mapping[str, _RoomPatch],
+    cohort_template: Mapping[str, _RoomPatch],
+    countries: Iterable[Country],
+) -> set[str]:
+    """Every room key the file declares: the templates', and every club's and cohort's."""
+    keys = set(club_template) | set(cohort_template)
+    for country in countries:
+        for club in country.clubs:
+            keys.update(r.key for r in club.rooms)
+            keys.update(r.key for cohort in club.cohorts for r in cohort.rooms)
+    return keys
 
 
 def _unique(at: Node, key: str, seen: dict[str, int], what: str) -> bool:

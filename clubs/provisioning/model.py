@@ -27,6 +27,8 @@ DEFAULT_ROLES: Mapping[str, int] = {
     "member": 0,
 }
 BOT_NAMES = ("moderation", "facilitation", "scheduling", "checkins")
+ALL_ROOMS = "all"
+"""`rooms: all` in a bot's entry: every managed room and space."""
 THRESHOLDS = (
     "users_default",
     "events_default",
@@ -136,6 +138,41 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class Bot:
+    """A bot account and the rooms it works in (it is invited to those and no others).
+
+    A room is served by the bot if its key is in `rooms` (club and cohort rooms alike), or if it
+    is a cohort's room and `cohort_rooms` is set. `rooms` None means every managed room and
+    space, the only way a bot is in spaces (the moderation bot's default: bans and server ACLs
+    reach every managed room).
+    """
+
+    localpart: str
+    rooms: frozenset[str] | None = None
+    cohort_rooms: bool = False
+
+    def serves(self, room_key: str, *, in_cohort: bool) -> bool:
+        """Whether this bot works in the club or cohort room with this key."""
+        if self.rooms is None:
+            return True
+        return room_key in self.rooms or (in_cohort and self.cohort_rooms)
+
+    @property
+    def in_spaces(self) -> bool:
+        return self.rooms is None
+
+
+DEFAULT_BOT_ROOMS: Mapping[str, Bot] = {
+    "moderation": Bot(""),
+    "scheduling": Bot("", frozenset({"announcements", "sessions"})),
+    "facilitation": Bot("", frozenset({"sessions"}), cohort_rooms=True),  # cohort trainings
+    "checkins": Bot("", frozenset({"support"})),
+}
+"""Where each bot works unless its entry says `rooms:` (localparts left empty); any other bot
+name: every room and space."""
+
+
+@dataclass(frozen=True)
 class Person:
     key: str
     """Stable and pseudonymous: never a real name."""
@@ -216,8 +253,9 @@ class Network:
     roles: Mapping[str, int]
     power_levels: PowerLevels
     """The full thresholds every room starts from."""
-    bots: Mapping[str, str]
-    """Bot name (moderation, facilitation, scheduling, checkins) → localpart."""
+    bots: Mapping[str, Bot]
+    """Bot name (moderation, facilitation, scheduling, checkins, …) → its account and rooms, in
+    the order of the file (the first bot serving a room answers `!ping` and `!help` there)."""
     people: tuple[Person, ...]
     countries: tuple[Country, ...]
     extra_sensitive_words: tuple[str, ...] = ()

@@ -13,6 +13,9 @@ Rules (reference/provisioning.md §D.1, §D.3):
   from the room); a change to them is an ordinary update.
 - Members: invite who is missing; never re-invite someone who left on their own (unless
   `reinvite`); kick whoever is in a managed room without being declared.
+- Bots: a network bot is in the rooms it is assigned to and no others. One in a room it no
+  longer serves is kicked and its power level entry removed; one that left a room it serves on
+  its own (a bot follows the room's club settings, which may have been older) is invited again.
 - A room whose club or cohort is archived is archived (invite-only, read-only, unlinked, locator
   marked); a managed room that is no longer declared is reported, and archived only with `prune`.
   Nothing is ever destroyed unless `destroy` is given.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -295,8 +298,10 @@ def differing_keys(
     actual: Mapping[str, Any] | None,
     *,
     prune: bool = False,
+    drop: Collection[str] = (),
 ) -> list[str]:
-    """The declared keys whose actual value differs (subset compare after defaults)."""
+    """The declared keys whose actual value differs (subset compare after defaults); power
+    levels also differ while they list a user of `drop` (bots no longer in the room)."""
     want = _normalise(event_type, desired)
     have = _normalise(event_type, actual)
     if actual is None:
@@ -309,22 +314,31 @@ def differing_keys(
             if key == "users" and prune:
                 if dict(got) != dict(value):
                     diff.append(key)
-            elif any(got.get(k) != v for k, v in value.items()):
-                diff.append(key)
+            else:
+                stale = key == "users" and any(u in got and u not in value for u in drop)
+                if stale or any(got.get(k) != v for k, v in value.items()):
+                    diff.append(key)
         elif _plain(have.get(key)) != _plain(value):  # nested content compared whole
             diff.append(key)
     return diff
 
 
 def merged_power_levels(
-    desired: Mapping[str, Any], actual: Mapping[str, Any] | None, *, prune: bool = False
+    desired: Mapping[str, Any],
+    actual: Mapping[str, Any] | None,
+    *,
+    prune: bool = False,
+    drop: Collection[str] = (),
 ) -> dict[str, Any]:
-    """Read-modify-write: the actual content with the declared keys set (maps merged)."""
+    """Read-modify-write: the actual content with the declared keys set (maps merged), the
+    users of `drop` that the desired content does not list removed."""
     out: dict[str, Any] = _plain(actual or {})
     for key, value in desired.items():
         if key in PL_MAPS and isinstance(value, Mapping) and not (key == "users" and prune):
             base = out.get(key)
             merged = dict(base) if isinstance(base, Mapping) else {}
+            if key == "users":
+                merged = {u: v for u, v in merged.items() if u not in drop or u in value}
             merged.update(_plain(value))
             out[key] = merged
         else:
@@ -385,6 +399,7 @@ def plan(
     state and space edges → archives → invites → kicks → destroys."""
     server = desired.server_name
     me = actual.provisioner
+    bot_names = {mxid: name for name, mxid in desired.bots.items()}
     actions: list[Action] = []
     notes: list[Note] = []
 
@@ -462,12 +477,15 @@ def plan(
             )
         else:
             _immutable(room, have, notes)
+            drop = {b for b in bot_names if b not in room.members}
             for (etype, skey), want in desired_state(room, ids, server).items():
                 got = have.state.get((etype, skey))
-                diff = differing_keys(etype, want, got, prune=prune)
+                diff = differing_keys(etype, want, got, prune=prune, drop=drop)
                 if not diff:
                     continue
-                content = merged_power_levels(want, got, prune=prune) if etype == PL else want
+                content = (
+                    merged_power_levels(want, got, prune=prune, drop=drop) if etype == PL else want
+                )
                 act = Action(
                     "put_state",
                     room.ref,
@@ -517,7 +535,9 @@ def plan(
             if m is None or m.membership == "knock":
                 invites.append(invite)
             elif m.membership == "leave":
-                if m.sender == mxid and not reinvite:
+                if m.sender == mxid and mxid in bot_names:
+                    invites.append(invite)  # a bot does not choose its rooms: its network does
+                elif m.sender == mxid and not reinvite:
                     notes.append(Note("left", room.ref, f"{mxid} left; not re-invited"))
                 elif m.sender not in (mxid, me) and not reinvite:
                     notes.append(Note("kicked", room.ref, f"{mxid} was removed by {m.sender}"))
@@ -528,7 +548,10 @@ def plan(
         for mxid, m in sorted(members.items()):
             if mxid == me or mxid in room.members or m.membership not in ("join", "invite"):
                 continue
-            kicks.append(Action("kick", room.ref, user_id=mxid, detail=m.membership))
+            detail = m.membership
+            if mxid in bot_names:
+                detail += f"; bot {bot_names[mxid]} does not serve this room"
+            kicks.append(Action("kick", room.ref, user_id=mxid, detail=detail))
 
     # Managed rooms that are no longer declared.
     for key, have in sorted(actual.rooms.items()):

@@ -12,9 +12,10 @@ from clubs.provisioning.desired import DesiredNetwork
 from clubs.provisioning.load import load_network, parse_network
 
 SERVER = "clubs.test"
-BOTS = {
+MODERATION, FACILITATION, SCHEDULING, CHECKINS = (
     f"@bot-{name}:{SERVER}" for name in ("moderation", "facilitation", "scheduling", "checkins")
-}
+)
+BOTS = {MODERATION, FACILITATION, SCHEDULING, CHECKINS}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,8 @@ def test_power_levels_are_complete_and_never_list_the_creator(net: DesiredNetwor
         assert pl["events"][CLUB_SETTINGS] == 100
         assert not any("provisioner" in user for user in pl["users"])
         assert all(level > 0 for level in pl["users"].values())
-        assert set(pl["users"]) >= BOTS
+        assert set(pl["users"]) & BOTS == set(room.members) & BOTS
+        assert MODERATION in pl["users"]
 
 
 def test_staff_get_their_role_level_in_their_clubs_rooms(net: DesiredNetwork) -> None:
@@ -116,7 +118,7 @@ def test_members_of_each_level(net: DesiredNetwork) -> None:
     def people(ref: str) -> set[str]:
         return {m.split(":")[0][1:] for m in net.room(ref).members if m not in BOTS}
 
-    assert set(net.room("network").members) >= BOTS
+    assert set(net.room("network").members) & BOTS == {MODERATION}
     assert people("network") == {p.mxid.split(":")[0][1:] for p in net.people if p.mxid}
     assert people("country:kz") == {
         "anna", "boris", "vera", "gleb", "dina", "egor", "zhanna", "zakhar", "inna", "kirill"
@@ -151,17 +153,22 @@ def test_locators_and_club_settings(net: DesiredNetwork) -> None:
     assert net.room("cohort:almaty/autumn-2025").life == "archived"
     assert net.room("cohort:almaty/autumn-2025/chat").life == "archived"
     settings = net.room("club:almaty/general").state[(CLUB_SETTINGS, "")]
-    assert settings == {"time_zone": "Asia/Almaty", "language": "ru"}  # no moderation set
-    settings = net.room("club:berlin/general").state[(CLUB_SETTINGS, "")]
+    assert settings == {  # no moderation set
+        "time_zone": "Asia/Almaty",
+        "language": "ru",
+        "bots": [MODERATION],
+    }
+    settings = net.room("club:berlin/sessions").state[(CLUB_SETTINGS, "")]
     assert settings == {
         "time_zone": "Europe/Berlin",
         "language": "en",
         "moderation": {"personal_data": "flag"},
+        "bots": [MODERATION, FACILITATION, SCHEDULING],
     }
     assert (CLUB_SETTINGS, "") not in net.room("network").state
 
 
-def test_a_staff_room_has_the_clubs_staff_and_the_bots_and_no_member(
+def test_a_staff_room_has_the_clubs_staff_and_the_moderation_bot_and_no_member(
     net: DesiredNetwork,
 ) -> None:
     room = net.room("club:almaty/moderators")
@@ -170,16 +177,13 @@ def test_a_staff_room_has_the_clubs_staff_and_the_bots_and_no_member(
     assert people == {f"@{k}:{SERVER}" for k in ("anna", "boris", "vera")}  # admin, fac., mod.
     assert f"@gleb:{SERVER}" in net.room("club:almaty/general").members
     assert f"@gleb:{SERVER}" not in room.members  # a member of the club
-    assert set(room.members) >= BOTS
+    assert set(room.members) & BOTS == {MODERATION}
     users = room.power_levels["users"]
     assert users == {
         f"@anna:{SERVER}": 100,
         f"@boris:{SERVER}": 50,
         f"@vera:{SERVER}": 50,
-        f"@bot-moderation:{SERVER}": 100,
-        f"@bot-facilitation:{SERVER}": 50,
-        f"@bot-scheduling:{SERVER}": 50,
-        f"@bot-checkins:{SERVER}": 50,
+        MODERATION: 100,
     }
     assert {k: v for k, v in room.power_levels.items() if k != "users"} == {
         k: v for k, v in net.room("club:almaty/support").power_levels.items() if k != "users"
@@ -315,6 +319,7 @@ def test_every_room_and_space_of_a_club_carries_its_moderation_settings_flat() -
                 "new_member_hours": 0,
                 "words": ["spam", "casino"],
             },
+            "bots": [],
         }, room.ref
     for ref in ("network", "country:kz"):
         assert (CLUB_SETTINGS, "") not in net.room(ref).state
@@ -334,7 +339,7 @@ def test_without_moderation_settings_the_club_settings_have_no_moderation_key() 
     net = compile_network(parse_network(unset), SERVER)
     settings = [r.state[(CLUB_SETTINGS, "")] for r in net.rooms if r.locator.club is not None]
     assert len(settings) == 11  # 5 in almaty (with its cohort), 3 in astana, 3 in aktau
-    assert all(s == {"time_zone": "UTC", "language": "ru"} for s in settings)
+    assert all(s == {"time_zone": "UTC", "language": "ru", "bots": []} for s in settings)
 
 
 def test_people_and_bots(net: DesiredNetwork) -> None:
@@ -368,3 +373,89 @@ def test_a_bad_server_name_is_refused() -> None:
     with pytest.raises(ClubsError):
         compile_network(model, "not a server")
     assert [r.ref for r in compile_network(model, SERVER).rooms] == ["network"]
+
+
+# --- which bots are in which room ----------------------------------------------------------------
+
+
+def bots_in(net: DesiredNetwork, ref: str) -> set[str]:
+    return set(net.room(ref).members) & BOTS
+
+
+def test_each_bot_is_only_in_the_rooms_it_works_in(net: DesiredNetwork) -> None:
+    assert bots_in(net, "club:almaty/general") == {MODERATION}
+    assert bots_in(net, "club:almaty/announcements") == {MODERATION, SCHEDULING}
+    assert bots_in(net, "club:almaty/sessions") == {MODERATION, SCHEDULING, FACILITATION}
+    assert bots_in(net, "club:almaty/support") == {MODERATION, CHECKINS}
+    assert bots_in(net, "club:almaty/moderators") == {MODERATION}
+    assert bots_in(net, "club:tbilisi/walks") == {MODERATION}  # a club's own room
+    assert bots_in(net, "cohort:almaty/spring-2026/chat") == {MODERATION, FACILITATION}
+    for room in net.rooms:
+        if room.is_space:  # bots do not read spaces; moderation bans in them
+            assert bots_in(net, room.ref) == {MODERATION}, room.ref
+        assert set(room.power_levels["users"]) & BOTS == bots_in(net, room.ref), room.ref
+
+
+def test_club_settings_list_the_bots_serving_the_room_in_the_order_of_the_file(
+    net: DesiredNetwork,
+) -> None:
+    def listed(ref: str) -> list[str]:
+        return list(net.room(ref).state[(CLUB_SETTINGS, "")]["bots"])
+
+    # The file says moderation, facilitation, scheduling, checkins.
+    assert listed("club:almaty/sessions") == [MODERATION, FACILITATION, SCHEDULING]
+    assert listed("club:almaty/support") == [MODERATION, CHECKINS]
+    assert listed("cohort:almaty/spring-2026/chat") == [MODERATION, FACILITATION]
+    assert listed("club:almaty") == [MODERATION]
+    assert listed("cohort:almaty/spring-2026") == [MODERATION]
+    for room in net.rooms:
+        settings = room.state.get((CLUB_SETTINGS, ""))
+        if settings is not None:
+            assert set(settings["bots"]) == bots_in(net, room.ref), room.ref
+
+
+ROOMSETS = """\
+version: 1
+network: n
+name: N
+bots:
+  checkins: {localpart: care, rooms: [support, general]}
+  scheduling: {localpart: sched, rooms: all}
+  moderation: {localpart: mod, rooms: [general, chat]}
+people:
+  - {key: anna, mxid: "@anna"}
+club_template:
+  rooms:
+    - {key: general, name: "Общий"}
+    - {key: support, name: "Поддержка", join_rule: invite}
+cohort_template:
+  rooms:
+    - {key: chat, name: "Группа"}
+countries:
+  - key: kz
+    name: K
+    clubs:
+      - key: almaty
+        name: A
+        members: [anna]
+        cohorts: [{key: spring, name: S, members: [anna]}]
+"""
+
+
+def test_the_long_form_chooses_the_rooms_and_all_includes_the_spaces() -> None:
+    net = compile_network(parse_network(ROOMSETS), SERVER)
+    care, sched, mod = (f"@{n}:{SERVER}" for n in ("care", "sched", "mod"))
+
+    def settings_bots(ref: str) -> list[str]:
+        return list(net.room(ref).state[(CLUB_SETTINGS, "")]["bots"])
+
+    assert settings_bots("club:almaty/general") == [care, sched, mod]
+    assert settings_bots("club:almaty/support") == [care, sched]
+    assert settings_bots("cohort:almaty/spring/chat") == [sched, mod]
+    assert settings_bots("club:almaty") == [sched]
+    assert set(net.room("network").members) == {f"@anna:{SERVER}", sched}
+    assert net.room("club:almaty/general").power_levels["users"] == {
+        care: 50,
+        sched: 50,
+        mod: 100,
+    }

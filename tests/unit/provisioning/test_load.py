@@ -14,7 +14,7 @@ from clubs.core.paths import config_dir
 from clubs.core.yamlconf import ConfigError
 from clubs.provisioning.compile import moderation_content
 from clubs.provisioning.load import duration_ms, load_network, parse_network
-from clubs.provisioning.model import DEFAULT_POWER_LEVELS, Moderation, Network
+from clubs.provisioning.model import DEFAULT_POWER_LEVELS, Bot, Moderation, Network
 
 EXAMPLE = config_dir() / "network.example.yaml"
 
@@ -420,3 +420,110 @@ def test_mutated_example_gives_a_network_or_a_config_error(data: st.DataObject) 
     )
     with contextlib.suppress(ConfigError):
         load(text[:start] + insert + text[start + cut :])
+
+
+# --- bots and the rooms they work in -------------------------------------------------------------
+
+BOTS = SMALL.replace(
+    "people:",
+    "bots:\n"
+    "  moderation: mod\n"
+    "  scheduling: {localpart: sched, rooms: [news, walks]}\n"
+    "  checkins: {localpart: care}\n"
+    "  facilitation: {localpart: facil, rooms: all}\n"
+    "people:",
+    1,
+)
+
+
+def test_a_bot_is_a_localpart_with_default_rooms_or_a_mapping_with_its_rooms() -> None:
+    bots = load(BOTS).bots
+    assert list(bots) == ["moderation", "scheduling", "checkins", "facilitation"]  # file order
+    assert bots["moderation"] == Bot("mod")  # every room and space
+    assert bots["scheduling"] == Bot("sched", frozenset({"news", "walks"}))
+    assert bots["checkins"] == Bot("care", frozenset({"support"}))  # its default
+    assert bots["facilitation"] == Bot("facil")  # rooms: all
+
+
+def test_default_rooms_per_bot_and_for_other_names() -> None:
+    text = SMALL.replace(
+        "people:",
+        "bots: {moderation: m, scheduling: s, facilitation: f, checkins: c, echo: e}\npeople:",
+    )
+    bots = load(text).bots
+    assert bots["moderation"].rooms is None
+    assert bots["scheduling"].rooms == frozenset({"announcements", "sessions"})
+    assert bots["facilitation"].rooms == frozenset({"sessions"})
+    assert bots["facilitation"].cohort_rooms
+    assert bots["checkins"].rooms == frozenset({"support"})
+    assert bots["echo"] == Bot("e")  # not built in: every room and space
+    assert bots["facilitation"].serves("chat", in_cohort=True)
+    assert not bots["facilitation"].serves("chat", in_cohort=False)
+    assert not bots["scheduling"].serves("general", in_cohort=False)
+    assert bots["echo"].in_spaces
+    assert not bots["checkins"].in_spaces
+
+
+def bot_errors(entry: str) -> list[str]:
+    return errors(SMALL.replace("people:", f"bots:\n  {entry}\npeople:", 1))
+
+
+def test_unknown_keys_in_a_bots_entry_are_reported_at_their_place() -> None:
+    assert bot_errors("scheduling: {localpart: s, room: [news]}") == [
+        'n.yaml:5:30: bots.scheduling.room: unknown key; did you mean "rooms"?'
+    ]
+    assert bot_errors("scheduling: {rooms: [news]}") == [
+        'n.yaml:5:15: bots.scheduling: missing required key "localpart"'
+    ]
+
+
+def test_room_keys_must_name_a_room_of_a_template_a_club_or_a_cohort() -> None:
+    assert bot_errors("scheduling: {localpart: s, rooms: [news, walks, chat, nwes, lobby]}") == [
+        'n.yaml:5:57: bots.scheduling.rooms[3]: unknown room key "nwes"; did you mean "news"?',
+        'n.yaml:5:63: bots.scheduling.rooms[4]: unknown room key "lobby"; '
+        "no club or cohort has such a room",
+    ]
+
+
+def test_rooms_is_all_or_a_list_of_room_keys() -> None:
+    assert bot_errors("scheduling: {localpart: s, rooms: news}") == [
+        'n.yaml:5:37: bots.scheduling.rooms: expected all or a list of room keys; got "news" '
+        "(one room: [news])"
+    ]
+    assert bot_errors("scheduling: {localpart: s, rooms: 5}") == [
+        "n.yaml:5:37: bots.scheduling.rooms: expected all or a list of room keys; got 5 (a number)"
+    ]
+    assert bot_errors("scheduling: {localpart: s, rooms: [all]}") == [
+        'n.yaml:5:38: bots.scheduling.rooms[0]: "all" is not a room key: '
+        "write rooms: all, not in a list"
+    ]
+    assert bot_errors("scheduling: {localpart: s, rooms: [news, news, {key: x}]}") == [
+        'n.yaml:5:44: bots.scheduling.rooms[1]: "news" is listed twice',
+        "n.yaml:5:50: bots.scheduling.rooms[2]: expected a string; got a mapping",
+    ]
+    assert load(BOTS.replace("[news, walks]", "[]")).bots["scheduling"].rooms == frozenset()
+
+
+def test_a_bot_is_a_user_name_or_a_mapping_of_the_right_types() -> None:
+    assert bot_errors("scheduling: [s]") == [
+        "n.yaml:5:15: bots.scheduling: expected a user name, or a mapping with localpart and "
+        "rooms; got a list"
+    ]
+    assert bot_errors("scheduling: {localpart: 12}") == [
+        "n.yaml:5:27: bots.scheduling.localpart: expected a string; got 12 (a number); "
+        'quote it: "12"'
+    ]
+    assert bot_errors("scheduling: {localpart: Sched}") == [
+        "n.yaml:5:27: bots.scheduling.localpart: expected a user name of lowercase letters, "
+        'digits and ._=-/+; got "Sched"'
+    ]
+
+
+def test_a_misspelt_bot_name_is_an_error_and_two_bots_need_two_accounts() -> None:
+    assert bot_errors("scheduler: s") == [
+        'n.yaml:5:3: bots.scheduler: unknown bot; did you mean "scheduling"? '
+        "(a bot of another name works in every room)"
+    ]
+    assert errors(
+        SMALL.replace("people:", "bots: {moderation: m, checkins: {localpart: m}}\npeople:")
+    ) == ['n.yaml:4:45: bots.checkins.localpart: "m" is already the account of another bot']

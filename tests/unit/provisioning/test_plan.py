@@ -370,6 +370,7 @@ def test_changed_moderation_settings_are_an_ordinary_update_of_every_room_of_the
         "time_zone": "UTC",
         "language": "ru",
         "moderation": {"personal_data": "off", "flood_messages": 12},
+        "bots": [],
     }
     assert all(u == (False, detail, content) for u in updates.values())
     assert "SECURITY" not in render_text(plan(after, applied(before)))
@@ -386,7 +387,7 @@ def test_settings_removed_from_the_yaml_are_removed_from_the_rooms() -> None:
         f"{CLUB_SETTINGS}: moderation.flood_messages: 12 → null, "
         'moderation.personal_data: "flag" → null'
     )
-    assert content == {"time_zone": "UTC", "language": "ru"}
+    assert content == {"time_zone": "UTC", "language": "ru", "bots": []}
     assert plan(club_net(None), applied(club_net(None))).empty
 
 
@@ -427,3 +428,78 @@ def test_any_applied_network_plans_nothing(
     assert plan(n, applied(n)).empty
     fresh = plan(n, Actual("n1", ME, {}))
     assert fresh.counts()["create"] == len(n.rooms)
+
+
+# --- bots in the rooms they serve ----------------------------------------------------------------
+
+BOT_CLUB = CLUB.replace(
+    "club_template:",
+    "bots:\n  moderation: mod\n  scheduling: SCHEDULING\nclub_template:",
+).replace(
+    '    - {key: general, name: "Общий"}\n',
+    '    - {key: general, name: "Общий"}\n    - {key: sessions, name: "Встречи"}\n',
+)
+MOD = f"@mod:{SERVER}"
+SCHED = f"@sched:{SERVER}"
+
+
+def bot_net(scheduling: str) -> DesiredNetwork:
+    return compile_network(parse_network(BOT_CLUB.replace("SCHEDULING", scheduling)), SERVER)
+
+
+def test_a_bot_no_longer_serving_a_room_is_kicked_and_loses_its_power_level() -> None:
+    before = bot_net("{localpart: sched, rooms: [general, sessions]}")
+    after = bot_net("sched")  # its default: announcements and sessions
+    assert SCHED in before.room("club:almaty/general").members
+    p = plan(after, applied(before))
+    assert [(a.kind, a.ref, a.user_id, a.detail) for a in p.actions if a.user_id] == [
+        ("kick", "club:almaty/general", SCHED, "join; bot scheduling does not serve this room")
+    ]
+    (pl,) = [a for a in p.actions if a.event_type == "m.room.power_levels"]
+    assert (pl.ref, pl.security, pl.detail) == (
+        "club:almaty/general",
+        False,
+        "m.room.power_levels: users changed",
+    )
+    assert pl.content["users"] == {MOD: 100}
+    (settings,) = [a for a in p.actions if a.event_type == CLUB_SETTINGS]
+    assert settings.ref == "club:almaty/general"
+    assert settings.content["bots"] == [MOD]
+    assert f'bots: ["{MOD}", "{SCHED}"] → ["{MOD}"]' in settings.detail
+    assert "- kick @sched:hs.test ← club:almaty/general: join; bot scheduling does not serve" in (
+        render_text(p)
+    )
+    # The bot's entry goes even when it is already out of the room (it left on its own).
+    p2 = plan(after, applied(before, members={SCHED: "left"}))
+    assert [(a.kind, a.ref) for a in p2.actions if a.user_id] == [
+        ("invite", "club:almaty/sessions")  # a room it serves (see the next test)
+    ]
+    assert [a.content["users"] for a in p2.actions if a.event_type == "m.room.power_levels"] == [
+        {MOD: 100}
+    ]
+    assert plan(after, applied(after)).empty
+
+
+def test_a_bot_that_left_a_room_it_serves_is_invited_again_unlike_a_person() -> None:
+    n = bot_net("sched")
+    p = plan(n, applied(n, members={SCHED: "left"}))
+    assert {(a.kind, a.ref, a.user_id) for a in p.actions} == {
+        ("invite", "club:almaty/sessions", SCHED)
+    }
+    assert {(note.kind, note.ref) for note in p.notes} == set()
+    # Removed by a moderator: reported, like a person.
+    p = plan(n, applied(n, members={SCHED: "kicked"}))
+    assert p.empty
+    assert {note.kind for note in p.notes} == {"kicked"}
+
+
+def test_nothing_changes_for_the_moderation_bot() -> None:
+    before = bot_net("{localpart: sched, rooms: all}")
+    after = bot_net("sched")
+    p = plan(after, applied(before))
+    assert all(a.user_id != MOD for a in p.actions)
+    for a in p.actions:
+        if a.event_type == "m.room.power_levels":
+            assert a.content["users"].get(MOD) == 100
+    kicked = {a.ref for a in p.actions if a.kind == "kick"}
+    assert kicked == {r.ref for r in after.rooms if r.ref != "club:almaty/sessions"}
