@@ -1,48 +1,56 @@
-"""What bot handlers get instead of the raw client: send, reply, DM, react, edit, poll, pin.
+"""What bot handlers get instead of the raw client: send, reply, DM, react, edit, poll, pin,
+jobs and the clock.
 
-Every text a person reads is a template key rendered in the room's (or user's) language; every
-send carries a transaction id derived from the logical job, so a retry after a crash is
-deduplicated by Synapse instead of posted twice.
+Every text a person reads is a template key rendered in the room's (or user's) language. Every
+send goes through the outbox (recorded, then sent, then marked sent) with a transaction id
+derived from the logical job and the event type, so a retry after a crash is deduplicated by
+Synapse instead of posted twice, and a send that cannot go now is sent later, never lost.
+
+DM rooms are created crash-safely: the intent is recorded first and the room carries an opaque
+marker in its creation state, so a crash between `createRoom` and recording the room is
+followed by adopting that room, not by a second one. Account data (`m.direct`) and pins are
+read-modify-written only on a successful read: a 404 means "none yet"; any other failure
+raises (and is retried) instead of overwriting what is there with a one-item value.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clubs.bots.attachstore import AttachmentState, AttachmentStore
+from clubs.bots.outbox import Outbox
+from clubs.bots.polls import Poll, PollUpdate
+from clubs.bots.pollstore import PollStore
+from clubs.bots.polltracker import PollTracker
 from clubs.bots.rooms import RoomDirectory, RoomInfo
 from clubs.bots.store import RuntimeStore
 from clubs.core.attachments import MediaRepo, encrypt, encrypted_file, file_content
+from clubs.core.clock import Clock
 from clubs.core.crash import crashpoint
 from clubs.core.e2ee import E2eeClient, RoomEvent
-from clubs.core.errors import ClubsError
+from clubs.core.errors import ClubsError, NotFound
 from clubs.core.events import Message
 from clubs.core.html import Text, notice_content
 from clubs.core.http import EventId, MatrixHttp, RoomId, UserId, path
 from clubs.core.i18n import Catalog
+from clubs.core.namespace import DM_MARKER
 from clubs.core.sealed import Sealer
 from clubs.core.txn import txn_id
+
+if TYPE_CHECKING:
+    from clubs.bots.jobs import JobRunner
 
 log = logging.getLogger(__name__)
 
 CS = ("_matrix", "client", "v3")
 POLL_START = "org.matrix.msc3381.poll.start"
-
-
-@dataclass(frozen=True)
-class PendingSend:
-    room_id: RoomId
-    event_type: str
-    content: dict[str, Any]
-    txn_id: str
-    queued_at: float
-
-    def __repr__(self) -> str:  # content never reaches a log through a repr
-        return f"PendingSend(room_id={self.room_id!r}, event_type={self.event_type!r})"
+Spawnable = Coroutine[Any, Any, None] | Callable[[], Awaitable[None]]
+"""A coroutine (run once) or a coroutine function (run again with backoff if it fails)."""
 
 
 @dataclass
@@ -55,23 +63,33 @@ class BotContext:
     rooms: RoomDirectory
     store: RuntimeStore
     catalog: Catalog
-    clock: Callable[[], float]
-    _spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] = field(repr=False)
-    pending: list[PendingSend] = field(default_factory=list, repr=False)
-    """Sends into rooms this client has not synced yet (a DM just created); the runtime sends
-    them after the next sync has brought the room in."""
+    clock: Clock
+    _spawn: Callable[[Spawnable, str], asyncio.Task[None]] = field(repr=False)
+    outbox: Outbox = field(repr=False)
+    jobs_runner: JobRunner | None = field(default=None, repr=False)
     sealer: Sealer | None = field(default=None, repr=False)
     """Seals what must not be readable at rest (attachment keys); `send_file` needs it."""
     _attachments: AttachmentStore | None = field(default=None, init=False, repr=False)
     _media: MediaRepo | None = field(default=None, init=False, repr=False)
+    _polls: PollTracker | None = field(default=None, init=False, repr=False)
+    _dm_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    """One DM creation and one `m.direct` write at a time per account."""
 
     @property
     def user_id(self) -> UserId:
         return self.client.user_id
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Start a background task owned (and cancelled on stop) by the runtime."""
-        return self._spawn(coro, name)
+    @property
+    def jobs(self) -> JobRunner:
+        """This bot's durable jobs (schedule, cancel, list)."""
+        if self.jobs_runner is None:
+            raise ClubsError(f"{self.name}: this bot declares no @on_job handler")
+        return self.jobs_runner
+
+    def spawn(self, work: Spawnable, name: str) -> asyncio.Task[None]:
+        """Start a background task owned (and cancelled on stop) by the runtime. A failure is
+        logged; given a coroutine function (not a coroutine) the task is restarted with backoff."""
+        return self._spawn(work, name)
 
     def render(self, key: str, lang: str | None, **values: Any) -> Text:
         return self.catalog.render(key, lang, **values)
@@ -79,16 +97,10 @@ class BotContext:
     async def send(
         self, room_id: RoomId, event_type: str, content: Mapping[str, Any], *, job: Iterable[str]
     ) -> EventId | None:
-        """Send any event; `job` names the logical job the txn id is derived from. Returns None
-        when the room is not synced yet and the send was queued for after the next sync."""
-        txn = txn_id(*job)
-        if not self.client.knows_room(room_id):
-            self.pending.append(PendingSend(room_id, event_type, dict(content), txn, self.clock()))
-            return None
-        crashpoint("before_send")
-        event_id = await self.client.send(room_id, event_type, content, txn_id=txn)
-        crashpoint("after_send")
-        return event_id
+        """Send any event through the outbox; `job` names the logical job the txn id is derived
+        from (with the event type: Synapse's deduplication ignores the type). Returns the event
+        id, or None while the send waits in the outbox (room not synced yet, homeserver away)."""
+        return await self.outbox.send(room_id, event_type, content, txn_id(event_type, *job))
 
     async def send_file(
         self, room_id: RoomId, filename: str, data: bytes, mimetype: str, *, job: Iterable[str]
@@ -114,7 +126,7 @@ class BotContext:
         if record is None or sealed is None or sealed.keys.sha256 != record.keys.sha256:
             sealed = encrypt(data)
             mxc = await media.reserve()
-            record = await files.record(txn, room_id, mxc, sealed.keys, self.clock())
+            record = await files.record(txn, room_id, mxc, sealed.keys, self.clock.now())
             crashpoint("file_reserved")
         if record.state is AttachmentState.RESERVED:
             await media.upload(record.mxc, sealed.ciphertext)
@@ -135,7 +147,7 @@ class BotContext:
             )
         if self._attachments is None:
             self._attachments = await AttachmentStore.open(self.store.db, self.name, self.sealer)
-            await self._attachments.prune(self.clock())
+            await self._attachments.prune(self.clock.now())
         if self._media is None:
             self._media = MediaRepo(self.http)
         return self._attachments, self._media
@@ -164,6 +176,25 @@ class BotContext:
         known = await self.store.dm_room(user_id)
         if known is not None:
             return RoomId(known)
+        async with self._dm_lock:
+            known = await self.store.dm_room(user_id)
+            if known is not None:
+                return RoomId(known)
+            marker = await self.store.dm_intent(user_id)
+            room_id = await self._find_marked_room(marker) if marker is not None else None
+            if room_id is None:
+                if marker is None:
+                    marker = secrets.token_urlsafe(16)
+                    await self.store.set_dm_intent(user_id, marker, self.clock.now())
+                room_id = await self._create_dm(user_id, marker)
+                crashpoint("dm_created")
+            else:
+                log.info("%s: adopted the DM room %s created before a restart", self.name, room_id)
+            await self.store.set_dm_room(user_id, room_id)
+            await self._record_direct(user_id, room_id)
+            return room_id
+
+    async def _create_dm(self, user_id: UserId, marker: str) -> RoomId:
         created = await self.http.post(
             path(*CS, "createRoom"),
             {
@@ -188,20 +219,42 @@ class BotContext:
                         "state_key": "",
                         "content": {"guest_access": "forbidden"},
                     },
+                    {
+                        # Opaque (state is not encrypted): lets a restart find this room again.
+                        "type": DM_MARKER,
+                        "state_key": "",
+                        "content": {"marker": marker},
+                    },
                 ],
             },
             label="createRoom (DM)",
         )
-        room_id = RoomId(created["room_id"])
-        await self.store.set_dm_room(user_id, room_id)
-        await self._record_direct(user_id, room_id)
-        return room_id
+        return RoomId(created["room_id"])
+
+    async def _find_marked_room(self, marker: str) -> RoomId | None:
+        """A room we created for a DM before a crash: joined, and carrying our marker."""
+        joined = await self.http.get(path(*CS, "joined_rooms"), label="joined_rooms")
+        rooms = [r for r in joined.get("joined_rooms", []) if isinstance(r, str)]
+        known = set(await self.store.dm_rooms())
+        for room in rooms:
+            if room in known:
+                continue
+            try:
+                content = await self.http.get(
+                    path(*CS, "rooms", room, "state", DM_MARKER, ""), label="state dm marker"
+                )
+            except NotFound:
+                continue
+            if content.get("marker") == marker:
+                return RoomId(room)
+        return None
 
     async def _record_direct(self, user_id: UserId, room_id: RoomId) -> None:
+        """Add the room to our `m.direct` (read, add, write; only a 404 means "none yet")."""
         url = path(*CS, "user", self.user_id, "account_data", "m.direct")
         try:
             direct = await self.http.get(url, label="account_data m.direct")
-        except Exception:  # absent on first use
+        except NotFound:
             direct = {}
         rooms = direct.get(user_id)
         rooms = [r for r in rooms if isinstance(r, str)] if isinstance(rooms, list) else []
@@ -253,7 +306,33 @@ class BotContext:
             },
             "org.matrix.msc1767.text": fallback,
         }
-        return await self.send(room_id, POLL_START, content, job=job)
+        event_id = await self.send(room_id, POLL_START, content, job=job)
+        if event_id is not None:
+            poll = Poll(tuple(a["id"] for a in answer_list), max(1, max_selections), disclosed)
+            await self.polls.record(room_id, event_id, poll)
+        return event_id
+
+    @property
+    def polls(self) -> PollTracker:
+        """The polls this bot started (their votes follow from sync and `/relations`)."""
+        if self._polls is None:
+            store = PollStore(self.store.db, self.name)
+            self._polls = PollTracker(
+                store, self.client, self.http, self.rooms, self.clock.now, self.send, self.render
+            )
+        return self._polls
+
+    async def end_poll(
+        self, room_id: RoomId, poll_id: EventId, *, job: Iterable[str]
+    ) -> PollUpdate | None:
+        """End a poll this bot started, the text fallback giving the results; returns them
+        (None if it is not this bot's poll or the room is not synced yet)."""
+        return await self.polls.end(room_id, poll_id, job=job)
+
+    async def poll_results(self, room_id: RoomId, poll_id: EventId) -> PollUpdate | None:
+        """The current results of a poll this bot started (re-counted from the server the
+        first time in a process); None if it is not this bot's poll."""
+        return await self.polls.results(room_id, poll_id)
 
     async def react(
         self, room_id: RoomId, event_id: EventId, key: str, *, job: Iterable[str]
@@ -275,15 +354,21 @@ class BotContext:
         }
         return await self.send(room_id, "m.room.message", content, job=job)
 
-    async def pin(self, room_id: RoomId, event_id: EventId) -> None:
+    async def pin(
+        self, room_id: RoomId, event_id: EventId, *, replacing: Iterable[EventId] = ()
+    ) -> None:
+        """Pin an event (and unpin `replacing`, e.g. an older copy). Other pins are kept: only
+        a 404 means "no pins yet"; any other failure raises instead of overwriting them."""
         url = path(*CS, "rooms", room_id, "state", "m.room.pinned_events", "")
         try:
             current = await self.http.get(url, label="state m.room.pinned_events")
-        except Exception:
+        except NotFound:
             current = {}
         pinned = [e for e in current.get("pinned", []) if isinstance(e, str)]
-        if event_id not in pinned:
-            await self.http.put(url, {"pinned": [*pinned, event_id]}, label="pin")
+        gone = set(replacing)
+        wanted = [e for e in pinned if e not in gone and e != event_id] + [event_id]
+        if wanted != pinned:
+            await self.http.put(url, {"pinned": wanted}, label="pin")
 
 
 @dataclass

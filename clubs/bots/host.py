@@ -1,8 +1,9 @@
 """The composition root of the bots: every enabled bot on its own account, in one process.
 
-`run_bots(config)` opens each bot's cross-signed E2EE device, wires its runtime and runs them
-all in one task group; Ctrl-C cancels the group and every device is closed (never logged out).
-Each bot can also run alone (`only=("moderation",)`), in its own process, for isolation.
+`run_bots(config)` opens each bot's cross-signed E2EE device, wires its runtime and runs each
+under a supervisor: a bot whose start or loop raises is logged and restarted with backoff while
+the others keep answering. Ctrl-C cancels them all and every device is closed (never logged
+out). Each bot can also run alone (`only=("moderation",)`), in its own process, for isolation.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from pathlib import Path
 
 from clubs.bots.base import Bot
 from clubs.bots.commands import CommandSpec
+from clubs.bots.jobs import JobStore
+from clubs.bots.outbox import Outbox
+from clubs.bots.pollstore import PollStore
 from clubs.bots.runtime import BotRuntime, RoomKey, RuntimeSettings, required_template_keys
 from clubs.bots.store import RuntimeStore
+from clubs.bots.supervise import log_unhandled, supervise
+from clubs.core.adminview import AdminView
 from clubs.core.clock import Clock, SystemClock
 from clubs.core.db import Database
 from clubs.core.e2ee import E2eeClient
@@ -64,25 +70,32 @@ class HostConfig:
 class HostServices:
     """What bot constructors get (no globals): the shared database, the clock, a sealer for
     what must be encrypted at rest, the network, the other service accounts (never acted
-    against) and, where the deployment allows it, an admin view of the homeserver (the
-    provisioner's token: reports, server-side redactions)."""
+    against) and, where the deployment allows it, the narrow admin view that only the
+    moderation bot's factory passes on (reports, one user's redactions and memberships; never
+    the token or a client that can call any admin endpoint)."""
 
     db: Database
     data_dir: Path
     network: str | None = None
     service_accounts: frozenset[str] = frozenset()
-    admin: MatrixHttp | None = None
+    admin_view: AdminView | None = None
     clock: Clock = field(default_factory=SystemClock)
     sealer: Sealer | None = None
 
 
 @contextlib.asynccontextmanager
 async def open_runtimes(
-    config: HostConfig, factories: Mapping[str, BotFactory], catalog: Catalog | None = None
+    config: HostConfig,
+    factories: Mapping[str, BotFactory],
+    catalog: Catalog | None = None,
+    *,
+    clock: Clock | None = None,
 ) -> AsyncIterator[list[BotRuntime]]:
     """Open every configured bot's device and runtime; close them all on exit."""
     catalog = catalog or Catalog()
+    clock = clock or SystemClock()
     vault = Vault(config.var_dir / "secrets" / "vault")
+    sealer = Sealer.from_vault(vault)
     db = await Database.open(config.data_dir / "bots.db")
     admin = MatrixHttp(config.homeserver_url, config.admin_token) if config.admin_token else None
     services = HostServices(
@@ -93,7 +106,9 @@ async def open_runtimes(
             [a.user_id for a in config.accounts]
             + ([config.provisioner] if config.provisioner else [])
         ),
-        admin=admin,
+        admin_view=AdminView(admin) if admin is not None else None,
+        clock=clock,
+        sealer=sealer,
     )
     runtimes: list[BotRuntime] = []
     clients: list[E2eeClient] = []
@@ -107,6 +122,7 @@ async def open_runtimes(
             bots.append((account, factory(services)))
         catalog.check(required_template_keys(bot for _, bot in bots))
         primary = config.primary or (config.accounts[0].name if config.accounts else None)
+        host_bots = tuple(a.user_id for a in config.accounts)
         all_specs: list[CommandSpec] = []
         # The devices open concurrently (each is a few requests and a store to load).
         opened = await asyncio.gather(
@@ -129,12 +145,14 @@ async def open_runtimes(
             http = MatrixHttp(config.homeserver_url, client.session.access_token)
             https.append(http)
             store = await RuntimeStore.open(db, account.name)
+            await PollStore.migrate(db)
             settings = RuntimeSettings(
                 **{
                     **config.settings.__dict__,
                     "network": config.network,
                     "provisioner": config.provisioner,
                     "answers_builtins": account.name == primary,
+                    "host_bots": host_bots,
                 }
             )
             runtime = BotRuntime(
@@ -144,6 +162,10 @@ async def open_runtimes(
                 store,
                 catalog,
                 settings,
+                outbox=await Outbox.open(db, account.name, sealer, client, clock),
+                jobs=await JobStore.open(db, account.name, sealer),
+                sealer=sealer,
+                clock=clock,
                 all_commands=lambda: all_specs,
                 descriptions=config.descriptions if account.name == primary else None,
             )
@@ -169,12 +191,19 @@ async def run_bots(
 ) -> None:
     """Run the bots until cancelled. `on_ready` is called once every bot has finished its
     first sync (it answers from then on), or after `ready_within_s` in any case."""
+    asyncio.get_running_loop().set_exception_handler(log_unhandled)
     async with open_runtimes(config, factories) as runtimes, asyncio.TaskGroup() as group:
         for runtime in runtimes:
-            group.create_task(runtime.run(), name=f"bot:{runtime.bot.name}")
+            group.create_task(supervised(runtime), name=f"bot:{runtime.bot.name}")
         log.info("running %d bot(s): %s", len(runtimes), ", ".join(r.bot.name for r in runtimes))
         if on_ready is not None:
             group.create_task(_when_ready(runtimes, on_ready, ready_within_s), name="ready")
+
+
+async def supervised(runtime: BotRuntime) -> None:
+    """One bot, restarted with backoff whenever its start or its loop raises: its failure is
+    logged and never cancels the other bots."""
+    await supervise(f"bot {runtime.bot.name}", runtime.run, restart_on_return=True)
 
 
 async def _when_ready(

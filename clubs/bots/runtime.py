@@ -4,20 +4,34 @@ Per account, forever until cancelled:
 
 1. `/sync` from *our* stored position (nio's own token saving is off), long-polling.
 2. Accept invites only into managed rooms (invited by the provisioner; the locator is checked
-   after joining) and DMs from people who share a managed room with the bot; decline the rest.
+   after joining, and a room whose club settings name the bots serving it is left unless this
+   bot is one of them) and DMs from people who share a managed room with the bot.
 3. Hand every new timeline event to the bot — commands through the one parser (rate limit,
    power level from the room, typed arguments, usage replies), other events to `@on_event`
-   handlers — skipping events already recorded as processed, then record each one.
-4. Only when the whole batch is recorded, persist the batch's `next_batch`.
+   handlers, poll changes to `@on_poll` handlers — skipping events already recorded as
+   processed, then record each one. Everything a handler sends goes through the outbox.
+4. Send what waits in the outbox, then persist the batch's `next_batch` in one transaction
+   with the events that still wait for their room key (encrypted, as the server sent them).
 
 A crash anywhere replays at most the unrecorded part of one batch; replies carry transaction ids
 derived from the event they answer, so Synapse deduplicates a reply that was sent just before
-the crash. Errors back off exponentially with jitter (never a tight loop); a hostile event is
-logged by id and skipped, never allowed to stop the loop, while a failure that is the
-homeserver's (unreachable, 5xx, rate limited: `is_transient`) retries the whole batch from the
-same position instead of losing the event. An event that could not be decrypted is not recorded:
-it is handled when its key arrives. The backlog of the very first sync is never replayed as
-commands.
+the crash. An event whose key has not arrived is not lost by moving past it: it is stored, the
+sender's devices are asked for the key, the member is told once (in plain words if their client
+withheld the key), and it is handled when the key comes, also after a restart.
+
+Errors back off exponentially with jitter (never a tight loop); a hostile event is logged by id
+and skipped, never allowed to stop the loop, while a failure that is the homeserver's
+(unreachable, 5xx, rate limited) retries the whole batch from the same position instead of
+losing the event. A database that refuses writes (full disk) stops the loop from advancing: one
+error line, one alert to the staff that needs no database, and the same batch again once writes
+work. The backlog of the very first sync is never replayed as commands.
+
+A privileged command (one that needs power) that is older than `stale_command_s` when the bot
+sees it — after an outage, or replayed after a crash — is never executed silently: the sender is
+asked to `!confirm` it, told how old it is.
+
+Network backoffs here sleep on the event loop's clock on purpose: they are about the
+homeserver, not about due times. Everything that is due at an instant uses the injected `Clock`.
 """
 
 from __future__ import annotations
@@ -27,34 +41,40 @@ import contextlib
 import hashlib
 import logging
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from clubs.bots.base import Bot, EventHandlerSpec, collect_event_handlers
+from clubs.bots.builtins import Builtins
 from clubs.bots.commands import (
     CommandSpec,
     UsageError,
     collect_commands,
-    command,
     find_command,
-    help_entries,
     read_invocation,
 )
-from clubs.bots.context import BotContext, CommandContext, EventContext
+from clubs.bots.context import BotContext, CommandContext, EventContext, Spawnable
+from clubs.bots.jobs import JobRunner, JobStore, collect_job_handlers
+from clubs.bots.outbox import Outbox
+from clubs.bots.polls import collect_poll_handlers
 from clubs.bots.ratelimit import RateLimiter
 from clubs.bots.rooms import RoomDirectory, RoomInfo
-from clubs.bots.store import RuntimeStore
+from clubs.bots.store import Confirmation, RuntimeStore
+from clubs.bots.supervise import supervise
+from clubs.core.clock import Clock, SystemClock
 from clubs.core.crash import crashpoint
+from clubs.core.db import StoreUnavailable
 from clubs.core.e2ee import E2eeClient, Invite, RoomEvent, SyncBatch
-from clubs.core.errors import ClubsError, Forbidden, MatrixError, RateLimited, Unreachable
+from clubs.core.errors import ClubsError, Forbidden, MatrixError, Unreachable
+from clubs.core.errors import is_transient as is_transient
 from clubs.core.events import parse_message
+from clubs.core.html import notice_content
 from clubs.core.http import MatrixHttp, RoomId, UserId
 from clubs.core.i18n import Catalog
+from clubs.core.sealed import Sealer
+from clubs.core.txn import txn_id
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +85,14 @@ BUILTIN_KEYS = (
     "bots/refused",
     "bots/ratelimited",
     "bots/undecryptable",
+    "bots/withheld",
     "bots/description",
     "bots/untrusted_device",
+    "bots/stale",
+    "bots/confirm_none",
+    "bots/confirm.help",
+    "bots/store_fault",
+    "bots/store_recovered",
 )
 MAX_HANDLING_ATTEMPTS = 8
 """A batch whose handling keeps failing for the homeserver's reasons is retried this many
@@ -80,6 +106,8 @@ STATE_TYPES_THAT_MATTER = frozenset(
         "org.commclubs.club",
     }
 )
+HOUSEKEEPING_EVERY = 500
+"""Syncs between prunes of old records (processed ids, sent outbox rows, finished jobs)."""
 
 
 @dataclass(frozen=True)
@@ -89,24 +117,21 @@ class RuntimeSettings:
     provisioner: str | None = None
     """Invitations from this account into rooms are accepted (it creates managed rooms)."""
     answers_builtins: bool = True
-    """Whether this bot answers `!ping`/`!help` in group rooms (one bot per room should)."""
+    """Whether this bot answers `!ping`/`!help` in group rooms whose club settings do not list
+    the bots serving them (where they do, the first listed bot of this host answers)."""
+    host_bots: tuple[str, ...] = ()
+    """User ids of the bots running in this host, in the network file's order."""
     sync_timeout_ms: int = 30_000
     commands_per_window: int = 5
     command_window_s: float = 10.0
     utd_notice_every_s: float = 3600.0
     backoff_first_s: float = 1.0
     backoff_max_s: float = 10.0
-    pending_send_ttl_s: float = 120.0
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether handling failed for the homeserver's reasons (away, overloaded, rate limiting)
-    rather than the event's: then the event is tried again instead of skipped."""
-    if isinstance(error, MatrixError):
-        return isinstance(error, RateLimited) or error.status >= 500
-    return isinstance(
-        error, (Unreachable, TimeoutError, ConnectionError, aiohttp.ClientConnectionError)
-    )
+    store_backoff_max_s: float = 30.0
+    stale_command_s: float = 600.0
+    """A privileged command older than this when the bot sees it waits for `!confirm`."""
+    confirm_within_s: float = 600.0
+    """How long a held command can be confirmed."""
 
 
 class _RetryBatch(Exception):
@@ -125,25 +150,38 @@ class BotRuntime:
         catalog: Catalog,
         settings: RuntimeSettings = RuntimeSettings(),
         *,
-        clock: Callable[[], float] = time.time,
+        outbox: Outbox,
+        jobs: JobStore | None = None,
+        sealer: Sealer,
+        clock: Clock | None = None,
         all_commands: Callable[[], Sequence[CommandSpec]] | None = None,
         descriptions: Mapping[RoomKey, str] | None = None,
     ) -> None:
         self.bot = bot
         self.client = client
         self.settings = settings
-        self.clock = clock
+        self.clock: Clock = clock or SystemClock()
+        self.sealer = sealer
         self.commands = collect_commands(bot)
         self.handlers: list[EventHandlerSpec] = collect_event_handlers(bot)
+        self.poll_handlers = collect_poll_handlers(bot)
         self._all_commands = all_commands or (lambda: self.commands)
-        self._builtins = collect_commands(_Builtins(self))
+        self._builtins = collect_commands(Builtins(self))
+        self._confirm = [s for s in self._builtins if s.name == "confirm"]
         self._limiter: RateLimiter[tuple[str, str]] = RateLimiter(
             capacity=settings.commands_per_window,
             per_seconds=settings.command_window_s,
-            clock=time.monotonic,
+            clock=self.clock.monotonic,
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self.rooms = RoomDirectory(client.room_state, settings.network)
+        self.outbox = outbox
+        job_handlers = collect_job_handlers(bot)
+        self.jobs = (
+            JobRunner(jobs, self.clock, job_handlers, lambda: self.ctx)
+            if jobs is not None and job_handlers
+            else None
+        )
         self.ctx = BotContext(
             name=bot.name,
             client=client,
@@ -151,8 +189,11 @@ class BotRuntime:
             rooms=self.rooms,
             store=store,
             catalog=catalog,
-            clock=clock,
+            clock=self.clock,
             _spawn=self._spawn,
+            outbox=outbox,
+            jobs_runner=self.jobs,
+            sealer=sealer,
         )
         self.store = store
         self.descriptions = dict(descriptions or {})
@@ -160,14 +201,25 @@ class BotRuntime:
         self._described: set[RoomId] = set()
         self._attempts: Counter[str] = Counter()
         """Transient handling failures per event (or invite...) of the batch being retried."""
+        self._store_fault_since: float | None = None
+        """When the database started refusing writes (None: it writes)."""
         self.ready = asyncio.Event()
         """Set after the first successful sync (tests and `clubs up` wait on it)."""
         self.syncs = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=f"{self.bot.name}:{name}")
+    def _spawn(self, work: Spawnable, name: str) -> asyncio.Task[None]:
+        """A background task owned by this runtime: cancelled on stop, its failure logged;
+        a coroutine function is restarted with backoff when it fails."""
+        label = f"{self.bot.name}:{name}"
+        if asyncio.iscoroutine(work):
+            coro: Coroutine[Any, Any, None] = _logged(label, work)
+        else:
+            factory = work
+            assert callable(factory)
+            coro = supervise(label, factory)
+        task = asyncio.create_task(coro, name=label)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -177,7 +229,12 @@ class BotRuntime:
             since = await self.store.next_batch()
             if since is None:
                 since = await self._first_sync()
+            else:
+                await self._restore_waiting()
+                self._spawn(self._warm_up(), "warm-up")
             await self.bot.start(self.ctx)
+            if self.jobs is not None:
+                self._spawn(self.jobs.run, "jobs")
             await self._loop(since)
         finally:
             for task in list(self._tasks):
@@ -185,6 +242,21 @@ class BotRuntime:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.bot.stop()
+
+    async def _restore_waiting(self) -> None:
+        waiting = await self.store.waiting()
+        if waiting:
+            restored = self.client.restore_waiting(
+                (w.event_id, RoomId(w.room_id), w.raw) for w in waiting
+            )
+            log.info("%s: %d event(s) still wait for their room key", self.bot.name, restored)
+
+    async def _warm_up(self) -> None:
+        """After a restart: load every joined room's state (members, encryption, power levels)
+        in the background, so the first command in a room does not wait for it."""
+        rooms = await self.client.load_joined_rooms()
+        await self.rooms.prefetch(rooms)
+        log.debug("%s: %d room(s) warmed up", self.bot.name, len(rooms))
 
     async def _first_sync(self) -> str:
         """The account's very first sync: take the position, never replay the backlog."""
@@ -194,13 +266,14 @@ class BotRuntime:
             try:
                 for invite in batch.invites:
                     await self._guarded(self._on_invite(invite), "invite", invite.room_id)
-            except _RetryBatch:
+                await self.store.set_next_batch(batch.next_batch)
+            except (_RetryBatch, StoreUnavailable) as e:
+                await self._store_fault(e)
                 await asyncio.sleep(self._backoff(retries))
                 retries += 1
                 continue
             break
         self._attempts.clear()
-        await self.store.set_next_batch(batch.next_batch)
         log.info("%s: first sync done; %d backlog events skipped", self.bot.name, len(batch.events))
         return batch.next_batch
 
@@ -219,6 +292,15 @@ class BotRuntime:
                 log.debug("%s: batch retried in %.1fs", self.bot.name, delay)
                 await asyncio.sleep(delay)
                 continue
+            except StoreUnavailable as e:
+                # Nothing of the batch is recorded: the same events come again once we can write.
+                await self._store_fault(e)
+                delay = self._backoff(retries, ceiling=self.settings.store_backoff_max_s)
+                retries += 1
+                await asyncio.sleep(delay)
+                continue
+            if self._store_fault_since is not None:
+                await self._store_recovered()
             retries = 0
             since = batch.next_batch
             self.syncs += 1
@@ -251,11 +333,12 @@ class BotRuntime:
             attempt += 1
             await asyncio.sleep(delay)
 
-    def _backoff(self, attempt: int) -> float:
+    def _backoff(self, attempt: int, *, ceiling: float | None = None) -> float:
         s = self.settings
-        ceiling = min(s.backoff_max_s, s.backoff_first_s * 2.0 ** min(attempt, 16))
+        top = s.backoff_max_s if ceiling is None else ceiling
+        value = min(top, s.backoff_first_s * 2.0 ** min(attempt, 16))
         jitter: float = random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
-        return ceiling * jitter
+        return value * jitter
 
     # --- one batch --------------------------------------------------------------------------------
 
@@ -263,25 +346,51 @@ class BotRuntime:
         """Handle a batch and then persist its position (the crash-safety boundary)."""
         for invite in batch.invites:
             await self._guarded(self._on_invite(invite), "invite", invite.room_id)
-        events = list(batch.events) + self.client.retry_undecrypted()
+        retried = self.client.retry_undecrypted()
+        events = list(batch.events) + retried
         await self.rooms.prefetch(event.room_id for event in events)
         for event in events:
             await self._guarded(self._dispatch(event), event.event_id, event.room_id)
-        await self._flush_pending()
+        await self._tell_withheld()
+        await self.outbox.flush()
         if self.descriptions:
             await self._guarded(self._post_descriptions(), "descriptions", "*")
         self._attempts.clear()
-        await self.store.set_next_batch(batch.next_batch)
-        if self.syncs % 500 == 0:
-            await self.store.prune_processed(self.clock())
+        waiting = []
+        for event in batch.events:
+            if event.encrypted and not event.decrypted:
+                source = self.client.encrypted_source(event.event_id)
+                if source is not None:
+                    waiting.append((event.event_id, event.room_id, source))
+        now = self.clock.now()
+        aged = await self.store.commit(
+            batch.next_batch,
+            now=now,
+            waiting=waiting,
+            resolved=[e.event_id for e in retried],
+        )
+        if aged:
+            log.warning(
+                "%s: %d event(s) waited too long for their room key (or too many wait) and "
+                "are given up",
+                self.bot.name,
+                aged,
+            )
+        if self.syncs % HOUSEKEEPING_EVERY == 0:
+            await self.store.prune_processed(now)
+            await self.store.prune_held(now)
+            await self.outbox.prune()
+            if self.jobs is not None:
+                await self.jobs.store.prune(now)
 
     async def _guarded(self, work: Coroutine[Any, Any, None], what: str, room: str) -> None:
         """A hostile or broken event never stops the loop; only its id reaches the log. A
         transient failure (the homeserver away mid-reply) is not the event's fault: the batch
-        is retried (`_RetryBatch`) rather than the event lost, up to MAX_HANDLING_ATTEMPTS."""
+        is retried (`_RetryBatch`) rather than the event lost, up to MAX_HANDLING_ATTEMPTS. A
+        database that refuses writes stops the batch (`StoreUnavailable` passes through)."""
         try:
             await work
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StoreUnavailable):
             raise
         except Exception as e:
             key = f"{what} {room}"
@@ -312,7 +421,7 @@ class BotRuntime:
         if event.encrypted and not event.decrypted:
             return  # not done: handled again when its key arrives (`retry_undecrypted`)
         crashpoint("before_commit")
-        await self.store.mark_processed(event.event_id)
+        await self.store.mark_processed(event.event_id, self.clock.now())
 
     async def _handle(self, event: RoomEvent) -> None:
         undecryptable = event.encrypted and not event.decrypted
@@ -328,7 +437,9 @@ class BotRuntime:
         if event.type == "m.room.message" and not undecryptable:
             invocation = read_invocation(event.content)
             spec = (
-                find_command(self._builtin_and_own(in_dm), invocation.name) if invocation else None
+                find_command(self._commands_here(room, in_dm), invocation.name)
+                if invocation
+                else None
             )
             if invocation is not None and spec is not None:
                 if not event.encrypted and await self.client.is_encrypted(event.room_id):
@@ -344,14 +455,28 @@ class BotRuntime:
                     event, room, message, spec, invocation.name, invocation.args, in_dm
                 )
                 return
+        if (update := await self.ctx.polls.observe(event)) is not None:
+            for on_poll in self.poll_handlers:
+                await on_poll(self.ctx, update)
         for handler in self.handlers:
             if handler.wants(event.type):
                 await handler.handler(EventContext(self.ctx, event, room, message))
 
-    def _builtin_and_own(self, in_dm: bool) -> list[CommandSpec]:
-        if self.settings.answers_builtins or in_dm:
+    def answers_builtins(self, room: RoomInfo | None) -> bool:
+        """Whether this bot answers `!ping`/`!help` in the room: the first bot of this host
+        that the room's club settings list as serving it; without such a list, the host's
+        primary bot."""
+        listed = room.settings.get("bots") if room is not None else None
+        if isinstance(listed, list) and self.settings.host_bots:
+            ours = [b for b in listed if b in self.settings.host_bots]
+            if ours:
+                return bool(ours[0] == self.client.user_id)
+        return self.settings.answers_builtins
+
+    def _commands_here(self, room: RoomInfo, in_dm: bool) -> list[CommandSpec]:
+        if in_dm or self.answers_builtins(room):
             return [*self._builtins, *self.commands]
-        return self.commands
+        return [*self._confirm, *self.commands]  # each bot confirms its own held commands
 
     async def _command(
         self,
@@ -362,16 +487,19 @@ class BotRuntime:
         invoked_as: str,
         args: str,
         in_dm: bool,
+        *,
+        confirmed: bool = False,
     ) -> None:
         power = await self._power(event.sender, room, in_dm)
         ctx = CommandContext(
             self.ctx, event, room, message, power=power, in_dm=in_dm, invoked_as=invoked_as
         )
-        verdict = self._limiter.check((event.room_id, event.sender))
-        if not verdict.allowed:
-            if verdict.first_refusal:
-                await ctx.reply("bots/ratelimited", seconds=max(1, round(verdict.retry_after)))
-            return
+        if not confirmed:
+            verdict = self._limiter.check((event.room_id, event.sender))
+            if not verdict.allowed:
+                if verdict.first_refusal:
+                    await ctx.reply("bots/ratelimited", seconds=max(1, round(verdict.retry_after)))
+                return
         if not spec.allows(power, in_dm=in_dm):
             await ctx.reply("bots/refused", command=spec.name, required=spec.min_power, power=power)
             return
@@ -386,7 +514,79 @@ class BotRuntime:
             values: dict[str, Any] = e.template_values()
             await ctx.reply("bots/usage", **values)
             return
+        age = self.clock.now() - event.origin_server_ts / 1000
+        if not confirmed and spec.min_power > 0 and age > self.settings.stale_command_s:
+            await self._hold(ctx, spec, invoked_as, args, age)
+            return
         await spec.handler(ctx, **kwargs)
+
+    async def _hold(
+        self, ctx: CommandContext, spec: CommandSpec, invoked_as: str, args: str, age: float
+    ) -> None:
+        """Keep a stale privileged command until its sender confirms it (never run it now)."""
+        # The code is derived from the event: a replay of this command holds the same one.
+        code = hashlib.sha256(f"{self.bot.name}|{ctx.event.event_id}".encode()).hexdigest()[:6]
+        now = self.clock.now()
+        await self.store.hold(
+            Confirmation(
+                code=code,
+                room_id=ctx.room_id,
+                sender=ctx.sender,
+                event_id=ctx.event.event_id,
+                command=invoked_as,
+                args=self.sealer.seal(args.encode()),
+                created_at=now,
+                expires_at=now + self.settings.confirm_within_s,
+            )
+        )
+        log.info(
+            "%s: held !%s from %.0f min ago for confirmation",
+            self.bot.name,
+            spec.name,
+            age / 60,
+        )
+        await ctx.reply(
+            "bots/stale",
+            part="stale",
+            command=invoked_as,
+            minutes=max(1, round(age / 60)),
+            code=code,
+            expires_minutes=max(1, round(self.settings.confirm_within_s / 60)),
+        )
+
+    async def confirm(self, ctx: CommandContext, code: str | None) -> None:
+        """`!confirm [code]`: run a held command of the sender's in this room (the newest, or
+        the one with `code`) as if sent now; the power and session checks are made again."""
+        now = self.clock.now()
+        held = [
+            c
+            for c in await self.store.held(ctx.room_id, ctx.sender)
+            if code is None or c.code == code.lower()
+        ]
+        fresh = [c for c in held if c.expires_at >= now]
+        if not fresh:
+            for c in held:
+                await self.store.release(c.code)
+            if self.answers_builtins(ctx.room) or ctx.in_dm or held:
+                await ctx.reply("bots/confirm_none", part="confirm")
+            return
+        chosen = fresh[0]
+        if not await self.store.release(chosen.code):
+            return  # confirmed meanwhile (a replay of this very `!confirm`)
+        spec = find_command(self.commands, chosen.command)
+        if spec is None:
+            return
+        args = self.sealer.open(chosen.args).decode()
+        await self._command(
+            ctx.event,
+            ctx.room,
+            ctx.message,
+            spec,
+            chosen.command,
+            args,
+            ctx.in_dm,
+            confirmed=True,
+        )
 
     async def _power(self, user: UserId, room: RoomInfo, in_dm: bool) -> int:
         """In a group room: the room's power levels. In a DM (where the DM's own levels mean
@@ -405,12 +605,42 @@ class BotRuntime:
 
     async def _undecryptable(self, event: RoomEvent) -> None:
         await self.client.request_keys(event.event_id)
+        if await self.store.is_waiting(event.event_id):
+            return  # seen before a restart: the member was told then
+        code = self.client.withheld_code(event.event_id)
+        if code is not None:
+            await self._withheld_notice(event.room_id, event.sender, event.event_id, code)
+            return
         if await self.store.claim_utd_notice(
-            event.room_id, event.sender, self.clock(), self.settings.utd_notice_every_s
+            event.room_id, event.sender, self.clock.now(), self.settings.utd_notice_every_s
         ):
             room = await self.rooms.info(event.room_id)
             ctx = EventContext(self.ctx, event, room, None)
             await ctx.reply("bots/undecryptable", mention=(event.sender,), part="utd")
+
+    async def _tell_withheld(self) -> None:
+        """Members whose client withheld the key of an event we wait for are told, in plain
+        words, what to do — once per member, room and reason (a day apart at most)."""
+        for event_id, room_id, sender, code in self.client.withheld_waiting():
+            await self._guarded(
+                self._withheld_notice(room_id, sender, event_id, code), event_id, room_id
+            )
+
+    async def _withheld_notice(
+        self, room_id: RoomId, sender: UserId, event_id: str, code: str
+    ) -> None:
+        if not await self.store.claim_utd_notice(
+            room_id, f"{sender}|withheld|{code}", self.clock.now(), 24 * 3600
+        ):
+            return
+        await self.ctx.notice(
+            room_id,
+            "bots/withheld",
+            job=(self.bot.name, event_id, "withheld"),
+            mention=(sender,),
+            relates_to={"m.in_reply_to": {"event_id": event_id}},
+            code=code,
+        )
 
     async def _on_invite(self, invite: Invite) -> None:
         """Join managed rooms the provisioner invites us to, and DMs from club members."""
@@ -418,13 +648,18 @@ class BotRuntime:
         if inviter is not None and inviter == self.settings.provisioner:
             await self.client.join(invite.room_id)
             info = await self.rooms.info(invite.room_id)
-            if not info.managed:
+            listed = info.settings.get("bots")
+            if not info.managed or (
+                isinstance(listed, list) and listed and self.client.user_id not in listed
+            ):
                 log.warning(
-                    "%s: left %s: invited by the provisioner but not managed",
+                    "%s: left %s: invited by the provisioner but %s",
                     self.bot.name,
                     invite.room_id,
+                    "not managed" if not info.managed else "not one of the room's bots",
                 )
                 await self.client.leave(invite.room_id)
+                self.rooms.invalidate(invite.room_id)
             return
         if inviter is not None and invite.is_direct and await self._shares_managed_room(inviter):
             await self.client.join(invite.room_id)
@@ -443,19 +678,58 @@ class BotRuntime:
                 return True
         return False
 
-    async def _flush_pending(self) -> None:
-        still: list[Any] = []
-        now = self.clock()
-        for item in self.ctx.pending:
-            if self.client.knows_room(item.room_id):
-                await self._guarded(self._send_pending(item), "pending send", item.room_id)
-            elif now - item.queued_at < self.settings.pending_send_ttl_s:
-                still.append(item)
-            else:
-                log.warning(
-                    "%s: dropped a send to %s: the room never synced", self.bot.name, item.room_id
-                )
-        self.ctx.pending[:] = still
+    # --- storage faults --------------------------------------------------------------------------
+
+    async def _store_fault(self, error: BaseException) -> None:
+        if not isinstance(error, StoreUnavailable) or self._store_fault_since is not None:
+            return
+        self._store_fault_since = self.clock.now()
+        log.error(
+            "%s: the database refuses writes (%s); the sync position stays until it works "
+            "again, and nothing is marked done meanwhile",
+            self.bot.name,
+            type(error).__name__,
+        )
+        await self._alert_staff("bots/store_fault", "store-fault")
+
+    async def _store_recovered(self) -> None:
+        log.info("%s: the database writes again; carrying on", self.bot.name)
+        await self._alert_staff("bots/store_recovered", "store-recovered")
+        self._store_fault_since = None
+
+    async def _alert_staff(self, key: str, kind: str) -> None:
+        """Tell the staff without the database: straight to the homeserver, with a txn id of
+        this episode (a retry is absorbed), best effort."""
+        room = await self._staff_room()
+        if room is None:
+            return
+        since = str(int((self._store_fault_since or 0) * 1000))
+        try:
+            info = await self.rooms.info(room)
+            text = self.ctx.render(key, info.language, bot=self.bot.name)
+            await self.client.send(
+                room,
+                "m.room.message",
+                notice_content(text),
+                txn_id=txn_id("m.room.message", self.bot.name, kind, since),
+            )
+        except Exception as e:
+            log.warning("%s: the staff could not be told: %s", self.bot.name, type(e).__name__)
+
+    async def _staff_room(self) -> RoomId | None:
+        """The network's management room if this bot is in it, else a staff-only room."""
+        rooms = self.client.joined_rooms()
+        await self.rooms.prefetch(rooms)
+        staff: list[RoomId] = []
+        for room_id in rooms:
+            info = await self.rooms.info(room_id)
+            if info.kind == "policy_room":
+                return room_id
+            if info.staff_only:
+                staff.append(room_id)
+        return staff[0] if staff else None
+
+    # --- private descriptions --------------------------------------------------------------------
 
     async def _post_descriptions(self) -> None:
         """Post each managed room's private description once (per text) and pin it."""
@@ -479,24 +753,16 @@ class BotRuntime:
             else:
                 self._described.discard(room_id)  # room not synced yet: try after the next sync
 
-    async def _send_pending(self, item: Any) -> None:
-        await self.client.send(item.room_id, item.event_type, item.content, txn_id=item.txn_id)
 
-
-class _Builtins:
-    """`!ping` and `!help`, answered by one bot per room (or by any bot in its DMs)."""
-
-    def __init__(self, runtime: BotRuntime) -> None:
-        self._rt = runtime
-
-    @command("ping", help_key="bots/ping.help", aliases=("пинг",), dm=True)
-    async def ping(self, ctx: CommandContext) -> None:
-        await ctx.reply("bots/ping")
-
-    @command("help", help_key="bots/help.help", aliases=("помощь", "справка"), dm=True)
-    async def help(self, ctx: CommandContext) -> None:
-        specs = [*collect_commands(self), *self._rt._all_commands()]
-        await ctx.reply("bots/help", entries=help_entries(specs, ctx.power, in_dm=ctx.in_dm))
+async def _logged(label: str, coro: Coroutine[Any, Any, None]) -> None:
+    """Run a one-shot background coroutine; a failure is logged instead of lost."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        log.warning("%s failed: %s", label, type(e).__name__)
+        log.debug("%s: failure detail", label, exc_info=True)
 
 
 RoomKey = tuple[str | None, str | None, str | None, str | None]

@@ -4,11 +4,18 @@ Each component (the runtime, each bot, the bridge…) registers its own ordered 
 name; one `schema_version` table holds every component's version, so several components can
 share a file. Each migration runs in one transaction together with its version bump; a database
 newer than the code is refused. Parametrised SQL only.
+
+Several bots share one file and one connection, so statements are serialised by an asyncio lock:
+a transaction holds it from BEGIN to COMMIT, and a statement from another task waits instead of
+landing inside someone else's transaction. A write the disk refuses (full, read-only, failing)
+raises `StoreUnavailable`, which callers treat as "stop and retry later", never as "skip".
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +24,7 @@ from typing import Any
 
 import aiosqlite
 
+from clubs.core.crash import store_fault
 from clubs.core.errors import ClubsError
 
 log = logging.getLogger(__name__)
@@ -24,6 +32,19 @@ log = logging.getLogger(__name__)
 
 class DatabaseError(ClubsError):
     """The database cannot be used by this version of the code."""
+
+
+class StoreUnavailable(DatabaseError):
+    """A write failed because of the storage (disk full, read-only, I/O error): nothing of
+    it was recorded; try again later rather than treat the work as done or skipped."""
+
+
+_STORAGE_FAULTS = ("full", "readonly", "read-only", "disk i/o", "unable to open")
+
+
+def _storage_fault(error: sqlite3.Error) -> bool:
+    text = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and any(m in text for m in _STORAGE_FAULTS)
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,10 @@ class Database:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[object] | None = None
+        self.failing_writes = False
+        """Tests set this to make every write fail as on a full disk."""
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -92,27 +117,69 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception."""
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception. Statements of this task
+        inside the block belong to the transaction; other tasks wait for it to end."""
+        me = asyncio.current_task()
+        if me is not None and me is self._holder:
+            raise DatabaseError("nested transactions are not supported")
+        async with self._lock:
+            self._holder = me
+            try:
+                await self._run(self._write_check, "BEGIN IMMEDIATE", ())
+                try:
+                    yield
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                await self._run(None, "COMMIT", ())
+            finally:
+                self._holder = None
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """The lock, unless this task already holds it through a transaction."""
+        if self._holder is not None and self._holder is asyncio.current_task():
             yield
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
+            return
+        async with self._lock:
+            yield
+
+    def _write_check(self) -> None:
+        if self.failing_writes:
+            raise sqlite3.OperationalError("database or disk is full (injected)")
+        store_fault()
+
+    async def _run(self, check: object, sql: str, params: tuple[Any, ...]) -> aiosqlite.Cursor:
+        try:
+            if callable(check):
+                check()
+            return await self._conn.execute(sql, params)
+        except sqlite3.Error as e:
+            if _storage_fault(e):
+                raise StoreUnavailable(f"{self.path}: {e}") from None
             raise
-        await self._conn.execute("COMMIT")
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """Run one statement; returns the number of rows changed."""
-        cursor = await self._conn.execute(sql, tuple(params))
-        return cursor.rowcount
+        """Run one write statement; returns the number of rows changed."""
+        async with self._turn():
+            cursor = await self._run(self._write_check, sql, tuple(params))
+            return cursor.rowcount
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
+        async with self._turn():
+            cursor = await self._run(None, sql, tuple(params))
+            try:
+                return await cursor.fetchone()
+            finally:
+                await cursor.close()
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        async with self._turn():
+            cursor = await self._run(None, sql, tuple(params))
+            try:
+                return list(await cursor.fetchall())
+            finally:
+                await cursor.close()
 
 
 def _statements(sql: str) -> list[str]:

@@ -1,7 +1,7 @@
 """A bot account's end-to-end encrypted Matrix client: one stable device, an encrypted nio store,
 cross-signing, and a deliberate trust policy for sharing room keys.
 
-What it refuses, and why (../shared/reference/security.md §2):
+What it refuses, and why (the P-labels are explained in docs/security.md):
 - no store, or a store that would be encrypted with nio's `DEFAULT_KEY` or an empty key: without
   a store nio silently sends plaintext into encrypted rooms (P10), and its default key is public;
 - a device whose keys are on the server while the local store is gone: running it would mean a
@@ -68,7 +68,9 @@ WITHHELD_REASON = "The sender's policy: room keys go only to devices cross-signe
 WITHHELD_KEEP = 1000
 """Outbound sessions whose withheld notices are remembered (older ones are long rotated)."""
 LOCK_FILE = ".lock"
-UNDECRYPTED_KEEP = 200
+UNDECRYPTED_KEEP = 2000
+"""Events waiting for their key, at most (the runtime persists the same bound)."""
+WITHHELD_TYPES = frozenset({"m.room_key.withheld", "org.matrix.room_key.withheld"})
 GAP_FILL_PAGE = 250
 GAP_FILL_MAX_EVENTS = 5000
 """At most this many events are fetched to fill one room's gap after a limited sync."""
@@ -208,6 +210,12 @@ class E2eeClient:
         self._dirty_users: set[str] = set()
         self._undecrypted: OrderedDict[str, tuple[RoomId, Any]] = OrderedDict()
         """Recent events we could not decrypt (bounded), retried when keys arrive."""
+        self._keys_arrived = False
+        """To-device messages came since the last retry: a room key may be among them."""
+        self._withheld_from_us: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        """Per Megolm session id: the (sender, code) of an `m.room_key.withheld` sent to us."""
+        self._requested: set[str] = set()
+        """Sessions whose key we asked for in this process."""
         self.identity_changed: set[UserId] = set()
         """Users whose master key changed since we pinned it: they get no room keys until
         `accept_identity_change`."""
@@ -328,8 +336,10 @@ class E2eeClient:
                 raise _matrix_error(resp, "GET", "sync")
             if resp.to_device_events:
                 # nio has stored the room keys these carried; our position is not committed,
-                # so after a crash here Synapse delivers them again (security.md R2, C6).
+                # so after a crash here Synapse delivers them again (docs/security.md, kill points).
                 crashpoint("after_to_device")
+                self._keys_arrived = True
+                self._note_withheld(resp.to_device_events)
             self._track_rooms(resp, initial=since is None)
             self._dirty_users.update(resp.device_list.changed)
             await self._housekeeping()
@@ -347,6 +357,15 @@ class E2eeClient:
             events=events,
             invites=[self._invite(RoomId(r), info) for r, info in resp.rooms.invite.items()],
         )
+
+    async def load_joined_rooms(self) -> list[RoomId]:
+        """The rooms we are joined to, asking the server if no sync has told us yet."""
+        if self._joined is None:
+            with _unreachable(f"joined rooms of {self.user_id}"):
+                fetched = await self._fetch_joined_rooms()
+            if self._joined is None:
+                self._joined = fetched
+        return sorted(self._joined)
 
     async def _fetch_joined_rooms(self) -> set[RoomId]:
         joined = await self._http.get(path(*CS, "joined_rooms"), label="joined_rooms")
@@ -468,16 +487,102 @@ class E2eeClient:
             sender_trusted=trusted,
         )
 
+    def _note_withheld(self, events: Iterable[Any]) -> None:
+        for ev in events:
+            source = getattr(ev, "source", None)
+            if not isinstance(source, dict) or source.get("type") not in WITHHELD_TYPES:
+                continue
+            content = source.get("content")
+            sender = source.get("sender")
+            if not isinstance(content, dict) or not isinstance(sender, str):
+                continue
+            session, code = content.get("session_id"), content.get("code")
+            if isinstance(session, str) and isinstance(code, str):
+                self._withheld_from_us[session] = (sender, code[:64])
+                self._withheld_from_us.move_to_end(session)
+                while len(self._withheld_from_us) > WITHHELD_KEEP:
+                    self._withheld_from_us.popitem(last=False)
+                log.info("%s: a room key was withheld from us (%s)", self.user_id, code[:64])
+
+    def withheld_code(self, event_id: str) -> str | None:
+        """Why the sender withheld the key of an event we could not decrypt (`m.unverified`,
+        `m.blacklisted`, `m.unauthorised`, `m.unavailable`, `m.no_olm`), if they told us."""
+        held = self._undecrypted.get(event_id)
+        if held is None:
+            return None
+        session = getattr(held[1], "session_id", None)
+        found = self._withheld_from_us.get(session) if isinstance(session, str) else None
+        return found[1] if found is not None and found[0] == held[1].sender else None
+
+    def withheld_waiting(self) -> list[tuple[str, RoomId, UserId, str]]:
+        """Events still waiting for a key that their sender told us is withheld:
+        (event id, room id, sender, code)."""
+        if not self._withheld_from_us:
+            return []
+        found = []
+        for event_id, (room_id, megolm) in self._undecrypted.items():
+            session = getattr(megolm, "session_id", None)
+            told = self._withheld_from_us.get(session) if isinstance(session, str) else None
+            if told is not None and told[0] == megolm.sender:
+                found.append((event_id, room_id, UserId(megolm.sender), told[1]))
+        return found
+
+    def encrypted_source(self, event_id: str) -> dict[str, Any] | None:
+        """The encrypted event as the server sent it, for an event still waiting for its key
+        (ciphertext and routing only: what the runtime persists to retry after a restart)."""
+        held = self._undecrypted.get(event_id)
+        source = getattr(held[1], "source", None) if held is not None else None
+        return dict(source) if isinstance(source, dict) else None
+
+    def restore_waiting(self, events: Iterable[tuple[str, RoomId, Mapping[str, Any]]]) -> int:
+        """Take back events that waited for their key before a restart (event id, room id,
+        encrypted JSON); they are retried with the next sync. Returns how many were usable."""
+        restored = 0
+        for event_id, room_id, raw in events:
+            try:
+                parsed = nio.Event.parse_encrypted_event(dict(raw))
+            except Exception:  # noqa: S112 - a damaged row: nothing to retry
+                continue
+            if not isinstance(parsed, nio.MegolmEvent):
+                continue
+            parsed.room_id = room_id
+            self._undecrypted[event_id] = (room_id, parsed)
+            restored += 1
+        while len(self._undecrypted) > UNDECRYPTED_KEEP:
+            self._undecrypted.popitem(last=False)
+        self._keys_arrived = True  # the store may hold keys that came while we were down
+        return restored
+
+    def forget_waiting(self, event_ids: Iterable[str]) -> None:
+        for event_id in event_ids:
+            self._undecrypted.pop(event_id, None)
+
     async def request_keys(self, event_id: str) -> None:
-        """Ask the sender's devices (and ours) for the key of an event we could not decrypt."""
+        """Ask the sender's devices and our own other devices for the key of an event we could
+        not decrypt (`m.room_key_request`), once per session per process."""
         held = self._undecrypted.get(event_id)
         if held is None:
             return
+        megolm = held[1]
+        session = getattr(megolm, "session_id", None)
+        if not isinstance(session, str) or session in self._requested:
+            return
+        self._requested.add(session)
+        request = dict(megolm.as_key_request(megolm.sender, self.device_id).content)
+        messages: dict[str, dict[str, Any]] = {megolm.sender: {"*": request}}
+        if megolm.sender != self.user_id:
+            messages[self.user_id] = {"*": request}
+        txn = "keyreq-" + hashlib.sha256(f"{session}|{self.device_id}".encode()).hexdigest()[:32]
         try:
             with _unreachable(f"key request by {self.user_id}"):
-                await self._client.request_room_key(held[1])
-        except nio.LocalProtocolError:
-            pass  # already requested for this session
+                await self._http.put(
+                    path(*CS, "sendToDevice", "m.room_key_request", txn),
+                    {"messages": messages},
+                    label="sendToDevice m.room_key_request",
+                )
+        except ClubsError as e:
+            self._requested.discard(session)
+            log.debug("%s: key request not sent: %s", self.user_id, type(e).__name__)
 
     async def decrypt_json(self, room_id: RoomId, raw: Mapping[str, Any]) -> RoomEvent | None:
         """Decrypt one event given as JSON (e.g. a reported event from the admin API), if this
@@ -493,7 +598,12 @@ class E2eeClient:
         return self._room_event(room_id, decrypted) if decrypted is not None else None
 
     def retry_undecrypted(self) -> list[RoomEvent]:
-        """Events that failed to decrypt earlier and decrypt now (keys arrived since)."""
+        """Events that failed to decrypt earlier and decrypt now (keys arrived since). Tried
+        only after a sync that brought to-device messages (or a restore), so a pile of events
+        whose keys never come costs nothing per sync."""
+        if not self._keys_arrived:
+            return []
+        self._keys_arrived = False
         done: list[RoomEvent] = []
         for event_id, (room_id, megolm) in list(self._undecrypted.items()):
             try:

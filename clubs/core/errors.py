@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,3 +64,11 @@ class RateLimited(MatrixError):
 
 class Unreachable(ClubsError):
     """The homeserver could not be reached (connection refused or reset, or a timeout)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a request failed for the homeserver's reasons (away, overloaded, rate limiting)
+    rather than the request's: then it is worth trying again, with the same transaction id."""
+    if isinstance(error, MatrixError):
+        return isinstance(error, RateLimited) or error.status >= 500
+    return isinstance(error, (Unreachable, TimeoutError, ConnectionError, asyncio.TimeoutError))

@@ -25,6 +25,11 @@ bot's settings for the club: an object of flat keys, only those set (`personal_d
 `flood_messages`, `flood_window_s`, `mute_s`, `max_mentions`, `join_wave_joins`,
 `join_wave_window_s`, `new_member_hours`, `words`). Readable by every member, like all state."""
 
+DM_MARKER = f"{NS}.dm"
+"""State event (state_key "") in a DM room a bot created: `{"marker": <random>}`, opaque on
+purpose. A bot that crashed between creating the room and recording it finds the room again by
+this marker instead of creating a second one."""
+
 LOCATOR_SCHEMA = 1
 
 ROOM_KINDS = (

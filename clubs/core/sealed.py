@@ -32,10 +32,8 @@ class Sealer:
     def from_vault(cls, vault: Vault, name: str = VAULT_NAME) -> Sealer:
         """The sealer whose key is `name` in the vault (created there on first use)."""
         key = vault.get(name)
-        if key is None:
-            vault.set(name, Fernet.generate_key().decode())
-            key = vault.get(name)
-            assert key is not None
+        if key is None:  # first use; two processes starting together keep one key
+            key = vault.setdefault(name, Fernet.generate_key().decode())
         return cls(key.encode())
 
     def seal(self, data: bytes) -> bytes:
