@@ -1,5 +1,8 @@
 """The bots this build ships, by name: the composition root picks from here (no import-time
-registration; a deployment enables bots by listing their accounts)."""
+registration; a deployment enables bots by listing their accounts).
+
+Only the moderation bot gets the admin view (`HostServices.admin_view`): no other factory may
+pass it on."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ def _moderation(services: HostServices) -> Bot:
     return ModerationBot(
         services.db,
         network=services.network,
-        admin=services.admin,
+        admin=services.admin_view,
         other_bots=services.service_accounts,
+        clock=services.clock,
     )
 
 

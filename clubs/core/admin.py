@@ -14,13 +14,10 @@ import secrets
 from dataclasses import dataclass
 
 from clubs.core.errors import Forbidden, MatrixError
-from clubs.core.http import DeviceId, MatrixHttp, UserId, path
+from clubs.core.http import DeviceId, MatrixHttp, UserId, admin_v1, cs
 from clubs.core.secrets import Vault
 
 log = logging.getLogger(__name__)
-
-ADMIN_V1 = ("_synapse", "admin", "v1")
-CS = ("_matrix", "client", "v3")
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,7 @@ async def register_shared_secret(
     displayname: str | None = None,
 ) -> Session:
     """Create an account with Synapse's shared-secret API. Raises MatrixError(M_USER_IN_USE)."""
-    url = path(*ADMIN_V1, "register")
+    url = admin_v1("register")
     nonce = (await http.get(url, auth=False))["nonce"]
     body: dict[str, object] = {
         "nonce": nonce,
@@ -86,18 +83,18 @@ async def login_password(
     }
     if device_id:
         body["device_id"] = device_id
-    resp = await http.post(path("_matrix", "client", "v3", "login"), body, auth=False)
+    resp = await http.post(cs("login"), body, auth=False)
     return Session(UserId(resp["user_id"]), DeviceId(resp["device_id"]), resp["access_token"])
 
 
 async def whoami(http: MatrixHttp) -> UserId:
-    resp = await http.get(path("_matrix", "client", "v3", "account", "whoami"))
+    resp = await http.get(cs("account", "whoami"))
     return UserId(resp["user_id"])
 
 
 async def ensure_ratelimit_override(admin: MatrixHttp, user_id: str) -> bool:
     """Exempt one account from rate limits (0/0). Returns whether anything changed."""
-    url = path(*ADMIN_V1, "users", user_id, "override_ratelimit")
+    url = admin_v1("users", user_id, "override_ratelimit")
     current = await admin.get(url, label="admin override_ratelimit")
     if current.get("messages_per_second") == 0 and current.get("burst_count") == 0:
         return False
@@ -161,7 +158,7 @@ async def ensure_service_account(
     return session, created
 
 
-MASTER_PUSH_RULE = path(*CS, "pushrules", "global", "override", ".m.rule.master", "enabled")
+MASTER_PUSH_RULE = cs("pushrules", "global", "override", ".m.rule.master", "enabled")
 
 
 async def silence_push(http: MatrixHttp) -> bool:

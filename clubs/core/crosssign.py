@@ -27,7 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clubs.core.errors import ClubsError, MatrixError
-from clubs.core.http import DeviceId, JsonDict, MatrixHttp, UserId, path
+from clubs.core.http import DeviceId, JsonDict, MatrixHttp, UserId, cs
 from clubs.core.secrets import Vault
 from clubs.core.signing import (
     key_id,
@@ -40,7 +40,6 @@ from clubs.core.signing import (
 
 log = logging.getLogger(__name__)
 
-CS = ("_matrix", "client", "v3")
 MASTER, SELF_SIGNING, USER_SIGNING = "master", "self_signing", "user_signing"
 
 
@@ -213,9 +212,7 @@ def stored_keys(vault: Vault, user_id: str) -> CrossSigningKeys | None:
 
 async def query_own_keys(http: MatrixHttp, user_id: str) -> JsonDict:
     """`/keys/query` for one user (all devices)."""
-    return await http.post(
-        path(*CS, "keys", "query"), {"device_keys": {user_id: []}}, label="keys/query"
-    )
+    return await http.post(cs("keys", "query"), {"device_keys": {user_id: []}}, label="keys/query")
 
 
 async def _upload_with_uia(
@@ -314,7 +311,7 @@ async def ensure_cross_signing(
             )  # before upload: a crash loses nothing
         await _upload_with_uia(
             http,
-            path(*CS, "keys", "device_signing", "upload"),
+            cs("keys", "device_signing", "upload"),
             device_signing_upload_body(user_id, keys),
             user_id,
             password,
@@ -336,7 +333,7 @@ async def ensure_cross_signing(
     signed_device = False
     if not verify_cross_signed(device, master_obj, ssk_obj, user_id):
         resp = await http.post(
-            path(*CS, "keys", "signatures", "upload"),
+            cs("keys", "signatures", "upload"),
             device_signature_body(device, keys),
             label="keys/signatures/upload",
         )

@@ -1,9 +1,11 @@
 """A small, typed HTTP client for the Matrix client-server and Synapse admin APIs.
 
 Used where no end-to-end encryption is involved (the provisioner never reads messages and never
-uploads device keys). Path segments are percent-quoted by construction, errors become the
-exceptions in `clubs.core.errors`, 429 answers are retried after the server's `retry_after_ms`,
-and every write goes through one hook so callers can count writes or inject faults.
+uploads device keys). Paths are built by `cs`, `admin_v1` and `admin_v2` (segments
+percent-quoted by construction), the server's errors become the exceptions in
+`clubs.core.errors` and a failed connection or a timeout becomes `Unreachable` (no caller sees
+an aiohttp error), 429 answers are retried after the server's `retry_after_ms`, and every write
+goes through one hook so callers can count writes or inject faults.
 """
 
 from __future__ import annotations
@@ -22,18 +24,46 @@ from clubs.core.ids import DeviceId, EventId, RoomId, UserId
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeviceId", "EventId", "JsonDict", "MatrixHttp", "RoomId", "UserId", "path"]
+__all__ = [
+    "DeviceId",
+    "EventId",
+    "JsonDict",
+    "MatrixHttp",
+    "RoomId",
+    "UserId",
+    "admin_v1",
+    "admin_v2",
+    "cs",
+    "path",
+]
 
 JsonDict = dict[str, Any]
 WriteHook = Callable[[str, str], Awaitable[None] | None]
 """Called before every write request with (method, path template); may raise or exit."""
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
+_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
+"""What a request can fail with before the homeserver answers: raised as `Unreachable`."""
 
 
 def path(*segments: str) -> str:
     """Build a URL path from segments, quoting each one completely (`!a:b` → `%21a%3Ab`)."""
     return "/" + "/".join(quote(s, safe="") for s in segments)
+
+
+def cs(*segments: str) -> str:
+    """A client-server API path: `cs("rooms", room, "ban")` → `/_matrix/client/v3/rooms/…/ban`."""
+    return path("_matrix", "client", "v3", *segments)
+
+
+def admin_v1(*segments: str) -> str:
+    """A Synapse admin API v1 path: `/_synapse/admin/v1/…` (needs a server admin's token)."""
+    return path("_synapse", "admin", "v1", *segments)
+
+
+def admin_v2(*segments: str) -> str:
+    """A Synapse admin API v2 path: `/_synapse/admin/v2/…` (needs a server admin's token)."""
+    return path("_synapse", "admin", "v2", *segments)
 
 
 class MatrixHttp:
@@ -102,42 +132,10 @@ class MatrixHttp:
         its first quoted id); bodies and queries are never logged.
         """
         label = label or url_path.split("%")[0]
-        if method not in _READ_METHODS:
-            if self.on_write is not None:
-                maybe = self.on_write(method, label)
-                if maybe is not None:
-                    await maybe
-            self.writes += 1
-        headers = {}
-        if auth and self.access_token:
-            headers["Authorization"] = f"Bearer {self.access_token}"
-        attempt = 0
-        while True:
-            async with self.session.request(
-                method,
-                self.base_url + url_path,
-                json=json,
-                params=query,
-                headers=headers,
-                timeout=self._timeout,
-            ) as resp:
-                try:
-                    body = await resp.json(content_type=None)
-                except ValueError:
-                    body = None
-                if resp.status < 400:
-                    return body
-                err = body if isinstance(body, dict) else {}
-                errcode = str(err.get("errcode", "M_UNKNOWN"))
-                message = str(err.get("error", resp.reason or ""))
-                if resp.status == 429 and attempt < self._max_retries:
-                    attempt += 1
-                    retry_ms = _retry_after_ms(err, resp.headers)
-                    delay = retry_ms / 1000 + random.uniform(0, 0.05 * attempt)  # noqa: S311
-                    log.info("rate limited on %s, retrying in %.2fs", label, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                raise _error(resp.status, errcode, message, method, label, err)
+        headers = (
+            {"Authorization": f"Bearer {self.access_token}"} if auth and self.access_token else {}
+        )
+        return await self._send(method, url_path, label, headers, json=json, params=query)
 
     async def get(self, url_path: str, **kw: Any) -> JsonDict:
         return await self.request("GET", url_path, **kw)
@@ -167,36 +165,44 @@ class MatrixHttp:
         endpoint (`PUT /_matrix/media/v3/upload/{server}/{id}` answers 409 the second time).
         """
         label = label or url_path.split("%")[0]
+        headers = {"Content-Type": content_type}
+        if self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        body = await self._send(method, url_path, label, headers, data=data)
+        return body if isinstance(body, dict) else {}
+
+    async def _send(
+        self, method: str, url_path: str, label: str, headers: Mapping[str, str], **body: Any
+    ) -> Any:
+        """The one request loop: the write hook and count, then the request (`body`: aiohttp's
+        `json`/`params` or `data`) until it is answered, retried after 429s; transport failures
+        raise `Unreachable`, error answers the typed errors. Returns the decoded JSON body."""
         if method not in _READ_METHODS:
             if self.on_write is not None:
                 maybe = self.on_write(method, label)
                 if maybe is not None:
                     await maybe
             self.writes += 1
-        headers = {"Content-Type": content_type}
-        if self.access_token:
-            headers["Authorization"] = f"Bearer {self.access_token}"
         attempt = 0
         while True:
             try:
                 async with self.session.request(
                     method,
                     self.base_url + url_path,
-                    data=data,
                     headers=headers,
                     timeout=self._timeout,
+                    **body,
                 ) as resp:
                     try:
-                        body = await resp.json(content_type=None)
+                        answer = await resp.json(content_type=None)
                     except ValueError:
-                        body = None
+                        answer = None
                     status, reason, resp_headers = resp.status, resp.reason, resp.headers
-            except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+            except _TRANSPORT_ERRORS as e:
                 raise Unreachable(f"{method} {label}: {type(e).__name__}") from None
-            err = body if isinstance(body, dict) else {}
             if status < 400:
-                return err
-            errcode = str(err.get("errcode", "M_UNKNOWN"))
+                return answer
+            err = answer if isinstance(answer, dict) else {}
             if status == 429 and attempt < self._max_retries:
                 attempt += 1
                 delay = _retry_after_ms(err, resp_headers) / 1000
@@ -204,6 +210,7 @@ class MatrixHttp:
                 log.info("rate limited on %s, retrying in %.2fs", label, delay)
                 await asyncio.sleep(delay)
                 continue
+            errcode = str(err.get("errcode", "M_UNKNOWN"))
             message = str(err.get("error", reason or ""))
             raise _error(status, errcode, message, method, label, err)
 

@@ -21,11 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from clubs.core.admin import ensure_ratelimit_override
 from clubs.core.errors import ClubsError, MatrixError, NotFound
-from clubs.core.http import MatrixHttp, RoomId, WriteHook, path
+from clubs.core.http import MatrixHttp, RoomId, WriteHook, admin_v2, cs
 from clubs.core.namespace import NS
 from clubs.core.secrets import Vault
 from clubs.provisioning.actual import Actual
@@ -37,8 +35,6 @@ from clubs.provisioning.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
-CS = ("_matrix", "client", "v3")
-ADMIN_V2 = ("_synapse", "admin", "v2")
 CRASH_ENV = "CLUBS_CRASH_AT_WRITE"
 RUN_MARKER = f"{NS}.apply"
 """Account data of the provisioner, per network: {"state": "running"|"done", "at": ms}."""
@@ -152,7 +148,7 @@ class Executor:
             async with asyncio.TaskGroup() as tg:
                 for action in p.actions:
                     tg.create_task(one(action))
-        except* (ClubsError, aiohttp.ClientError, TimeoutError) as group:
+        except* (ClubsError, TimeoutError) as group:  # transport failures are Unreachable
             first = group.exceptions[0]
             raise ApplyError(f"apply stopped: {first}") from first
 
@@ -194,15 +190,14 @@ class Executor:
                 )
             self.issued.append(await issue_token(http, self.tokens, self.desired.network, a.ref))
         elif a.kind == "create":
-            resp = await http.post(path(*CS, "createRoom"), self.resolve(a.content))
+            resp = await http.post(cs("createRoom"), self.resolve(a.content))
             room_id = RoomId(resp["room_id"])
             self.ids[a.ref] = room_id
             self.created[a.ref] = room_id
             log.info("created room %s", room_id)
         elif a.kind in ("put_state", "space_child", "archive"):
             await http.put(
-                path(
-                    *CS,
+                cs(
                     "rooms",
                     self.room(a.ref),
                     "state",
@@ -215,7 +210,7 @@ class Executor:
         elif a.kind == "invite":
             try:
                 await http.post(
-                    path(*CS, "rooms", self.room(a.ref), "invite"),
+                    cs("rooms", self.room(a.ref), "invite"),
                     {"user_id": a.user_id},
                     label="invite",
                 )
@@ -224,7 +219,7 @@ class Executor:
                     raise
         elif a.kind == "kick":
             await http.post(
-                path(*CS, "rooms", self.room(a.ref), "kick"),
+                cs("rooms", self.room(a.ref), "kick"),
                 {"user_id": a.user_id, "reason": KICK_REASON},
                 label="kick",
             )
@@ -237,13 +232,13 @@ class Executor:
         """Block and purge the room (admin API v2), waiting until the purge is done."""
         room_id = self.room(ref)
         resp = await http_delete(
-            self.http, path(*ADMIN_V2, "rooms", room_id), {"block": True, "purge": True}
+            self.http, admin_v2("rooms", room_id), {"block": True, "purge": True}
         )
         delete_id = str(resp.get("delete_id", ""))
         deadline = time.monotonic() + 120
         while delete_id and time.monotonic() < deadline:
             status = await self.http.get(
-                path(*ADMIN_V2, "rooms", "delete_status", delete_id), label="admin delete status"
+                admin_v2("rooms", "delete_status", delete_id), label="admin delete status"
             )
             if status.get("status") == "complete":
                 break
@@ -262,7 +257,7 @@ def touched_rooms(p: Plan) -> set[str]:
 
 
 def _marker_url(provisioner: str, network: str) -> str:
-    return path(*CS, "user", provisioner, "account_data", f"{RUN_MARKER}.{network}")
+    return cs("user", provisioner, "account_data", f"{RUN_MARKER}.{network}")
 
 
 async def previous_run_unfinished(http: MatrixHttp, provisioner: str, network: str) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from clubs.core.errors import NotFound
-from clubs.core.http import MatrixHttp, RoomId, path
+from clubs.core.http import MatrixHttp, RoomId, admin_v1, admin_v2
 from clubs.core.namespace import LOCATOR
 from clubs.provisioning.actual import Actual, ActualRoom, Membership, StateKey, TokenStatus
 from clubs.provisioning.actual import locator_ref as _locator_ref
@@ -24,8 +24,6 @@ from clubs.provisioning.tokens import TokenRecord, TokenStore
 
 log = logging.getLogger(__name__)
 
-ADMIN_V1 = ("_synapse", "admin", "v1")
-ADMIN_V2 = ("_synapse", "admin", "v2")
 READ_CONCURRENCY = 8
 
 T = TypeVar("T")
@@ -46,16 +44,14 @@ async def bounded(
 
 
 async def joined_rooms(http: MatrixHttp, user_id: str) -> list[RoomId]:
-    resp = await http.get(
-        path(*ADMIN_V1, "users", user_id, "joined_rooms"), label="admin joined_rooms"
-    )
+    resp = await http.get(admin_v1("users", user_id, "joined_rooms"), label="admin joined_rooms")
     return [RoomId(r) for r in resp.get("joined_rooms", [])]
 
 
 async def read_room(http: MatrixHttp, room_id: RoomId, network: str) -> ActualRoom | None:
     """The room's snapshot if it is a managed room of `network`; None otherwise or if gone."""
     try:
-        resp = await http.get(path(*ADMIN_V1, "rooms", room_id, "state"), label="admin room state")
+        resp = await http.get(admin_v1("rooms", room_id, "state"), label="admin room state")
     except NotFound:
         return None
     return parse_state(room_id, resp.get("state", []), network)
@@ -91,7 +87,7 @@ def parse_state(room_id: RoomId, events: Iterable[Any], network: str) -> ActualR
 
 async def user_exists(http: MatrixHttp, user_id: str) -> bool:
     try:
-        await http.get(path(*ADMIN_V2, "users", user_id), label="admin user")
+        await http.get(admin_v2("users", user_id), label="admin user")
     except NotFound:
         return False
     return True
@@ -99,7 +95,7 @@ async def user_exists(http: MatrixHttp, user_id: str) -> bool:
 
 async def server_tokens(http: MatrixHttp) -> dict[str, Mapping[str, Any]]:
     """The server's registration tokens by sha256 (tokens stay in memory, never stored)."""
-    resp = await http.get(path(*ADMIN_V1, "registration_tokens"), label="admin tokens")
+    resp = await http.get(admin_v1("registration_tokens"), label="admin tokens")
     out: dict[str, Mapping[str, Any]] = {}
     for t in resp.get("registration_tokens", []):
         if isinstance(t, Mapping) and isinstance(t.get("token"), str):

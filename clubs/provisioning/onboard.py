@@ -24,15 +24,13 @@ from typing import Any
 import jinja2
 
 from clubs.core.errors import NotFound
-from clubs.core.http import MatrixHttp, path
+from clubs.core.http import MatrixHttp, admin_v1, admin_v2
 from clubs.core.paths import config_dir
 from clubs.core.secrets import Vault
 from clubs.provisioning.tokens import TokenRecord, TokenStore, token_hash
 
 log = logging.getLogger(__name__)
 
-ADMIN_V1 = ("_synapse", "admin", "v1")
-ADMIN_V2 = ("_synapse", "admin", "v2")
 DEFAULT_TOKEN_TTL_S = 72 * 3600
 LANGUAGES = ("ru", "en")
 
@@ -59,7 +57,7 @@ async def create_account(http: MatrixHttp, vault: Vault, mxid: str, body: dict[s
     The password goes to the vault first; an account that already exists is never touched
     (its password is not re-sent).
     """
-    url = path(*ADMIN_V2, "users", mxid)
+    url = admin_v2("users", mxid)
     password = vault.get(password_key(mxid))
     if password is None:
         password = secrets.token_urlsafe(18)
@@ -88,7 +86,7 @@ async def issue_token(
     """A new single-use registration token for `person`; only its hash is stored."""
     expiry_ms = int((time.time() + ttl_s) * 1000) if ttl_s is not None else None
     resp = await http.post(
-        path(*ADMIN_V1, "registration_tokens", "new"),
+        admin_v1("registration_tokens", "new"),
         {"uses_allowed": uses_allowed, "expiry_time": expiry_ms},
         label="admin token new",
     )
@@ -100,14 +98,12 @@ async def issue_token(
 
 async def revoke_token(http: MatrixHttp, store: TokenStore, record: TokenRecord) -> bool:
     """Delete the token on the server (found by its hash) and mark it revoked locally."""
-    resp = await http.get(path(*ADMIN_V1, "registration_tokens"), label="admin tokens")
+    resp = await http.get(admin_v1("registration_tokens"), label="admin tokens")
     deleted = False
     for t in resp.get("registration_tokens", []):
         token = t.get("token") if isinstance(t, dict) else None
         if isinstance(token, str) and token_hash(token) == record.token_sha256:
-            await http.delete(
-                path(*ADMIN_V1, "registration_tokens", token), label="admin token delete"
-            )
+            await http.delete(admin_v1("registration_tokens", token), label="admin token delete")
             deleted = True
     store.mark_revoked(record.id)
     return deleted

@@ -22,12 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import aiohttp
 
 from clubs.bots.moderation.policy import (
     RULE_TYPE,
@@ -48,22 +45,22 @@ from clubs.bots.moderation.power import (
     with_user_level,
 )
 from clubs.bots.moderation.store import AuditEntry, Lock, ModerationStore, Mute, Source
-from clubs.core.errors import Forbidden, MatrixError, NotFound
-from clubs.core.http import EventId, JsonDict, MatrixHttp, RoomId, UserId, path
+from clubs.core.adminview import AdminView
+from clubs.core.clock import Clock
+from clubs.core.errors import Forbidden, MatrixError, NotFound, Unreachable
+from clubs.core.http import EventId, JsonDict, MatrixHttp, RoomId, UserId, cs
 from clubs.core.namespace import LOCATOR, LOCATOR_SCHEMA
 from clubs.core.power import creators_of, level_of
 from clubs.core.txn import txn_id
 
 log = logging.getLogger(__name__)
 
-CS = ("_matrix", "client", "v3")
-ADMIN_V1 = ("_synapse", "admin", "v1")
 MEGOLM = "m.megolm.v1.aes-sha2"
 POLICY_ROOM_KIND = "policy_room"
 POLICY_ROOM_VERSION = "12"
 DEFAULT_CONCURRENCY = 100
-"""Requests in flight for one fan-out (aiohttp's default connector also allows 100). Measured
-against Synapse 1.163 on SQLite, 100 rooms under load: at 100 the last ban event is stamped
+"""Requests in flight for one fan-out (the HTTP client's connection pool also allows 100).
+Measured against Synapse 1.163 on SQLite, 100 rooms under load: at 100 the last ban event is stamped
 ~0.8-1.0 s after the start, at 64 ~1.7-1.9 s, at 32 ~2.4-2.8 s: Synapse stamps an event when it
 creates it and persists events one by one afterwards, so a request that waits on our side for
 a free slot also waits behind the persistence of every earlier ban."""
@@ -78,7 +75,6 @@ REDACT_EVENTS = "org.matrix.msc4293.redact_events"
 PowerSource = Callable[[RoomId], Awaitable[tuple[Mapping[str, Any], frozenset[str]]]]
 """Where the checks read a room's (power levels, creators) from: the runtime's room cache,
 invalidated on every state event, saves one request per room on the critical path."""
-_NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError)
 
 
 @dataclass
@@ -160,8 +156,8 @@ class Moderator:
         user_id: UserId,
         store: ModerationStore,
         *,
-        admin: MatrixHttp | None = None,
-        clock: Callable[[], float] = time.time,
+        admin: AdminView | None = None,
+        clock: Clock,
         bots: Iterable[str] = (),
         moderator_level: int = MODERATOR_LEVEL,
         concurrency: int = DEFAULT_CONCURRENCY,
@@ -220,7 +216,7 @@ class Moderator:
                 body["reason"] = reason
             if redact_events:
                 body[REDACT_EVENTS] = True
-            await self.http.post(path(*CS, "rooms", room, "ban"), body, label="ban")
+            await self.http.post(cs("rooms", room, "ban"), body, label="ban")
             report.done.append(room)
 
         return await self._fanout("ban", user_id, rooms, one, reason, actor, source)
@@ -244,7 +240,7 @@ class Moderator:
                 report.skipped.append(room)
                 return
             body = {"user_id": user_id, "reason": reason} if reason else {"user_id": user_id}
-            await self.http.post(path(*CS, "rooms", room, "unban"), body, label="unban")
+            await self.http.post(cs("rooms", room, "unban"), body, label="unban")
             report.done.append(room)
 
         return await self._fanout("unban", user_id, rooms, one, reason, actor, source)
@@ -270,7 +266,7 @@ class Moderator:
                 report.refused[room] = why
                 return
             body = {"user_id": user_id, "reason": reason} if reason else {"user_id": user_id}
-            await self.http.post(path(*CS, "rooms", room, "kick"), body, label="kick")
+            await self.http.post(cs("rooms", room, "kick"), body, label="kick")
             report.done.append(room)
 
         return await self._fanout("kick", user_id, rooms, one, reason, actor, source)
@@ -279,7 +275,7 @@ class Moderator:
         """Who joined `room` at or after `since` (epoch s) and is still joined, oldest first,
         from the room's current member events (so it survives a restart of the bot). A member
         event that only changed a profile (join after join) is not a join."""
-        state = await self.http.get_list(path(*CS, "rooms", room, "state"), label="room state")
+        state = await self.http.get_list(cs("rooms", room, "state"), label="room state")
         joins: list[tuple[int, UserId]] = []
         for ev in state:
             if not isinstance(ev, dict) or ev.get("type") != "m.room.member":
@@ -325,7 +321,7 @@ class Moderator:
         source: Source,
     ) -> BanReport:
         report = BanReport(action, user_id)
-        started = time.monotonic()
+        started = self.clock.monotonic()
         gate = asyncio.Semaphore(self.concurrency)
 
         async def guarded(room: RoomId) -> None:
@@ -334,14 +330,14 @@ class Moderator:
                     await one(room, report)
                 except MatrixError as e:
                     report.failed[room] = e.errcode
-                except _NETWORK_ERRORS as e:
+                except Unreachable as e:
                     report.failed[room] = type(e).__name__
 
         unique = list(dict.fromkeys(rooms))
         async with asyncio.TaskGroup() as tg:
             for room in unique:
                 tg.create_task(guarded(room))
-        report.elapsed_s = time.monotonic() - started
+        report.elapsed_s = self.clock.monotonic() - started
         log.info(
             "%s %s: %d done, %d skipped, %d refused, %d failed of %d rooms in %.3fs",
             action,
@@ -449,7 +445,7 @@ class Moderator:
         """Lift every mute whose time is up; returns those resolved. A mute that cannot be
         lifted for a passing reason (server error, network) stays for the next call; one in a
         room the bot can no longer act in (403/404) is dropped with a warning."""
-        now = self.clock() if now is None else now
+        now = self.clock.now() if now is None else now
         resolved = []
         for mute in await self.store.due_mutes(now):
             try:
@@ -465,7 +461,7 @@ class Moderator:
             except MatrixError as e:
                 log.warning("lifting mute in %s failed (%s); will retry", mute.room_id, e.errcode)
                 continue
-            except _NETWORK_ERRORS as e:
+            except Unreachable as e:
                 log.warning("lifting mute in %s failed (%s); will retry", mute.room_id, type(e))
                 continue
             resolved.append(mute)
@@ -489,7 +485,7 @@ class Moderator:
                 return False
             # A record left by a lock that never took effect (or was undone by hand) is
             # replaced: what is open now is what an unlock must bring back.
-            await self.store.put_lock(Lock(room_id, current, self.clock()))
+            await self.store.put_lock(Lock(room_id, current, self.clock.now()))
             try:
                 await self._put_state(room_id, "m.room.join_rules", "", {"join_rule": "invite"})
             except MatrixError:  # refused by the server: certainly not applied
@@ -541,7 +537,7 @@ class Moderator:
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
-        started = time.monotonic()
+        started = self.clock.monotonic()
         report = RedactReport(user_id)
         allowed: list[RoomId] = []
         gate = asyncio.Semaphore(self.concurrency)
@@ -564,7 +560,7 @@ class Moderator:
                         tg.create_task(
                             self._redact_room(room, user_id, limit, reason, gate, report)
                         )
-        report.elapsed_s = time.monotonic() - started
+        report.elapsed_s = self.clock.monotonic() - started
         log.info(
             "redacted %d events of %s in %d rooms (%d refused, %d failed) in %.3fs",
             report.count,
@@ -593,7 +589,7 @@ class Moderator:
                 pl, creators = await self._power(room)
         except MatrixError as e:
             return _Failure(e.errcode)
-        except _NETWORK_ERRORS as e:
+        except Unreachable as e:
             return _Failure(type(e).__name__)
         return refusal(
             pl,
@@ -615,7 +611,7 @@ class Moderator:
         }
         for _ in range(MAX_HISTORY_PAGES):
             page = await self.http.get(
-                path(*CS, "rooms", room_id, "messages"), query=query, label="messages"
+                cs("rooms", room_id, "messages"), query=query, label="messages"
             )
             for event in page.get("chunk", []):
                 if not isinstance(event, dict) or event.get("sender") != user_id:
@@ -650,7 +646,7 @@ class Moderator:
         except MatrixError as e:
             report.failed[room] = e.errcode
             return
-        except _NETWORK_ERRORS as e:
+        except Unreachable as e:
             report.failed[room] = type(e).__name__
             return
         done = report.redacted.setdefault(room, [])
@@ -660,16 +656,14 @@ class Moderator:
             async with gate:
                 try:
                     await self.http.put(
-                        path(
-                            *CS, "rooms", room, "redact", event_id, txn_id("redact", room, event_id)
-                        ),
+                        cs("rooms", room, "redact", event_id, txn_id("redact", room, event_id)),
                         body,
                         label="redact",
                     )
                     done.append(event_id)
                 except MatrixError as e:
                     report.failed[event_id] = e.errcode
-                except _NETWORK_ERRORS as e:
+                except Unreachable as e:
                     report.failed[event_id] = type(e).__name__
 
         async with asyncio.TaskGroup() as tg:
@@ -685,21 +679,13 @@ class Moderator:
         report: RedactReport,
     ) -> None:
         if self.admin is None:
-            raise ValueError("the admin redaction API needs an admin client")
-        body: dict[str, Any] = {"rooms": rooms, "limit": limit}
-        if reason:
-            body["reason"] = reason
-        resp = await self.admin.post(
-            path(*ADMIN_V1, "user", user_id, "redact"), body, label="admin user redact"
-        )
-        redact_id = str(resp["redact_id"])
+            raise ValueError("the admin redaction API needs an admin view")
+        redact_id = await self.admin.redact_user(user_id, rooms, limit, reason)
         report.redact_id = redact_id
-        deadline = time.monotonic() + ADMIN_REDACT_TIMEOUT_S
+        deadline = self.clock.monotonic() + ADMIN_REDACT_TIMEOUT_S
         delay = 0.05
         while True:
-            status = await self.admin.get(
-                path(*ADMIN_V1, "user", "redact_status", redact_id), label="admin redact status"
-            )
+            status = await self.admin.redact_status(redact_id)
             state = status.get("status")
             if state == "complete":
                 failed = status.get("failed_redactions")
@@ -709,11 +695,11 @@ class Moderator:
             if state == "failed":
                 report.failed.update({room: "M_TASK_FAILED" for room in rooms})
                 return
-            if time.monotonic() > deadline:
+            if self.clock.monotonic() > deadline:
                 report.failed.update({room: "M_TIMEOUT" for room in rooms})
                 log.warning("admin redaction %s still %s after %.0fs", redact_id, state, 60)
                 return
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             delay = min(delay * 2, 1.0)
 
     # --- the policy room --------------------------------------------------------------------
@@ -723,7 +709,7 @@ class Moderator:
         cached = await self.store.find_policy_room(network, key)
         if cached is not None and await self._is_policy_room(cached, network, key):
             return cached
-        joined = await self.http.get(path(*CS, "joined_rooms"), label="joined_rooms")
+        joined = await self.http.get(cs("joined_rooms"), label="joined_rooms")
         rooms = [RoomId(r) for r in joined.get("joined_rooms", []) if isinstance(r, str)]
         gate = asyncio.Semaphore(self.concurrency)
 
@@ -796,7 +782,7 @@ class Moderator:
         }
         if name:
             body["name"] = name
-        resp = await self.http.post(path(*CS, "createRoom"), body, label="createRoom")
+        resp = await self.http.post(cs("createRoom"), body, label="createRoom")
         room = RoomId(resp["room_id"])
         await self.store.set_policy_room(network, key, room)
         log.info("created policy room %s for network %s", room, network)
@@ -863,7 +849,7 @@ class Moderator:
 
     async def policy_state(self, policy_room: RoomId) -> list[JsonDict]:
         """The policy room's rule events (current state), to feed a `PolicyWatcher` at start."""
-        events = await self.http.get_list(path(*CS, "rooms", policy_room, "state"), label="state")
+        events = await self.http.get_list(cs("rooms", policy_room, "state"), label="state")
         return [e for e in events if isinstance(e, dict) and rule_kind(str(e.get("type")))]
 
     async def _is_policy_room(self, room: RoomId, network: str, key: str) -> bool:
@@ -896,14 +882,14 @@ class Moderator:
 
     async def _state(self, room: RoomId, event_type: str, state_key: str = "") -> JsonDict:
         return await self.http.get(
-            path(*CS, "rooms", room, "state", event_type, state_key), label="get state"
+            cs("rooms", room, "state", event_type, state_key), label="get state"
         )
 
     async def _put_state(
         self, room: RoomId, event_type: str, state_key: str, content: Mapping[str, Any]
     ) -> EventId:
         resp = await self.http.put(
-            path(*CS, "rooms", room, "state", event_type, state_key), content, label="put state"
+            cs("rooms", room, "state", event_type, state_key), content, label="put state"
         )
         return EventId(str(resp.get("event_id", "")))
 
@@ -917,7 +903,7 @@ class Moderator:
         cached = self._creators.get(room)
         if cached is None:
             event = await self.http.get(
-                path(*CS, "rooms", room, "state", "m.room.create", ""),
+                cs("rooms", room, "state", "m.room.create", ""),
                 query={"format": "event"},
                 label="get create",
             )
@@ -942,31 +928,24 @@ class Moderator:
             raise
         return pl, await creators
 
-    async def _memberships_of(self, user_id: str) -> dict[str, str] | None:
+    async def _memberships_of(self, user_id: UserId) -> dict[str, str] | None:
         """Room → membership of `user_id` in every room the server knows, in one admin
-        request; None without an admin client (then each room is asked on its own)."""
+        request; None without an admin view (then each room is asked on its own)."""
         if self.admin is None:
             return None
         try:
-            resp = await self.admin.get(
-                path(*ADMIN_V1, "users", user_id, "memberships"), label="admin memberships"
-            )
+            return await self.admin.memberships(user_id)
         except MatrixError as e:
             log.warning("admin memberships unavailable (%s); asking room by room", e.errcode)
-            return None
-        except _NETWORK_ERRORS as e:
-            log.warning("admin memberships unavailable (%s); asking room by room", type(e))
-            return None
-        found = resp.get("memberships")
-        if not isinstance(found, dict):
-            return None
-        return {str(k): str(v) for k, v in found.items()}
+        except Unreachable:
+            log.warning("admin memberships unavailable (unreachable); asking room by room")
+        return None
 
     async def _member(self, room: RoomId, user_id: str) -> tuple[str | None, str | None]:
         """(membership, sender of the membership event), or (None, None) if there is none."""
         try:
             event = await self.http.get(
-                path(*CS, "rooms", room, "state", "m.room.member", user_id),
+                cs("rooms", room, "state", "m.room.member", user_id),
                 query={"format": "event"},
                 label="get member",
             )
@@ -1015,7 +994,7 @@ class Moderator:
                 room_id=room,
                 reason=reason,
                 source=source,
-                at=self.clock(),
+                at=self.clock.now(),
                 rooms=rooms,
             )
         )

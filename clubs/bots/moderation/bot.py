@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -48,13 +47,14 @@ from clubs.bots.moderation.power import MODERATOR_LEVEL
 from clubs.bots.moderation.reports import Report, ReportPoller
 from clubs.bots.moderation.store import AuditEntry, ModerationStore, Source
 from clubs.bots.rooms import RoomInfo
+from clubs.core.adminview import AdminView
+from clubs.core.clock import Clock
 from clubs.core.db import Database
-from clubs.core.http import MatrixHttp, RoomId, UserId, path
+from clubs.core.http import RoomId, UserId, cs
 from clubs.core.txn import txn_id
 
 log = logging.getLogger(__name__)
 
-CS = ("_matrix", "client", "v3")
 MESSAGE_TYPES = frozenset({"m.room.message", "m.room.encrypted", "m.sticker"})
 MEDIA_TYPES = frozenset({"m.image", "m.video", "m.file", "m.audio"})
 MUTE_CHECK_S = 5.0
@@ -84,11 +84,11 @@ class ModerationBot(Bot):
         db: Database,
         *,
         network: str | None,
-        admin: MatrixHttp | None = None,
+        admin: AdminView | None = None,
         other_bots: Iterable[str] = (),
         thresholds: Thresholds = Thresholds(),  # noqa: B008 - frozen
         words: Iterable[str] = (),
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
     ) -> None:
         self.db = db
         self.network = network
@@ -212,7 +212,7 @@ class ModerationBot(Bot):
         job: tuple[str, ...],
     ) -> None:
         await self.store.record(
-            AuditEntry(UserId(actor), action, target, room, reason, source, self.clock(), rooms)
+            AuditEntry(UserId(actor), action, target, room, reason, source, self.clock.now(), rooms)
         )
         await self.alert(
             "moderation/audit",
@@ -366,7 +366,7 @@ class ModerationBot(Bot):
     ) -> None:
         seconds = duration.total_seconds()
         result = await self.mod.mute(
-            ctx.room_id, user, self.clock() + seconds, reason=reason or None, actor=ctx.sender
+            ctx.room_id, user, self.clock.now() + seconds, reason=reason or None, actor=ctx.sender
         )
         if result.refused is not None:
             await ctx.reply("moderation/refused_target", target=user)
@@ -465,7 +465,7 @@ class ModerationBot(Bot):
         """After a raid: kick, ban or mute (for as long as a flood mute) everyone who joined
         this room in the last `window`, in this room only. Moderators, bots and creators are
         never touched (the usual refusals)."""
-        joined = await self.mod.joined_since(ctx.room_id, self.clock() - window.total_seconds())
+        joined = await self.mod.joined_since(ctx.room_id, self.clock.now() - window.total_seconds())
         targets = [u for u in joined if u != ctx.sender][-SINCE_MAX_USERS:]
         gate = asyncio.Semaphore(SINCE_CONCURRENCY)
         why = reason or "raid"
@@ -473,7 +473,7 @@ class ModerationBot(Bot):
         async def one(user: UserId) -> bool:
             async with gate:
                 if action == "mute":
-                    until = self.clock() + self.thresholds(ctx.room).mute_s
+                    until = self.clock.now() + self.thresholds(ctx.room).mute_s
                     muted = await self.mod.mute(
                         ctx.room_id, user, until, reason=why, actor=ctx.sender
                     )
@@ -646,11 +646,11 @@ class ModerationBot(Bot):
     def _recent(self, origin_server_ts: int, window_s: float) -> bool:
         """Whether an event falls inside a rate window ending now (old events replayed after
         the bot joined or restarted never trip a rate protection)."""
-        return self.clock() - origin_server_ts / 1000 <= window_s
+        return self.clock.now() - origin_server_ts / 1000 <= window_s
 
     def _is_new(self, room_id: str, user: str, t: Thresholds) -> bool:
         joined = self.seen.joined_at.get((room_id, user))
-        return joined is not None and self.clock() - joined < t.new_member_hours * 3600
+        return joined is not None and self.clock.now() - joined < t.new_member_hours * 3600
 
     def thresholds(self, room: RoomInfo) -> Thresholds:
         """The protections' settings in `room`: the bot's defaults, with its club's choices."""
@@ -666,8 +666,7 @@ class ModerationBot(Bot):
     async def _remove(self, ctx: EventContext, reason: str, *, dm_key: str, **values: Any) -> None:
         """Redact one event, tell its sender privately why, record it."""
         await self.mod.http.put(
-            path(
-                *CS,
+            cs(
                 "rooms",
                 ctx.room_id,
                 "redact",
@@ -691,7 +690,7 @@ class ModerationBot(Bot):
         )
 
     async def _auto_mute(self, ctx: EventContext, reason: str) -> None:
-        until = self.clock() + self.thresholds(ctx.room).mute_s
+        until = self.clock.now() + self.thresholds(ctx.room).mute_s
         result = await self.mod.mute(
             ctx.room_id, ctx.sender, until, reason=reason, source="protection"
         )
@@ -727,7 +726,7 @@ class ModerationBot(Bot):
     async def _follow_members_forever(self) -> None:
         """Keep the management room's staff and the policy list's users current: at start (once
         the first syncs have brought the rooms' members in) and then every half minute."""
-        await asyncio.sleep(STAFF_FIRST_S)
+        await self.clock.sleep(STAFF_FIRST_S)
         while True:
             try:
                 await self.sync_staff()
@@ -737,7 +736,7 @@ class ModerationBot(Bot):
                 raise
             except Exception as e:
                 log.warning("moderation: following members failed: %s", type(e).__name__)
-            await asyncio.sleep(STAFF_EVERY_S)
+            await self.clock.sleep(STAFF_EVERY_S)
 
     async def sync_server_acls(self) -> int:
         """Keep every managed room's `m.room.server_acl` denying the servers the ban list bans
@@ -769,7 +768,7 @@ class ModerationBot(Bot):
                 rooms=len(changed),
                 # Not replayed from an event (a restart re-checks the rooms instead): the time
                 # keeps a later return to the same list from being taken for this one.
-                job=("acl", ",".join(deny), str(int(self.clock() * 1000))),
+                job=("acl", ",".join(deny), str(int(self.clock.now() * 1000))),
             )
         return len(changed)
 
@@ -790,7 +789,7 @@ class ModerationBot(Bot):
         missing = {u: lvl for u, lvl in staff.items() if u not in known}
         if not missing:
             return 0
-        url = path(*CS, "rooms", self.policy_room, "state", "m.room.power_levels", "")
+        url = cs("rooms", self.policy_room, "state", "m.room.power_levels", "")
         pl = await self.mod.http.get(url, label="state m.room.power_levels")
         users = dict(pl.get("users", {}))
         if any(users.get(u) != lvl for u, lvl in missing.items()):
@@ -799,7 +798,7 @@ class ModerationBot(Bot):
         for user in missing:
             with contextlib.suppress(Exception):
                 await self.mod.http.post(
-                    path(*CS, "rooms", self.policy_room, "invite"),
+                    cs("rooms", self.policy_room, "invite"),
                     {"user_id": user},
                     label="invite staff",
                 )
@@ -810,7 +809,7 @@ class ModerationBot(Bot):
         while True:
             with contextlib.suppress(Exception):
                 await self.mod.lift_due_mutes()
-            await asyncio.sleep(MUTE_CHECK_S)
+            await self.clock.sleep(MUTE_CHECK_S)
 
     async def _poll_reports_forever(self) -> None:
         assert self.reports is not None
@@ -823,7 +822,7 @@ class ModerationBot(Bot):
                 raise
             except Exception as e:
                 log.warning("moderation: report polling failed: %s", type(e).__name__)
-            await asyncio.sleep(REPORT_POLL_S)
+            await self.clock.sleep(REPORT_POLL_S)
 
     async def _report(self, report: Report) -> None:
         assert self.ctx is not None

@@ -15,18 +15,17 @@ The reporter's reason is the reporter's own text: it goes to the moderators room
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from clubs.bots.moderation.store import REPORT_CURSOR, ModerationStore
-from clubs.core.http import EventId, JsonDict, MatrixHttp, RoomId, UserId, path
+from clubs.core.adminview import AdminView
+from clubs.core.clock import Clock
+from clubs.core.http import EventId, JsonDict, RoomId, UserId
 from clubs.core.ids import as_event_id, as_room_id, as_user_id
 
 log = logging.getLogger(__name__)
 
-ADMIN_V1 = ("_synapse", "admin", "v1")
 PAGE = 100
 OVERLAP = 50
 """Reports re-read before the cursor on every poll, so up to this many deletions by an admin
@@ -75,10 +74,10 @@ class ReportPoller:
 
     def __init__(
         self,
-        admin: MatrixHttp,
+        admin: AdminView,
         store: ModerationStore,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
         cursor_name: str = REPORT_CURSOR,
     ) -> None:
         self.admin = admin
@@ -119,11 +118,7 @@ class ReportPoller:
         total = 0
         offset = start
         for _ in range(MAX_PAGES):
-            page = await self.admin.get(
-                path(*ADMIN_V1, "event_reports"),
-                query={"from": str(offset), "limit": str(PAGE), "dir": "f"},
-                label="admin event_reports",
-            )
+            page = await self.admin.event_reports(offset, PAGE)
             found = page.get("total")
             total = found if isinstance(found, int) else total
             chunk = [r for r in page.get("event_reports", []) if isinstance(r, dict)]
@@ -136,15 +131,13 @@ class ReportPoller:
     async def acknowledge(self, report: Report | int) -> None:
         """Mark a report handled: it is never returned again, also after a restart."""
         report_id = report.report_id if isinstance(report, Report) else report
-        await self.store.mark_report_processed(report_id, self.clock())
+        await self.store.mark_report_processed(report_id, self.clock.now())
 
     async def details(self, report: Report | int) -> JsonDict:
         """The full report, with `event_json` (ciphertext for an encrypted event: the bot's
         E2EE client decrypts it if it holds the room key)."""
         report_id = report.report_id if isinstance(report, Report) else report
-        return await self.admin.get(
-            path(*ADMIN_V1, "event_reports", str(report_id)), label="admin event_report"
-        )
+        return await self.admin.event_report(report_id)
 
     async def event_json(self, report: Report | int) -> dict[str, Any] | None:
         event = (await self.details(report)).get("event_json")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from clubs.bots.base import Bot
 from clubs.bots.host import BotAccount, HostServices
 from clubs.bots.moderation.bot import ModerationBot
 from clubs.bots.moderation.detect import Thresholds
+from clubs.core.clock import Clock, ManualClock
 from clubs.core.errors import Forbidden, NotFound
 from clubs.core.http import path
 from tests.harness import Account, SynapseHarness, eventually
@@ -40,14 +40,15 @@ FAST = Thresholds(
 )
 
 
-def factory(thresholds: Thresholds = FAST) -> Any:
+def factory(thresholds: Thresholds = FAST, clock: Clock | None = None) -> Any:
     def make(services: HostServices) -> Bot:
         return ModerationBot(
             services.db,
             network=services.network,
-            admin=services.admin,
+            admin=services.admin_view,
             other_bots=services.service_accounts,
             thresholds=thresholds,
+            clock=clock or services.clock,
         )
 
     return make
@@ -84,10 +85,18 @@ async def make_club(synapse: SynapseHarness, tmp_path: Path, n_rooms: int = 3) -
 
 @asynccontextmanager
 async def running(
-    synapse: SynapseHarness, tmp_path: Path, club: Club, thresholds: Thresholds = FAST
+    synapse: SynapseHarness,
+    tmp_path: Path,
+    club: Club,
+    thresholds: Thresholds = FAST,
+    clock: Clock | None = None,
 ) -> AsyncIterator[RunningHost]:
     async with bot_host(
-        synapse, tmp_path, [club.bot], {"moderation": factory(thresholds)}, network=club.network
+        synapse,
+        tmp_path,
+        [club.bot],
+        {"moderation": factory(thresholds, clock)},
+        network=club.network,
     ) as host:
         for room in club.rooms:
             await eventually(
@@ -443,11 +452,14 @@ async def test_since_kicks_everyone_who_joined_recently_and_no_one_else(
 ) -> None:
     club = await make_club(synapse, tmp_path, n_rooms=1)
     room = club.rooms[0]
+    clock = ManualClock(time.time())
     async with (
-        running(synapse, tmp_path, club),
+        running(synapse, tmp_path, club, clock=clock),
         mautrix_peer(club.moderator, synapse.url) as mod_peer,
     ):
-        await asyncio.sleep(6)  # the member's join is now older than the window below
+        # Everyone so far joined before `cut`, the raiders join after it; the bot's clock then
+        # stands 4 s past it, so `!since 4s` reaches back to `cut` exactly.
+        cut = time.time()
         raiders = [await synapse.new_user(f"raider{i}") for i in range(3)]
         for raider in raiders:
             await synapse.admin.http.post(
@@ -459,6 +471,7 @@ async def test_since_kicks_everyone_who_joined_recently_and_no_one_else(
             path(*CS, "rooms", room, "state", "m.room.member", club.member.user_id),
             {"membership": "join", "displayname": "renamed"},
         )
+        await clock.set(cut + 4)
         command = await send_text(mod_peer, room, "!since 4s kick raid")
 
         async def replied() -> list[str]:

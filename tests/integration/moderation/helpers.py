@@ -15,6 +15,8 @@ from typing import Any
 
 from clubs.bots.moderation.actions import Moderator
 from clubs.bots.moderation.store import ModerationStore
+from clubs.core.adminview import AdminView
+from clubs.core.clock import Clock, SystemClock
 from clubs.core.db import Database
 from clubs.core.errors import NotFound
 from clubs.core.http import EventId, MatrixHttp, RoomId, UserId, path
@@ -153,17 +155,21 @@ async def moderator_for(
     club: Club,
     db_path: Path,
     *,
-    admin: MatrixHttp | None = None,
-    clock: Any = None,
+    admin: AdminView | None = None,
+    clock: Clock | None = None,
     bots: Iterable[str] = (),
 ) -> AsyncIterator[Moderator]:
     """A Moderator for the club's bot with its store in `db_path` (closed on exit)."""
     db = await Database.open(db_path)
     try:
         store = await ModerationStore.open(db)
-        kw: dict[str, Any] = {"admin": admin, "bots": bots}
-        if clock is not None:
-            kw["clock"] = clock
-        yield Moderator(club.bot.http, club.bot_id, store, **kw)
+        yield Moderator(
+            club.bot.http,
+            club.bot_id,
+            store,
+            admin=admin,
+            clock=clock or SystemClock(),
+            bots=bots,
+        )
     finally:
         await db.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from clubs.core.adminview import AdminView
 from clubs.core.http import EventId, RoomId, path
 from tests.harness import Account, SynapseHarness
 from tests.integration.moderation.helpers import (
@@ -103,7 +104,7 @@ async def test_redact_last_n_through_the_synapse_admin_api(
     club = await new_club(synapse)
     room = await make_room(club, joined=[club.member])
     sent = await send_fake_encrypted(club.member, room, 4, "member")
-    async with moderator_for(club, tmp_path / "mod.db", admin=synapse.admin.http) as mod:
+    async with moderator_for(club, tmp_path / "mod.db", admin=AdminView(synapse.admin.http)) as mod:
         report = await mod.redact_recent(club.member_id, [room], 2, reason="spam")
     assert report.redact_id
     assert not report.failed

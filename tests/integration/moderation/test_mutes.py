@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from clubs.core.clock import ManualClock
 from clubs.core.errors import Forbidden
 from clubs.core.http import RoomId, path
 from tests.harness import SynapseHarness
@@ -22,14 +23,6 @@ from tests.integration.moderation.helpers import (
 NOW = 1_900_000_000.0
 
 
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def _muted_room(synapse: SynapseHarness, member_level: int | None) -> tuple[Club, RoomId]:
     club = await new_club(synapse)
     levels = {} if member_level is None else {club.member.user_id: member_level}
@@ -43,7 +36,7 @@ async def test_mute_silences_and_lifting_restores_the_exact_previous_level(
 ) -> None:
     club, room = await _muted_room(synapse, member_level)
     before = await power_levels(club.owner.http, room)
-    clock = Clock()
+    clock = ManualClock(NOW)
     async with moderator_for(club, tmp_path / "mod.db", clock=clock) as mod:
         result = await mod.mute(room, club.member_id, NOW + 600, reason="flood")
         assert result.changed

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from clubs.bots.moderation.reports import Report, ReportPoller
 from clubs.bots.moderation.store import ModerationStore
+from clubs.core.adminview import AdminView
+from clubs.core.clock import SystemClock
 from clubs.core.db import Database
-from clubs.core.http import path
+from clubs.core.http import admin_v1, path
 from tests.harness import SynapseHarness
 from tests.integration.moderation.helpers import CS, make_room, new_club, send_fake_encrypted
 
@@ -16,7 +18,9 @@ async def _poll(
     synapse: SynapseHarness, db_path: Path
 ) -> tuple[list[Report], ReportPoller, Database]:
     db = await Database.open(db_path)
-    poller = ReportPoller(synapse.admin.http, await ModerationStore.open(db))
+    poller = ReportPoller(
+        AdminView(synapse.admin.http), await ModerationStore.open(db), clock=SystemClock()
+    )
     return await poller.poll(), poller, db
 
 
@@ -77,7 +81,7 @@ async def test_a_deleted_report_does_not_hide_the_next_one(
     # An admin deletes handled reports: every offset after them shifts down.
     for r in old:
         await synapse.admin.http.delete(
-            path("_synapse", "admin", "v1", "event_reports", str(r.report_id))
+            admin_v1("event_reports", str(r.report_id))
         )
     await club.moderator.http.post(path(*CS, "rooms", room, "report", events[2]), {})
     fresh = await poller.poll()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
 from clubs.bots.runtime import is_transient
@@ -19,7 +18,6 @@ def _error(cls: type[MatrixError], status: int) -> MatrixError:
         Unreachable("send: ServerDisconnectedError"),
         TimeoutError(),
         ConnectionResetError(),
-        aiohttp.ServerDisconnectedError(),
         _error(RateLimited, 429),
         _error(MatrixError, 502),
     ],
