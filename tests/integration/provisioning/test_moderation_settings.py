@@ -56,8 +56,9 @@ async def test_changed_moderation_settings_are_planned_as_an_update_and_applied(
         "time_zone": "Asia/Almaty",
         "language": "ru",
         "moderation": {"personal_data": "flag", "flood_messages": 12},
+        "bots": [],
     }
-    assert other[(CLUB_SETTINGS, "")] == {"time_zone": "UTC", "language": "ru"}
+    assert other[(CLUB_SETTINGS, "")] == {"time_zone": "UTC", "language": "ru", "bots": []}
 
     unflagged = network(net_id, synapse.server_name, '"off"')
     change = plan(unflagged, actual)

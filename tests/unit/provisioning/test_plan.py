@@ -401,7 +401,10 @@ def test_a_changed_word_list_is_not_spelt_out_in_the_plan() -> None:
 
 def test_moderation_settings_are_compared_whole_and_nested() -> None:
     want = {"time_zone": "UTC", "moderation": {"flood_messages": 12, "words": ("spam",)}}
-    same = {"time_zone": "UTC", "moderation": {"flood_messages": 12, "words": ["spam"]}}
+    same: dict[str, Any] = {
+        "time_zone": "UTC",
+        "moderation": {"flood_messages": 12, "words": ["spam"]},
+    }
     assert differing_keys(CLUB_SETTINGS, want, same) == []
     extra = {**same, "moderation": {**same["moderation"], "mute_s": 60}}
     assert differing_keys(CLUB_SETTINGS, want, extra) == ["moderation"]
