@@ -14,9 +14,13 @@ class Scheduler(Bot):
 ```
 
 Decorators only mark methods; the runtime collects them when it starts a bot and drops them
-when it stops. A bot gets what it needs in its constructor (store, clock, settings): there are
-no globals. Handlers must be idempotent by event id: the runtime delivers each event at most once
-per successful commit, but after a crash the uncommitted batch is delivered again.
+when it stops. A bot whose commands or handlers are better kept in classes of their own (one for
+commands, one for protections) registers instances of those in its constructor with
+`register_handler_class`; their marked methods are collected as if they were the bot's.
+
+A bot gets what it needs in its constructor (store, clock, settings): there are no globals.
+Handlers must be idempotent by event id: the runtime delivers each event at most once per
+successful commit, but after a crash the uncommitted batch is delivered again.
 """
 
 from __future__ import annotations
@@ -56,12 +60,23 @@ class EventHandlerSpec:
         return ANY_EVENT in self.event_types or event_type in self.event_types
 
 
+_HANDLERS = "_clubs_handler_objects"
+
+
+def handler_objects(bot: object) -> tuple[object, ...]:
+    """Where a bot's commands and event handlers are marked: the bot itself, then every object
+    it registered with `Bot.register_handler_class`, in registration order."""
+    return (bot, *getattr(bot, _HANDLERS, ()))
+
+
 def collect_event_handlers(bot: object) -> list[EventHandlerSpec]:
+    """The `@on_event` handlers of `bot` and of the objects it registered, bound to them."""
     specs = []
-    for _, member in inspect.getmembers(bot, inspect.ismethod):
-        types = getattr(member, _MARK, None)
-        if types is not None:
-            specs.append(EventHandlerSpec(types, member))
+    for owner in handler_objects(bot):
+        for _, member in inspect.getmembers(owner, inspect.ismethod):
+            types = getattr(member, _MARK, None)
+            if types is not None:
+                specs.append(EventHandlerSpec(types, member))
     return specs
 
 
@@ -69,6 +84,16 @@ class Bot:
     """Base class of the four bots. Subclasses set `name` and declare commands/handlers."""
 
     name: ClassVar[str] = "bot"
+    _clubs_handler_objects: tuple[object, ...] = ()
+
+    def register_handler_class(self, handlers: object) -> None:
+        """Collect the `@command` and `@on_event` methods marked on `handlers` (an instance of
+        another class) too, bound to it. Call it in the constructor: the runtime collects a
+        bot's commands and handlers once, before `start`. A command name used twice across the
+        bot and its handler objects is refused then, as within one class."""
+        if handlers is self or any(h is handlers for h in self._clubs_handler_objects):
+            raise ValueError(f"{type(self).__name__}: {type(handlers).__name__} registered twice")
+        self._clubs_handler_objects = (*self._clubs_handler_objects, handlers)
 
     async def start(self, ctx: Any) -> None:
         """Called once the bot's client is synced and before events are dispatched.

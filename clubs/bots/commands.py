@@ -13,8 +13,9 @@ An event's content is a command only if all of these hold; anything else is chat
 The rest of the line is split on blanks into the command's typed parameters (`args.py`); the
 last may take the rest of the line. Every step is linear in the input, with no backtracking.
 
-Commands are declared by marking methods with `@command(...)`; the runtime collects them from a
-bot instance at start with `collect_commands`. Nothing is registered at import.
+Commands are declared by marking methods with `@command(...)`, on the bot's class or on classes
+whose instances the bot registered (`Bot.register_handler_class`); the runtime collects them from
+a bot instance at start with `collect_commands`. Nothing is registered at import.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
 from clubs.bots.args import ArgError, Param, Problem
+from clubs.bots.base import handler_objects
 from clubs.core.errors import ClubsError
 
 PREFIX: Final = "!"
@@ -210,24 +212,28 @@ def _check_params(name: str, params: tuple[Param, ...]) -> None:
 
 
 def collect_commands(bot: object) -> list[CommandSpec]:
-    """The commands marked on `bot`'s class, bound to `bot`, sorted by name.
+    """The commands marked on `bot`'s class and on the classes of the objects it registered
+    (`Bot.register_handler_class`), each bound to its object, sorted by name.
 
     Raises ValueError if two of them share a name or alias.
     """
     specs: list[CommandSpec] = []
     owner: dict[str, str] = {}
-    for attr in dir(type(bot)):
-        spec = getattr(inspect.getattr_static(type(bot), attr, None), _MARK, None)
-        if not isinstance(spec, CommandSpec):
-            continue
-        for word in spec.names:
-            if word in owner:
-                raise ValueError(
-                    f"{type(bot).__name__}: !{word} is declared by {owner[word]} and {attr}"
-                )
-            owner[word] = attr
-        bound: Any = getattr(bot, attr)
-        specs.append(replace(spec, handler=bound))
+    for obj in handler_objects(bot):
+        prefix = "" if obj is bot else f"{type(obj).__name__}."
+        for attr in dir(type(obj)):
+            spec = getattr(inspect.getattr_static(type(obj), attr, None), _MARK, None)
+            if not isinstance(spec, CommandSpec):
+                continue
+            for word in spec.names:
+                if word in owner:
+                    raise ValueError(
+                        f"{type(bot).__name__}: !{word} is declared by {owner[word]} and "
+                        f"{prefix}{attr}"
+                    )
+                owner[word] = prefix + attr
+            bound: Any = getattr(obj, attr)
+            specs.append(replace(spec, handler=bound))
     return sorted(specs, key=lambda s: s.name)
 
 

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clubs.bots.args import Choice, Duration, FreeText, Int, Problem, Room, User
+from clubs.bots.base import ANY_EVENT, Bot, collect_event_handlers, on_event
 from clubs.bots.commands import (
     MAX_COMMAND_CHARS,
     CommandSpec,
@@ -220,6 +221,85 @@ def test_a_name_declared_twice_in_one_bot_is_refused() -> None:
 
     with pytest.raises(ValueError, match=r"Clash: !ping is declared by a and b"):
         collect_commands(Clash())
+
+
+class _Reports:
+    """Commands and a handler kept in a class of their own, registered by the bot."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    @command("reports", aliases=("жалобы",), help_key="moderation/reports.help", min_power=50)
+    async def reports(self, ctx: object) -> None: ...
+
+    @on_event("m.room.member")
+    async def member(self, ctx: object) -> None:
+        self.seen.append(ctx)
+
+
+class _SplitBot(Bot):
+    name = "split"
+
+    def __init__(self) -> None:
+        self.reports = _Reports()
+        self.register_handler_class(self.reports)
+
+    @command("ping", help_key="bots/ping.help")
+    async def ping(self, ctx: object) -> None: ...
+
+    @on_event(ANY_EVENT)
+    async def everything(self, ctx: object) -> None: ...
+
+
+def test_commands_of_a_registered_handler_object_are_collected_bound_to_it() -> None:
+    bot = _SplitBot()
+    specs = collect_commands(bot)
+    assert [s.name for s in specs] == ["ping", "reports"]
+    assert spec(specs, "жалобы").handler.__self__ is bot.reports  # type: ignore[attr-defined]
+    assert spec(specs, "ping").handler.__self__ is bot  # type: ignore[attr-defined]
+    assert spec(specs, "reports").min_power == 50
+
+
+async def test_event_handlers_of_a_registered_handler_object_are_collected() -> None:
+    bot = _SplitBot()
+    handlers = collect_event_handlers(bot)
+    member = [h for h in handlers if h.wants("m.room.member")]
+    assert len(member) == 2  # the bot's "*" handler and the registered object's
+    assert [h.event_types for h in handlers if h.handler.__self__ is bot.reports] == [
+        ("m.room.member",)
+    ]
+    assert not [h for h in handlers if h.wants("m.room.message") and h.event_types != ("*",)]
+    for handler in handlers:
+        await handler.handler("ctx")
+    assert bot.reports.seen == ["ctx"]
+
+
+def test_registrations_belong_to_one_bot_instance() -> None:
+    class Plain(Bot):
+        name = "plain"
+
+    first, second = _SplitBot(), _SplitBot()
+    for bot in (first, second):
+        reports = spec(collect_commands(bot), "reports")
+        assert reports.handler.__self__ is bot.reports  # type: ignore[attr-defined]
+    assert collect_commands(Plain()) == []
+
+
+def test_a_name_declared_by_the_bot_and_a_registered_object_is_refused() -> None:
+    class Clashing(_SplitBot):
+        @command("report", aliases=("reports",), help_key="r")
+        async def report(self, ctx: object) -> None: ...
+
+    with pytest.raises(ValueError, match=r"Clashing: !reports is declared by .* and .*reports"):
+        collect_commands(Clashing())
+
+
+def test_registering_the_same_object_twice_or_the_bot_itself_is_refused() -> None:
+    bot = _SplitBot()
+    with pytest.raises(ValueError, match="registered twice"):
+        bot.register_handler_class(bot.reports)
+    with pytest.raises(ValueError, match="registered twice"):
+        bot.register_handler_class(bot)
 
 
 @pytest.mark.parametrize(
