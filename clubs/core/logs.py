@@ -1,6 +1,6 @@
 """Logging that never carries secrets or message content.
 
-Our own code logs ids, types, counts and durations only (STYLE.md). As a second line of defence a
+Our own code logs ids, types, counts and durations, never content. As a second line of defence a
 `RedactingFilter` sits on every handler: it masks anything shaped like an access token, a bearer
 header, a password, token or key field (`CLUBS_MASTER_KEY=…` included), a private key, or a bare
 Fernet token or key (the vault's ciphertext and key), whoever logged it, and it cuts the messages

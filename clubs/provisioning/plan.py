@@ -1,6 +1,6 @@
 """The planner: desired network + discovered snapshot → an ordered list of actions. Pure.
 
-Rules (reference/provisioning.md §D.1, §D.3):
+Rules:
 
 - A missing room is one `createRoom` carrying everything security-relevant in `initial_state`
   (room version, creation content, encryption, join rules, history visibility, guest access, full

@@ -1,4 +1,4 @@
-"""Canary (DESIGN.md §4 "Nothing leaked", security.md §6.1 Logs): message content never reaches
+"""Canary ("nothing leaked", docs/security.md): message content never reaches
 a log or a file the bots write.
 
 The bot host runs in its own process (so the member's client, which is not ours, logs

@@ -1,4 +1,4 @@
-"""Hostile events (security.md §6.3 S2), from a member, in the clear and inside E2EE.
+"""Hostile events (docs/security.md), from a member, in the clear and inside E2EE.
 
 A member of two managed rooms sends the corpus twice: as raw plaintext `PUT /send` requests
 (the hardened Synapse encrypts every room, but any client can still post plaintext into one),

@@ -1,4 +1,4 @@
-"""Kill points (security.md §6.2 R2): a bot process killed anywhere loses no command and answers
+"""Kill points (docs/security.md): a bot process killed anywhere loses no command and answers
 none twice.
 
 For each named kill point of the runtime (`clubs.core.crash`) the bot process is killed there

@@ -1,4 +1,4 @@
-"""Server outage (security.md §6.2 R1): the homeserver goes away for 30 s while the bot runs.
+"""Server outage (docs/security.md): the homeserver goes away for 30 s while the bot runs.
 
 A Synapse of this module's own (no other test may see it go down) sits behind a counting TCP
 proxy; the bot process talks to the proxy, long-polling as in production. The member sends a
