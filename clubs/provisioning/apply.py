@@ -218,11 +218,15 @@ class Executor:
                 if e.status != 403 or "already in the room" not in e.error:
                     raise
         elif a.kind == "kick":
-            await http.post(
-                cs("rooms", self.room(a.ref), "kick"),
-                {"user_id": a.user_id, "reason": KICK_REASON},
-                label="kick",
-            )
+            try:
+                await http.post(
+                    cs("rooms", self.room(a.ref), "kick"),
+                    {"user_id": a.user_id, "reason": KICK_REASON},
+                    label="kick",
+                )
+            except MatrixError as e:  # left meanwhile (a bot leaves rooms it no longer serves)
+                if e.status != 403 or "not in the room" not in e.error:
+                    raise
         elif a.kind == "destroy":
             await self.destroy(a.ref)
         else:  # pragma: no cover - the planner emits only the kinds above
