@@ -213,6 +213,48 @@ class MautrixPeer:
             TextMessageEventContent(msgtype=MessageType.TEXT, body=body),
         )
 
+    async def send_with_late_key(self, room_id: str, body: str) -> tuple[EventID, Any]:
+        """Send an encrypted `m.text` under a fresh Megolm session that nobody has the key to
+        yet (what a member's new or slow device does); `deliver_key` shares it later, as the
+        same `m.room_key` over Olm that a normal send shares first. Returns (event id, key):
+        the key as it stood before the message (index 0), so it decrypts the message."""
+        room = RoomID(room_id)
+        await self.crypto_store.remove_outbound_group_session(room)
+        session = await self.crypto._new_outbound_group_session(room)
+        key = session.share_content  # before the ratchet moves past the message
+        session.shared = True  # shared with no one: the key stays with us for now
+        await self.crypto_store.add_outbound_group_session(session)
+        event_id: EventID = await self.client.send_message_event(
+            room,
+            EventType.ROOM_MESSAGE,
+            TextMessageEventContent(msgtype=MessageType.TEXT, body=body),
+        )
+        # The next send starts a session shared the usual way.
+        await self.crypto_store.remove_outbound_group_session(room)
+        return event_id, key
+
+    async def deliver_key(self, key: Any, user_id: str) -> int:
+        """Share a key kept by `send_with_late_key` with `user_id`'s devices now: an Olm
+        `m.room_key` to-device message per device, as mautrix shares keys. Returns the devices
+        reached."""
+        user = UserID(user_id)
+        devices = await self.crypto_store.get_devices(user)
+        if not devices:
+            devices = (await self.crypto._fetch_keys([user], include_untracked=True)).get(user, {})
+        await self.crypto._create_outbound_sessions({user: dict(devices)})
+        messages: dict[Any, dict[Any, Any]] = {}
+        async with self.crypto._olm_lock:
+            for device_id, device in devices.items():
+                olm_session = await self.crypto_store.get_latest_session(device.identity_key)
+                if olm_session is None:
+                    continue
+                messages.setdefault(user, {})[device_id] = await self.crypto._encrypt_olm_event(
+                    olm_session, device, EventType.ROOM_KEY, key
+                )
+        if messages:
+            await self.client.send_to_device(EventType.TO_DEVICE_ENCRYPTED, messages)
+        return sum(len(d) for d in messages.values())
+
     async def trust_of(self, user_id: str, device_id: str) -> TrustState:
         """How this client rates another device right now (fetched fresh from the server)."""
         device = await self.crypto.get_or_fetch_device(UserID(user_id), DeviceID(device_id))
