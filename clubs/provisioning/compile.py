@@ -8,12 +8,13 @@ topic, retention and club settings as state. Club rooms are restricted to their 
 declared invite-only; cohort spaces and rooms are invite-only.
 
 A staff room (`audience: staff`, a club's or cohort's moderators room) has only the club's staff
-and the bots as members, and says so in its locator (`"audience": "staff"`), which is how the
-moderation bot knows where that club's reports may go. Other rooms' locators carry no audience.
+and the bots serving it as members, and says so in its locator (`"audience": "staff"`), which is
+how the moderation bot knows where that club's reports may go. Other rooms' locators carry no
+audience.
 
 A club's moderation settings (network defaults with the club's own over them) go into its club
 settings as a `moderation` object of flat keys, only those the YAML set; with none set, the club
-settings are only the time zone and the language.
+settings are only the time zone, the language and the bots.
 
 Each bot is a member of the rooms it works in only (`Bot.serves`; spaces only for a bot with
 every room, the moderation bot by default), and the club settings of every club room and space
