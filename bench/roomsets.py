@@ -1,31 +1,33 @@
 """Benchmark: Synapse CPU per message, every bot in every room vs each bot in its own rooms.
 
-    .venv/bin/python bench/roomsets.py [--clubs 8] [--messages 1200] [--rate 20] [--rounds 2]
+    .venv/bin/python bench/roomsets.py [--clubs 8] [--blocks 12] [--block 200] [--rate 20]
         [--idle 10] [--workdir DIR]
 
-One fresh Synapse (SQLite, loopback, a temp dir unless `--workdir`). The network is provisioned
-from YAML by `clubs apply`'s code: `--clubs` clubs with the example's rooms (general,
-announcements, sessions, support, a staff-only moderators room) and one cohort each (its chat
-room), four bot accounts, and three load senders who are the staff of every club (so they are in
-every room, the moderators room included).
+One fresh Synapse (SQLite, loopback, a temp dir unless `--workdir`) with two networks side by
+side, provisioned from YAML by `clubs apply`'s code, alike but for the bots:
+- "all rooms": its four bots with `rooms: all`, i.e. every bot in every room and space, as
+  before per-bot room sets;
+- "own rooms": its four bots with the default room sets (moderation everywhere, scheduling in
+  announcements and sessions, facilitation in sessions and the cohort rooms, checkins in
+  support).
+Each network has `--clubs` clubs with the example's rooms (general, announcements, sessions,
+support, a staff-only moderators room) and one cohort each (its chat room); three load senders
+are the staff of every club of both (so they are in every room, the moderators room included).
 
-The bots are plain syncing clients, not the runtime: each long-polls /sync with the runtime's
-filter (`clubs.core.e2ee.SYNC_FILTER`) and joins the rooms it is invited to, and nothing else
-(no decryption, no replies), so what is measured is the homeserver's work for their rooms. The
-load is the moderation bench's: `--rate` messages per second, message n from sender n mod 3 into
-room n mod (number of club and cohort rooms), shaped like Megolm messages (`m.room.encrypted`
-with a ciphertext of a short text's size; Synapse never reads it), from senders who do not sync.
+The eight bots are plain syncing clients, not the runtime: each long-polls /sync with the
+runtime's filter (`clubs.core.e2ee.SYNC_FILTER`), has joined the rooms it was invited to, and
+does nothing else (no decryption, no replies), so what is measured is the homeserver's work for
+their rooms. All eight sync throughout. The load is the moderation bench's: `--rate` messages a
+second, message n from sender n mod 3 into room n mod (the network's club and cohort rooms),
+shaped like Megolm messages (`m.room.encrypted` with a ciphertext of a short text's size;
+Synapse never reads it), from senders who do not sync.
 
-Two configurations, alternated `--rounds` times in the same run on the same Synapse, switched by
-applying the network again (which kicks the bots from the rooms they no longer serve, or invites
-them back):
-- all rooms: every bot with `rooms: all` (before per-bot room sets: four bots in every room);
-- own rooms: the default room sets (moderation everywhere, scheduling in announcements and
-  sessions, facilitation in sessions and the cohort rooms, checkins in support).
-In each, once every bot has joined exactly its rooms: Synapse's CPU time (utime + stime from
-/proc/<pid>/stat) over `--idle` seconds of no messages (the bots' idle long-polls), then over
-`--messages` messages sent at the steady rate until every bot's sync has delivered every
-message of its rooms; CPU per message = the second difference / messages.
+Measured: Synapse's CPU time (utime + stime from /proc/<pid>/stat) over blocks of `--block`
+messages, each block into one network, from its first send until every bot of that network has
+received every message of its rooms; blocks alternate all/own/own/all/… (`--blocks` in all),
+so that Synapse's drift over the run (its cost per message grows as its database and caches do)
+falls on both alike. CPU per message = the CPU of a configuration's blocks / their messages.
+Also printed: Synapse's idle CPU (every bot long-polling, no messages) over `--idle` seconds.
 """
 
 from __future__ import annotations
@@ -36,11 +38,10 @@ import contextlib
 import json
 import os
 import secrets
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,159 +206,148 @@ async def send_messages(
 
 
 @dataclass
-class Figures:
-    config: str
-    bots_per_message: float
-    idle_cpu_per_s: float
-    cpu_per_message_ms: float
-    sync_responses_per_message: float
-    rate: float
+class Config:
+    """One network of the two: its bots and the rooms the messages go to."""
+
+    name: str
+    desired: DesiredNetwork
+    bots: list[SyncingBot]
+    rooms: list[str] = field(default_factory=list)
+    serving: dict[str, set[str]] = field(default_factory=dict)
+    """bot name → the room ids it is in."""
+    cpu_s: float = 0.0
+    messages: int = 0
+    bot_deliveries: int = 0
+    sync_responses: int = 0
+    blocks: list[float] = field(default_factory=list)
+    """CPU ms per message of each block."""
 
 
-async def bots_settled(bots: Iterable[SyncingBot], expected: dict[str, set[str]]) -> None:
-    """Until every bot's sync has joined exactly the rooms it should be in."""
-
-    async def done() -> bool:
-        return all(b.joined == expected[b.name] for b in bots)
-
-    await eventually(done, within=180, interval=0.2)
-
-
-async def measure(
-    config: str,
-    synapse: SynapseHarness,
-    desired: DesiredNetwork,
-    bots: Sequence[SyncingBot],
-    senders: Sequence[Account],
-    args: argparse.Namespace,
-    tag: str,
-) -> Figures:
-    """Apply `desired`, wait for the bots to be in exactly their rooms, then measure."""
+async def provision(config: Config, synapse: SynapseHarness, senders: Sequence[Account]) -> None:
+    """Apply the network, let the senders join every room, wait for the bots to join theirs."""
     admin, provisioner = synapse.admin.http, synapse.admin.user_id
-    result = await apply_network(admin, desired, provisioner)
-    print(f"  {config}: {result.summary()}", flush=True)
-    actual = await discover(admin, desired, provisioner)
+    result = await apply_network(admin, config.desired, provisioner)
+    print(f"  {config.name}: {result.summary()}", flush=True)
+    actual = await discover(admin, config.desired, provisioner)
     ids = {ref: str(room_id) for ref, room_id in actual.room_ids().items()}
-    expected = {
-        b.name: {ids[r.ref] for r in desired.rooms if b.account.user_id in r.members} for b in bots
+    for sender in senders:
+        for room in config.desired.rooms:
+            if sender.user_id in room.members:
+                await sender.http.post(path(*CS, "join", ids[room.ref]), {})
+    config.serving = {
+        b.name: {ids[r.ref] for r in config.desired.rooms if b.account.user_id in r.members}
+        for b in config.bots
     }
-    await bots_settled(bots, expected)
-    rooms = [ids[r.ref] for r in desired.rooms if not r.is_space]
-    targets = [rooms[i % len(rooms)] for i in range(args.messages)]
-    await asyncio.sleep(SETTLE_S)  # the joins' own work (push rules, caches) done
+    config.rooms = [ids[r.ref] for r in config.desired.rooms if not r.is_space]
 
-    assert synapse.hs.process is not None
-    pid = synapse.hs.process.pid
-    t0, c0 = time.monotonic(), cpu_seconds(pid)
-    await asyncio.sleep(args.idle)
-    idle = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+    async def joined() -> bool:
+        return all(b.joined == config.serving[b.name] for b in config.bots)
 
-    want = {b.name: b.messages + sum(t in expected[b.name] for t in targets) for b in bots}
-    syncs0 = sum(b.syncs for b in bots)
+    await eventually(joined, within=300, interval=0.2)
+
+
+async def block(
+    config: Config, pid: int, senders: Sequence[Account], n: int, rate: float, tag: str
+) -> None:
+    """`n` messages into the network's rooms; CPU from the first send to the last delivery."""
+    targets = [config.rooms[i % len(config.rooms)] for i in range(n)]
+    want = {
+        b.name: b.messages + sum(t in config.serving[b.name] for t in targets) for b in config.bots
+    }
+    syncs0 = sum(b.syncs for b in config.bots)
     c0 = cpu_seconds(pid)
-    sent, seconds = await send_messages(senders, rooms, args.messages, args.rate, tag)
+    await send_messages(senders, config.rooms, n, rate, tag)
 
     async def delivered() -> bool:
-        return all(b.messages >= want[b.name] for b in bots)
+        return all(b.messages >= want[b.name] for b in config.bots)
 
     await eventually(delivered, within=120, interval=0.02)
     cpu = cpu_seconds(pid) - c0
-    figures = Figures(
-        config,
-        bots_per_message=sum(t in expected[b.name] for t in targets for b in bots) / sent,
-        idle_cpu_per_s=idle,
-        cpu_per_message_ms=cpu / sent * 1000,
-        sync_responses_per_message=(sum(b.syncs for b in bots) - syncs0) / sent,
-        rate=sent / seconds,
-    )
-    print(
-        f"  {config}: {figures.bots_per_message:.2f} bots per message; Synapse idle "
-        f"{figures.idle_cpu_per_s * 1000:.1f} ms CPU/s; {sent} messages at {figures.rate:.1f}/s:"
-        f" {figures.cpu_per_message_ms:.2f} ms CPU per message, "
-        f"{figures.sync_responses_per_message:.2f} bot sync responses per message",
-        flush=True,
-    )
-    return figures
+    config.cpu_s += cpu
+    config.messages += n
+    config.bot_deliveries += sum(t in config.serving[b.name] for t in targets for b in config.bots)
+    config.sync_responses += sum(b.syncs for b in config.bots) - syncs0
+    config.blocks.append(cpu / n * 1000)
 
 
 # --- entry -------------------------------------------------------------------------------------
 
 
-async def bench(synapse: SynapseHarness, args: argparse.Namespace) -> list[Figures]:
+async def bench(synapse: SynapseHarness, args: argparse.Namespace) -> tuple[list[Config], float]:
     t = time.monotonic()
-    accounts = [await synapse.new_user(f"bot-{name}", user_type="bot") for name in BOT_NAMES]
     senders = [await synapse.new_user("sender") for _ in range(SENDERS)]
-    localparts = {
-        name: a.user_id[1:].split(":", 1)[0] for name, a in zip(BOT_NAMES, accounts, strict=True)
-    }
-    net_id = f"roomsets-{secrets.token_hex(3)}"
     sender_ids = [s.user_id for s in senders]
-    every = {name: f"{{localpart: {lp}, rooms: all}}" for name, lp in localparts.items()}
-    networks = {
-        "all rooms": network_yaml(net_id, args.clubs, every, sender_ids),
-        "own rooms": network_yaml(net_id, args.clubs, localparts, sender_ids),
-    }
-    desired = {
-        config: compile_network(parse_network(text), synapse.server_name)
-        for config, text in networks.items()
-    }
-    bots = [SyncingBot(name, a) for name, a in zip(BOT_NAMES, accounts, strict=True)]
-    for bot in bots:
+    configs = []
+    for name in CONFIGS:
+        accounts = [await synapse.new_user(f"bot-{b}", user_type="bot") for b in BOT_NAMES]
+        localparts = [a.user_id[1:].split(":", 1)[0] for a in accounts]
+        entries = {
+            b: (f"{{localpart: {lp}, rooms: all}}" if name == "all rooms" else lp)
+            for b, lp in zip(BOT_NAMES, localparts, strict=True)
+        }
+        text = network_yaml(f"roomsets-{secrets.token_hex(3)}", args.clubs, entries, sender_ids)
+        desired = compile_network(parse_network(text), synapse.server_name)
+        bots = [SyncingBot(b, a) for b, a in zip(BOT_NAMES, accounts, strict=True)]
+        configs.append(Config(name, desired, bots))
+    everyone = [b for c in configs for b in c.bots]
+    for bot in everyone:
         await bot.start()
-    print(f"setup: accounts and bot syncs in {time.monotonic() - t:.1f} s", flush=True)
     try:
-        first = desired["all rooms"]
-        await apply_network(synapse.admin.http, first, synapse.admin.user_id)
-        actual = await discover(synapse.admin.http, first, synapse.admin.user_id)
-        for sender in senders:
-            for ref, room in actual.rooms.items():
-                if sender.user_id in first.room(ref).members:
-                    await sender.http.post(path(*CS, "join", room.room_id), {})
-        rooms = [r for r in first.rooms if not r.is_space]
+        print("provisioning:", flush=True)
+        for config in configs:
+            await provision(config, synapse, senders)
+        first = configs[0].desired
         print(
-            f"network: {args.clubs} clubs, {len(first.rooms)} rooms and spaces, "
-            f"{len(rooms)} rooms messages go to; {time.monotonic() - t:.1f} s",
+            f"setup: two networks of {args.clubs} clubs, {len(first.rooms)} rooms and spaces "
+            f"each, {len(configs[0].rooms)} rooms messages go to; {time.monotonic() - t:.1f} s",
             flush=True,
         )
-        # A warm-up round that is not counted: caches, the first sync of every room.
-        await send_messages(senders, [actual.rooms[r.ref].room_id for r in rooms], 60, 20, "w")
-        figures = []
-        for round_ in range(args.rounds):
-            print(f"round {round_ + 1}:", flush=True)
-            for config in CONFIGS:
-                tag = f"r{round_}{config[0]}"
-                figures.append(
-                    await measure(config, synapse, desired[config], bots, senders, args, tag)
-                )
-        return figures
+        assert synapse.hs.process is not None
+        pid = synapse.hs.process.pid
+        for config in configs:  # warm-up, not counted: caches, every room's first messages
+            await send_messages(senders, config.rooms, 2 * len(config.rooms), args.rate, "w")
+        await asyncio.sleep(SETTLE_S)
+        t0, c0 = time.monotonic(), cpu_seconds(pid)
+        await asyncio.sleep(args.idle)
+        idle = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        for i in range(args.blocks):
+            config = configs[(i + i // 2) % 2]  # all, own, own, all, all, own, …
+            await block(config, pid, senders, args.block, args.rate, f"b{i}")
+            print(
+                f"  block {i + 1:2}/{args.blocks} {config.name}: "
+                f"{config.blocks[-1]:.2f} ms CPU per message",
+                flush=True,
+            )
+        return configs, idle
     finally:
-        for bot in bots:
+        for bot in everyone:
             await bot.stop()
 
 
-def report(figures: Sequence[Figures], args: argparse.Namespace) -> None:
+def report(configs: Sequence[Config], idle: float, args: argparse.Namespace) -> None:
     print()
     print(f"command: .venv/bin/python bench/roomsets.py {' '.join(sys.argv[1:])}".rstrip())
     print(
-        f"Synapse CPU per message ({args.messages} messages at {args.rate:g}/s into "
-        f"{args.clubs} clubs' rooms, 4 bots syncing with the runtime's filter, "
-        f"{args.rounds} round(s) alternating):"
+        f"Synapse CPU per message: {args.blocks} blocks of {args.block} messages at "
+        f"{args.rate:g}/s, alternating between two networks of {args.clubs} clubs (6 rooms each) "
+        "in one Synapse, 8 bots syncing with the runtime's filter; Synapse idle "
+        f"{idle * 1000:.1f} ms CPU/s:"
     )
-    by_config = {c: [f for f in figures if f.config == c] for c in CONFIGS}
-    means = {}
-    for config, fs in by_config.items():
-        per_message = [f.cpu_per_message_ms for f in fs]
-        idle_ms = statistics.mean(f.idle_cpu_per_s for f in fs) * 1000
-        means[config] = statistics.mean(per_message)
+    per_message = {}
+    for c in configs:
+        per_message[c.name] = c.cpu_s / c.messages * 1000
         print(
-            f"  {config:9}: {means[config]:.2f} ms CPU per message (runs: "
-            + ", ".join(f"{x:.2f}" for x in per_message)
-            + f"); {fs[0].bots_per_message:.2f} bots in a message's room; "
-            f"{statistics.mean(f.sync_responses_per_message for f in fs):.2f} bot sync "
-            f"responses per message; idle {idle_ms:.1f} ms CPU/s"
+            f"  {c.name:9}: {per_message[c.name]:.2f} ms CPU per message "
+            f"(blocks: {', '.join(f'{x:.1f}' for x in c.blocks)}); "
+            f"{c.bot_deliveries / c.messages:.2f} bots in a message's room; "
+            f"{c.sync_responses / c.messages:.2f} bot sync responses per message"
         )
-    before, after = means["all rooms"], means["own rooms"]
-    fewer = by_config["all rooms"][0].bots_per_message - by_config["own rooms"][0].bots_per_message
+    before, after = per_message["all rooms"], per_message["own rooms"]
+    all_rooms, own_rooms = configs
+    fewer = (
+        all_rooms.bot_deliveries / all_rooms.messages
+        - own_rooms.bot_deliveries / own_rooms.messages
+    )
     print(
         f"  own rooms / all rooms: {after / before:.2f}× "
         f"({before - after:.2f} ms less Synapse CPU per message; "
@@ -377,13 +367,13 @@ async def run(args: argparse.Namespace) -> int:
         try:
             synapse = SynapseHarness(hs, await bootstrap_admin(hs))
             try:
-                figures = await bench(synapse, args)
+                configs, idle = await bench(synapse, args)
             finally:
                 await synapse.admin.http.close()
                 await synapse.close()
         finally:
             hs.stop()
-    report(figures, args)
+    report(configs, idle, args)
     return 0
 
 
@@ -392,10 +382,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--clubs", type=int, default=8, help="clubs of 6 rooms each (and 3 spaces)")
-    p.add_argument("--messages", type=int, default=1200, help="messages per measurement")
+    p.add_argument("--blocks", type=int, default=12, help="measured blocks, alternating")
+    p.add_argument("--block", type=int, default=200, help="messages per block")
     p.add_argument("--rate", type=float, default=20.0, help="messages per second")
-    p.add_argument("--rounds", type=int, default=2, help="alternations of the two configurations")
-    p.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU per measurement")
+    p.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measured")
     p.add_argument("--workdir", type=Path, help="keep Synapse and its log here (not a temp dir)")
     return asyncio.run(run(p.parse_args()))
 
