@@ -38,6 +38,13 @@ def add_parsers(sub: Any) -> None:
         default=default_homeserver_url(),
     )
     run.add_argument("--server-name", default=os.environ.get("CLUBS_SERVER_NAME", "clubs.local"))
+    run.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write this file once every bot has synced (it answers); removed on exit",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> HostConfig:
@@ -65,5 +72,23 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
 
 
 async def run(args: argparse.Namespace) -> int:
-    await run_bots(config_from_args(args), default_factories())
+    ready_file: Path | None = args.ready_file
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)
+    try:
+        await run_bots(
+            config_from_args(args),
+            default_factories(),
+            on_ready=None if ready_file is None else lambda: _write_ready(ready_file),
+        )
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
     return 0
+
+
+def _write_ready(path: Path) -> None:
+    """Atomically: whoever sees the file sees it whole (our pid)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.replace(path)

@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the whole club network on an embedded homeserver")
     _homeserver_args(up)
+    up.add_argument(
+        "--service-port",
+        type=_port,
+        default=None,
+        help="the provisioning API's port on 127.0.0.1 (default $CLUBS_SERVICE_PORT or 8090; "
+        "any free one with --port 0 or when 8090 is taken; 0 = any free port)",
+    )
 
     hs = sub.add_parser("homeserver", help="the embedded Synapse")
     hs_sub = hs.add_subparsers(dest="hs_command", required=True, metavar="ACTION")
@@ -93,7 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from clubs.up import run_up
 
             return _run_until_interrupted(
-                run_up(args.var_dir.resolve(), args.port, args.server_name)
+                run_up(
+                    args.var_dir.resolve(),
+                    args.port,
+                    args.server_name,
+                    api_port=args.service_port,
+                    verbosity=args.verbose,
+                )
             )
         if args.command == "homeserver":
             return _homeserver(args)

@@ -1,28 +1,40 @@
 """`clubs up`: the whole club network on an embedded homeserver, for a newcomer's machine.
 
-1. Synapse from the hardened template, all state under the var directory.
-2. The provisioner (server admin) and the bot accounts, each exempt from rate limits.
-3. `config/network.example.yaml` applied: encrypted spaces and rooms, demo members' accounts.
-4. `var/demo.json` for scripts.
-5. The bots, each on its own cross-signed device; once every bot has synced (it answers), the
-   homeserver URL and the demo logins on screen.
+The homeserver, the provisioning API and the bots run as separate child processes of this one
+(`clubs.supervisor`), with the same `clubs …` commands docker-compose runs, so a crashed or
+OOM-killed bot process is restarted and never takes the homeserver down:
+
+1. `clubs homeserver run`: Synapse from the hardened template, all state under the var directory.
+2. Here, once it answers (HTTP only): the provisioner (server admin) and the bot accounts, each
+   exempt from rate limits; `config/network.example.yaml` applied (encrypted spaces and rooms,
+   demo members' accounts); `var/demo.json` for scripts.
+3. `clubs serve` on loopback (its bearer token passed in the environment, never printed) and
+   `clubs bots run`, each bot on its own cross-signed device; once every bot has synced (it
+   answers), the homeserver URL and the demo logins on screen.
 
 Running it again reuses the same keys, accounts and rooms (the apply makes no writes); Ctrl-C
-stops the bots, then Synapse.
+stops the bots, the API, then Synapse. Children's pids are in `var/run/<name>.pid`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clubs.bots.host import BotAccount, BotFactory, HostConfig, run_bots
+from clubs.bots.catalog import default_factories
+from clubs.bots.host import BotAccount
 from clubs.core.admin import Session, ensure_ratelimit_override, ensure_service_account
-from clubs.core.homeserver import Homeserver, Settings
+from clubs.core.errors import ClubsError
+from clubs.core.homeserver import STOP_TIMEOUT_S, Settings, check_port_free, find_free_port
 from clubs.core.http import MatrixHttp, UserId
 from clubs.core.paths import config_dir
 from clubs.core.secrets import Vault, write_private
@@ -30,14 +42,152 @@ from clubs.provisioning.apply import apply_network
 from clubs.provisioning.desired import DesiredNetwork
 from clubs.provisioning.discover import discover
 from clubs.provisioning.onboard import password_key
-from clubs.provisioning.source import check, compile_desired, private_descriptions
+from clubs.provisioning.service import TOKEN_ENV, VAULT_KEY
+from clubs.provisioning.source import check, compile_desired
 from clubs.provisioning.tokens import TokenStore
+from clubs.supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_SERVICE_PORT = 8090
 
 
 def example_network() -> Path:
     return config_dir() / "network.example.yaml"
+
+
+def clubs_command(verbosity: int = 0) -> list[str]:
+    """How a child runs `clubs`: this interpreter, so the same virtualenv."""
+    return [sys.executable, "-m", "clubs.cli", *(["-" + "v" * verbosity] if verbosity else [])]
+
+
+def child_specs(
+    var_dir: Path,
+    port: int,
+    server_name: str,
+    *,
+    service_port: int,
+    service_token: str,
+    network_file: Path,
+    with_bots: bool,
+    verbosity: int = 0,
+) -> list[ChildSpec]:
+    """The children, in start order: the same commands as docker-compose.yml's services."""
+    clubs = clubs_command(verbosity)
+    url = f"http://{LOOPBACK}:{port}"
+    run_dir = var_dir / "run"
+    specs = [
+        ChildSpec(
+            "homeserver",
+            [
+                *clubs,
+                "homeserver",
+                "run",
+                "--var-dir",
+                str(var_dir),
+                "--port",
+                str(port),
+                "--server-name",
+                server_name,
+            ],
+            ready=lambda: _answers(url + "/_matrix/client/versions"),
+            essential=True,
+            must_start=True,
+            stop_timeout_s=STOP_TIMEOUT_S + 5,  # it gives Synapse STOP_TIMEOUT_S itself
+        ),
+        ChildSpec(
+            "serve",
+            [
+                *clubs,
+                "serve",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(service_port),
+                "--homeserver",
+                url,
+                "--var-dir",
+                str(var_dir),
+            ],
+            env={TOKEN_ENV: service_token, "CLUBS_SERVER_NAME": server_name},
+            ready=lambda: _answers(f"http://{LOOPBACK}:{service_port}/openapi.json"),
+        ),
+    ]
+    if with_bots:
+        specs.append(
+            ChildSpec(
+                "bots",
+                [
+                    *clubs,
+                    "bots",
+                    "run",
+                    "--network",
+                    str(network_file),
+                    "--var-dir",
+                    str(var_dir),
+                    "--homeserver",
+                    url,
+                    "--server-name",
+                    server_name,
+                    "--ready-file",
+                    str(run_dir / "bots.ready"),
+                ],
+                ready_file=run_dir / "bots.ready",
+            )
+        )
+    return specs
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - our loopback URL
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def service_port(requested: int | None, homeserver_port: int) -> int:
+    """The API's port: as asked (0 = any free one); by default $CLUBS_SERVICE_PORT or 8090, or
+    any free one when the homeserver's port is (`--port 0`) or 8090 is taken."""
+    if requested is None:
+        env = os.environ.get("CLUBS_SERVICE_PORT")
+        if env:
+            requested = int(env)
+        elif homeserver_port != 0:
+            try:
+                check_port_free(LOOPBACK, DEFAULT_SERVICE_PORT)
+                return DEFAULT_SERVICE_PORT
+            except ClubsError:
+                log.warning(
+                    "port %d is taken: the provisioning API takes a free one", DEFAULT_SERVICE_PORT
+                )
+        requested = 0
+    return requested or find_free_port(LOOPBACK)
+
+
+def _claim(run_dir: Path, var_dir: Path) -> Path:
+    """Refuse a second `clubs up` on the same var directory; record ours."""
+    pid_file = run_dir / "supervisor.pid"
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if pid != os.getpid() and b"clubs" in cmdline:
+            raise ClubsError(
+                f"`clubs up` is already running on {var_dir} (pid {pid}); stop it first"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pid_file.write_text(f"{os.getpid()}\n")
+    return pid_file
+
+
+def _service_token(vault: Vault) -> str:
+    """The API's bearer token: $CLUBS_SERVICE_TOKEN, else the vault's (created once, silently)."""
+    token = os.environ.get(TOKEN_ENV) or vault.get(VAULT_KEY)
+    if token is None:
+        token = secrets.token_urlsafe(32)
+        vault.set(VAULT_KEY, token)
+    return token
 
 
 async def run_up(
@@ -46,62 +196,87 @@ async def run_up(
     server_name: str,
     *,
     network_file: Path | None = None,
-    factories: Mapping[str, BotFactory] | None = None,
+    api_port: int | None = None,
+    verbosity: int = 0,
 ) -> int:
-    network_file = network_file or example_network()
+    network_file = (network_file or example_network()).resolve()
     checked = check(network_file)  # a broken file stops us before anything starts
     desired = compile_desired(checked.network, server_name)
+    run_dir = var_dir / "run"
+    pid_file = _claim(run_dir, var_dir)
+    api = service_port(api_port, port)
+    port = port or find_free_port(LOOPBACK)
     settings = Settings(data_dir=var_dir / "synapse", port=port, server_name=server_name)
-    hs = Homeserver(settings)
-    hs.start()
+    url = f"http://{LOOPBACK}:{port}"
+    running = [n for n in sorted(desired.bots) if n in default_factories()]
     try:
-        vault = Vault(var_dir / "secrets" / "vault")
-        async with MatrixHttp(hs.url) as anon:
-            provisioner, created = await ensure_service_account(
-                anon,
-                vault,
-                hs.registration_shared_secret(),
-                settings.provisioner_localpart,
-                server_name=server_name,
-                admin=True,
+        async with Supervisor(run_dir) as supervisor:
+            vault = Vault(var_dir / "secrets" / "vault")
+            specs = child_specs(
+                var_dir,
+                port,
+                server_name,
+                service_port=api,
+                service_token=_service_token(vault),
+                network_file=network_file,
+                with_bots=bool(running),
+                verbosity=verbosity,
             )
-            log.info("provisioner %s %s", provisioner.user_id, "created" if created else "reused")
-            admin = MatrixHttp(hs.url, provisioner.access_token, session=anon.session)
-            await ensure_ratelimit_override(admin, provisioner.user_id)
-            bots = await _bot_accounts(anon, admin, vault, hs, desired)
-            demo = await _apply(admin, desired, provisioner, vault, var_dir)
-        demo["homeserver"] = hs.url
-        demo["bots"] = {b.name: b.user_id for b in bots}
-        write_private(
-            var_dir / "demo.json", json.dumps(demo, ensure_ascii=False, indent=2).encode()
-        )
-        text = banner(hs.url, server_name, demo)
-        if factories is None:
-            from clubs.bots.catalog import default_factories
-
-            factories = default_factories()
-        running = [b for b in bots if b.name in factories]
-        if not running:
-            print(text, flush=True)
-            await asyncio.Event().wait()
-        config = HostConfig(
-            homeserver_url=hs.url,
-            var_dir=var_dir,
-            accounts=running,
-            network=desired.network,
-            provisioner=provisioner.user_id,
-            admin_token=provisioner.access_token,
-            descriptions=private_descriptions(desired),
-        )
-        # The banner says "ready" once the bots answer, not while they are still starting.
-        await run_bots(config, factories, on_ready=lambda: print(text, flush=True))
+            supervisor.start(specs[0])
+            if not await supervisor.wait_ready("homeserver"):
+                raise ClubsError(
+                    f"the homeserver did not start (its error is above); see "
+                    f"{settings.console_file} and {settings.log_file}"
+                )
+            demo = await _bootstrap(url, settings, vault, desired, var_dir)
+            text = banner(url, server_name, demo, api=f"http://{LOOPBACK}:{api}")
+            for spec in specs[1:]:
+                supervisor.start(spec)
+            # The banner says "ready" once the bots answer, not while they are still starting.
+            if running and not await supervisor.wait_ready("bots"):
+                log.error("the bots are not running: see the errors above")
+            if not supervisor.failed.is_set():
+                print(text, flush=True)
+            await supervisor.failed.wait()
+            raise ClubsError(
+                f"the homeserver keeps dying; everything is stopped (see {settings.log_file})"
+            )
     finally:
-        hs.stop()
-    return 0
+        pid_file.unlink(missing_ok=True)
+
+
+async def _bootstrap(
+    url: str, settings: Settings, vault: Vault, desired: DesiredNetwork, var_dir: Path
+) -> dict[str, Any]:
+    """Service accounts, rate-limit overrides, the example network, var/demo.json."""
+    secret = settings.registration_secret_file.read_text().strip()
+    async with MatrixHttp(url) as anon:
+        provisioner, created = await ensure_service_account(
+            anon,
+            vault,
+            secret,
+            settings.provisioner_localpart,
+            server_name=settings.server_name,
+            admin=True,
+        )
+        log.info("provisioner %s %s", provisioner.user_id, "created" if created else "reused")
+        admin = MatrixHttp(url, provisioner.access_token, session=anon.session)
+        await ensure_ratelimit_override(admin, provisioner.user_id)
+        bots = await _bot_accounts(anon, admin, vault, secret, settings.server_name, desired)
+        demo = await _apply(admin, desired, provisioner, vault, var_dir)
+    demo["homeserver"] = url
+    demo["bots"] = {b.name: b.user_id for b in bots}
+    write_private(var_dir / "demo.json", json.dumps(demo, ensure_ascii=False, indent=2).encode())
+    return demo
 
 
 async def _bot_accounts(
-    anon: MatrixHttp, admin: MatrixHttp, vault: Vault, hs: Homeserver, desired: DesiredNetwork
+    anon: MatrixHttp,
+    admin: MatrixHttp,
+    vault: Vault,
+    secret: str,
+    server_name: str,
+    desired: DesiredNetwork,
 ) -> list[BotAccount]:
     accounts = []
     for name, mxid in sorted(desired.bots.items()):
@@ -109,9 +284,9 @@ async def _bot_accounts(
         session, _ = await ensure_service_account(
             anon,
             vault,
-            hs.registration_shared_secret(),
+            secret,
             localpart,
-            server_name=hs.settings.server_name,
+            server_name=server_name,
             displayname=name,
         )
         await ensure_ratelimit_override(admin, session.user_id)
@@ -147,18 +322,19 @@ async def _apply(
     return {"members": members, "rooms": rooms}
 
 
-def banner(url: str, server_name: str, demo: Mapping[str, Any]) -> str:
+def banner(url: str, server_name: str, demo: Mapping[str, Any], api: str | None = None) -> str:
     logins = "\n".join(
         f"  {m['user_id']:<32} {m['password']}   ({', '.join(m['clubs'])})"
         for m in demo.get("members", [])[:8]
     )
     more = len(demo.get("members", [])) - 8
     more_line = f"\n  … and {more} more in var/demo.json" if more > 0 else ""
+    api_line = f"\n  API:         {api} (its bearer token is kept in the vault)" if api else ""
     return f"""
 Matrix Clubs is running.
 
   Homeserver:  {url}
-  Server name: {server_name}
+  Server name: {server_name}{api_line}
 
 Log in with Element Desktop (or any Matrix client): choose "Sign in", edit the homeserver and
 enter {url}, then use a demo member's user name and password:
