@@ -1,4 +1,5 @@
-# One image for every Matrix Clubs service (Synapse, provisioning, bots, bridge).
+# One image for every Matrix Clubs service (Synapse, provisioning, bots): `clubs homeserver run`,
+# `clubs serve`, `clubs bots run`, the commands `make up` supervises as child processes.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 CLUBS_CONFIG_DIR=/app/config
 WORKDIR /app
