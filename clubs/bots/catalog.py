@@ -9,15 +9,18 @@ from __future__ import annotations
 from clubs.bots.base import Bot
 from clubs.bots.host import BotFactory, HostServices
 from clubs.bots.moderation.bot import ModerationBot
+from clubs.bots.moderation.network import Network
 
 
 def _moderation(services: HostServices) -> Bot:
     return ModerationBot(
-        services.db,
-        network=services.network,
-        admin=services.admin_view,
-        other_bots=services.service_accounts,
-        clock=services.clock,
+        Network(
+            services.db,
+            network=services.network,
+            admin=services.admin_view,
+            other_bots=services.service_accounts,
+            clock=services.clock,
+        )
     )
 
 

@@ -16,6 +16,7 @@ from clubs.bots.base import Bot
 from clubs.bots.host import BotAccount, HostServices
 from clubs.bots.moderation.bot import ModerationBot
 from clubs.bots.moderation.detect import Thresholds
+from clubs.bots.moderation.network import Network
 from clubs.core.clock import Clock, ManualClock
 from clubs.core.errors import Forbidden, NotFound
 from clubs.core.http import path
@@ -43,12 +44,14 @@ FAST = Thresholds(
 def factory(thresholds: Thresholds = FAST, clock: Clock | None = None) -> Any:
     def make(services: HostServices) -> Bot:
         return ModerationBot(
-            services.db,
-            network=services.network,
-            admin=services.admin_view,
-            other_bots=services.service_accounts,
-            thresholds=thresholds,
-            clock=clock or services.clock,
+            Network(
+                services.db,
+                network=services.network,
+                admin=services.admin_view,
+                other_bots=services.service_accounts,
+                thresholds=thresholds,
+                clock=clock or services.clock,
+            )
         )
 
     return make
@@ -536,11 +539,11 @@ async def test_a_moderator_who_leaves_the_management_room_is_not_invited_again(
         policy = await join_management_room(host, club.moderator)
         bot = host.runtime("moderation").bot
         assert isinstance(bot, ModerationBot)
-        assert await bot.sync_staff() == 0  # already there
+        assert await bot.upkeep.sync_staff() == 0  # already there
         await club.moderator.http.post(path(*CS, "rooms", policy, "leave"), {})
-        assert await bot.sync_staff() == 0
+        assert await bot.upkeep.sync_staff() == 0
         assert await membership(club.member, club.rooms[0], club.moderator.user_id) == "join"
-        state = await bot.mod.http.get(
+        state = await bot.net.mod.http.get(
             path(*CS, "rooms", policy, "state", "m.room.member", club.moderator.user_id)
         )
         assert state["membership"] == "leave"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clubs.bots.moderation.actions import Moderator
+from clubs.bots.moderation.moderator import Moderator
 from clubs.bots.moderation.store import ModerationStore
 from clubs.core.adminview import AdminView
 from clubs.core.clock import Clock, SystemClock

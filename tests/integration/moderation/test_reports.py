@@ -80,9 +80,7 @@ async def test_a_deleted_report_does_not_hide_the_next_one(
     assert len(old) == 2
     # An admin deletes handled reports: every offset after them shifts down.
     for r in old:
-        await synapse.admin.http.delete(
-            admin_v1("event_reports", str(r.report_id))
-        )
+        await synapse.admin.http.delete(admin_v1("event_reports", str(r.report_id)))
     await club.moderator.http.post(path(*CS, "rooms", room, "report", events[2]), {})
     fresh = await poller.poll()
     assert [r.event_id for r in fresh if r.room_id == room] == [events[2]]
