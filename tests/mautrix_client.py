@@ -255,6 +255,19 @@ class MautrixPeer:
             await self.client.send_to_device(EventType.TO_DEVICE_ENCRYPTED, messages)
         return sum(len(d) for d in messages.values())
 
+    async def send_poll_response(
+        self, room_id: RoomID, poll_id: str, answers: list[str]
+    ) -> EventID:
+        """Vote exactly as Element (matrix-js-sdk `PollResponseEvent`) does: the unstable type
+        and block, a reference to the poll, encrypted (the relation stays in clear)."""
+        content = {
+            "m.relates_to": {"rel_type": "m.reference", "event_id": poll_id},
+            "org.matrix.msc3381.poll.response": {"answers": answers},
+        }
+        event_type = EventType.find("org.matrix.msc3381.poll.response", EventType.Class.MESSAGE)
+        event_id: EventID = await self.client.send_message_event(room_id, event_type, content)
+        return event_id
+
     async def trust_of(self, user_id: str, device_id: str) -> TrustState:
         """How this client rates another device right now (fetched fresh from the server)."""
         device = await self.crypto.get_or_fetch_device(UserID(user_id), DeviceID(device_id))
