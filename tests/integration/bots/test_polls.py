@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mautrix.types import RoomID
+from mautrix.types import EncryptedEvent, EventType, RoomID
 
 from clubs.bots.base import Bot
 from clubs.bots.context import BotContext
@@ -98,12 +98,36 @@ async def test_votes_are_counted_like_element_and_survive_a_restart(
             assert final is not None
             assert final.ended
             assert dict(final.counts) == {"a1": 1, "a2": 1}
+            # Element sees the end as a relation (in clear) and reads its fallback text.
+            relations = await alice.http.get(
+                path("_matrix", "client", "v1", "rooms", room, "relations", disclosed)
+            )
+            ends = [e for e in relations["chunk"] if e["sender"] == account.user_id]
+            assert len(ends) == 1
+            assert ends[0]["content"]["m.relates_to"]["event_id"] == disclosed
+            decrypted = await pa.crypto.decrypt_megolm_event(EncryptedEvent.deserialize(ends[0]))
+            assert decrypted.type.t == "org.matrix.msc3381.poll.end"
+            end_content = decrypted.content.serialize()
+            assert end_content["org.matrix.msc3381.poll.end"] == {}
+            assert end_content["org.matrix.msc1767.text"].startswith(
+                "The poll has ended. Top answer: yes, no\nMeet on Friday?\nyes: 1\nno: 1"
+            )
             await pa.send_poll_response(RoomID(room), disclosed, ["a2"])  # after the end
+            # A member who may not redact others' events cannot end the bot's poll.
+            await pb.client.send_message_event(
+                RoomID(room),
+                EventType.find("org.matrix.msc3381.poll.end", EventType.Class.MESSAGE),
+                {
+                    "m.relates_to": {"rel_type": "m.reference", "event_id": hidden},
+                    "org.matrix.msc1767.text": "The poll has ended.",
+                    "org.matrix.msc3381.poll.end": {},
+                },
+            )
             await pa.send_poll_response(RoomID(room), hidden, ["a2"])  # still open
 
             async def late_vote_seen() -> bool:
                 h = latest(hidden)
-                return h is not None and dict(h.counts) == {"a1": 1, "a2": 1}
+                return h is not None and not h.ended and dict(h.counts) == {"a1": 1, "a2": 1}
 
             await eventually(late_vote_seen, within=30)
             after_end = await ctx.poll_results(RoomId(room), disclosed)
