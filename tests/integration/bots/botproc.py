@@ -5,7 +5,8 @@
         [--commands-per-window 5] [--verbosity 1] [--debug]
 
 Each account runs an `EchoBot` (`!echo <text>` answers with the text, escaped into HTML;
-`!secret` needs power 50); the first account answers `!ping`/`!help`. The composition is the
+`!secret` needs power 50; `!dmme` sends the sender a DM; `!pin` pins the command); the first
+account answers `!ping`/`!help`. The composition is the
 production one (`clubs.bots.host.open_runtimes`, each bot on its own cross-signed device), so
 `CLUBS_CRASH_AT=<point>[:<n>]` kills it exactly where the runtime names its kill points. The
 vault key comes from the environment (`CLUBS_MASTER_KEY`), as in production.
@@ -45,6 +46,10 @@ ECHO_TEMPLATES = {
     "test/echo.ru.html.j2": "Эхо: <code>{{ text }}</code>\n",
     "test/echo.help.en.txt.j2": "repeat the text\n",
     "test/echo.help.ru.txt.j2": "повторить текст\n",
+    "test/dmme.help.en.txt.j2": "send me a direct message\n",
+    "test/dmme.help.ru.txt.j2": "написать мне в личные сообщения\n",
+    "test/pin.help.en.txt.j2": "pin this command\n",
+    "test/pin.help.ru.txt.j2": "закрепить эту команду\n",
 }
 
 
@@ -60,6 +65,14 @@ class EchoBot(Bot):
     @command("secret", help_key="bots/help.help", min_power=50)
     async def secret(self, ctx: CommandContext) -> None:
         await ctx.reply("bots/ping")
+
+    @command("dmme", help_key="test/dmme.help")
+    async def dmme(self, ctx: CommandContext) -> None:
+        await ctx.dm(ctx.sender, "test/echo", text="dm")
+
+    @command("pin", help_key="test/pin.help")
+    async def pin(self, ctx: CommandContext) -> None:
+        await ctx.bot.pin(ctx.room_id, ctx.event.event_id)
 
 
 def echo_factory(name: str) -> BotFactory:

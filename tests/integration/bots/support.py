@@ -19,7 +19,14 @@ from cryptography.fernet import Fernet
 from mautrix.types import EventID, EventType, MessageType, RoomID, TextMessageEventContent
 
 from clubs.bots.base import Bot
-from clubs.bots.host import BotAccount, BotFactory, HostConfig, HostServices, open_runtimes
+from clubs.bots.host import (
+    BotAccount,
+    BotFactory,
+    HostConfig,
+    HostServices,
+    open_runtimes,
+    supervised,
+)
 from clubs.bots.runtime import BotRuntime, RuntimeSettings
 from clubs.core.admin import ensure_ratelimit_override, ensure_service_account
 from clubs.core.http import MatrixHttp, path
@@ -167,7 +174,8 @@ async def bot_host(
         async def run_all() -> None:
             async with asyncio.TaskGroup() as group:
                 for rt in runtimes:
-                    group.create_task(rt.run())
+                    # As in production: a bot that fails is restarted, never stops the others.
+                    group.create_task(supervised(rt), name=f"bot:{rt.bot.name}")
 
         task = asyncio.create_task(run_all())
         host = RunningHost(runtimes, task)
