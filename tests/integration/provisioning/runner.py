@@ -54,7 +54,7 @@ async def main() -> int:
             tokens=store,
         )
     store.close()
-    summary = {"writes": result.writes, "changes": len(result.plan.actions)}
+    summary: dict[str, object] = {"writes": result.writes, "changes": len(result.plan.actions)}
     if result.plan.actions:
         summary["actions"] = [f"{a.kind} {a.ref} {a.event_type}" for a in result.plan.actions]
     print(json.dumps(summary))
