@@ -327,6 +327,9 @@ class E2eeClient:
         with _unreachable(f"sync of {self.user_id}"):
             if since is not None and self._joined is None:
                 self._joined = await self._fetch_joined_rooms()
+            # nio skips a response whose `next_batch` it has already seen: a batch the runtime
+            # retries from the same position must be decrypted and handled again.
+            self._client.next_batch = since
             resp = await self._client.sync(
                 timeout=timeout_ms,
                 since=since,
