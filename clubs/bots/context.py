@@ -190,8 +190,10 @@ class BotContext:
                 crashpoint("dm_created")
             else:
                 log.info("%s: adopted the DM room %s created before a restart", self.name, room_id)
-            await self.store.set_dm_room(user_id, room_id)
+            # m.direct before the record: a failed write leaves the intent, so a retry adopts
+            # the room and writes m.direct again (a recorded room is never looked at again).
             await self._record_direct(user_id, room_id)
+            await self.store.set_dm_room(user_id, room_id)
             return room_id
 
     async def _create_dm(self, user_id: UserId, marker: str) -> RoomId:
