@@ -4,7 +4,9 @@ none twice.
 For each named kill point of the runtime (`clubs.core.crash`) the bot process is killed there
 ten times across restarts (`CLUBS_CRASH_AT=<point>:<n>`, n varying, exit status 137 exactly as a
 SIGKILL) while a member of an encrypted managed room keeps sending `!echo <k>` commands, some
-while the bot is down, some while it starts; a fifth case SIGKILLs it at random moments. After
+while the bot is down, some while it starts; the outbox's points cover a reply recorded but not
+sent (`outbox_written`) and sent but not marked sent (`outbox_acked`). A last case SIGKILLs it
+at random moments. After
 a final run without crashes, every command has exactly one reply — counted twice: decrypted by
 the independent cross-signed-only client, and as raw events on the server (so a duplicate the
 member could not decrypt would still be caught). The bot still has exactly one device.
@@ -38,7 +40,14 @@ from tests.integration.bots.support import (
 from tests.mautrix_client import MautrixPeer, mautrix_peer
 
 KILLS_PER_POINT = 10
-KILL_POINTS = ("after_sync", "before_send", "after_send", "before_commit")
+KILL_POINTS = (
+    "after_sync",
+    "outbox_written",
+    "before_send",
+    "after_send",
+    "outbox_acked",
+    "before_commit",
+)
 
 
 async def raw_replies(member: Account, room_id: str, bot_user: str) -> Counter[str]:
