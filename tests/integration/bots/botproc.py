@@ -6,8 +6,8 @@
 
 Each account runs an `EchoBot` (`!echo <text>` answers with the text, escaped into HTML;
 `!secret` needs power 50; `!dmme` sends the sender a DM; `!pin` pins the command); the first
-account answers `!ping`/`!help`. The composition is the
-production one (`clubs.bots.host.open_runtimes`, each bot on its own cross-signed device), so
+account answers `!ping`/`!help`. The composition is the production one
+(`clubs.bots.host.open_runtimes`, each bot on its own cross-signed device), so
 `CLUBS_CRASH_AT=<point>[:<n>]` kills it exactly where the runtime names its kill points. The
 vault key comes from the environment (`CLUBS_MASTER_KEY`), as in production.
 

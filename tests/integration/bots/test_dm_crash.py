@@ -193,6 +193,8 @@ async def test_a_failed_read_of_m_direct_never_overwrites_it(
             proxy.drop = request_to(b"GET", b"/account_data/m.direct")
             await send_text(peer, room, "!dmme")
             await dropped_at_least(proxy, 3)
+            async with as_bot(synapse.url, tmp_path, account.user_id) as bot:
+                assert await bot.get(direct_url) == other  # not replaced meanwhile
             proxy.drop = None
 
             async def dm_delivered() -> bool:
