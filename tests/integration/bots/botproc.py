@@ -2,11 +2,12 @@
 
     python -m tests.integration.bots.botproc --url URL --var DIR --account NAME:USERID \
         --network N --provisioner ID [--account ...] [--sync-timeout-ms 500] [--log FILE] \
-        [--commands-per-window 5] [--verbosity 1] [--debug]
+        [--commands-per-window 5] [--verbosity 1] [--debug] [--bot echo|jobs]
 
 Each account runs an `EchoBot` (`!echo <text>` answers with the text, escaped into HTML;
 `!secret` needs power 50; `!dmme` sends the sender a DM; `!pin` pins the command); the first
-account answers `!ping`/`!help`. The composition is the production one
+account answers `!ping`/`!help` (with `--bot jobs` each runs a `JobBot` instead, `jobbot.py`).
+The composition is the production one
 (`clubs.bots.host.open_runtimes`, each bot on its own cross-signed device), so
 `CLUBS_CRASH_AT=<point>[:<n>]` kills it exactly where the runtime names its kill points. The
 vault key comes from the environment (`CLUBS_MASTER_KEY`), as in production.
@@ -39,6 +40,7 @@ from clubs.core.http import UserId
 from clubs.core.i18n import Catalog
 from clubs.core.logs import setup_logging
 from clubs.core.paths import config_dir
+from tests.integration.bots.jobbot import JOB_TEMPLATES, job_factory
 
 READY_FILE = "botproc.ready"
 ECHO_TEMPLATES = {
@@ -89,7 +91,7 @@ def echo_factory(name: str) -> BotFactory:
 def echo_catalog(directory: Path) -> Catalog:
     """The project's templates plus the test bot's own, in `directory`."""
     shutil.copytree(config_dir() / "templates", directory, dirs_exist_ok=True)
-    for name, text in ECHO_TEMPLATES.items():
+    for name, text in {**ECHO_TEMPLATES, **JOB_TEMPLATES}.items():
         target = directory / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
@@ -112,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provisioner", required=True)
     p.add_argument("--sync-timeout-ms", type=int, default=30_000)
     p.add_argument("--commands-per-window", type=int, default=5)
+    p.add_argument(
+        "--bot",
+        choices=("echo", "jobs"),
+        default="echo",
+        help="the bot every account runs: EchoBot (default) or JobBot (tests/.../jobbot.py)",
+    )
     p.add_argument("--log", type=Path, help="log file (default: <var>/botproc.log)")
     p.add_argument(
         "--verbosity",
@@ -175,7 +183,8 @@ async def amain(args: argparse.Namespace) -> int:
             sync_timeout_ms=args.sync_timeout_ms, commands_per_window=args.commands_per_window
         ),
     )
-    factories = {a.name: echo_factory(a.name) for a in accounts}
+    make = job_factory if args.bot == "jobs" else echo_factory
+    factories = {a.name: make(a.name) for a in accounts}
     catalog = echo_catalog(var / "templates")
     main = asyncio.current_task()
     assert main is not None

@@ -226,6 +226,8 @@ class BotProcess:
     commands_per_window: int = 10_000
     debug: bool = False
     verbosity: int = 1
+    bot: str = "echo"
+    """The bot every account runs (`botproc --bot`: echo, or jobs for `jobbot.JobBot`)."""
     python_args: Sequence[str] = ()
     """Interpreter options before `-m botproc` (e.g. `-m cProfile -o FILE`)."""
     proc: asyncio.subprocess.Process | None = None
@@ -256,6 +258,8 @@ class BotProcess:
             str(self.commands_per_window),
             "--verbosity",
             str(self.verbosity),
+            "--bot",
+            self.bot,
         ]
         for account in self.accounts:
             argv += ["--account", f"{account.name}:{account.user_id}"]
