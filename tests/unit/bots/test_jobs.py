@@ -291,6 +291,7 @@ async def test_a_transient_failure_is_retried_later_with_backoff(setup: Setup) -
     async with running(runner):
         await until(lambda: len(setup.bot.calls) == 1)
         await until(lambda: _is(state_of(setup, "remind", "a"), "pending"))
+        await until(lambda: setup.clock.sleepers == 1)  # parked until the retry
         retry_at = setup.clock.next_wakeup()
         assert retry_at is not None
         assert T0 < retry_at <= T0 + BACKOFF_MAX_S  # backed off, not a tight loop
