@@ -36,7 +36,7 @@ import hashlib
 import logging
 import os
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +71,9 @@ LOCK_FILE = ".lock"
 UNDECRYPTED_KEEP = 2000
 """Events waiting for their key, at most (the runtime persists the same bound)."""
 WITHHELD_TYPES = frozenset({"m.room_key.withheld", "org.matrix.room_key.withheld"})
+KEY_REQUESTS_PER_SENDER = 20
+"""Distinct sessions whose key we ask one sender for, per process: a flood of events under
+made-up session ids must not turn into a flood of to-device requests."""
 GAP_FILL_PAGE = 250
 GAP_FILL_MAX_EVENTS = 5000
 """At most this many events are fetched to fill one room's gap after a limited sync."""
@@ -216,6 +219,8 @@ class E2eeClient:
         """Per Megolm session id: the (sender, code) of an `m.room_key.withheld` sent to us."""
         self._requested: set[str] = set()
         """Sessions whose key we asked for in this process."""
+        self._requests_to: Counter[str] = Counter()
+        """Key requests sent per sender in this process (bounded by KEY_REQUESTS_PER_SENDER)."""
         self.identity_changed: set[UserId] = set()
         """Users whose master key changed since we pinned it: they get no room keys until
         `accept_identity_change`."""
@@ -570,7 +575,10 @@ class E2eeClient:
         session = getattr(megolm, "session_id", None)
         if not isinstance(session, str) or session in self._requested:
             return
+        if self._requests_to[megolm.sender] >= KEY_REQUESTS_PER_SENDER:
+            return
         self._requested.add(session)
+        self._requests_to[megolm.sender] += 1
         request = dict(megolm.as_key_request(megolm.sender, self.device_id).content)
         messages: dict[str, dict[str, Any]] = {megolm.sender: {"*": request}}
         if megolm.sender != self.user_id:

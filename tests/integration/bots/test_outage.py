@@ -170,4 +170,4 @@ async def test_a_reply_the_homeserver_did_not_take_is_sent_again_not_lost(
     counts = replies_per_command(peer, account.user_id, room)
     assert [counts[e] for e in (warmup, cut, last)] == [1, 1, 1]
     assert bp.running is False
-    assert "retrying the batch" in bp.log_text()
+    assert "failed (Unreachable); retried in" in bp.log_text()
