@@ -2,24 +2,25 @@
 
 A Synapse of this module's own (no other test may see it go down) sits behind a counting TCP
 proxy; the bot process talks to the proxy, long-polling as in production. The member sends a
-command and Synapse is stopped at once; 30 s later it is started again and the member sends
-another. While Synapse is down the bot makes at most one request per second on average (its
-backoff: 1 s doubling to 10 s, with jitter); it is back within 30 s of Synapse answering, and
-both commands are answered exactly once.
+command and Synapse is stopped at once; a second command is sent while it is down (the member's
+client retries it, under one transaction id, until the server takes it); 30 s later Synapse is
+started again with the same database and the member sends a third. While Synapse is down the
+bot makes at most one request per second on average (its backoff: 1 s doubling to 10 s, with
+jitter); it is back within 30 s of Synapse answering, and every command (before, during and
+after) is answered exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from mautrix.types import EventType, MessageType, RoomID, TextMessageEventContent
 
-from clubs.core import homeserver
 from clubs.core.homeserver import Homeserver, Settings
 from tests.harness import SynapseHarness, bootstrap_admin, eventually
 from tests.integration.bots.proxy import counting_proxy
@@ -31,7 +32,7 @@ from tests.integration.bots.support import (
     send_text,
     wait_replies,
 )
-from tests.mautrix_client import mautrix_peer
+from tests.mautrix_client import MautrixPeer, mautrix_peer
 
 OUTAGE_S = 30.0
 
@@ -56,18 +57,21 @@ async def own_synapse(
         hs.stop()
 
 
-def _port_free_reusing(host: str, port: int) -> None:
-    """`check_port_free` as Synapse itself binds (SO_REUSEADDR): connections the stopped
-    Synapse left in TIME_WAIT do not make its port "in use" for the restart. (The project's
-    check binds without it and refuses a restart on the same port for about a minute.)"""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, port))
-
-
-@pytest.fixture(autouse=True)
-def _restartable_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(homeserver, "check_port_free", _port_free_reusing)
+async def send_until_accepted(peer: MautrixPeer, room: str, body: str) -> str:
+    """What a member's client does with a message typed while the server is down: it keeps
+    trying, under the same transaction id, until the server takes it."""
+    txn = f"outage-{time.monotonic_ns()}"
+    while True:
+        try:
+            event_id: str = await peer.client.send_message_event(
+                RoomID(room),
+                EventType.ROOM_MESSAGE,
+                TextMessageEventContent(msgtype=MessageType.TEXT, body=body),
+                txn_id=txn,
+            )
+            return event_id
+        except Exception:  # the server is down: any failure means "try again"
+            await asyncio.sleep(1)
 
 
 async def test_bot_rides_out_a_homeserver_outage(
@@ -102,6 +106,9 @@ async def test_bot_rides_out_a_homeserver_outage(
             peer.client.stop()
             synapse.hs.stop()
             down_at = time.monotonic()
+            during_task = asyncio.create_task(
+                send_until_accepted(peer, room, "!echo during the outage")
+            )
             await asyncio.sleep(OUTAGE_S)  # the outage itself, not a wait for a condition
             assert bp.running, f"the bot process died during the outage; {bp}"
             synapse.hs.start()  # returns once Synapse answers /versions
@@ -109,8 +116,11 @@ async def test_bot_rides_out_a_homeserver_outage(
             attempts = proxy.requests_between(down_at, up_at)
 
             peer.client.start(None)  # resumes from its stored position
+            during = await asyncio.wait_for(during_task, timeout=30)
             after = await send_text(peer, room, "!echo right after the outage")
-            counts = await wait_replies(peer, account.user_id, room, [before, after], within=30)
+            counts = await wait_replies(
+                peer, account.user_id, room, [before, during, after], within=30
+            )
             back_after = time.monotonic() - up_at
             # A sentinel answered after both: any late duplicate would have arrived by now.
             last = await send_text(peer, room, "!echo last")
@@ -122,8 +132,8 @@ async def test_bot_rides_out_a_homeserver_outage(
     assert attempts / outage <= 1.0, f"{attempts} requests in {outage:.0f}s of outage"
     assert attempts >= 3, f"only {attempts} requests in {outage:.0f}s: was the bot retrying?"
     assert back_after <= 30, f"answered {back_after:.1f}s after the homeserver was back"
-    assert [counts[e] for e in (warmup, before, after, last)] == [1, 1, 1, 1]
-    assert sum(counts.values()) == 4
+    assert [counts[e] for e in (warmup, before, during, after, last)] == [1, 1, 1, 1, 1]
+    assert sum(counts.values()) == 5
     assert peer.undecryptable == []
     assert " ERROR " not in bp.log_text()
 
