@@ -16,7 +16,10 @@ production long-poll), every bot joined to `--rooms` managed encrypted rooms:
 4. the relay floor (`--no-relay` skips it): a bare cross-signed client answering `!relay` in a
    loop in the same room while the bots run — the two-hop floor any reply has;
 5. start-up from a stored token: the process is stopped, a `!ping` is sent while it is down,
-   the process is started; the time to its first sync of every bot, and to the answer.
+   the process is started; the time to its first sync of every bot, and to the answer;
+6. warm start: right after that answer, the first `!ping` in each of `--warm-rooms` other rooms
+   (rooms the restarted process has not touched yet, all within 5 s of the restart), against
+   the steady `!ping` p50 (target ≤ 3×).
 
 Prints p50/p95 of 1 and 2, their ratio (target p95 ≤ 1.5× floor), the ping against the relay
 floor, RSS (target ≤ 150 MB) and start-up (target ≤ 1 s to answering). `--profile FILE` runs the
@@ -62,6 +65,7 @@ from tests.mautrix_client import MautrixPeer, Received, mautrix_peer
 TARGET_RATIO = 1.5
 TARGET_RSS_MB = 150
 TARGET_START_S = 1.0
+TARGET_WARM_RATIO = 3.0
 
 
 class Arrivals(list[Received]):
@@ -271,6 +275,12 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
         path(*CS, "rooms", ping_room, "invite"), {"user_id": member.user_id}
     )
     await member.http.post(path(*CS, "join", ping_room), {})
+    warm_rooms = rooms[1 : 1 + args.warm_rooms]
+    for room in warm_rooms:
+        await synapse.admin.http.post(
+            path(*CS, "rooms", room, "invite"), {"user_id": member.user_id}
+        )
+        await member.http.post(path(*CS, "join", room), {})
     print(f"setup: {args.rooms} managed rooms created in {time.monotonic() - t:.1f} s")
 
     bp = BotProcess(
@@ -299,6 +309,8 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
             arrivals = Arrivals(peer.received)
             peer.received = arrivals
             await pings(peer, arrivals, ping_room, bots[0], 3)  # keys shared, caches warm
+            for room in warm_rooms:  # the member's keys reach the bots there before the restarts
+                await pings(peer, arrivals, room, bots[0], 1)
             await floor(peer, arrivals, ping_room, 3)
             floor_parts, ping_parts = Parts(), Parts()
             floor_s = await floor(peer, arrivals, ping_room, args.samples, floor_parts)
@@ -312,6 +324,8 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
             ready_s: list[float] = []
             answer_s: list[float] = []
             phases: list[str] = []
+            warm_s: list[float] = []
+            warm_since: list[float] = []
             for _ in range(args.restarts):
                 await bp.stop()
                 event_id = await send_text(peer, ping_room, "!ping")
@@ -323,6 +337,9 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
                 await arrivals.wait_for(lambda r, e=event_id: r.reply_to == e)
                 answer_s.append(time.monotonic() - started)
                 phases = start_phases(bp.log_text()[log_from:], wall)
+                for room in warm_rooms:
+                    warm_s += await pings(peer, arrivals, room, bots[0], 1)
+                    warm_since.append(time.monotonic() - started)
             await bp.stop()
     finally:
         await bp.kill()
@@ -357,6 +374,15 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
         + f" s (all bots synced: {', '.join(f'{s:.2f}' for s in ready_s)} s); "
         + f"median {start:.2f} s (target <= {TARGET_START_S}) {verdict(start <= TARGET_START_S)}"
     )
+    if warm_s:
+        w50, w95 = statistics.median(warm_s), pct(warm_s, 0.95)
+        warm_ratio = w50 / p50
+        print(
+            f"warm start: first !ping in each of {len(warm_rooms)} rooms after a restart "
+            f"(the last sent {max(warm_since):.1f} s after it): p50 {w50 * 1e3:.0f} ms, p95 "
+            f"{w95 * 1e3:.0f} ms; p50 / steady p50 = {warm_ratio:.2f} "
+            f"(target <= {TARGET_WARM_RATIO}) {verdict(warm_ratio <= TARGET_WARM_RATIO)}"
+        )
     return 0
 
 
@@ -369,6 +395,7 @@ def main() -> int:
     p.add_argument("--bots", type=int, default=4)
     p.add_argument("--samples", type=int, default=40)
     p.add_argument("--restarts", type=int, default=3)
+    p.add_argument("--warm-rooms", type=int, default=5, help="rooms pinged first after a restart")
     p.add_argument("--profile", help="write a cProfile of the bot process's last run here")
     p.add_argument(
         "--no-relay", dest="relay", action="store_false", help="skip the bare-client relay floor"

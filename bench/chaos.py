@@ -266,6 +266,8 @@ async def soak(synapse: SynapseHarness, var: Path, args: argparse.Namespace) -> 
             pid = sup.pid("bots")
             rss = rss_mb(pid) if pid is not None else (0.0, 0.0)
             restarts = sum(1 for line in bp.log_text().splitlines() if "bot(s) ready" in line)
+            if os.environ.get("BENCH_KEEP_LOG"):
+                Path(os.environ["BENCH_KEEP_LOG"]).write_text(bp.log_text())
     return report(args, peers, commands, timeline, started, kill_at, hs_at, rss, restarts)
 
 

@@ -280,7 +280,10 @@ class BotRuntime:
     async def _loop(self, since: str) -> None:
         retries = 0
         while True:
-            batch = await self._sync_with_backoff(since, timeout_ms=self.settings.sync_timeout_ms)
+            # The first sync of a run does not long-poll: `ready` then means "caught up with
+            # what happened while we were away", not "something new happened since".
+            timeout_ms = self.settings.sync_timeout_ms if self.ready.is_set() else 0
+            batch = await self._sync_with_backoff(since, timeout_ms=timeout_ms)
             crashpoint("after_sync")
             try:
                 await self.process(batch)
