@@ -171,6 +171,8 @@ async def open_runtimes(
             )
             all_specs.extend(runtime.commands)
             runtimes.append(runtime)
+        for runtime in runtimes:
+            runtime.warm_up_after = [r.ready for r in runtimes if r is not runtime]
         yield runtimes
     finally:
         if admin is not None:

@@ -107,6 +107,8 @@ STATE_TYPES_THAT_MATTER = frozenset(
     }
 )
 HOUSEKEEPING_EVERY = 500
+WARM_UP_WAIT_S = 30.0
+"""The warm-up waits this long at most for the other bots of the process to be ready."""
 """Syncs between prunes of old records (processed ids, sent outbox rows, finished jobs)."""
 
 
@@ -205,6 +207,9 @@ class BotRuntime:
         """When the database started refusing writes (None: it writes)."""
         self.ready = asyncio.Event()
         """Set after the first successful sync (tests and `clubs up` wait on it)."""
+        self.warm_up_after: Sequence[asyncio.Event] = ()
+        """The `ready` events of the process's other bots (set by the host): the warm-up starts
+        once they are all caught up, so that it does not slow their start."""
         self.syncs = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -253,7 +258,15 @@ class BotRuntime:
 
     async def _warm_up(self) -> None:
         """After a restart: load every joined room's state (members, encryption, power levels)
-        in the background, so the first command in a room does not wait for it."""
+        in the background, so the first command in a room does not wait for it. It starts once
+        the first sync is handled, ours and the other bots' of the process (at most
+        `WARM_UP_WAIT_S`): the backlog of commands sent while we were away comes first (their
+        rooms are loaded on demand), the warm-up must not compete with it."""
+        await self.ready.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WARM_UP_WAIT_S):
+                for other in self.warm_up_after:
+                    await other.wait()
         rooms = await self.client.load_joined_rooms()
         await self.rooms.prefetch(rooms)
         log.debug("%s: %d room(s) warmed up", self.bot.name, len(rooms))

@@ -183,6 +183,59 @@ class SyncBatch:
     """Rooms we are invited to (the caller decides whether to join)."""
 
 
+MEMBERSHIPS = frozenset({"invite", "join", "knock", "leave", "ban"})
+
+
+def _member_event(raw: JsonDict) -> nio.RoomMemberEvent | None:
+    """An `m.room.member` state event as nio's `RoomMemberEvent`, checked by hand against the
+    same rules as nio's JSON schema (which nio runs on every event, and which is most of the
+    cost of loading a room's state: a restarted bot loads every room it is in). None: not
+    plainly well-formed; `nio.Event.parse_event` then decides."""
+    content = raw.get("content")
+    unsigned = raw.get("unsigned", {})
+    ts = raw.get("origin_server_ts")
+    if not (
+        raw.get("type") == "m.room.member"
+        and isinstance(raw.get("event_id"), str)
+        and _is_user_id(raw.get("sender"))
+        and _is_user_id(raw.get("state_key"))
+        and type(ts) is int
+        and ts >= 0
+        and _is_membership(content, "reason")
+        and isinstance(unsigned, dict)
+        and isinstance(unsigned.get("transaction_id", ""), str)
+    ):
+        return None
+    assert isinstance(content, dict)  # (checked by _is_membership)
+    prev = unsigned.get("prev_content")
+    if "prev_content" in unsigned and not _is_membership(prev):
+        return None
+    return nio.RoomMemberEvent(
+        raw,
+        raw["state_key"],
+        content["membership"],
+        prev["membership"] if prev else None,
+        content,
+        prev,
+    )
+
+
+def _is_user_id(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("@") and ":" in value
+
+
+def _is_membership(content: object, *optional: str) -> bool:
+    return (
+        isinstance(content, dict)
+        and isinstance(content.get("membership"), str)
+        and content["membership"] in MEMBERSHIPS
+        and all(
+            isinstance(content.get(k), (str, type(None)))
+            for k in ("displayname", "avatar_url", *optional)
+        )
+    )
+
+
 class E2eeClient:
     """One bot account's encrypted client. Create with `E2eeClient.open(...)`."""
 
@@ -694,7 +747,9 @@ class E2eeClient:
         encrypted = False
         for raw in state:
             try:
-                ev = nio.Event.parse_event(raw)
+                ev = _member_event(raw) if raw.get("type") == "m.room.member" else None
+                if ev is None:
+                    ev = nio.Event.parse_event(raw)
             except Exception:  # noqa: S112 - a malformed state event: nio would skip it too
                 continue
             if isinstance(ev, nio.RoomEncryptionEvent):
