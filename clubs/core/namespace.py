@@ -18,12 +18,17 @@ room (a club's moderators room: only the club's staff and the bots are in it, so
 bot may post that club's reports there). Rooms for everyone carry no `audience`."""
 
 CLUB_SETTINGS = f"{NS}.club"
-"""State event (state_key "") with club settings bots need: time zone, language, check-ins.
+"""State event (state_key "") with club settings bots need, in every club and cohort room and
+space: time zone, language, moderation settings and the bots serving the room.
 
-Content: `time_zone`, `language`, and `moderation` when the network file sets any of the moderation
-bot's settings for the club: an object of flat keys, only those set (`personal_data`,
+Content: `time_zone`, `language`, `bots`, and `moderation` when the network file sets any of the
+moderation bot's settings for the club: an object of flat keys, only those set (`personal_data`,
 `flood_messages`, `flood_window_s`, `mute_s`, `max_mentions`, `join_wave_joins`,
-`join_wave_window_s`, `new_member_hours`, `words`). Readable by every member, like all state."""
+`join_wave_window_s`, `new_member_hours`, `words`). `bots` lists the user ids of the bots serving
+the room (its bot members), in the order of the network file's `bots:`; the first of them that a
+bots process hosts answers the built-in commands (`!ping`, `!help`) there, and a bot invited by
+the provisioner into a room whose non-empty list does not name it leaves again. Readable by every
+member, like all state."""
 
 DM_MARKER = f"{NS}.dm"
 """State event (state_key "") in a DM room a bot created: `{"marker": <random>}`, opaque on
