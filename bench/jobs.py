@@ -14,10 +14,15 @@ random instants over `--minutes` minutes that start after the idle phase:
    future and nothing is due (target < 1 %: no wake-ups besides the long-poll syncs);
 2. lag: from each job's due time to its event's `origin_server_ts` (the homeserver's stamp), from
    the outbox's event ids and `/messages`;
-3. floor: a bare cross-signed E2eeClient (no runtime, no database) in the same rooms sends one
-   encrypted message at each of the same instants, in the same room, while the jobs fire; its
-   lag is measured the same way;
-4. RSS of the bots process (VmRSS at the end, VmHWM peak).
+3. floor: bare cross-signed E2eeClients (no runtime, no database), one per bot, in the same
+   rooms: each sends one encrypted message at each of its bot's due instants, in the same room,
+   while the jobs fire (as many clients as bots, so a floor client carries what one bot does);
+   their lag is measured the same way;
+4. RSS of the bots process (VmRSS at the end, VmHWM peak);
+5. CPU while the jobs fire: the bots process, Synapse and the floor clients' process (this
+   one), as a share of a core and per job / message. Synapse's main process is one Python
+   thread: when it nears a whole core, its queue sets both lags and the p95 ratio swings from
+   run to run (see the README for measured runs).
 
 Prints the command, p50/p95 of both lags, their ratio (target p95 ≤ 1.2× the floor's), idle CPU
 and RSS. A quick run: `--jobs 1000 --minutes 1 --idle 20`.
@@ -66,7 +71,8 @@ from tests.integration.bots.support import (
 TARGET_RATIO = 1.2
 TARGET_IDLE_CPU = 1.0
 FLOOR_CONCURRENCY = 16
-"""As many sends in flight as one bot's job runner allows (`clubs.bots.jobs.CONCURRENCY`)."""
+"""Per floor client: as many sends in flight as one bot's job runner allows
+(`clubs.bots.jobs.CONCURRENCY`)."""
 START_MARGIN_S = 20.0
 """Between writing the jobs and the idle phase: the bots process starts and syncs."""
 
@@ -121,11 +127,14 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
     names = ["moderation", "facilitation", "scheduling", "checkins"][: args.bots]
     accounts = [await create_bot_account(synapse, var, name) for name in names]
     bots = [a.user_id for a in accounts]
-    floor_var = var / "floor"
-    floor_account = await create_bot_account(synapse, floor_var, "floor")
+    floor_vars = [var / f"floor{i}" for i in range(len(names))]
+    floor_accounts = [
+        await create_bot_account(synapse, fv, f"floor{i}") for i, fv in enumerate(floor_vars)
+    ]
+    floor_ids = [a.user_id for a in floor_accounts]
     t = time.monotonic()
     rooms = [
-        await managed_room(synapse, network, invite=[*bots, floor_account.user_id], key=f"r{i}")
+        await managed_room(synapse, network, invite=[*bots, *floor_ids], key=f"r{i}")
         for i in range(args.rooms)
     ]
     print(f"setup: {args.rooms} managed rooms created in {time.monotonic() - t:.1f} s")
@@ -140,22 +149,24 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
         verbosity=0,
         bot="jobs",
     )
-    floor = await E2eeClient.open(
-        synapse.url,
-        Vault(floor_var / "secrets" / "vault"),
-        floor_account.user_id,
-        floor_var / "store",
-    )
-    floor_sync: asyncio.Task[None] | None = None
+    floors = [
+        await E2eeClient.open(
+            synapse.url, Vault(fv / "secrets" / "vault"), fa.user_id, fv / "store"
+        )
+        for fv, fa in zip(floor_vars, floor_accounts, strict=True)
+    ]
+    floor_syncs: list[asyncio.Task[None]] = []
     try:
         t = time.monotonic()
         await bp.start()
         await bp.wait_ready(within=600)
         await join_all(synapse, bots, rooms)
         for room in rooms:
-            await floor.join(RoomId(room))
+            for floor in floors:
+                await floor.join(RoomId(room))
         print(
-            f"setup: {args.bots} bots and the floor client joined in {time.monotonic() - t:.1f} s"
+            f"setup: {args.bots} bots and {len(floors)} floor clients joined in "
+            f"{time.monotonic() - t:.1f} s"
         )
         await bp.stop()
 
@@ -176,14 +187,12 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
         await db.close()
         print(f"setup: {args.jobs} jobs written, due over {args.minutes} min")
 
-        since = (await floor.sync(None, timeout_ms=0)).next_batch
-
-        async def sync_forever() -> None:
-            nonlocal since
+        async def sync_forever(floor: E2eeClient) -> None:
+            since = (await floor.sync(None, timeout_ms=0)).next_batch
             while True:
                 since = (await floor.sync(since, timeout_ms=30_000)).next_batch
 
-        floor_sync = asyncio.create_task(sync_forever())
+        floor_syncs = [asyncio.create_task(sync_forever(f)) for f in floors]
 
         await bp.start()
         await bp.wait_ready(within=120)
@@ -196,12 +205,17 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
         idle_cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0) * 100
         print(f"idle: {idle_cpu:.2f} % CPU over {time.monotonic() - wall0:.0f} s, nothing due")
 
+        assert synapse.hs.process is not None
+        hs_pid = synapse.hs.process.pid
+        fire_wall = time.monotonic()
+        fire_cpu = (cpu_seconds(pid), cpu_seconds(hs_pid), time.process_time())
         floor_sent: list[tuple[float, str]] = []
-        gate = asyncio.Semaphore(FLOOR_CONCURRENCY)
+        gates = [asyncio.Semaphore(FLOOR_CONCURRENCY) for _ in floors]
 
-        async def floor_send(i: int, due: float, room: str) -> None:
-            async with gate:
-                event_id = await floor.send(
+        async def floor_send(i: int, due: float, name: str, room: str) -> None:
+            k = names.index(name)
+            async with gates[k]:
+                event_id = await floors[k].send(
                     RoomId(room),
                     "m.room.message",
                     {"msgtype": "m.notice", "body": f"floor {i}", "m.mentions": {}},
@@ -210,11 +224,11 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
             floor_sent.append((due, str(event_id)))
 
         sends: list[asyncio.Task[None]] = []
-        for i, (due, _, room) in enumerate(plan):
+        for i, (due, name, room) in enumerate(plan):
             delay = due - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            sends.append(asyncio.create_task(floor_send(i, due, room)))
+            sends.append(asyncio.create_task(floor_send(i, due, name, room)))
         await asyncio.gather(*sends)
 
         wanted = {
@@ -227,14 +241,21 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
             return len(wanted.keys() & sent_events(db_file).keys()) == len(wanted)
 
         await eventually(all_sent, within=120, interval=1)
+        fire_s = time.monotonic() - fire_wall
+        spent = (
+            cpu_seconds(pid) - fire_cpu[0],
+            cpu_seconds(hs_pid) - fire_cpu[1],
+            time.process_time() - fire_cpu[2],
+        )
         rss, hwm = rss_mb(pid)
         await bp.stop()
     finally:
-        if floor_sync is not None:
-            floor_sync.cancel()
+        for task in floor_syncs:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await floor_sync
-        await floor.close()
+                await task
+        for floor in floors:
+            await floor.close()
         await bp.kill()
         if os.environ.get("BENCH_KEEP_LOG"):
             Path(os.environ["BENCH_KEEP_LOG"]).write_text(bp.log_text())
@@ -263,6 +284,14 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
         f"(target < {TARGET_IDLE_CPU} %) {verdict(idle_cpu < TARGET_IDLE_CPU)}"
     )
     print(f"bot process RSS: {rss:.0f} MB at the end, {hwm:.0f} MB peak")
+    bots_cpu, hs_cpu, floor_cpu = spent
+    print(
+        f"CPU while the jobs fired ({fire_s:.0f} s on {os.cpu_count()} cores): bots process "
+        f"{bots_cpu / fire_s:.0%} of a core ({bots_cpu / args.jobs * 1e3:.1f} ms per job), "
+        f"Synapse {hs_cpu / fire_s:.0%} ({hs_cpu / (2 * args.jobs) * 1e3:.1f} ms per message), "
+        f"the floor clients' process {floor_cpu / fire_s:.0%} "
+        f"({floor_cpu / args.jobs * 1e3:.1f} ms per send)"
+    )
     return 0
 
 
