@@ -107,9 +107,9 @@ STATE_TYPES_THAT_MATTER = frozenset(
     }
 )
 HOUSEKEEPING_EVERY = 500
+"""Syncs between prunes of old records (processed ids, sent outbox rows, finished jobs)."""
 WARM_UP_WAIT_S = 30.0
 """The warm-up waits this long at most for the other bots of the process to be ready."""
-"""Syncs between prunes of old records (processed ids, sent outbox rows, finished jobs)."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +255,15 @@ class BotRuntime:
                 (w.event_id, RoomId(w.room_id), w.raw) for w in waiting
             )
             log.info("%s: %d event(s) still wait for their room key", self.bot.name, restored)
+            self._spawn(self._request_waiting_keys([w.event_id for w in waiting]), "key requests")
+
+    async def _request_waiting_keys(self, event_ids: Sequence[str]) -> None:
+        """Ask again for the keys of events restored from the store, once caught up: a request
+        the last run had sent carries the same transaction id (the server takes it once); one
+        it never got to send goes out now. Bounded per sender like every key request."""
+        await self.ready.wait()
+        for event_id in event_ids:
+            await self.client.request_keys(event_id)
 
     async def _warm_up(self) -> None:
         """After a restart: load every joined room's state (members, encryption, power levels)
