@@ -122,7 +122,8 @@ class RuntimeSettings:
     """Whether this bot answers `!ping`/`!help` in group rooms whose club settings do not list
     the bots serving them (where they do, the first listed bot of this host answers)."""
     host_bots: tuple[str, ...] = ()
-    """User ids of the bots running in this host, in the network file's order."""
+    """User ids of the bots running in this host, in the host's order (`clubs bots run`: by
+    bot name); a room's `bots` list, in the network file's order, decides within the room."""
     sync_timeout_ms: int = 30_000
     commands_per_window: int = 5
     command_window_s: float = 10.0
