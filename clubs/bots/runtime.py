@@ -71,7 +71,7 @@ from clubs.core.errors import ClubsError, Forbidden, MatrixError, Unreachable
 from clubs.core.errors import is_transient as is_transient
 from clubs.core.events import parse_message
 from clubs.core.html import notice_content
-from clubs.core.http import MatrixHttp, RoomId, UserId
+from clubs.core.http import EventId, MatrixHttp, RoomId, UserId
 from clubs.core.i18n import Catalog
 from clubs.core.sealed import Sealer
 from clubs.core.txn import txn_id
@@ -128,6 +128,9 @@ class RuntimeSettings:
     commands_per_window: int = 5
     command_window_s: float = 10.0
     utd_notice_every_s: float = 3600.0
+    description_repost_s: float = 24 * 3600.0
+    """A room's private description is posted again for members who joined after its newest
+    copy (history is visible from one's join only), at most this often per room."""
     backoff_first_s: float = 1.0
     backoff_max_s: float = 10.0
     store_backoff_max_s: float = 30.0
@@ -381,6 +384,8 @@ class BotRuntime:
         await self.outbox.flush()
         if self.descriptions:
             await self._guarded(self._post_descriptions(), "descriptions", "*")
+            await self._guarded(self._newcomers(batch.events), "newcomers", "*")
+            await self._guarded(self._repost_descriptions(), "descriptions", "*")
         self._attempts.clear()
         waiting = []
         for event in batch.events:
@@ -769,15 +774,62 @@ class BotRuntime:
                 continue
             digest = hashlib.sha256(text.encode()).hexdigest()[:32]
             if await self.store.description_posted(room_id, digest):
+                if await self.store.description_copy(room_id) is None:
+                    # Posted before copies were kept: its id is unknown, so the next newcomer
+                    # gets a repost at once.
+                    await self.store.record_description_copy(room_id, digest, "", 0.0, 1)
                 continue
             event_id = await self.ctx.notice(
                 room_id, "bots/description", job=("description", room_id, digest), text=text
             )
             if event_id is not None:
-                await self.ctx.pin(room_id, event_id)
+                old = await self.store.description_copy(room_id)
+                await self.ctx.pin(
+                    room_id, event_id, replacing=[EventId(old.event_id)] if old else []
+                )
+                await self.store.record_description_copy(
+                    room_id, digest, event_id, self.clock.now(), 1
+                )
                 await self.store.mark_description_posted(room_id, digest)
             else:
                 self._described.discard(room_id)  # room not synced yet: try after the next sync
+
+    async def _newcomers(self, events: Iterable[RoomEvent]) -> None:
+        """A member who joined after the newest copy of the room's description cannot read it
+        (history is visible from one's join): a repost is wanted, at most once per
+        `description_repost_s` per room."""
+        service = {*self.settings.host_bots, self.settings.provisioner, self.client.user_id}
+        for event in events:
+            if (
+                event.type != "m.room.member"
+                or event.content.get("membership") != "join"
+                or event.state_key in service
+            ):
+                continue
+            copy = await self.store.description_copy(event.room_id)
+            if copy is None or event.origin_server_ts / 1000 <= copy.posted_at:
+                continue
+            await self.store.want_description_repost(
+                event.room_id, copy.posted_at + self.settings.description_repost_s
+            )
+
+    async def _repost_descriptions(self) -> None:
+        """Post the due reposts: a new encrypted copy, pinned in place of the old one."""
+        for copy in await self.store.reposts_due(self.clock.now()):
+            room_id = RoomId(copy.room_id)
+            info = await self.rooms.info(room_id)
+            text = self.descriptions.get(room_key(info.locator)) if info.locator else None
+            if not text:
+                continue
+            digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+            n = copy.copies + 1
+            event_id = await self.ctx.notice(
+                room_id, "bots/description", job=("description", room_id, digest, str(n)), text=text
+            )
+            if event_id is None:
+                continue  # room not synced yet: the repost stays due
+            await self.ctx.pin(room_id, event_id, replacing=[EventId(copy.event_id)])
+            await self.store.record_description_copy(room_id, digest, event_id, self.clock.now(), n)
 
 
 async def _logged(label: str, coro: Coroutine[Any, Any, None]) -> None:

@@ -72,7 +72,34 @@ MIGRATIONS: Sequence[Migration] = (
         )
         """,
     ),
+    Migration(
+        4,
+        "the newest copy of each room's private description, and reposts wanted for newcomers",
+        """
+        CREATE TABLE description_copies (
+            bot TEXT NOT NULL, room_id TEXT NOT NULL, digest TEXT NOT NULL,
+            event_id TEXT NOT NULL, posted_at REAL NOT NULL, copies INTEGER NOT NULL,
+            repost_at REAL,
+            PRIMARY KEY (bot, room_id)
+        )
+        """,
+    ),
 )
+
+
+@dataclass(frozen=True)
+class DescriptionCopy:
+    """The newest posted copy of a room's private description."""
+
+    room_id: str
+    digest: str
+    event_id: str
+    posted_at: float
+    copies: int
+    """How many copies were posted (the next one's transaction id counts on)."""
+    repost_at: float | None
+    """When a newcomer's repost is due (None: nobody waits for one)."""
+
 
 PROCESSED_KEEP_S = 7 * 24 * 3600
 WAITING_KEEP_S = 3 * 24 * 3600
@@ -244,6 +271,58 @@ class RuntimeStore:
             "INSERT OR IGNORE INTO posted_descriptions (bot, room_id, digest) VALUES (?, ?, ?)",
             (self.bot, room_id, digest),
         )
+
+    async def description_copy(self, room_id: str) -> DescriptionCopy | None:
+        row = await self.db.fetchone(
+            "SELECT digest, event_id, posted_at, copies, repost_at FROM description_copies "
+            "WHERE bot = ? AND room_id = ?",
+            (self.bot, room_id),
+        )
+        if row is None:
+            return None
+        repost_at = row["repost_at"]
+        return DescriptionCopy(
+            room_id,
+            str(row["digest"]),
+            str(row["event_id"]),
+            float(row["posted_at"]),
+            int(row["copies"]),
+            float(repost_at) if repost_at is not None else None,
+        )
+
+    async def record_description_copy(
+        self, room_id: str, digest: str, event_id: str, posted_at: float, copies: int
+    ) -> None:
+        """The newest copy of a room's description (a repost wanted before it is done with)."""
+        await self.db.execute(
+            "INSERT INTO description_copies "
+            "(bot, room_id, digest, event_id, posted_at, copies, repost_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (bot, room_id) DO UPDATE SET "
+            "digest = excluded.digest, event_id = excluded.event_id, "
+            "posted_at = excluded.posted_at, copies = excluded.copies, repost_at = NULL",
+            (self.bot, room_id, digest, event_id, posted_at, copies),
+        )
+
+    async def want_description_repost(self, room_id: str, at: float) -> None:
+        """A newcomer cannot read the copy posted before they joined: repost at `at` (an
+        earlier wish stands)."""
+        await self.db.execute(
+            "UPDATE description_copies SET repost_at = ? WHERE bot = ? AND room_id = ? "
+            "AND (repost_at IS NULL OR repost_at > ?)",
+            (at, self.bot, room_id, at),
+        )
+
+    async def reposts_due(self, now: float) -> list[DescriptionCopy]:
+        rows = await self.db.fetchall(
+            "SELECT room_id FROM description_copies WHERE bot = ? AND repost_at <= ?",
+            (self.bot, now),
+        )
+        out = []
+        for r in rows:
+            copy = await self.description_copy(str(r["room_id"]))
+            if copy is not None:
+                out.append(copy)
+        return out
 
     async def dm_room(self, user_id: str) -> str | None:
         row = await self.db.fetchone(

@@ -10,6 +10,7 @@ from clubs.bots.args import FreeText
 from clubs.bots.base import Bot, on_event
 from clubs.bots.commands import command
 from clubs.bots.context import CommandContext, EventContext
+from clubs.bots.runtime import RuntimeSettings
 from clubs.core.http import path
 from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.support import (
@@ -217,6 +218,70 @@ async def test_private_description_is_posted_encrypted_once_and_pinned(
             path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "50"}
         )
         assert all(text not in str(e) for e in messages["chunk"])  # never in clear on the server
+
+
+async def test_a_member_who_joins_later_can_read_the_private_description(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """History is visible from one's join only, so the copy pinned before a member joined is
+    not there for them: the bot posts a new encrypted copy for newcomers and moves the pin to
+    it (here at once; by default at most once a day per room). A later restart posts nothing."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "echo")
+    member = await synapse.new_user("member")
+    late = await synapse.new_user("late")
+    room = await managed_room(
+        synapse, network, invite=[account.user_id, member.user_id], powers={account.user_id: 50}
+    )
+    await member.http.post(path(*CS, "join", room), {})
+    text = "Правила комнаты: что сказано здесь, остаётся здесь."
+    descriptions = {("club_room", "c1", None, "general"): text}
+    settings = RuntimeSettings(sync_timeout_ms=1000, description_repost_s=0)
+    factories = {"echo": simple_factory(Echo())}
+    async with (
+        mautrix_peer(member, synapse.url) as peer,
+        mautrix_peer(late, synapse.url) as newcomer,
+    ):
+        async with bot_host(
+            synapse,
+            tmp_path,
+            [account],
+            factories,
+            network=network,
+            settings=settings,
+            descriptions=descriptions,
+        ):
+            first = await wait_reply(peer, account.user_id, room, 0)
+            await synapse.admin.http.post(
+                path(*CS, "rooms", room, "invite"), {"user_id": late.user_id}
+            )
+            await late.http.post(path(*CS, "join", room), {})
+            copy = await wait_reply(newcomer, account.user_id, room, 0)
+            assert copy.body == text
+        async with bot_host(
+            synapse,
+            tmp_path,
+            [account],
+            factories,
+            network=network,
+            settings=settings,
+            descriptions=descriptions,
+        ) as host:
+            rt = host.runtime("echo")
+            start = rt.syncs
+
+            async def settled() -> bool:
+                return rt.syncs >= start + 2
+
+            await eventually(settled, within=20)
+
+    pinned = await late.http.get(path(*CS, "rooms", room, "state", "m.room.pinned_events", ""))
+    assert pinned["pinned"] == [copy.event_id]  # the pin moved to the copy newcomers can read
+    fetched = await late.http.get(path(*CS, "rooms", room, "event", copy.event_id))
+    assert fetched["type"] == "m.room.encrypted"  # encrypted, and there for the newcomer
+    assert [r.body for r in replies_from(peer, account.user_id, room)] == [text, text]
+    assert first.event_id != copy.event_id
+    assert [r.body for r in replies_from(newcomer, account.user_id, room)] == [text]
 
 
 async def test_privileged_commands_need_a_cross_signed_device_and_encryption(
