@@ -26,6 +26,7 @@ from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.client.state_store import MemoryStateStore, MemorySyncStore
 from mautrix.crypto import OlmMachine
 from mautrix.crypto.attachments import decrypt_attachment
+from mautrix.crypto.cross_signing_key import CrossSigningSeeds
 from mautrix.crypto.store import MemoryCryptoStore
 from mautrix.crypto.store import StateStore as CryptoStateStore
 from mautrix.errors import DecryptionError, SessionNotFound
@@ -232,6 +233,20 @@ class MautrixPeer:
         # The next send starts a session shared the usual way.
         await self.crypto_store.remove_outbound_group_session(room)
         return event_id, key
+
+    async def reset_identity(self) -> None:
+        """What Element's "reset" does for a member who lost their recovery key: brand-new
+        cross-signing keys (master, self-signing, user-signing), uploaded with the account's
+        password (Synapse asks for it to replace keys), and this device signed by the new
+        self-signing key."""
+        auth: dict[str, Any] = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": self.account.user_id},
+            "password": self.account.password,
+        }
+        seeds = CrossSigningSeeds.generate()
+        await self.crypto._publish_cross_signing_keys(seeds.to_keys(), auth=auth)
+        await self.crypto.sign_own_device(self.crypto.own_identity)
 
     async def deliver_key(self, key: Any, user_id: str) -> int:
         """Share a key kept by `send_with_late_key` with `user_id`'s devices now: an Olm

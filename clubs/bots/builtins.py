@@ -1,11 +1,12 @@
 """The commands every bot host answers: `!ping` and `!help` (one bot per room answers them, any
-bot in its DMs), and `!confirm` (each bot for the commands it held back itself)."""
+bot in its DMs), `!confirm` (each bot for the commands it held back itself) and `!trust @user`
+(each bot for its own device: a member's new identity, under the `hold` policy)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from clubs.bots.args import Word
+from clubs.bots.args import User, Word
 from clubs.bots.commands import collect_commands, command, help_entries
 from clubs.bots.context import CommandContext
 
@@ -35,3 +36,13 @@ class Builtins:
     )
     async def confirm(self, ctx: CommandContext, code: str | None) -> None:
         await self._rt.confirm(ctx, code)
+
+    @command(
+        "trust",
+        help_key="bots/trust.help",
+        aliases=("доверять",),
+        min_power=50,
+        params=(User("user"),),
+    )
+    async def trust(self, ctx: CommandContext, user: str) -> None:
+        await self._rt.trust(ctx, user)

@@ -90,6 +90,11 @@ BUILTIN_KEYS = (
     "bots/untrusted_device",
     "bots/stale",
     "bots/confirm_none",
+    "bots/identity_staff",
+    "bots/identity_member",
+    "bots/trusted",
+    "bots/trust_none",
+    "bots/trust.help",
     "bots/confirm.help",
     "bots/store_fault",
     "bots/store_recovered",
@@ -128,6 +133,9 @@ class RuntimeSettings:
     commands_per_window: int = 5
     command_window_s: float = 10.0
     utd_notice_every_s: float = 3600.0
+    identity_policy: str = "accept"
+    """A member's changed identity (new cross-signing master key): `accept` trusts it at once
+    and tells the staff and the member; `hold` withholds room keys until `!trust @user`."""
     description_repost_s: float = 24 * 3600.0
     """A room's private description is posted again for members who joined after its newest
     copy (history is visible from one's join only), at most this often per room."""
@@ -173,7 +181,12 @@ class BotRuntime:
         self.poll_handlers = collect_poll_handlers(bot)
         self._all_commands = all_commands or (lambda: self.commands)
         self._builtins = collect_commands(Builtins(self))
-        self._confirm = [s for s in self._builtins if s.name == "confirm"]
+        self._confirm = [s for s in self._builtins if s.name in ("confirm", "trust")]
+        if settings.identity_policy not in ("accept", "hold"):
+            raise ClubsError(
+                f"identity policy {settings.identity_policy!r}: expected accept or hold"
+            )
+        client.identity_policy = settings.identity_policy
         self._limiter: RateLimiter[tuple[str, str]] = RateLimiter(
             capacity=settings.commands_per_window,
             per_seconds=settings.command_window_s,
@@ -381,6 +394,7 @@ class BotRuntime:
         for event in events:
             await self._guarded(self._dispatch(event), event.event_id, event.room_id)
         await self._tell_withheld()
+        await self._guarded(self._announce_identity_changes(), "identity", "*")
         await self.outbox.flush()
         if self.descriptions:
             await self._guarded(self._post_descriptions(), "descriptions", "*")
@@ -507,7 +521,8 @@ class BotRuntime:
     def _commands_here(self, room: RoomInfo, in_dm: bool) -> list[CommandSpec]:
         if in_dm or self.answers_builtins(room):
             return [*self._builtins, *self.commands]
-        return [*self._confirm, *self.commands]  # each bot confirms its own held commands
+        # Each bot confirms its own held commands and trusts identities for its own device.
+        return [*self._confirm, *self.commands]
 
     async def _command(
         self,
@@ -708,6 +723,55 @@ class BotRuntime:
             ):
                 return True
         return False
+
+    # --- identity changes ------------------------------------------------------------------------
+
+    async def _announce_identity_changes(self) -> None:
+        """A member set up a new identity (lost devices or recovery key, reset in Element): the
+        staff hear it in their room, the member in a DM — once per new key in the process's
+        database, whichever bot saw it first."""
+        service = {*self.settings.host_bots, self.settings.provisioner, self.client.user_id}
+        while self.client.identity_changes:
+            user, master_key = self.client.identity_changes.pop(0)
+            if user in service or not await self.store.claim_identity_change(
+                user, master_key, self.clock.now()
+            ):
+                continue
+            held = self.settings.identity_policy == "hold"
+            log.warning(
+                "%s: %s set up a new identity (%s)",
+                self.bot.name,
+                user,
+                "room keys held until !trust" if held else "accepted",
+            )
+            staff = await self._staff_room()
+            if staff is not None:
+                await self.ctx.notice(
+                    staff,
+                    "bots/identity_staff",
+                    job=("identity", user, master_key, "staff"),
+                    user=user,
+                    held=held,
+                )
+            if not await self._shares_managed_room(user):
+                continue
+            dm = await self.ctx.dm_room(user)
+            await self.ctx.notice(
+                dm, "bots/identity_member", job=("identity", user, master_key, "dm"), held=held
+            )
+
+    async def trust(self, ctx: CommandContext, user: str) -> None:
+        """`!trust @user`: accept a member's new identity for this bot's device (every bot of
+        the host does it for its own; the room's built-ins answerer replies)."""
+        try:
+            await self.client.accept_identity_change(UserId(user))
+        except ClubsError:
+            if self.answers_builtins(ctx.room) or ctx.in_dm:
+                await ctx.reply("bots/trust_none", part="trust", user=user)
+            return
+        log.info("%s: %s's new identity accepted by a moderator", self.bot.name, user)
+        if self.answers_builtins(ctx.room) or ctx.in_dm:
+            await ctx.reply("bots/trusted", part="trust", user=user)
 
     # --- storage faults --------------------------------------------------------------------------
 

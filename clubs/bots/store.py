@@ -84,6 +84,17 @@ MIGRATIONS: Sequence[Migration] = (
         )
         """,
     ),
+    Migration(
+        5,
+        "members' identity changes already announced (network-wide: the first bot tells)",
+        """
+        CREATE TABLE identity_changes (
+            user_id TEXT NOT NULL, master_key TEXT NOT NULL, bot TEXT NOT NULL,
+            seen_at REAL NOT NULL,
+            PRIMARY KEY (user_id, master_key)
+        )
+        """,
+    ),
 )
 
 
@@ -323,6 +334,19 @@ class RuntimeStore:
             if copy is not None:
                 out.append(copy)
         return out
+
+    async def claim_identity_change(self, user_id: str, master_key: str, now: float) -> bool:
+        """Whether this bot is the first of the database to see this new identity."""
+        await self.db.execute(
+            "INSERT OR IGNORE INTO identity_changes (user_id, master_key, bot, seen_at) "
+            "VALUES (?, ?, ?, ?)",
+            (user_id, master_key, self.bot, now),
+        )
+        row = await self.db.fetchone(
+            "SELECT bot FROM identity_changes WHERE user_id = ? AND master_key = ?",
+            (user_id, master_key),
+        )
+        return row is not None and str(row["bot"]) == self.bot
 
     async def dm_room(self, user_id: str) -> str | None:
         row = await self.db.fetchone(

@@ -276,7 +276,15 @@ class E2eeClient:
         """Key requests sent per sender in this process (bounded by KEY_REQUESTS_PER_SENDER)."""
         self.identity_changed: set[UserId] = set()
         """Users whose master key changed since we pinned it: they get no room keys until
-        `accept_identity_change`."""
+        `accept_identity_change` (with the `hold` policy)."""
+        self.identity_policy = "accept"
+        """What a changed master key of a user (an identity reset) does: `accept` pins the new
+        key at once, as Matrix clients do for identities nobody verified; `hold` withholds room
+        keys until an operator accepts it (`!trust`)."""
+        self.identity_changes: list[tuple[UserId, str]] = []
+        """(user, new master key) seen changed in this process, for the runtime to announce
+        (it drains the list)."""
+        self._changes_seen: set[tuple[str, str]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -891,9 +899,17 @@ class E2eeClient:
                     label="keys/query",
                 )
             for user in batch:
-                verdicts[user] = self._apply_verdict(
-                    evaluate_user(query, user, self._pins.get(user))
-                )
+                verdict = evaluate_user(query, user, self._pins.get(user))
+                if verdict.identity_changed and verdict.master_key is not None:
+                    change = (user, verdict.master_key)
+                    if change not in self._changes_seen:
+                        self._changes_seen.add(change)
+                        self.identity_changes.append((UserId(user), verdict.master_key))
+                    if self.identity_policy == "accept":
+                        log.warning("the master key of %s changed; accepted (policy)", user)
+                        self._pins.replace(user, verdict.master_key)
+                        verdict = evaluate_user(query, user, verdict.master_key)
+                verdicts[user] = self._apply_verdict(verdict)
         self._dirty_users.difference_update(users)
         return verdicts
 
