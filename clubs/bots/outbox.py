@@ -4,9 +4,11 @@ Exactly once, as a member sees it, comes from two halves:
 
 - **the bot's database makes the decision durable.** A send is recorded (room, type, content
   sealed at rest, its transaction id) before it goes out, and before the event or job that
-  caused it is marked done. A send that cannot go now — the room is not synced yet (a DM just
-  created), the homeserver is away or rate limits — stays `pending` and is tried again after
-  every sync with backoff, across restarts;
+  caused it is marked done. A send that cannot go now stays `pending`: one whose room is not
+  synced yet (a DM just created) goes after the sync that brings the room; one the homeserver
+  failed (away, rate limits, a timeout) is tried again with backoff when its time comes
+  (`run_retries` sleeps until then: a quiet room with no sync traffic does not delay it),
+  across restarts;
 - **the homeserver makes the retry harmless.** The transaction id is derived from the logical
   job (`clubs.core.txn`), so sending a row again after a crash — between "sent" and "marked
   sent", or when a replayed command renders the same reply — is absorbed by Synapse, which keeps
@@ -22,6 +24,7 @@ Kill points (`clubs.core.crash`): `outbox_written`, `before_send`, `after_send`,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -100,6 +103,8 @@ class Outbox:
         self.clock = clock
         self.wedged = 0
         """Rows wedged since start (tests and the health line read it)."""
+        self._retry_wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -150,9 +155,41 @@ class Outbox:
         )
         return [_row(r) for r in rows]
 
+    async def next_retry(self, after: float) -> float | None:
+        """When the earliest failed send is due again (later than `after`), if one waits.
+        Rows waiting for their room to be synced are not retries: a sync sends them."""
+        row = await self.db.fetchone(
+            "SELECT MIN(next_try_at) AS t FROM outbox WHERE bot = ? AND state = 'pending' "
+            "AND attempts > 0 AND next_try_at > ?",
+            (self.bot, after),
+        )
+        value = row["t"] if row is not None else None
+        return float(value) if value is not None else None
+
+    async def run_retries(self) -> None:
+        """Flush when a failed send is due again, until cancelled. Wakes early when a new
+        failure schedules an earlier retry."""
+        while True:
+            self._retry_wake.clear()
+            due = await self.next_retry(self.clock.now())
+            waits: list[asyncio.Task[Any]] = [asyncio.create_task(self._retry_wake.wait())]
+            if due is not None:
+                waits.append(asyncio.create_task(self.clock.sleep_until(due)))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            if due is not None and self.clock.now() >= due:
+                await self.flush()
+
     async def flush(self) -> int:
         """Send every pending row that is due and whose room is synced; expire rows past the
         deduplication window. Returns how many went out."""
+        async with self._flushing:  # the sync loop and the retry timer never send a row twice
+            return await self._flush()
+
+    async def _flush(self) -> int:
         now = self.clock.now()
         rows = await self.db.fetchall(
             "SELECT txn_id, room_id, event_type, content, created_at FROM outbox "
@@ -215,6 +252,7 @@ class Outbox:
                 "WHERE bot = ? AND txn_id = ? AND state = 'pending'",
                 (attempts, self.clock.now() + delay, code, self.bot, txn_id),
             )
+            self._retry_wake.set()
             log.info(
                 "%s: a send to %s failed (%s); retried in %.0fs", self.bot, room_id, code, delay
             )

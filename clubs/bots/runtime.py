@@ -255,6 +255,7 @@ class BotRuntime:
                 await self._restore_waiting()
                 self._spawn(self._warm_up(), "warm-up")
             await self.bot.start(self.ctx)
+            self._spawn(self.outbox.run_retries, "outbox retries")
             if self.jobs is not None:
                 self._spawn(self.jobs.run, "jobs")
             await self._loop(since)

@@ -17,6 +17,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+_ERROR_BODY = b'{"errcode":"M_UNKNOWN","error":"upstream failed"}'
+BAD_GATEWAY = (
+    b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
+    b"Content-Length: "
+    + str(len(_ERROR_BODY)).encode()
+    + b"\r\nConnection: close\r\n\r\n"
+    + _ERROR_BODY
+)
 _REQUEST_HEAD = re.compile(rb"^(?:GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) /")
 
 
@@ -37,6 +45,12 @@ class CountingProxy:
     the request reaches the homeserver (a fault for just some endpoints)."""
     dropped: list[float] = field(default_factory=list)
     """Monotonic times of dropped requests."""
+    reject: Callable[[bytes], bool] | None = None
+    """When set, a request whose head it accepts is answered `502 Bad Gateway` (a Matrix error
+    body) by the proxy itself: what a client sees when a reverse proxy's upstream fails. Unlike
+    a dropped connection, which HTTP clients retry by themselves, the error reaches the caller."""
+    rejected: list[float] = field(default_factory=list)
+    """Monotonic times of rejected requests."""
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _server: asyncio.Server | None = None
@@ -116,6 +130,15 @@ class CountingProxy:
             while chunk := await reader.read(65536):
                 if count:
                     self._count(chunk)
+                    reject = self.reject
+                    if reject is not None and _REQUEST_HEAD.match(chunk) and reject(chunk):
+                        self.rejected.append(time.monotonic())
+                        if peer is not None:
+                            peer.write(BAD_GATEWAY)
+                            with contextlib.suppress(OSError):
+                                await peer.drain()
+                            peer.close()
+                        break
                     drop = self.drop
                     if drop is not None and _REQUEST_HEAD.match(chunk) and drop(chunk):
                         self.dropped.append(time.monotonic())

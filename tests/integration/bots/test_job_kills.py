@@ -12,6 +12,7 @@ raw events on the server (so a duplicate nobody could decrypt would still be cau
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -74,7 +75,9 @@ class Member:
             if r.room_id == self.room_id and r.sender == bot_user and r.msgtype == "m.notice"
         )
 
-    async def wait_all(self, bot_user: str, within: float) -> Counter[str]:
+    async def wait_all(
+        self, bot_user: str, within: float, bp: BotProcess | None = None
+    ) -> Counter[str]:
         async def done() -> Counter[str]:
             counts = self.notices(bot_user)
             return counts if all(counts[t] for t in self.expected) else Counter()
@@ -87,7 +90,43 @@ class Member:
             raise AssertionError(
                 f"{len(missing)} of {len(self.expected)} notices missing; undecryptable at the "
                 f"peer: {len(self.peer.undecryptable)}"
+                + (f"\n{what_the_bot_has(bp, missing)}" if bp is not None else "")
             ) from None
+
+
+def what_the_bot_has(bp: BotProcess, missing: list[str]) -> str:
+    """For a failure: the missing jobs' rows, the outbox rows not sent, the log's warnings."""
+    db = bp.var_dir / "bots" / "bots.db"
+    lines = []
+    if db.exists():
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            keys = [t.removeprefix("Reminder ") for t in missing]
+            marks = ", ".join("?" for _ in keys)
+            lines += [
+                f"job {row}"
+                for row in conn.execute(
+                    "SELECT key, state, attempts, due_at, not_before, updated_at FROM jobs "  # noqa: S608
+                    f"WHERE key IN ({marks})",
+                    keys,
+                )
+            ]
+            lines += [
+                f"outbox {row}"
+                for row in conn.execute(
+                    "SELECT txn_id, state, attempts, created_at, next_try_at, last_error "
+                    "FROM outbox WHERE state != 'sent'"
+                )
+            ]
+        finally:
+            conn.close()
+    if bp.log_file.exists():
+        lines += [
+            line
+            for line in bp.log_text().splitlines()
+            if " WARNING " in line or " ERROR " in line or "clubs.bots.jobs" in line
+        ][-40:]
+    return "\n".join(lines)
 
 
 @pytest.mark.parametrize("point", ["job_claimed", "after_send", "job_completed"])
@@ -120,7 +159,7 @@ async def test_every_job_posts_its_notice_exactly_once_across_kills(
         await bp.start()  # the final run, with no kill point
         await bp.wait_ready()
         await member.remind()
-        counts = await member.wait_all(bot, within=60)
+        counts = await member.wait_all(bot, within=60, bp=bp)
         await bp.stop()
 
     dup = {t: n for t, n in counts.items() if n > 1}

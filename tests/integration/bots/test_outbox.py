@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,16 @@ from urllib.parse import urlsplit
 
 from clubs.core.http import path
 from tests.harness import Account, SynapseHarness, eventually
+from tests.integration.bots.jobbot import label_of, notice_text
 from tests.integration.bots.proxy import counting_proxy
 from tests.integration.bots.support import (
     CS,
     bot_process,
+    create_bot_account,
     echo_room,
     joined,
+    managed_room,
+    new_network,
     replies_per_command,
     send_text,
     wait_replies,
@@ -146,6 +151,55 @@ async def test_replies_waiting_in_the_outbox_survive_a_kill_and_go_out_once(
     assert query(
         db, "SELECT count(*) FROM outbox WHERE bot = ? AND state != 'sent'", (account.name,)
     ) == [(0,)]
+
+
+async def test_a_failed_job_notice_is_retried_on_time_in_a_quiet_room(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """The retry of a failed send is timed by the outbox itself, not by the next sync. A job's
+    notice is not part of a sync batch (nothing replays it): in a room where nothing else
+    happens, the bot's long-poll sync returns only after 30 s, and so would the retry."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "jobs")
+    member = await synapse.new_user("member")
+    room = await managed_room(synapse, network, invite=[account.user_id, member.user_id])
+    await member.http.post(path(*CS, "join", room), {})
+    upstream = urlsplit(synapse.url)
+    assert upstream.hostname is not None
+    assert upstream.port is not None
+    with counting_proxy(upstream.hostname, upstream.port) as proxy:
+        async with (
+            bot_process(
+                proxy.url,
+                tmp_path,
+                [account],
+                network,
+                synapse.admin.user_id,
+                bot="jobs",
+                sync_timeout_ms=30_000,  # the production long-poll
+            ) as bp,
+            mautrix_peer(member, synapse.url) as peer,
+        ):
+            await bp.start()
+            await bp.wait_ready()
+            await eventually(lambda: joined(member, room, account.user_id), within=20)
+
+            proxy.reject = room_send
+            command = await send_text(peer, room, "!remind 1")
+            await eventually(lambda: _true(proxy.rejected), within=20)
+            proxy.reject = None  # the first retry (1-2 s later) goes through
+            healed = time.monotonic()
+            want = notice_text(label_of(command, 0))
+            await eventually(lambda: _true(notices(peer, account.user_id, want)), within=40)
+            took = time.monotonic() - healed
+            await bp.stop()
+
+    assert took < 15, f"the retry came {took:.1f}s after the homeserver took sends again"
+    assert len(notices(peer, account.user_id, want)) == 1
+
+
+def notices(peer: MautrixPeer, bot_user: str, text: str) -> list[str]:
+    return [r.body for r in peer.received if r.sender == bot_user and r.body == text]
 
 
 async def _true(value: object) -> bool:
