@@ -23,7 +23,7 @@ from typing import Any
 
 from clubs.core.admin import ensure_ratelimit_override
 from clubs.core.errors import ClubsError, MatrixError, NotFound
-from clubs.core.http import MatrixHttp, RoomId, WriteHook, admin_v2, cs
+from clubs.core.http import MatrixHttp, RoomId, WriteHook, admin_v1, admin_v2, cs
 from clubs.core.namespace import NS
 from clubs.core.secrets import Vault
 from clubs.provisioning.actual import Actual
@@ -217,6 +217,18 @@ class Executor:
             except MatrixError as e:
                 if e.status != 403 or "already in the room" not in e.error:
                     raise
+        elif a.kind == "join":
+            # Synapse's admin join: the provisioner (in the room, with invite power) invites the
+            # local account if needed and joins it; the join event is the member's own.
+            try:
+                await http.post(
+                    admin_v1("join", self.room(a.ref)), {"user_id": a.user_id}, label="join"
+                )
+            except NotFound:
+                raise ApplyError(
+                    f"{a.user_id}: no such account on this homeserver, so it cannot be joined "
+                    f"to {a.ref} (has the person registered? is their mxid right?)"
+                ) from None
         elif a.kind == "kick":
             try:
                 await http.post(

@@ -357,4 +357,5 @@ class _Compiler:
             onboarding=person.onboarding,
             clubs=tuple(clubs),
             cohorts=tuple(cohorts),
+            join=person.join or self.net.defaults.join,
         )

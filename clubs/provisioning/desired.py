@@ -16,6 +16,10 @@ from clubs.core.namespace import LOCATOR_SCHEMA
 
 JoinRule = Literal["invite", "restricted"]
 OnboardingMode = Literal["token", "precreate", "existing"]
+JoinMode = Literal["direct", "invite"]
+"""How a person on the network's own homeserver gets into their rooms: joined by provisioning
+(the admin API; the first login shows the club ready) or invited (each invitation accepted by
+hand). People on other servers are always invited."""
 LifeState = Literal["active", "archived"]
 Audience = Literal["members", "staff"]
 """Who a room is for: everyone of its club or cohort, or only the club's staff (and the bots)."""
@@ -120,6 +124,7 @@ class DesiredPerson:
     onboarding: OnboardingMode
     clubs: tuple[str, ...]
     cohorts: tuple[str, ...] = ()  # "<club>/<cohort>"
+    join: JoinMode = "invite"
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from clubs.core.yamlconf import (
     read_yaml,
     shown,
 )
-from clubs.provisioning.desired import Audience, JoinRule, LifeState, OnboardingMode
+from clubs.provisioning.desired import Audience, JoinMode, JoinRule, LifeState, OnboardingMode
 from clubs.provisioning.model import (
     ALL_ROOMS,
     BOT_NAMES,
@@ -74,6 +74,7 @@ HISTORY: tuple[HistoryVisibility, ...] = ("joined", "invited")
 AUDIENCES: tuple[Audience, ...] = ("members", "staff")
 CLUB_JOIN_RULES = ("invite", "restricted")
 COHORT_JOIN_RULES = ("invite",)
+JOIN_MODES = ("direct", "invite")
 STAFF_RESTRICTED = (
     'a staff room must be invite-only: "restricted" would let every member of the club join it'
 )
@@ -254,6 +255,7 @@ class _Loader:
                 "time_zone",
                 "federate",
                 "moderation",
+                "join",
             )
         )
         encryption = d.encryption
@@ -295,6 +297,7 @@ class _Loader:
             moderation=(
                 self._moderation(m, d.moderation) if (m := f.get("moderation")) else d.moderation
             ),
+            join=cast(JoinMode, j.choice(JOIN_MODES)) if (j := f.get("join")) else d.join,
         )
 
     def _moderation(self, node: Node, base: Moderation) -> Moderation:
@@ -446,7 +449,9 @@ class _Loader:
         mxids: dict[str, str] = {}
         bot_localparts = {b.localpart for b in bots.values()}
         for item in node.sequence():
-            f = item.mapping(required=("key",), optional=("mxid", "display_name", "onboarding"))
+            f = item.mapping(
+                required=("key",), optional=("mxid", "display_name", "onboarding", "join")
+            )
             key = f["key"].string(checks.slug)
             if not _unique(f["key"], key, seen, "person"):
                 continue
@@ -466,8 +471,9 @@ class _Loader:
                 if onboarding != "token" and mxid is None:
                     o.error(f"{shown(onboarding)} needs the person's mxid")
             display = d.string(name_text) if (d := f.get("display_name")) else None
+            join = cast(JoinMode, j.choice(JOIN_MODES)) if (j := f.get("join")) else None
             self.people[key] = Person(
-                key, mxid, display, onboarding, _origins_of(f.values, "display_name")
+                key, mxid, display, onboarding, _origins_of(f.values, "display_name"), join
             )
         return tuple(self.people.values())
 

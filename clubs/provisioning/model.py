@@ -12,7 +12,7 @@ from typing import Literal
 
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
 from clubs.core.yamlconf import Origin
-from clubs.provisioning.desired import Audience, JoinRule, LifeState, OnboardingMode
+from clubs.provisioning.desired import Audience, JoinMode, JoinRule, LifeState, OnboardingMode
 
 HistoryVisibility = Literal["joined", "invited"]
 PersonalData = Literal["redact", "flag", "off"]
@@ -135,6 +135,8 @@ class Defaults:
     time_zone: str = "UTC"
     federate: bool = False
     moderation: Moderation = Moderation()
+    join: JoinMode = "direct"
+    """Local people are joined to their rooms directly unless they (or this default) say invite."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ class Person:
     display_name: str | None
     onboarding: OnboardingMode
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
+    join: JoinMode | None = None
+    """`invite` for someone who wants to choose their rooms; None: the network's default."""
 
 
 @dataclass(frozen=True)

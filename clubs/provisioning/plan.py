@@ -11,8 +11,11 @@ Rules:
   so is a locator's `audience` (a room wrongly marked "staff" would get a club's reports).
   A club's `moderation` settings are compared whole (a setting removed from the YAML is removed
   from the room); a change to them is an ordinary update.
-- Members: invite who is missing; never re-invite someone who left on their own (unless
-  `reinvite`); kick whoever is in a managed room without being declared.
+- Members: add who is missing — a person on the network's own server is joined directly (the
+  admin API), unless they or the network chose invitations (`join: invite`); everyone else is
+  invited. A pending invitation of someone now joined directly is turned into the join. Never
+  re-add someone who left on their own (unless `reinvite`); kick whoever is in a managed room
+  without being declared.
 - Bots: a network bot is in the rooms it is assigned to and no others. One in a room it no
   longer serves is kicked and its power level entry removed; one that left a room it serves on
   its own (a bot follows the room's club settings, which may have been older) is invited again.
@@ -50,6 +53,7 @@ ActionKind = Literal[
     "space_child",
     "archive",
     "invite",
+    "join",
     "kick",
     "destroy",
 ]
@@ -430,6 +434,11 @@ def plan(
                     )
                 )
     users_created = {a.user_id for a in actions if a.kind == "create_user"}
+    joined_directly = {
+        p.mxid
+        for p in desired.people
+        if p.mxid and p.join == "direct" and p.mxid.partition(":")[2] == server
+    }
 
     for room in desired.rooms:
         if locator_ref(room.locator.content()) != room.ref:
@@ -529,11 +538,14 @@ def plan(
             m = members.get(mxid)
             user_needs = (f"user:{mxid}",) if mxid in users_created else ()
             room_needs = () if have else (f"room:{room.ref}",)
+            kind: ActionKind = "join" if mxid in joined_directly else "invite"
             invite = Action(
-                "invite", room.ref, user_id=mxid, needs=room_needs + user_needs, detail="invite"
+                kind, room.ref, user_id=mxid, needs=room_needs + user_needs, detail=kind
             )
             if m is None or m.membership == "knock":
                 invites.append(invite)
+            elif m.membership == "invite" and kind == "join":
+                invites.append(invite)  # an invitation from before: the join replaces it
             elif m.membership == "leave":
                 if m.sender == mxid and mxid in bot_names:
                     invites.append(invite)  # a bot does not choose its rooms: its network does
@@ -734,6 +746,7 @@ _SIGNS = {
     "space_child": "~ link",
     "archive": "= archive",
     "invite": "+ invite",
+    "join": "+ join",
     "kick": "- kick",
     "destroy": "x DESTROY",
 }
@@ -745,9 +758,10 @@ def render_text(p: Plan) -> str:
     for a in p.actions:
         sign = "! SECURITY" if a.security else _SIGNS[a.kind]
         target = a.ref
-        if a.kind in ("invite", "kick", "create_user"):
+        if a.kind in ("invite", "join", "kick", "create_user"):
             target = f"{a.user_id} {'←' if a.kind == 'kick' else '→'} {a.ref}"
-        detail = f": {a.detail}" if a.detail and a.kind not in ("invite", "create_user") else ""
+        silent = ("invite", "join", "create_user")
+        detail = f": {a.detail}" if a.detail and a.kind not in silent else ""
         lines.append(f"{sign} {target}{detail}")
     for n in p.notes:
         lines.append(f"? {n.kind} {n.ref}: {n.detail}")
