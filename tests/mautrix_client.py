@@ -37,9 +37,12 @@ from mautrix.types import (
     EncryptedMegolmEventContent,
     EventID,
     EventType,
+    Filter,
     Membership,
     MessageEvent,
     MessageType,
+    RoomEventFilter,
+    RoomFilter,
     RoomID,
     SigningKey,
     TextMessageEventContent,
@@ -98,6 +101,12 @@ class Received:
     """The whole decrypted content (e.g. an `m.file`'s `file`)."""
 
 
+SYNC_FILTER = Filter(room=RoomFilter(timeline=RoomEventFilter(limit=1000)))
+"""A timeline limit well above any burst a test makes. Synapse's default is 10, and a sync that
+has more new events in a room answers `limited` with only the last ten; mautrix does not fetch
+the gap, so a burst of bot replies that lands between two syncs of a slow peer (a loaded CI
+machine) would lose all but ten of them to this client."""
+
 @dataclass
 class MautrixPeer:
     account: Account
@@ -146,7 +155,7 @@ class MautrixPeer:
         await crypto.share_keys()
         if cross_sign:
             await crypto.generate_recovery_key()
-        client.start(None)
+        client.start(SYNC_FILTER)
         return peer
 
     async def stop(self) -> None:

@@ -550,7 +550,9 @@ def plan(
                 if m.sender == mxid and mxid in bot_names:
                     invites.append(invite)  # a bot does not choose its rooms: its network does
                 elif m.sender == mxid and not reinvite:
-                    notes.append(Note("left", room.ref, f"{mxid} left; not re-invited"))
+                    notes.append(
+                        Note("left", room.ref, f"{mxid} left on their own; not added again")
+                    )
                 elif m.sender not in (mxid, me) and not reinvite:
                     notes.append(Note("kicked", room.ref, f"{mxid} was removed by {m.sender}"))
                 else:

@@ -506,3 +506,39 @@ def test_nothing_changes_for_the_moderation_bot() -> None:
             assert a.content["users"].get(MOD) == 100
     kicked = {a.ref for a in p.actions if a.kind == "kick"}
     assert kicked == {r.ref for r in after.rooms if r.ref != "club:almaty/sessions"}
+
+
+REMOTE = "@olga:elsewhere.test"
+
+
+def test_local_people_are_joined_directly_remote_ones_and_choosers_invited() -> None:
+    people = [
+        DesiredPerson("ivan", IVAN, None, "existing", ("c0",), join="direct"),
+        DesiredPerson("anna", ANNA, None, "existing", ("c0",), join="invite"),
+        DesiredPerson("olga", REMOTE, None, "existing", ("c0",), join="direct"),
+    ]
+    members = {"c0": {IVAN: 0, ANNA: 0, REMOTE: 0}}
+    n = net(n_clubs=1, rooms_per_club=2, members=members, people=people)
+    a = applied(n, members={IVAN: "left", ANNA: "left", REMOTE: "left"})
+    absent = Actual(
+        "n1", ME, {ref: replace(r, members={ME: r.members[ME]}) for ref, r in a.rooms.items()}
+    )
+    p = plan(n, absent)
+    by_user = {(x.kind, x.user_id) for x in p.actions if x.kind in ("join", "invite")}
+    assert by_user == {("join", IVAN), ("invite", ANNA), ("invite", REMOTE)}
+    assert len([x for x in p.actions if x.kind == "join"]) == 3  # the club space and two rooms
+    assert "+ join @ivan:hs.test → club:c0" in render_text(p)
+
+
+def test_a_pending_invitation_of_someone_joined_directly_becomes_the_join() -> None:
+    people = [
+        DesiredPerson("ivan", IVAN, None, "existing", ("c0",), join="direct"),
+        DesiredPerson("anna", ANNA, None, "existing", ("c0",), join="invite"),
+    ]
+    n = net(n_clubs=1, rooms_per_club=1, members={"c0": {IVAN: 0, ANNA: 0}}, people=people)
+    p = plan(n, applied(n, members={IVAN: "invite", ANNA: "invite"}))
+    assert {(x.kind, x.user_id) for x in p.actions} == {("join", IVAN)}
+    left = plan(n, applied(n, members={IVAN: "left"}))
+    assert left.empty
+    note = f"{IVAN} left on their own; not added again"
+    assert [x.detail for x in left.notes] == [note] * 2
