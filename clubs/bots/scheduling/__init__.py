@@ -1,0 +1,1 @@
+"""The scheduling bot: club sessions, their times and recurrence, announcements and places."""
