@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clubs.bots.scheduling.recurrence import check_rule, occurrences
 from clubs.bots.scheduling.when import When, WhenError, nth_weekday, parse_duration, parse_when
 
 NOW = datetime(2026, 12, 6, 12, 0)  # a Sunday, noon
@@ -19,7 +20,7 @@ LAST_FR = "FREQ=MONTHLY;BYDAY=-1FR"
 D = datetime
 
 
-@pytest.mark.parametrize(
+PHRASES = pytest.mark.parametrize(
     ("text", "start", "rrule"),
     [
         # weekly
@@ -116,8 +117,22 @@ D = datetime
         ("в среду, в 18:30", D(2026, 12, 9, 18, 30), None),
     ],
 )
+
+
+@PHRASES
 def test_phrases(text: str, start: datetime, rrule: str | None) -> None:
     assert parse_when(text, NOW) == When(start, rrule)
+
+
+@PHRASES
+def test_every_rule_read_is_accepted_and_starts_at_start(
+    text: str, start: datetime, rrule: str | None
+) -> None:
+    check_rule(rrule, start)
+    after = start.replace(tzinfo=UTC) - timedelta(days=1)
+    occ = occurrences(start, "Asia/Tbilisi", rrule, after=after, limit=2)
+    assert occ[0].local == start
+    assert len(occ) == (1 if rrule is None else 2)
 
 
 @pytest.mark.parametrize(
@@ -190,7 +205,8 @@ def test_weekly_start_is_the_first_match_after_now(
     when = parse_when(f"every {weekday} {hour}:{minute:02d}", now)
     index = ["monday", "tuesday", "wednesday", "thursday", "friday"].index(weekday)
     assert when.start > now
-    assert (when.start - now).days < 7
+    # Strictly after now: at exactly the wall time it is the same time a week later.
+    assert when.start - now <= timedelta(days=7)
     assert when.start.weekday() == index
     assert (when.start.hour, when.start.minute) == (hour, minute)
 
