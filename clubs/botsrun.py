@@ -1,7 +1,9 @@
 """`clubs bots run`: host the enabled bots in one process (or some of them, for isolation).
 
 A composition root like `clubs.up`: it reads the network file (provisioning) to learn the bot
-accounts and hands the bots only what they need, so `clubs.bots` never imports provisioning.
+accounts and hands the bots only what they need, so `clubs.bots` never imports provisioning:
+the accounts, the private room descriptions and the network's identity policy
+(`defaults.identity_policy`, for every bot's runtime).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from clubs.bots.catalog import default_factories
 from clubs.bots.host import BotAccount, HostConfig, run_bots
+from clubs.bots.runtime import RuntimeSettings
 from clubs.core.errors import ClubsError
 from clubs.core.homeserver import default_homeserver_url
 from clubs.core.http import UserId
@@ -68,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
         admin_token=os.environ.get("CLUBS_ADMIN_TOKEN")
         or Vault(args.var_dir / "secrets" / "vault").get(f"{provisioner}/access_token"),
         descriptions=private_descriptions(desired),
+        settings=RuntimeSettings(identity_policy=desired.identity_policy),
     )
 
 

@@ -7,6 +7,13 @@ forbidden, full power levels (spaces: events_default 100, so no messages in spac
 topic, retention and club settings as state. Club rooms are restricted to their club space unless
 declared invite-only; cohort spaces and rooms are invite-only.
 
+Room names carry their club, since Element lists rooms without their space: every club room
+(staff rooms included) is named by `defaults.room_name_format` («Общий · Алматы» by default) and
+every cohort room by `defaults.cohort_room_name_format` («Группа · Весна»), from the room's own
+name and its club's, country's and cohort's names (`model.room_name`). The network, country,
+club and cohort spaces keep the names the file gives them. Renaming is an ordinary update of
+`m.room.name` in `clubs plan`.
+
 A staff room (`audience: staff`, a club's or cohort's moderators room) has only the club's staff
 and the bots serving it as members, and says so in its locator (`"audience": "staff"`), which is
 how the moderation bot knows where that club's reports may go. Other rooms' locators carry no
@@ -51,6 +58,7 @@ from clubs.provisioning.model import (
     Network,
     PowerLevels,
     Room,
+    room_name,
 )
 
 SPACE_EVENTS_DEFAULT = 100
@@ -122,7 +130,14 @@ class _Compiler:
         for i, country in enumerate(net.countries):
             self._country(country, i)
         people = tuple(self._person(p.key) for p in net.people)
-        return DesiredNetwork(net.key, self.server_name, tuple(self.rooms), people, self.bots)
+        return DesiredNetwork(
+            net.key,
+            self.server_name,
+            tuple(self.rooms),
+            people,
+            self.bots,
+            identity_policy=net.defaults.identity_policy,
+        )
 
     # --- the tree --------------------------------------------------------------------------
 
@@ -173,10 +188,13 @@ class _Compiler:
             order=f"{index:03d}",
             settings=settings,
         )
+        d = self.net.defaults
+        names = {"club": club.name, "country": country.name}
         for room in club.rooms:
             room_locator = locator("club_room", room.key)
+            name = room_name(d.room_name_format, room=room.name, **names)
             self._room(
-                f"{ref}/{room.key}", room_locator, room, ref, members, staff_members, settings
+                f"{ref}/{room.key}", room_locator, room, name, ref, members, staff_members, settings
             )
         for i, cohort in enumerate(club.cohorts):
             cohort_ref = f"cohort:{club.key}/{cohort.key}"
@@ -195,10 +213,14 @@ class _Compiler:
             for room in cohort.rooms:
                 room_locator = locator("cohort_room", room.key, cohort)
                 room_ref = f"{cohort_ref}/{room.key}"
+                name = room_name(
+                    d.cohort_room_name_format, room=room.name, cohort=cohort.name, **names
+                )
                 self._room(
                     room_ref,
                     room_locator,
                     room,
+                    name,
                     cohort_ref,
                     cohort_members,
                     staff_members,
@@ -210,12 +232,14 @@ class _Compiler:
         ref: str,
         locator: Locator,
         room: Room,
+        name: str,
         parent: str,
         members: Mapping[str, int],
         staff_members: Mapping[str, int],
         settings: Mapping[str, Any],
     ) -> None:
-        """A club or cohort room: for `members`, or for `staff_members` if it is a staff room."""
+        """A club or cohort room (named `name`, the formatted name): for `members`, or for
+        `staff_members` if it is a staff room."""
         restricted = room.join_rule == "restricted"
         if room.audience == "staff":
             locator = replace(locator, audience="staff")
@@ -224,7 +248,7 @@ class _Compiler:
         self._add(
             ref,
             locator,
-            room.name,
+            name,
             room.topic,
             parent=parent,
             members=members,

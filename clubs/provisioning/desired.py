@@ -136,6 +136,9 @@ class DesiredNetwork:
     people: tuple[DesiredPerson, ...]
     bots: Mapping[str, str] = field(default_factory=dict)
     """bot name → mxid, for accounts the network declares (moderation, facilitation, …)."""
+    identity_policy: str = "accept"
+    """What every bot does when a member's identity changes (`defaults.identity_policy`):
+    "accept" it, or "hold" room keys back until a moderator sends `!trust @user`."""
 
     def room(self, ref: str) -> DesiredRoom:
         for r in self.rooms:

@@ -16,6 +16,13 @@ A bot is written `name: localpart` (it works in its default rooms, `model.DEFAUL
 `name: {localpart: …, rooms: […]}`, where `rooms` lists room keys (of the templates, a club or a
 cohort; each names that room in every club and cohort having it) or is `all`. Room keys are
 checked once the whole file is read.
+
+Room names carry their club: `defaults.room_name_format` (`"{room} · {club}"` when absent) and
+`defaults.cohort_room_name_format` (`"{room} · {cohort}"`) are checked here — known placeholders
+only, balanced braces, `{room}` present — and so is every name they give (at most
+`ROOM_NAME_MAX_BYTES`, reported at the club's or cohort's name); `compile.py` applies them.
+`room_name_format: "{room}"` turns the feature off, for cohort rooms too unless the cohort
+format is written.
 """
 
 from __future__ import annotations
@@ -45,11 +52,16 @@ from clubs.provisioning.desired import Audience, JoinMode, JoinRule, LifeState, 
 from clubs.provisioning.model import (
     ALL_ROOMS,
     BOT_NAMES,
+    COHORT_ROOM_NAME_FIELDS,
     DEFAULT_BOT_ROOMS,
     DEFAULT_POWER_LEVELS,
     DEFAULT_ROLES,
+    IDENTITY_POLICIES,
     MEGOLM,
     ROLES,
+    ROOM_NAME_FIELDS,
+    ROOM_NAME_FORMAT,
+    ROOM_NAME_MAX_BYTES,
     STAFF_ROLES,
     THRESHOLDS,
     Bot,
@@ -59,12 +71,15 @@ from clubs.provisioning.model import (
     Defaults,
     Encryption,
     HistoryVisibility,
+    IdentityPolicy,
     Moderation,
     Network,
     Person,
     PersonalData,
     PowerLevels,
     Room,
+    format_fields,
+    room_name,
 )
 
 POWER_MAX = 2**53 - 1
@@ -256,6 +271,9 @@ class _Loader:
                 "federate",
                 "moderation",
                 "join",
+                "room_name_format",
+                "cohort_room_name_format",
+                "identity_policy",
             )
         )
         encryption = d.encryption
@@ -284,6 +302,12 @@ class _Loader:
         space_history = history
         if h := f.get("space_history_visibility"):
             space_history = cast(HistoryVisibility, h.choice(HISTORY))
+        room_format = d.room_name_format
+        if n := f.get("room_name_format"):
+            room_format = _name_format(n, ROOM_NAME_FIELDS) or room_format
+        cohort_format = "{room}" if room_format == "{room}" else d.cohort_room_name_format
+        if n := f.get("cohort_room_name_format"):
+            cohort_format = _name_format(n, COHORT_ROOM_NAME_FIELDS) or cohort_format
         return Defaults(
             room_version=v.choice(("12",)) if (v := f.get("room_version")) else d.room_version,
             encryption=encryption,
@@ -298,6 +322,13 @@ class _Loader:
                 self._moderation(m, d.moderation) if (m := f.get("moderation")) else d.moderation
             ),
             join=cast(JoinMode, j.choice(JOIN_MODES)) if (j := f.get("join")) else d.join,
+            room_name_format=room_format,
+            cohort_room_name_format=cohort_format,
+            identity_policy=(
+                cast(IdentityPolicy, i.choice(IDENTITY_POLICIES))
+                if (i := f.get("identity_policy"))
+                else d.identity_policy
+            ),
         )
 
     def _moderation(self, node: Node, base: Moderation) -> Moderation:
@@ -501,13 +532,16 @@ class _Loader:
         f = node.mapping(required=("key", "name"), optional=("clubs",))
         key = f["key"].string(checks.slug)
         _unique(f["key"], key, seen, "country")
-        clubs = tuple(self._club(c, club_template, cohort_template) for c in _items(f.get("clubs")))
         name = f["name"].string(name_text)
+        clubs = tuple(
+            self._club(c, name, club_template, cohort_template) for c in _items(f.get("clubs"))
+        )
         return Country(key, name, clubs, _origins_of(f.values, "name"))
 
     def _club(
         self,
         node: Node,
+        country: str,
         club_template: Mapping[str, _RoomPatch],
         cohort_template: Mapping[str, _RoomPatch],
     ) -> Club:
@@ -534,15 +568,19 @@ class _Loader:
         everyone: set[str] | None = {k for keys in staff.values() for k in keys} | set(members)
         if m is not None and not m.is_list():
             everyone = None  # unreadable members: do not report every cohort member as well
+        name = f["name"].string(name_text)
         rooms = self._rooms(f.get("rooms"), club_template, "club_template", CLUB_JOIN_RULES)
+        names = {"club": name, "country": country}
+        d = self.defaults
+        _check_room_names(f["name"], rooms, d.room_name_format, "room_name_format", names)
         seen: dict[str, int] = {}
         cohorts = [
-            self._cohort(c, key, everyone, cohort_template, seen) for c in _items(f.get("cohorts"))
+            self._cohort(c, key, everyone, cohort_template, seen, names)
+            for c in _items(f.get("cohorts"))
         ]
-        d = self.defaults
         return Club(
             key=key,
-            name=f["name"].string(name_text),
+            name=name,
             topic=t.string(topic_text) if (t := f.get("topic")) else None,
             time_zone=tz.string(checks.time_zone) if (tz := f.get("time_zone")) else d.time_zone,
             language=lang.choice(("ru", "en")) if (lang := f.get("language")) else d.language,
@@ -565,6 +603,7 @@ class _Loader:
         club_people: Collection[str] | None,
         template: Mapping[str, _RoomPatch],
         seen: dict[str, int],
+        names: Mapping[str, str],
     ) -> Cohort:
         f = node.mapping(required=("key", "name"), optional=("topic", "members", "rooms", "state"))
         key = f["key"].string(checks.slug)
@@ -572,12 +611,18 @@ class _Loader:
         members: tuple[str, ...] = ()
         if m := f.get("members"):
             members = self._person_refs(m, within=club_people, club=club)
+        name = f["name"].string(name_text)
+        rooms = self._rooms(f.get("rooms"), template, "cohort_template", COHORT_JOIN_RULES)
+        fmt = self.defaults.cohort_room_name_format
+        _check_room_names(
+            f["name"], rooms, fmt, "cohort_room_name_format", {**names, "cohort": name}
+        )
         return Cohort(
             key=key,
-            name=f["name"].string(name_text),
+            name=name,
             topic=t.string(topic_text) if (t := f.get("topic")) else None,
             members=members,
-            rooms=self._rooms(f.get("rooms"), template, "cohort_template", COHORT_JOIN_RULES),
+            rooms=rooms,
             state=cast(LifeState, s.choice(("active", "archived")))
             if (s := f.get("state"))
             else "active",
@@ -692,6 +737,51 @@ class _Loader:
             else:
                 keys.append(key)
         return tuple(keys)
+
+
+def _name_format(node: Node, known: tuple[str, ...]) -> str | None:
+    """A room name format, or None (reported) if it is not one: placeholders from `known`
+    only, balanced braces, `{room}` present, and visible text like any name."""
+    fmt = node.string(name_text)
+    if not fmt or name_text(fmt):
+        return None
+    try:
+        placeholders = format_fields(fmt)
+    except ValueError as e:
+        node.error(f"expected a room name format like {shown(ROOM_NAME_FORMAT)}: {e}")
+        return None
+    expected = ", ".join(f"{{{k}}}" for k in known)
+    for name in placeholders:
+        if name not in known:
+            hint = ""
+            if name == "cohort":
+                hint = " ({cohort} names only cohort rooms: see cohort_room_name_format)"
+            node.error(f"unknown placeholder {{{name}}}; expected {expected}{hint}")
+            return None
+    if "room" not in placeholders:
+        node.error(
+            "expected a format containing {room}, the room's own name (like "
+            f"{shown(ROOM_NAME_FORMAT)}); got {shown(fmt)}"
+        )
+        return None
+    return fmt
+
+
+def _check_room_names(
+    at: Node, rooms: Iterable[Room], fmt: str, setting: str, names: Mapping[str, str]
+) -> None:
+    """Report, at the club's or cohort's name, a room whose formatted name is too long."""
+    if any(name_text(name) for name in names.values()):
+        return  # a name already reported as wrong
+    for room in rooms:
+        if name_text(room.name):
+            continue
+        size = len(room_name(fmt, room=room.name, **names).encode())
+        if size > ROOM_NAME_MAX_BYTES:
+            at.error(
+                f"room {shown(room.key)} would be named with {size} bytes by defaults.{setting}; "
+                f"expected at most {ROOM_NAME_MAX_BYTES} bytes: shorten this name or the format"
+            )
 
 
 def _staff_room_restricted(patch: _RoomPatch, base: _RoomPatch, template_name: str) -> None:

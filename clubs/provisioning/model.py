@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal
@@ -39,6 +40,18 @@ THRESHOLDS = (
     "redact",
 )
 MEGOLM = "m.megolm.v1.aes-sha2"
+
+ROOM_NAME_FORMAT = "{room} · {club}"
+"""How a club room is named by default: «Общий · Алматы». Element lists rooms without their
+space, so a member of two clubs would otherwise see two «Общий»."""
+COHORT_ROOM_NAME_FORMAT = "{room} · {cohort}"
+"""How a cohort room is named by default: «Группа · Весна»."""
+ROOM_NAME_MAX_BYTES = 255
+"""The longest formatted room name (UTF-8 bytes), as for names written in the file."""
+ROOM_NAME_FIELDS = ("room", "club", "country")
+COHORT_ROOM_NAME_FIELDS = ("room", "club", "cohort", "country")
+IdentityPolicy = Literal["accept", "hold"]
+IDENTITY_POLICIES: tuple[IdentityPolicy, ...] = ("accept", "hold")
 
 Origins = Mapping[str, Origin]
 """Where each text field (name, topic, …) was written, for located warnings."""
@@ -137,6 +150,13 @@ class Defaults:
     moderation: Moderation = Moderation()
     join: JoinMode = "direct"
     """Local people are joined to their rooms directly unless they (or this default) say invite."""
+    room_name_format: str = ROOM_NAME_FORMAT
+    """The Matrix name of a club room (`{room}`: its own name, `{club}`, `{country}`)."""
+    cohort_room_name_format: str = COHORT_ROOM_NAME_FORMAT
+    """The Matrix name of a cohort room (the same placeholders and `{cohort}`)."""
+    identity_policy: IdentityPolicy = "accept"
+    """What the bots do when a member's identity changes: `accept` it at once, or `hold` room
+    keys back from it until a moderator sends `!trust @user`."""
 
 
 @dataclass(frozen=True)
@@ -276,3 +296,33 @@ class Network:
             if p.key == key:
                 return p
         raise KeyError(key)
+
+
+def format_fields(fmt: str) -> list[str]:
+    """The placeholders of a room name format, in order; ValueError for unbalanced braces, a
+    conversion (`{room!r}`), a format spec (`{room:>9}`) or an empty `{}`."""
+    try:
+        parsed = list(string.Formatter().parse(fmt))
+    except ValueError:
+        raise ValueError(
+            "unbalanced braces (a placeholder is written {room}, a brace itself {{ or }})"
+        ) from None
+    names: list[str] = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if spec or conversion:
+            raise ValueError(f"write {{{name}}} alone, without conversion or format spec")
+        if not name:
+            raise ValueError("an empty {} names nothing; placeholders are written like {room}")
+        names.append(name)
+    return names
+
+
+def room_name(fmt: str, *, room: str, club: str, country: str, cohort: str | None = None) -> str:
+    """A club or cohort room's Matrix name: `fmt` (already checked) with the room's own name and
+    its club's, country's and cohort's names filled in. Spaces are never formatted."""
+    values = {"room": room, "club": club, "country": country}
+    if cohort is not None:
+        values["cohort"] = cohort
+    return fmt.format_map(values)
