@@ -117,7 +117,9 @@ _RELATIVE = {"today": 0, "сегодня": 0, "tomorrow": 1, "завтра": 1, 
 _FILLER = {"at", "on", "the", "of", "in", "this", "next", "в", "во", "на", "and", "и", "&", "раз",
            "года", "г", "starting", "from", "с", "со"}  # fmt: skip
 _AT = {"at", "в", "во"}
-_AMPM = {"am": 0, "a.m": 0, "pm": 12, "p.m": 12}
+# am/pm and the Russian «в 7 вечера», «в 2 дня», «в 6 утра», «в 1 ночи» (hour 1..12 like am/pm).
+_AMPM = {"am": 0, "a.m": 0, "pm": 12, "p.m": 12, "утра": 0, "ночи": 0, "дня": 12, "вечера": 12}
+_HOURS_WORD = {"ч", "час", "часа", "часов"}  # «в 19 часов»
 
 _TIME = re.compile(r"([0-9]{1,2})[:.]([0-9]{2})")
 _TIME_AMPM = re.compile(r"([0-9]{1,2})(?:[:.]([0-9]{2}))?(am|pm|a\.m|p\.m)")
@@ -146,7 +148,7 @@ def _words(text: str, limit: int, *, commas: str = ",") -> list[str]:
 def _clock(hour: int, minute: int, ampm: str | None) -> time:
     if ampm is not None:
         if not 1 <= hour <= 12:
-            raise WhenError("with am/pm the hour must be 1..12")
+            raise WhenError("with am/pm (утра, дня, вечера, ночи) the hour must be 1..12")
         hour = hour % 12 + _AMPM[ampm]
     if hour > 23:
         raise WhenError("the hour must be 0..23")
@@ -168,6 +170,8 @@ def _time_at(words: list[str], i: int) -> tuple[time, int] | None:
     if _HOUR.fullmatch(word):
         if nxt in _AMPM:
             return _clock(int(word), 0, nxt), 2
+        if nxt in _HOURS_WORD:
+            return _clock(int(word), 0, None), 2
         if i > 0 and words[i - 1] in _AT:
             return _clock(int(word), 0, None), 1
     return None
