@@ -293,7 +293,7 @@ def parse_when(text: str, now_local: datetime) -> When:
     if parts.year is not None:
         raise WhenError("a year without a date")
     if (parts.daily or (parts.every and parts.day)) and not parts.weekdays:
-        if parts.ordinals or parts.numbers or parts.month or parts.week:
+        if parts.ordinals or parts.numbers or parts.month or parts.week or parts.other:
             raise WhenError("a daily rule takes no numbers, weeks or months")
         return When(_first_weekly(set(range(7)), clock, now), "FREQ=DAILY")
     if not parts.weekdays:

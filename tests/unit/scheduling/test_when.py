@@ -174,6 +174,8 @@ def test_every_rule_read_is_accepted_and_starts_at_start(
         ("tomorrow Dec 10 19:00", "relative day"),
         ("Fri 10 Dec 2026 19:00", "does not match"),
         ("every day Thursday 19:00", "weekday and 'day'"),
+        ("every other day 19:00", "daily rule"),
+        ("every 2 days 19:00", "daily rule"),
         ("every Thursday of the month 19:00", "month"),
         ("каждый четверг в 19:00 " + "x" * 10_000, "longer than"),
         ("9" * 300, "longer than"),
