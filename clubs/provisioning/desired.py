@@ -20,6 +20,9 @@ JoinMode = Literal["direct", "invite"]
 """How a person on the network's own homeserver gets into their rooms: joined by provisioning
 (the admin API; the first login shows the club ready) or invited (each invitation accepted by
 hand). People on other servers are always invited."""
+IdentityPolicy = Literal["accept", "hold"]
+"""What the bots do when a member's identity changes: accept it at once, or hold room keys back
+from it until a moderator sends `!trust @user`."""
 LifeState = Literal["active", "archived"]
 Audience = Literal["members", "staff"]
 """Who a room is for: everyone of its club or cohort, or only the club's staff (and the bots)."""
@@ -136,9 +139,8 @@ class DesiredNetwork:
     people: tuple[DesiredPerson, ...]
     bots: Mapping[str, str] = field(default_factory=dict)
     """bot name → mxid, for accounts the network declares (moderation, facilitation, …)."""
-    identity_policy: str = "accept"
-    """What every bot does when a member's identity changes (`defaults.identity_policy`):
-    "accept" it, or "hold" room keys back until a moderator sends `!trust @user`."""
+    identity_policy: IdentityPolicy = "accept"
+    """The network's `defaults.identity_policy`, for every bot."""
 
     def room(self, ref: str) -> DesiredRoom:
         for r in self.rooms:

@@ -48,7 +48,14 @@ from clubs.core.yamlconf import (
     read_yaml,
     shown,
 )
-from clubs.provisioning.desired import Audience, JoinMode, JoinRule, LifeState, OnboardingMode
+from clubs.provisioning.desired import (
+    Audience,
+    IdentityPolicy,
+    JoinMode,
+    JoinRule,
+    LifeState,
+    OnboardingMode,
+)
 from clubs.provisioning.model import (
     ALL_ROOMS,
     BOT_NAMES,
@@ -71,7 +78,6 @@ from clubs.provisioning.model import (
     Defaults,
     Encryption,
     HistoryVisibility,
-    IdentityPolicy,
     Moderation,
     Network,
     Person,

@@ -13,7 +13,14 @@ from typing import Literal
 
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
 from clubs.core.yamlconf import Origin
-from clubs.provisioning.desired import Audience, JoinMode, JoinRule, LifeState, OnboardingMode
+from clubs.provisioning.desired import (
+    Audience,
+    IdentityPolicy,
+    JoinMode,
+    JoinRule,
+    LifeState,
+    OnboardingMode,
+)
 
 HistoryVisibility = Literal["joined", "invited"]
 PersonalData = Literal["redact", "flag", "off"]
@@ -50,7 +57,6 @@ ROOM_NAME_MAX_BYTES = 255
 """The longest formatted room name (UTF-8 bytes), as for names written in the file."""
 ROOM_NAME_FIELDS = ("room", "club", "country")
 COHORT_ROOM_NAME_FIELDS = ("room", "club", "cohort", "country")
-IdentityPolicy = Literal["accept", "hold"]
 IDENTITY_POLICIES: tuple[IdentityPolicy, ...] = ("accept", "hold")
 
 Origins = Mapping[str, Origin]
