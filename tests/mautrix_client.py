@@ -107,6 +107,7 @@ has more new events in a room answers `limited` with only the last ten; mautrix 
 the gap, so a burst of bot replies that lands between two syncs of a slow peer (a loaded CI
 machine) would lose all but ten of them to this client."""
 
+
 @dataclass
 class MautrixPeer:
     account: Account

@@ -10,6 +10,8 @@ from clubs.bots.base import Bot
 from clubs.bots.host import BotFactory, HostServices
 from clubs.bots.moderation.bot import ModerationBot
 from clubs.bots.moderation.network import Network
+from clubs.bots.scheduling.bot import SchedulingBot
+from clubs.core.errors import ClubsError
 
 
 def _moderation(services: HostServices) -> Bot:
@@ -24,5 +26,11 @@ def _moderation(services: HostServices) -> Bot:
     )
 
 
+def _scheduling(services: HostServices) -> Bot:
+    if services.sealer is None:
+        raise ClubsError("the scheduling bot needs a sealer: titles, links and venues are sealed")
+    return SchedulingBot(services.db, services.sealer, services.clock)
+
+
 def default_factories() -> dict[str, BotFactory]:
-    return {"moderation": _moderation}
+    return {"moderation": _moderation, "scheduling": _scheduling}

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from clubs.bots.attachstore import AttachmentState, AttachmentStore
 from clubs.bots.outbox import Outbox
-from clubs.bots.polls import Poll, PollUpdate
+from clubs.bots.polls import Poll, PollUpdate, Vote
 from clubs.bots.pollstore import PollStore
 from clubs.bots.polltracker import PollTracker
 from clubs.bots.rooms import RoomDirectory, RoomInfo
@@ -331,6 +331,10 @@ class BotContext:
         (None if it is not this bot's poll or the room is not synced yet)."""
         return await self.polls.end(room_id, poll_id, job=job)
 
+    async def poll_ballots(self, room_id: RoomId, poll_id: EventId) -> list[Vote]:
+        """Who chose what in a poll this bot started: the votes that count now, oldest first."""
+        return await self.polls.ballots(room_id, poll_id)
+
     async def poll_results(self, room_id: RoomId, poll_id: EventId) -> PollUpdate | None:
         """The current results of a poll this bot started (re-counted from the server the
         first time in a process); None if it is not this bot's poll."""
@@ -371,6 +375,19 @@ class BotContext:
         wanted = [e for e in pinned if e not in gone and e != event_id] + [event_id]
         if wanted != pinned:
             await self.http.put(url, {"pinned": wanted}, label="pin")
+
+    async def unpin(self, room_id: RoomId, event_id: EventId) -> None:
+        """Unpin one event, keeping the room's other pins (same rules as `pin`)."""
+        url = path(*CS, "rooms", room_id, "state", "m.room.pinned_events", "")
+        try:
+            current = await self.http.get(url, label="state m.room.pinned_events")
+        except NotFound:
+            return
+        pinned = [e for e in current.get("pinned", []) if isinstance(e, str)]
+        if event_id in pinned:
+            await self.http.put(
+                url, {"pinned": [e for e in pinned if e != event_id]}, label="unpin"
+            )
 
 
 @dataclass

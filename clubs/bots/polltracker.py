@@ -161,6 +161,22 @@ class PollTracker:
             results = tally(stored.poll, await self.store.votes(poll_id), stored.end_ts)
         return self._update(stored, results)
 
+    async def ballots(self, room_id: RoomId, poll_id: EventId) -> list[Vote]:
+        """The votes that count now, one per person who chose something (an RSVP needs to know
+        who, not only how many): the same rules as the counts. Empty for a poll this bot did
+        not start there."""
+        stored = await self.store.find(poll_id)
+        if stored is None or stored.room_id != room_id:
+            return []
+        if poll_id not in self._recounted:
+            await self.results(room_id, poll_id)  # the first call in a process re-counts
+        out = []
+        for vote in latest_votes(await self.store.votes(poll_id), stored.end_ts).values():
+            chosen = selection(stored.poll, vote.answers)
+            if chosen:
+                out.append(Vote(vote.sender, vote.event_id, vote.ts, tuple(chosen)))
+        return sorted(out, key=lambda v: (v.ts, v.event_id))
+
     async def recount(self, stored: StoredPoll) -> Results:
         """Count the poll again from every relation the server has for it."""
         votes: list[Vote] = []

@@ -29,6 +29,7 @@ from clubs.bots.host import (
 )
 from clubs.bots.runtime import BotRuntime, RuntimeSettings
 from clubs.core.admin import ensure_ratelimit_override, ensure_service_account
+from clubs.core.clock import Clock
 from clubs.core.http import MatrixHttp, path
 from clubs.core.i18n import Catalog
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
@@ -158,6 +159,7 @@ async def bot_host(
     settings: RuntimeSettings | None = None,
     descriptions: Mapping[Any, str] | None = None,
     catalog: Catalog | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[RunningHost]:
     config = HostConfig(
         homeserver_url=synapse.url,
@@ -169,7 +171,7 @@ async def bot_host(
         settings=settings or RuntimeSettings(sync_timeout_ms=1000),
         descriptions=descriptions or {},
     )
-    async with open_runtimes(config, factories, catalog) as runtimes:
+    async with open_runtimes(config, factories, catalog, clock=clock) as runtimes:
 
         async def run_all() -> None:
             async with asyncio.TaskGroup() as group:

@@ -1,0 +1,355 @@
+"""What the scheduling bot keeps: series of sessions, changes to single occurrences, what was
+announced where, and who holds a place at an offline session.
+
+Everything a member or facilitator wrote (title, call link, venue address, materials link) is
+sealed at rest; the rest is what the schedule needs (zone, wall time, rule, duration, capacity).
+RSVPs themselves live in the poll store (the encrypted poll is the source of truth); this store
+only remembers who was confirmed or waitlisted last, so a change can be told to the person once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clubs.core.db import Database, Migration
+from clubs.core.ids import EventId, RoomId, UserId
+from clubs.core.sealed import Sealer
+
+COMPONENT = "scheduling"
+MIGRATIONS: Sequence[Migration] = (
+    Migration(
+        1,
+        "session series, occurrence changes, announcements, places at offline sessions",
+        """
+        CREATE TABLE sched_series (
+            bot TEXT NOT NULL,
+            id INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            club TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            tz TEXT NOT NULL,
+            start_local TEXT NOT NULL,
+            rrule TEXT,
+            duration_s INTEGER NOT NULL,
+            online INTEGER NOT NULL,
+            capacity INTEGER,
+            sealed BLOB NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('active', 'ended')),
+            PRIMARY KEY (bot, id),
+            UNIQUE (bot, source)
+        );
+        CREATE TABLE sched_changes (
+            bot TEXT NOT NULL,
+            series_id INTEGER NOT NULL,
+            occ_key TEXT NOT NULL,
+            cancelled INTEGER NOT NULL,
+            PRIMARY KEY (bot, series_id, occ_key)
+        );
+        CREATE TABLE sched_occurrences (
+            bot TEXT NOT NULL,
+            series_id INTEGER NOT NULL,
+            occ_key TEXT NOT NULL,
+            start_utc REAL NOT NULL,
+            announce_room TEXT NOT NULL,
+            announce_event TEXT,
+            poll_room TEXT NOT NULL,
+            poll_event TEXT,
+            state TEXT NOT NULL CHECK (state IN ('upcoming', 'over', 'cancelled')),
+            PRIMARY KEY (bot, series_id, occ_key)
+        );
+        CREATE INDEX sched_occurrences_poll ON sched_occurrences (bot, poll_event);
+        CREATE TABLE sched_places (
+            bot TEXT NOT NULL,
+            series_id INTEGER NOT NULL,
+            occ_key TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('confirmed', 'waitlisted')),
+            since TEXT NOT NULL,
+            PRIMARY KEY (bot, series_id, occ_key, user_id)
+        )
+        """,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Series:
+    """A session or a series of them, as a facilitator declared it."""
+
+    id: int
+    club: str
+    room_id: RoomId
+    """Where it was created (the club's sessions room)."""
+    kind: str
+    tz: str
+    start_local: str
+    """The first occurrence's wall time in `tz` (ISO, no offset)."""
+    rrule: str | None
+    duration_s: int
+    online: bool
+    capacity: int | None
+    title: str
+    link: str | None
+    venue: str | None
+    materials: str | None
+    created_by: UserId
+    state: str
+
+    def __repr__(self) -> str:  # titles, links and addresses never reach a log through a repr
+        return f"Series(id={self.id}, club={self.club!r}, state={self.state!r})"
+
+
+@dataclass(frozen=True)
+class NewSeries:
+    club: str
+    room_id: RoomId
+    kind: str
+    tz: str
+    start_local: str
+    rrule: str | None
+    duration_s: int
+    online: bool
+    capacity: int | None
+    title: str
+    link: str | None
+    venue: str | None
+    materials: str | None
+    created_by: UserId
+
+    def __repr__(self) -> str:
+        return f"NewSeries(club={self.club!r}, kind={self.kind!r})"
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    series_id: int
+    occ_key: str
+    start_utc: float
+    announce_room: RoomId
+    announce_event: EventId | None
+    poll_room: RoomId
+    poll_event: EventId | None
+    state: str
+
+
+class ScheduleStore:
+    """One scheduling bot's sessions inside the shared service database."""
+
+    def __init__(self, db: Database, bot: str, sealer: Sealer) -> None:
+        self.db = db
+        self.bot = bot
+        self.sealer = sealer
+
+    @classmethod
+    async def open(cls, db: Database, bot: str, sealer: Sealer) -> ScheduleStore:
+        await db.migrate(COMPONENT, MIGRATIONS)
+        return cls(db, bot, sealer)
+
+    # --- series ----------------------------------------------------------------------------------
+
+    async def add_series(self, new: NewSeries, *, source: str, now: float) -> Series:
+        """Store a series created by the command `source` (an event id): the same command
+        handled again after a crash gives the series it created the first time."""
+        existing = await self._series_where("source = ?", (source,))
+        if existing:
+            return existing[0]
+        sealed = self.sealer.seal_json(
+            {
+                "title": new.title,
+                "link": new.link,
+                "venue": new.venue,
+                "materials": new.materials,
+            }
+        )
+        async with self.db.transaction():
+            row = await self.db.fetchone(
+                "SELECT COALESCE(MAX(id), 0) + 1 AS next FROM sched_series WHERE bot = ?",
+                (self.bot,),
+            )
+            series_id = int(row["next"]) if row is not None else 1
+            await self.db.execute(
+                "INSERT INTO sched_series (bot, id, source, club, room_id, kind, tz, start_local,"
+                " rrule, duration_s, online, capacity, sealed, created_by, created_at, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active')",
+                (
+                    self.bot,
+                    series_id,
+                    source,
+                    new.club,
+                    new.room_id,
+                    new.kind,
+                    new.tz,
+                    new.start_local,
+                    new.rrule,
+                    new.duration_s,
+                    int(new.online),
+                    new.capacity,
+                    sealed,
+                    new.created_by,
+                    now,
+                ),
+            )
+        series = await self.series(series_id)
+        assert series is not None
+        return series
+
+    async def series(self, series_id: int) -> Series | None:
+        found = await self._series_where("id = ?", (series_id,))
+        return found[0] if found else None
+
+    async def active_series(self, club: str | None = None) -> list[Series]:
+        if club is None:
+            return await self._series_where("state = 'active'", ())
+        return await self._series_where("state = 'active' AND club = ?", (club,))
+
+    async def end_series(self, series_id: int) -> bool:
+        return bool(
+            await self.db.execute(
+                "UPDATE sched_series SET state = 'ended' WHERE bot = ? AND id = ? "
+                "AND state = 'active'",
+                (self.bot, series_id),
+            )
+        )
+
+    async def _series_where(self, where: str, params: tuple[Any, ...]) -> list[Series]:
+        rows = await self.db.fetchall(
+            "SELECT id, club, room_id, kind, tz, start_local, rrule, duration_s, online, capacity,"  # noqa: S608 - `where` is one of this module's constants
+            f" sealed, created_by, state FROM sched_series WHERE bot = ? AND {where} ORDER BY id",
+            (self.bot, *params),
+        )
+        out = []
+        for r in rows:
+            secret: Mapping[str, Any] = self.sealer.open_json(r["sealed"])
+            out.append(
+                Series(
+                    id=int(r["id"]),
+                    club=str(r["club"]),
+                    room_id=RoomId(str(r["room_id"])),
+                    kind=str(r["kind"]),
+                    tz=str(r["tz"]),
+                    start_local=str(r["start_local"]),
+                    rrule=r["rrule"],
+                    duration_s=int(r["duration_s"]),
+                    online=bool(r["online"]),
+                    capacity=r["capacity"],
+                    title=str(secret.get("title") or ""),
+                    link=secret.get("link"),
+                    venue=secret.get("venue"),
+                    materials=secret.get("materials"),
+                    created_by=UserId(str(r["created_by"])),
+                    state=str(r["state"]),
+                )
+            )
+        return out
+
+    # --- single occurrences ----------------------------------------------------------------------
+
+    async def cancel(self, series_id: int, occ_key: str) -> bool:
+        """Cancel one occurrence; returns whether it was not cancelled already."""
+        return bool(
+            await self.db.execute(
+                "INSERT OR IGNORE INTO sched_changes (bot, series_id, occ_key, cancelled) "
+                "VALUES (?, ?, ?, 1)",
+                (self.bot, series_id, occ_key),
+            )
+        )
+
+    async def cancelled(self, series_id: int) -> set[str]:
+        rows = await self.db.fetchall(
+            "SELECT occ_key FROM sched_changes WHERE bot = ? AND series_id = ? AND cancelled = 1",
+            (self.bot, series_id),
+        )
+        return {str(r["occ_key"]) for r in rows}
+
+    async def record_occurrence(self, occ: Occurrence) -> None:
+        """Upsert what was announced for one occurrence (ids filled in as they become known)."""
+        await self.db.execute(
+            "INSERT INTO sched_occurrences (bot, series_id, occ_key, start_utc, announce_room,"
+            " announce_event, poll_room, poll_event, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (bot, series_id, occ_key) DO UPDATE SET"
+            " announce_event = COALESCE(excluded.announce_event, announce_event),"
+            " poll_event = COALESCE(excluded.poll_event, poll_event),"
+            " start_utc = excluded.start_utc, state = excluded.state",
+            (
+                self.bot,
+                occ.series_id,
+                occ.occ_key,
+                occ.start_utc,
+                occ.announce_room,
+                occ.announce_event,
+                occ.poll_room,
+                occ.poll_event,
+                occ.state,
+            ),
+        )
+
+    async def set_occurrence_state(self, series_id: int, occ_key: str, state: str) -> None:
+        await self.db.execute(
+            "UPDATE sched_occurrences SET state = ? "
+            "WHERE bot = ? AND series_id = ? AND occ_key = ?",
+            (state, self.bot, series_id, occ_key),
+        )
+
+    async def occurrence(self, series_id: int, occ_key: str) -> Occurrence | None:
+        found = await self._occurrences_where("series_id = ? AND occ_key = ?", (series_id, occ_key))
+        return found[0] if found else None
+
+    async def occurrence_by_poll(self, poll_event: str) -> Occurrence | None:
+        found = await self._occurrences_where("poll_event = ?", (poll_event,))
+        return found[0] if found else None
+
+    async def upcoming(self, series_id: int) -> list[Occurrence]:
+        return await self._occurrences_where("series_id = ? AND state = 'upcoming'", (series_id,))
+
+    async def _occurrences_where(self, where: str, params: tuple[Any, ...]) -> list[Occurrence]:
+        rows = await self.db.fetchall(
+            "SELECT series_id, occ_key, start_utc, announce_room, announce_event, poll_room,"  # noqa: S608 - `where` is one of this module's constants
+            f" poll_event, state FROM sched_occurrences WHERE bot = ? AND {where}"
+            " ORDER BY start_utc",
+            (self.bot, *params),
+        )
+        return [
+            Occurrence(
+                series_id=int(r["series_id"]),
+                occ_key=str(r["occ_key"]),
+                start_utc=float(r["start_utc"]),
+                announce_room=RoomId(str(r["announce_room"])),
+                announce_event=EventId(r["announce_event"]) if r["announce_event"] else None,
+                poll_room=RoomId(str(r["poll_room"])),
+                poll_event=EventId(r["poll_event"]) if r["poll_event"] else None,
+                state=str(r["state"]),
+            )
+            for r in rows
+        ]
+
+    # --- places at offline sessions --------------------------------------------------------------
+
+    async def places(self, series_id: int, occ_key: str) -> dict[UserId, tuple[str, str]]:
+        """user → (status, the vote event that gave it)."""
+        rows = await self.db.fetchall(
+            "SELECT user_id, status, since FROM sched_places "
+            "WHERE bot = ? AND series_id = ? AND occ_key = ?",
+            (self.bot, series_id, occ_key),
+        )
+        return {UserId(str(r["user_id"])): (str(r["status"]), str(r["since"])) for r in rows}
+
+    async def set_places(
+        self, series_id: int, occ_key: str, places: Mapping[UserId, tuple[str, str]]
+    ) -> None:
+        """Replace the places of one occurrence (one transaction)."""
+        async with self.db.transaction():
+            await self.db.execute(
+                "DELETE FROM sched_places WHERE bot = ? AND series_id = ? AND occ_key = ?",
+                (self.bot, series_id, occ_key),
+            )
+            for user, (status, since) in places.items():
+                await self.db.execute(
+                    "INSERT INTO sched_places (bot, series_id, occ_key, user_id, status, since) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (self.bot, series_id, occ_key, user, status, since),
+                )

@@ -1,0 +1,312 @@
+"""The scheduling bot, as a club uses it: a facilitator schedules a weekly evening with three
+places; five members answer the RSVP poll from the independent client (the events Element
+sends); three get a place and the address by DM, two wait; one cancels and the first waiting is
+promoted, told once. The bot's clock is a manual one: the test moves it to the reminders (24 h
+and 15 min before, by DM to everyone going or maybe), the start and the end, after which the
+next week's session is announced. The venue's address is in no room state and no room message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from mautrix.types import RoomID
+
+from clubs.bots.host import BotFactory, HostServices
+from clubs.bots.runtime import RuntimeSettings
+from clubs.bots.scheduling.bot import SchedulingBot
+from clubs.bots.scheduling.store import Occurrence
+from clubs.core.clock import ManualClock
+from clubs.core.http import path
+from tests.harness import Account, SynapseHarness, eventually
+from tests.integration.bots.support import (
+    CS,
+    bot_host,
+    create_bot_account,
+    joined,
+    managed_room,
+    new_network,
+    send_text,
+)
+from tests.mautrix_client import MautrixPeer, mautrix_peer
+
+BERLIN = ZoneInfo("Europe/Berlin")
+VENUE = f"Secret Street {secrets.randbelow(900) + 100}"
+
+
+def factory(holder: list[SchedulingBot]) -> BotFactory:
+    def make(services: HostServices) -> SchedulingBot:
+        assert services.sealer is not None
+        bot = SchedulingBot(services.db, services.sealer, services.clock)
+        holder.append(bot)
+        return bot
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def accepting_invites(accounts: Sequence[Account]) -> AsyncIterator[None]:
+    """The members join the DM rooms the bot invites them to, as Element users would."""
+
+    async def loop() -> None:
+        while True:
+            for account in accounts:
+                nonce = secrets.token_hex(4)
+                sync_filter = (
+                    '{"room":{"timeline":{"limit":1}},"presence":{"not_types":["' + nonce + '"]}}'
+                )
+                sync = await account.http.get(
+                    path(*CS, "sync"), query={"timeout": "0", "filter": sync_filter}
+                )
+                for room_id in sync.get("rooms", {}).get("invite", {}):
+                    await account.http.post(path(*CS, "join", room_id), {})
+            await asyncio.sleep(0.3)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def dms(peer: MautrixPeer, bot: str, rooms: set[str], prefix: str) -> list[str]:
+    return [
+        r.body
+        for r in peer.received
+        if r.sender == bot and r.room_id not in rooms and r.body.startswith(prefix)
+    ]
+
+
+def in_rooms(peer: MautrixPeer, bot: str, room: str) -> list[str]:
+    return [r.body for r in peer.received if r.sender == bot and r.room_id == room]
+
+
+async def pinned(account: Account, room: str) -> list[str]:
+    state = await account.http.get(path(*CS, "rooms", room, "state", "m.room.pinned_events", ""))
+    return list(state.get("pinned", []))
+
+
+async def room_state_text(account: Account, room: str) -> str:
+    return str(await account.http.get(path(*CS, "rooms", room, "state")))
+
+
+async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_week(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "scheduling")
+    bot_user = account.user_id
+    facilitator = await synapse.new_user("facil")
+    members = [await synapse.new_user(f"m{i}") for i in range(5)]
+    people = [facilitator, *members]
+    invite = [bot_user, *(p.user_id for p in people)]
+    powers = {bot_user: 50, facilitator.user_id: 50}
+    announcements = await managed_room(
+        synapse, network, invite=invite, key="announcements", powers=powers
+    )
+    sessions = await managed_room(synapse, network, invite=invite, key="sessions", powers=powers)
+    for p in people:
+        for room in (announcements, sessions):
+            await p.http.post(path(*CS, "join", room), {})
+    club_rooms = {announcements, sessions}
+
+    clock = ManualClock(start=time.time())
+    holder: list[SchedulingBot] = []
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(
+            bot_host(
+                synapse,
+                tmp_path,
+                [account],
+                {"scheduling": factory(holder)},
+                network=network,
+                clock=clock,
+            )
+        )
+        peers = [await stack.enter_async_context(mautrix_peer(p, synapse.url)) for p in people]
+        await stack.enter_async_context(accepting_invites(members))
+        (bot,) = holder
+        fac, *mpeers = peers
+        for room in club_rooms:
+            await eventually(lambda room=room: joined(facilitator, room, bot_user), within=20)
+
+        command = await send_text(
+            fac,
+            sessions,
+            "!session Club evening; every Thursday 19:00; 2h; offline; venue " + VENUE + "; cap 3",
+        )
+
+        async def created() -> bool:
+            return any(r.reply_to == command and "#1" in r.body for r in fac.received)
+
+        await eventually(created, within=30)
+
+        # The first Thursday after now, 19:00 in Berlin.
+        now_local = datetime.fromtimestamp(clock.now(), BERLIN)
+        days = (3 - now_local.weekday()) % 7 or 7
+        first = (now_local + timedelta(days=days)).replace(
+            hour=19, minute=0, second=0, microsecond=0
+        )
+        if first <= now_local:
+            first += timedelta(days=7)
+        key = first.strftime("%Y-%m-%dT%H:%M")
+
+        async def announced() -> Occurrence | None:
+            occ = await bot.store.occurrence(1, key)
+            return occ if occ is not None and occ.poll_event else None
+
+        occ = await eventually(announced, within=30)
+        assert occ.announce_room == announcements
+        assert occ.poll_room == sessions
+        assert occ.start_utc == first.timestamp()
+        assert await pinned(facilitator, announcements) == [occ.announce_event]
+
+        # Five members say "going", one after the other.
+        for peer in mpeers:
+            await peer.send_poll_response(RoomID(sessions), str(occ.poll_event), ["a1"])
+
+            async def told(peer: MautrixPeer = peer) -> bool:
+                return bool(
+                    dms(peer, bot_user, club_rooms, "You have a place")
+                    or dms(peer, bot_user, club_rooms, '"Club evening"')
+                )
+
+            await eventually(told, within=30)
+        for i in range(3):
+            (place,) = dms(mpeers[i], bot_user, club_rooms, "You have a place")
+            assert VENUE in place
+        for i, position in ((3, 1), (4, 2)):
+            (wait,) = dms(mpeers[i], bot_user, club_rooms, '"Club evening"')
+            assert f"number {position} on the waitlist" in wait
+            assert VENUE not in wait
+
+        # m1 cannot come after all: m3 is promoted, once, with the address.
+        await mpeers[1].send_poll_response(RoomID(sessions), str(occ.poll_event), ["a3"])
+
+        async def promoted() -> list[str]:
+            return dms(mpeers[3], bot_user, club_rooms, "A place opened up")
+
+        (promotion,) = await eventually(promoted, within=30)
+        assert VENUE in promotion
+
+        async def counted() -> bool:
+            edits = in_rooms(mpeers[0], bot_user, announcements)
+            return bool(edits) and "Going: 4, maybe: 0, waitlist: 1." in edits[-1]
+
+        await eventually(counted, within=30)
+
+        # 24 h and 15 min before: one reminder each to m0, m2, m3, m4 (m1 is not going).
+        for offset in (24 * 3600, 15 * 60):
+            await clock.set(first.timestamp() - offset)
+
+            async def reminded(n: int = 1 if offset > 3600 else 2) -> bool:
+                return all(
+                    len(dms(mpeers[i], bot_user, club_rooms, "Reminder: Club evening")) == n
+                    for i in (0, 2, 3, 4)
+                )
+
+            await eventually(reminded, within=30)
+        assert dms(mpeers[1], bot_user, club_rooms, "Reminder") == []
+        for i in (0, 2, 3):  # the address goes only to people with a place
+            assert all(VENUE in r for r in dms(mpeers[i], bot_user, club_rooms, "Reminder"))
+        assert all(VENUE not in r for r in dms(mpeers[4], bot_user, club_rooms, "Reminder"))
+
+        await clock.set(first.timestamp())
+
+        async def started() -> bool:
+            return any(
+                b.startswith("Starting now: Club evening")
+                for b in in_rooms(fac, bot_user, sessions)
+            )
+
+        await eventually(started, within=30)
+
+        # The end: unpinned, and next Thursday announced and pinned instead.
+        await clock.set(first.timestamp() + 2 * 3600)
+        nxt_key = (first + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M")
+
+        async def next_week() -> Occurrence | None:
+            nxt = await bot.store.occurrence(1, nxt_key)
+            return nxt if nxt is not None and nxt.poll_event else None
+
+        nxt = await eventually(next_week, within=30)
+        assert nxt.start_utc == (first + timedelta(days=7)).timestamp()
+
+        async def pins_moved() -> bool:
+            return await pinned(facilitator, announcements) == [nxt.announce_event]
+
+        await eventually(pins_moved, within=30)
+        assert (await bot.store.occurrence(1, key)).state == "over"  # type: ignore[union-attr]
+
+        # Exactly once: nobody got a reminder twice (the count above is exact), and the venue
+        # is in no room state and no message of the club's rooms.
+        for room in club_rooms:
+            assert VENUE not in await room_state_text(facilitator, room)
+            for peer in peers:
+                assert all(VENUE not in body for body in in_rooms(peer, bot_user, room))
+        assert len(dms(mpeers[1], bot_user, club_rooms, "You have a place")) == 1
+        assert len(dms(mpeers[3], bot_user, club_rooms, "A place opened up")) == 1
+
+
+async def test_hostile_session_commands_get_a_usage_reply_and_store_nothing(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "scheduling")
+    facilitator = await synapse.new_user("facil")
+    powers = {account.user_id: 50, facilitator.user_id: 50}
+    sessions = await managed_room(
+        synapse,
+        network,
+        invite=[account.user_id, facilitator.user_id],
+        key="sessions",
+        powers=powers,
+    )
+    await facilitator.http.post(path(*CS, "join", sessions), {})
+    holder: list[SchedulingBot] = []
+    async with (
+        bot_host(
+            synapse,
+            tmp_path,
+            [account],
+            {"scheduling": factory(holder)},
+            network=network,
+            settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+        ),
+        mautrix_peer(facilitator, synapse.url) as peer,
+    ):
+        await eventually(lambda: joined(facilitator, sessions, account.user_id), within=20)
+        hostile = [
+            "!session Evening; at some point",
+            "!session Evening; every Thursday 25:00",
+            "!session Evening; 2020-01-01 19:00",
+            "!session Evening; FREQ=SECONDLY;COUNT=10000",
+            "!session " + "x" * 900 + "; every Thursday 19:00",
+            "!session Evening; every Thursday 19:00; online javascript:alert(1)",
+            "!session Evening; every Thursday 19:00; cap 100000",
+            "!session Evening; every Thursday 19:00; online; venue Somewhere",
+            "!session only a title",
+        ]
+        sent = [await send_text(peer, sessions, text) for text in hostile]
+
+        async def answered() -> list[Any]:
+            replies = {r.reply_to: r.body for r in peer.received if r.reply_to in sent}
+            return list(replies.values()) if len(replies) == len(sent) else []
+
+        try:
+            replies = await eventually(answered, within=40)
+        except AssertionError:
+            got = {r.reply_to: r.body[:60] for r in peer.received if r.reply_to in sent}
+            raise AssertionError([got.get(e) for e in sent]) from None
+        assert all(r.startswith("That did not work") for r in replies), replies
+        assert await holder[0].store.active_series() == []
