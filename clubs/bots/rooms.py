@@ -59,6 +59,13 @@ class RoomInfo:
         return lang if lang in ("ru", "en") else "ru"
 
     @property
+    def club_name(self) -> str | None:
+        """The club's name (public already: it is the club space's name), for times like
+        «19:00 (Алматы)»."""
+        name = self.settings.get("name")
+        return name if isinstance(name, str) and name else None
+
+    @property
     def time_zone(self) -> str:
         tz = self.settings.get("time_zone")
         return tz if isinstance(tz, str) else "UTC"

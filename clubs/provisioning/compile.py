@@ -162,7 +162,11 @@ class _Compiler:
         members = self._members(levels)
         staff = [k for role in STAFF_ROLES for k in club.staff.get(role, ())]
         staff_members = self._members({k: levels[k] for k in staff})
-        settings: dict[str, Any] = {"time_zone": club.time_zone, "language": club.language}
+        settings: dict[str, Any] = {
+            "name": club.name,  # already public as the club space's name; bots show it by times
+            "time_zone": club.time_zone,
+            "language": club.language,
+        }
         if moderation := moderation_content(club.moderation):
             settings["moderation"] = moderation
 

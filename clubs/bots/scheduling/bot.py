@@ -40,6 +40,7 @@ from clubs.bots.commands import command
 from clubs.bots.context import BotContext, CommandContext
 from clubs.bots.jobs import JobContext, on_job, on_missed_job
 from clubs.bots.polls import PollUpdate, on_poll
+from clubs.bots.rooms import RoomInfo
 from clubs.bots.scheduling import places as pl
 from clubs.bots.scheduling.options import SessionUsage, parse_session
 from clubs.bots.scheduling.recurrence import (
@@ -56,6 +57,7 @@ from clubs.bots.scheduling.timefmt import describe_rule, format_local, format_sp
 from clubs.core.clock import Clock
 from clubs.core.db import Database
 from clubs.core.errors import Unreachable
+from clubs.core.html import notice_content
 from clubs.core.ids import EventId, RoomId, UserId
 from clubs.core.sealed import Sealer
 
@@ -166,7 +168,7 @@ class SchedulingBot(Bot):
             id=series.id,
             title=series.title,
             rule=describe_rule(series.rrule, parse_key(series.start_local), ctx.lang),
-            when=format_span(first.start, series.duration_s, series.tz, ctx.lang),
+            when=_when(series, first.start, ctx.room),
         )
 
     @command("sessions", aliases=("встречи",), help_key="scheduling/sessions.help")
@@ -184,7 +186,7 @@ class SchedulingBot(Bot):
             row = {
                 "id": series.id,
                 "title": series.title,
-                "when": format_span(nxt.start, series.duration_s, series.tz, ctx.lang),
+                "when": _when(series, nxt.start, ctx.room),
                 "rule": describe_rule(series.rrule, parse_key(series.start_local), ctx.lang),
             }
             rows.append((nxt.start, row))
@@ -232,7 +234,7 @@ class SchedulingBot(Bot):
             "scheduling/cancelled",
             id=series.id,
             title=series.title,
-            when=format_local(target.start, series.tz, ctx.lang),
+            when=format_local(target.start, series.tz, ctx.lang, place=ctx.room.club_name),
         )
 
     async def _own_series(self, ctx: CommandContext, token: str) -> Series | None:
@@ -262,20 +264,19 @@ class SchedulingBot(Bot):
         start = _start_of(series, key)
         announce_room = await _club_room(ctx, series.club, ANNOUNCEMENTS_ROOM) or series.room_id
         poll_room = await _club_room(ctx, series.club, SESSIONS_ROOM) or series.room_id
-        lang = (await ctx.rooms.info(announce_room)).language
-        text = self._announcement(ctx, series, start, lang, counts=None)
+        text = self._announcement(ctx, series, start, await ctx.rooms.info(announce_room), None)
         announced = await ctx.send(announce_room, "m.room.message", text, job=job.txn("post"))
         if announced is None:
             raise NotSentYet("the announcement waits in the outbox")
         await ctx.pin(announce_room, announced)
-        poll_lang = (await ctx.rooms.info(poll_room)).language
+        voice = await ctx.rooms.info(poll_room)
         question = ctx.render(
             "scheduling/poll_question",
-            poll_lang,
+            voice.language,
             title=series.title,
-            when=format_span(start, series.duration_s, series.tz, poll_lang),
+            when=_when(series, start, voice),
         ).body
-        answers = [ctx.render(k, poll_lang).body for k in ANSWER_KEYS]
+        answers = [ctx.render(k, voice.language).body for k in ANSWER_KEYS]
         poll = await ctx.poll(poll_room, question, answers, job=job.txn("poll"), disclosed=True)
         if poll is None:
             raise NotSentYet("the poll waits in the outbox")
@@ -320,7 +321,7 @@ class SchedulingBot(Bot):
             return
         ctx = job.bot
         start = _start_of(series, key)
-        lang = (await ctx.rooms.info(occ.poll_room)).language
+        voice = await ctx.rooms.info(occ.poll_room)
         ballots = await ctx.poll_ballots(occ.poll_room, occ.poll_event)
         seats = await self.store.places(series.id, key)
         for b in ballots:
@@ -333,9 +334,9 @@ class SchedulingBot(Bot):
                 b.sender,
                 "scheduling/reminder",
                 job=job.txn("dm", b.sender),
-                lang=lang,
+                lang=voice.language,
                 title=series.title,
-                when=format_span(start, series.duration_s, series.tz, lang),
+                when=_when(series, start, voice),
                 late=job.late_s > 60,
                 link=series.link,
                 venue=series.venue if with_venue and not series.online else None,
@@ -347,13 +348,14 @@ class SchedulingBot(Bot):
         series, key = await self._job_series(job)
         if series is None or await self._live_occurrence(series, key) is None:
             return
-        start = _start_of(series, key)
+        voice = await job.bot.rooms.info(series.room_id)
         await job.bot.dm(
             series.created_by,
             "scheduling/missed",
             job=job.txn("missed"),
+            lang=voice.language,
             title=series.title,
-            when=format_span(start, series.duration_s, series.tz, "ru"),
+            when=_when(series, _start_of(series, key), voice),
             what="reminder",
         )
 
@@ -377,12 +379,14 @@ class SchedulingBot(Bot):
         series, key = await self._job_series(job)
         if series is None or await self._live_occurrence(series, key) is None:
             return
+        voice = await job.bot.rooms.info(series.room_id)
         await job.bot.dm(
             series.created_by,
             "scheduling/missed",
             job=job.txn("missed"),
+            lang=voice.language,
             title=series.title,
-            when=format_span(_start_of(series, key), series.duration_s, series.tz, "ru"),
+            when=_when(series, _start_of(series, key), voice),
             what="start",
         )
 
@@ -439,24 +443,26 @@ class SchedulingBot(Bot):
             await ctx.jobs.cancel(REMIND, f"{series.id}@{occ.occ_key}#{offset}")
         start = _start_of(series, occ.occ_key)
         if occ.announce_event is not None:
-            lang = (await ctx.rooms.info(occ.announce_room)).language
+            info = await ctx.rooms.info(occ.announce_room)
             text = ctx.render(
                 "scheduling/announce_cancelled",
-                lang,
+                info.language,
                 title=series.title,
-                when=format_span(start, series.duration_s, series.tz, lang),
+                when=_when(series, start, info),
             )
             await ctx.edit(occ.announce_room, occ.announce_event, text, job=(*job, "edit"))
             await ctx.unpin(occ.announce_room, occ.announce_event)
         if occ.poll_event is not None:
+            voice = await ctx.rooms.info(occ.poll_room)
             for b in await ctx.poll_ballots(occ.poll_room, occ.poll_event):
                 if b.answers[0] in (pl.GOING, pl.MAYBE):
                     await ctx.dm(
                         b.sender,
                         "scheduling/called_off",
                         job=(*job, "dm", b.sender),
+                        lang=voice.language,
                         title=series.title,
-                        when=format_span(start, series.duration_s, series.tz, "ru"),
+                        when=_when(series, start, voice),
                     )
             await ctx.end_poll(occ.poll_room, occ.poll_event, job=(*job, "end"))
         await self.store.set_occurrence_state(series.id, occ.occ_key, "cancelled")
@@ -473,8 +479,9 @@ class SchedulingBot(Bot):
             return
         cause = update.cause or "recount"
         start = _start_of(series, occ.occ_key)
-        lang = (await ctx.rooms.info(occ.poll_room)).language
-        when = format_span(start, series.duration_s, series.tz, lang)
+        voice = await ctx.rooms.info(occ.poll_room)
+        lang = voice.language
+        when = _when(series, start, voice)
         waiting = 0
         if not series.online:
             ballots = [
@@ -509,9 +516,9 @@ class SchedulingBot(Bot):
             await self.store.set_places(series.id, occ.occ_key, after)
             waiting = sum(1 for status, _ in after.values() if status == pl.WAITLISTED)
         if occ.announce_event is not None:
-            lang = (await ctx.rooms.info(occ.announce_room)).language
             counts = {**update.counts, "waiting": waiting}
-            text = self._announcement(ctx, series, start, lang, counts=counts)
+            info = await ctx.rooms.info(occ.announce_room)
+            text = self._announcement(ctx, series, start, info, counts)
             await ctx.send(
                 occ.announce_room,
                 "m.room.message",
@@ -526,18 +533,16 @@ class SchedulingBot(Bot):
         ctx: BotContext,
         series: Series,
         start: datetime,
-        lang: str,
-        *,
+        room: RoomInfo,
         counts: Mapping[str, int] | None,
     ) -> dict[str, Any]:
-        from clubs.core.html import notice_content
-
+        lang = room.language
         text = ctx.render(
             "scheduling/announce",
             lang,
             title=series.title,
             kind=series.kind,
-            when=format_span(start, series.duration_s, series.tz, lang),
+            when=_when(series, start, room),
             rule=describe_rule(series.rrule, parse_key(series.start_local), lang),
             online=series.online,
             link=series.link if series.online else None,
@@ -567,6 +572,11 @@ class SchedulingBot(Bot):
             limit=limit,
             skip={parse_key(k) for k in cancelled},
         )
+
+
+def _when(series: Series, start: datetime, room: RoomInfo) -> str:
+    """An occurrence's time span as the room's members read it, with their club's name."""
+    return format_span(start, series.duration_s, series.tz, room.language, place=room.club_name)
 
 
 def _key(series_id: int, occ: Occ) -> str:

@@ -111,10 +111,13 @@ async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_we
     people = [facilitator, *members]
     invite = [bot_user, *(p.user_id for p in people)]
     powers = {bot_user: 50, facilitator.user_id: 50}
+    club = {"name": "Berlin"}
     announcements = await managed_room(
-        synapse, network, invite=invite, key="announcements", powers=powers
+        synapse, network, invite=invite, key="announcements", powers=powers, settings=club
     )
-    sessions = await managed_room(synapse, network, invite=invite, key="sessions", powers=powers)
+    sessions = await managed_room(
+        synapse, network, invite=invite, key="sessions", powers=powers, settings=club
+    )
     for p in people:
         for room in (announcements, sessions):
             await p.http.post(path(*CS, "join", room), {})
@@ -217,6 +220,8 @@ async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_we
 
             await eventually(reminded, within=30)
         assert dms(mpeers[1], bot_user, club_rooms, "Reminder") == []
+        (reminder, _) = dms(mpeers[0], bot_user, club_rooms, "Reminder")
+        assert "19:00–21:00 (Berlin)" in reminder  # the club's wall time and name
         for i in (0, 2, 3):  # the address goes only to people with a place
             assert all(VENUE in r for r in dms(mpeers[i], bot_user, club_rooms, "Reminder"))
         assert all(VENUE not in r for r in dms(mpeers[4], bot_user, club_rooms, "Reminder"))

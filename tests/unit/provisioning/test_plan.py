@@ -367,6 +367,7 @@ def test_changed_moderation_settings_are_an_ordinary_update_of_every_room_of_the
     assert list(updates) == ALMATY
     detail = f'{CLUB_SETTINGS}: moderation.personal_data: "flag" → "off"'
     content = {
+        "name": "A",
         "time_zone": "UTC",
         "language": "ru",
         "moderation": {"personal_data": "off", "flood_messages": 12},
@@ -387,7 +388,7 @@ def test_settings_removed_from_the_yaml_are_removed_from_the_rooms() -> None:
         f"{CLUB_SETTINGS}: moderation.flood_messages: 12 → null, "
         'moderation.personal_data: "flag" → null'
     )
-    assert content == {"time_zone": "UTC", "language": "ru", "bots": []}
+    assert content == {"name": "A", "time_zone": "UTC", "language": "ru", "bots": []}
     assert plan(club_net(None), applied(club_net(None))).empty
 
 
