@@ -315,3 +315,82 @@ async def test_hostile_session_commands_get_a_usage_reply_and_store_nothing(
             raise AssertionError([got.get(e) for e in sent]) from None
         assert all(r.startswith("That did not work") for r in replies), replies
         assert await holder[0].store.active_series() == []
+
+
+async def test_a_reminder_the_bot_was_down_for_goes_out_late_or_tells_the_facilitator(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """Stopped across the 24 h reminder and back within its window (6 h): it goes out, marked
+    late. Stopped across the 15 min reminder and back after its window (5 min): the member gets
+    nothing stale, the facilitator who scheduled it gets one "missed" DM."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "scheduling")
+    bot_user = account.user_id
+    facilitator = await synapse.new_user("facil")
+    member = await synapse.new_user("member")
+    invite = [bot_user, facilitator.user_id, member.user_id]
+    powers = {bot_user: 50, facilitator.user_id: 50}
+    rooms = {
+        key: await managed_room(synapse, network, invite=invite, key=key, powers=powers)
+        for key in ("announcements", "sessions")
+    }
+    for p in (facilitator, member):
+        for room in rooms.values():
+            await p.http.post(path(*CS, "join", room), {})
+    club_rooms = set(rooms.values())
+    clock = ManualClock(start=time.time())
+    holder: list[SchedulingBot] = []
+
+    def host() -> Any:
+        return bot_host(
+            synapse,
+            tmp_path,
+            [account],
+            {"scheduling": factory(holder)},
+            network=network,
+            clock=clock,
+        )
+
+    async with (
+        mautrix_peer(facilitator, synapse.url) as fac,
+        mautrix_peer(member, synapse.url) as peer,
+        accepting_invites([facilitator, member]),
+    ):
+        async with host():
+            await eventually(lambda: joined(facilitator, rooms["sessions"], bot_user), within=20)
+            await send_text(fac, rooms["sessions"], "!session Walk; 2030-01-10 11:00")
+            bot = holder[-1]
+
+            async def announced() -> Occurrence | None:
+                occ = await bot.store.occurrence(1, "2030-01-10T11:00")
+                return occ if occ is not None and occ.poll_event else None
+
+            occ = await eventually(announced, within=30)
+            await peer.send_poll_response(RoomID(rooms["sessions"]), str(occ.poll_event), ["a2"])
+
+            async def counted() -> bool:
+                ballots = await bot.store.db.fetchall("SELECT sender FROM poll_votes")
+                return len(ballots) == 1
+
+            await eventually(counted, within=30)
+
+        start = occ.start_utc
+        await clock.set(start - 24 * 3600 + 600)  # 10 min late, within the 6 h window
+        async with host():
+
+            async def late() -> list[str]:
+                return dms(peer, bot_user, club_rooms, "Reminder: Walk")
+
+            (reminder,) = await eventually(late, within=30)
+            assert "(Late: the bot was unavailable.)" in reminder
+
+        await clock.set(start - 15 * 60 + 600)  # 10 min late, past the 5 min window
+        async with host():
+
+            async def told() -> list[str]:
+                return dms(fac, bot_user, club_rooms, "The bot was unavailable")
+
+            (missed,) = await eventually(told, within=30)
+            assert "reminder" in missed
+            await asyncio.sleep(2)  # anything else due now would have gone out by now
+        assert len(dms(peer, bot_user, club_rooms, "Reminder: Walk")) == 1
