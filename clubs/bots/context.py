@@ -376,6 +376,15 @@ class BotContext:
         if wanted != pinned:
             await self.http.put(url, {"pinned": wanted}, label="pin")
 
+    async def redact(self, room_id: RoomId, event_id: EventId, reason: str) -> None:
+        """Redact an event (the bot needs the room's redact power for others' events). The txn
+        id comes from the event: asking twice is one redaction."""
+        await self.http.put(
+            path(*CS, "rooms", room_id, "redact", event_id, txn_id("redact", room_id, event_id)),
+            {"reason": reason},
+            label="redact",
+        )
+
     async def unpin(self, room_id: RoomId, event_id: EventId) -> None:
         """Unpin one event, keeping the room's other pins (same rules as `pin`)."""
         url = path(*CS, "rooms", room_id, "state", "m.room.pinned_events", "")

@@ -56,7 +56,7 @@ from clubs.bots.scheduling.store import NewSeries, Occurrence, ScheduleStore, Se
 from clubs.bots.scheduling.timefmt import describe_rule, format_local, format_span
 from clubs.core.clock import Clock
 from clubs.core.db import Database
-from clubs.core.errors import Unreachable
+from clubs.core.errors import MatrixError, Unreachable
 from clubs.core.html import notice_content
 from clubs.core.ids import EventId, RoomId, UserId
 from clubs.core.sealed import Sealer
@@ -71,6 +71,7 @@ FINISH_GRACE_S = 30 * 24 * 3600
 DEFAULT_CALL_SERVICE = "https://meet.jit.si"
 ANNOUNCEMENTS_ROOM, SESSIONS_ROOM = "announcements", "sessions"
 LIST_LIMIT = 20
+FACILITATOR = 50
 ANSWER_KEYS = ("scheduling/answer_going", "scheduling/answer_maybe", "scheduling/answer_not")
 
 
@@ -128,6 +129,8 @@ class SchedulingBot(Bot):
         except SessionUsage as e:
             await ctx.reply("scheduling/usage", problem=e.part, detail=e.detail)
             return
+        if draft.venue is not None:
+            await _keep_private(ctx)
         link = draft.link
         if draft.online and link is None:
             link = f"{self.call_service}/clubs-{secrets.token_urlsafe(12)}"
@@ -237,10 +240,56 @@ class SchedulingBot(Bot):
             when=format_local(target.start, series.tz, ctx.lang, place=ctx.room.club_name),
         )
 
+    @command(
+        "venue",
+        aliases=("место", "адрес"),
+        help_key="scheduling/venue.help",
+        params=(Word("id", max_length=12), FreeText("address", max_length=300)),
+        min_power=50,
+        dm=True,
+    )
+    async def venue(self, ctx: CommandContext, id: str, address: str) -> None:
+        """Set the address of an offline series (e.g. one declared in the network file, which
+        never carries it). People who already hold a place get it by DM now."""
+        series = await self._own_series(ctx, id)
+        if series is None:
+            return
+        if not ctx.in_dm:
+            await _keep_private(ctx)
+        if series.online:
+            await ctx.reply("scheduling/usage", problem="format", detail="")
+            return
+        await self.store.set_venue(series.id, address.strip())
+        told = 0
+        for occ in await self.store.upcoming(series.id):
+            seats = await self.store.places(series.id, occ.occ_key)
+            voice = await ctx.bot.rooms.info(occ.poll_room)
+            when = _when(series, _start_of(series, occ.occ_key), voice)
+            for user, (status, _) in sorted(seats.items()):
+                if status != pl.CONFIRMED:
+                    continue
+                await ctx.dm(
+                    user,
+                    "scheduling/venue_changed",
+                    part=f"venue:{occ.occ_key}:{user}",
+                    title=series.title,
+                    when=when,
+                    venue=address.strip(),
+                )
+                told += 1
+        await ctx.reply("scheduling/venue_set", id=series.id, title=series.title, told=told)
+
     async def _own_series(self, ctx: CommandContext, token: str) -> Series | None:
+        """The active series numbered `token` of this room's club; in a DM, one whose room the
+        sender facilitates (power 50 there)."""
         number = token.lstrip("#")
         series = await self.store.series(int(number)) if number.isdigit() else None
-        if series is None or series.club != ctx.room.club or series.state != "active":
+        if series is not None and ctx.in_dm:
+            home = await ctx.bot.rooms.info(series.room_id)
+            mine = home.power(ctx.sender) >= FACILITATOR
+        else:
+            mine = series is not None and series.club == ctx.room.club
+        if series is None or not mine or series.state != "active":
             await ctx.reply("scheduling/unknown", id=token[:12])
             return None
         return series
@@ -572,6 +621,16 @@ class SchedulingBot(Bot):
             limit=limit,
             skip={parse_key(k) for k in cancelled},
         )
+
+
+async def _keep_private(ctx: CommandContext) -> None:
+    """A command that carried a venue address in a club room: the bot has it sealed now, the
+    room's members need not read it in the command. Redacted (best effort: without the power
+    to redact, the reply says to delete it)."""
+    try:
+        await ctx.bot.redact(ctx.room_id, ctx.event.event_id, "address kept private")
+    except MatrixError as e:
+        log.info("%s: could not redact a command with an address (%s)", ctx.bot.name, e.errcode)
 
 
 def _when(series: Series, start: datetime, room: RoomInfo) -> str:

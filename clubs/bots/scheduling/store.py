@@ -207,6 +207,26 @@ class ScheduleStore:
             return await self._series_where("state = 'active'", ())
         return await self._series_where("state = 'active' AND club = ?", (club,))
 
+    async def set_venue(self, series_id: int, venue: str | None) -> bool:
+        """Change the venue of a series (sealed like the rest of what people wrote)."""
+        series = await self.series(series_id)
+        if series is None:
+            return False
+        sealed = self.sealer.seal_json(
+            {
+                "title": series.title,
+                "link": series.link,
+                "venue": venue,
+                "materials": series.materials,
+            }
+        )
+        return bool(
+            await self.db.execute(
+                "UPDATE sched_series SET sealed = ? WHERE bot = ? AND id = ?",
+                (sealed, self.bot, series_id),
+            )
+        )
+
     async def end_series(self, series_id: int) -> bool:
         return bool(
             await self.db.execute(

@@ -40,6 +40,7 @@ from tests.mautrix_client import MautrixPeer, mautrix_peer
 
 BERLIN = ZoneInfo("Europe/Berlin")
 VENUE = f"Secret Street {secrets.randbelow(900) + 100}"
+NEW_VENUE = f"Hidden Lane {secrets.randbelow(900) + 100}"
 
 
 def factory(holder: list[SchedulingBot]) -> BotFactory:
@@ -154,6 +155,13 @@ async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_we
 
         await eventually(created, within=30)
 
+        async def redacted() -> bool:
+            # The command carried the address: the bot keeps it sealed and redacts the command.
+            event = await facilitator.http.get(path(*CS, "rooms", sessions, "event", command))
+            return event.get("content") == {}
+
+        await eventually(redacted, within=20)
+
         # The first Thursday after now, 19:00 in Berlin.
         now_local = datetime.fromtimestamp(clock.now(), BERLIN)
         days = (3 - now_local.weekday()) % 7 or 7
@@ -208,6 +216,25 @@ async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_we
 
         await eventually(counted, within=30)
 
+        # The venue moves: people with a place (m0, m2, m3) are told by DM; the command that
+        # named it is redacted from the room.
+        moved = await send_text(fac, sessions, f"!venue 1 {NEW_VENUE}")
+
+        async def told_new_venue() -> bool:
+            return all(
+                len(dms(mpeers[i], bot_user, club_rooms, "The address of")) == 1 for i in (0, 2, 3)
+            )
+
+        await eventually(told_new_venue, within=30)
+        assert all(
+            NEW_VENUE in dms(mpeers[i], bot_user, club_rooms, "The address of")[0]
+            for i in (0, 2, 3)
+        )
+        assert dms(mpeers[4], bot_user, club_rooms, "The address of") == []
+        assert dms(mpeers[1], bot_user, club_rooms, "The address of") == []
+        moved_event = await facilitator.http.get(path(*CS, "rooms", sessions, "event", moved))
+        assert moved_event.get("content") == {}
+
         # 24 h and 15 min before: one reminder each to m0, m2, m3, m4 (m1 is not going).
         for offset in (24 * 3600, 15 * 60):
             await clock.set(first.timestamp() - offset)
@@ -223,8 +250,8 @@ async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_we
         (reminder, _) = dms(mpeers[0], bot_user, club_rooms, "Reminder")
         assert "19:00–21:00 (Berlin)" in reminder  # the club's wall time and name
         for i in (0, 2, 3):  # the address goes only to people with a place
-            assert all(VENUE in r for r in dms(mpeers[i], bot_user, club_rooms, "Reminder"))
-        assert all(VENUE not in r for r in dms(mpeers[4], bot_user, club_rooms, "Reminder"))
+            assert all(NEW_VENUE in r for r in dms(mpeers[i], bot_user, club_rooms, "Reminder"))
+        assert all(NEW_VENUE not in r for r in dms(mpeers[4], bot_user, club_rooms, "Reminder"))
 
         await clock.set(first.timestamp())
 
@@ -256,9 +283,10 @@ async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_we
         # Exactly once: nobody got a reminder twice (the count above is exact), and the venue
         # is in no room state and no message of the club's rooms.
         for room in club_rooms:
-            assert VENUE not in await room_state_text(facilitator, room)
-            for peer in peers:
-                assert all(VENUE not in body for body in in_rooms(peer, bot_user, room))
+            for address in (VENUE, NEW_VENUE):
+                assert address not in await room_state_text(facilitator, room)
+                for peer in peers:
+                    assert all(address not in body for body in in_rooms(peer, bot_user, room))
         assert len(dms(mpeers[1], bot_user, club_rooms, "You have a place")) == 1
         assert len(dms(mpeers[3], bot_user, club_rooms, "A place opened up")) == 1
 
