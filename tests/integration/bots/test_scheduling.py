@@ -13,7 +13,8 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -422,3 +423,118 @@ async def test_a_reminder_the_bot_was_down_for_goes_out_late_or_tells_the_facili
             assert "reminder" in missed
             await asyncio.sleep(2)  # anything else due now would have gone out by now
         assert len(dms(peer, bot_user, club_rooms, "Reminder: Walk")) == 1
+
+
+CLUBS = {"berlin": "Europe/Berlin", "almaty": "Asia/Almaty", "tbilisi": "Asia/Tbilisi"}
+
+
+async def test_weekly_series_in_three_zones_fire_at_local_time_across_a_dst_change(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """Weekly 19:00 series in Berlin (DST on 2027-03-28), Almaty and Tbilisi (no DST), driven
+    by the manual clock from now to mid-April 2027, stepping to each due job: every occurrence
+    is announced, reminded at each offset and started exactly once, each at its club's 19:00
+    (18:00 UTC in Berlin's winter, 17:00 UTC in its summer; 14:00 and 15:00 UTC all along)."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "scheduling")
+    bot_user = account.user_id
+    facilitator = await synapse.new_user("facil")
+    powers = {bot_user: 50, facilitator.user_id: 50}
+    invite = [bot_user, facilitator.user_id]
+    sessions: dict[str, str] = {}
+    for club, tz in CLUBS.items():
+        for key in ("announcements", "sessions"):
+            room = await managed_room(
+                synapse,
+                network,
+                invite=invite,
+                key=key,
+                club=club,
+                powers=powers,
+                settings={"time_zone": tz, "name": club.title()},
+            )
+            await facilitator.http.post(path(*CS, "join", room), {})
+            if key == "sessions":
+                sessions[club] = room
+    clock = ManualClock(start=time.time())
+    holder: list[SchedulingBot] = []
+    end = datetime(2027, 4, 16, tzinfo=UTC).timestamp()
+    async with (
+        bot_host(
+            synapse,
+            tmp_path,
+            [account],
+            {"scheduling": factory(holder)},
+            network=network,
+            clock=clock,
+            settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+        ),
+        mautrix_peer(facilitator, synapse.url) as fac,
+    ):
+        bot = holder[0]
+        for club, room in sessions.items():
+            await eventually(lambda room=room: joined(facilitator, room, bot_user), within=20)
+            await send_text(fac, room, f"!session {club} evening; every Thursday 19:00; 1h")
+
+        async def all_created() -> bool:
+            return len(await bot.store.active_series()) == 3
+
+        await eventually(all_created, within=30)
+        db = bot.store.db
+
+        async def settled() -> bool:
+            row = await db.fetchone(
+                "SELECT COUNT(*) AS n FROM jobs WHERE state = 'running' "
+                "OR (state = 'pending' AND not_before <= ?)",
+                (clock.now(),),
+            )
+            return row is not None and row["n"] == 0
+
+        while True:
+            await eventually(settled, within=30)
+            row = await db.fetchone("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'pending'")
+            due = row["t"] if row is not None else None
+            if due is None or due > end:
+                break
+            await clock.set(max(float(due), clock.now()))
+
+        series_club = {s.id: s.club for s in await bot.store.active_series()}
+        rows = await db.fetchall(
+            "SELECT kind, key, due_at, state FROM jobs WHERE due_at <= ?", (end,)
+        )
+    by_kind: dict[str, list[tuple[str, float, str]]] = {}
+    for r in rows:
+        by_kind.setdefault(str(r["kind"]), []).append(
+            (str(r["key"]), float(r["due_at"]), str(r["state"]))
+        )
+    assert all(state == "done" for kind in by_kind.values() for _, _, state in kind)
+    starts = by_kind["start"]
+    per_club: dict[str, list[datetime]] = {}
+    for key, due, _ in starts:
+        club = series_club[int(key.split("@")[0])]
+        local = datetime.fromtimestamp(due, ZoneInfo(CLUBS[club]))
+        assert (local.weekday(), local.hour, local.minute) == (3, 19, 0), (club, local)
+        assert key.endswith(local.strftime("@%Y-%m-%dT%H:%M"))
+        per_club.setdefault(club, []).append(local)
+    for club, locals_ in per_club.items():
+        locals_.sort()
+        assert len(locals_) >= 17, club  # every Thursday from December to mid-April
+        assert all(b - a == timedelta(days=7) for a, b in pairwise(locals_)), club
+    berlin_utc = {d.astimezone(UTC).hour for d in per_club["berlin"]}
+    assert berlin_utc == {18, 17}  # winter and summer time
+    assert {d.astimezone(UTC).hour for d in per_club["almaty"]} == {14}
+    assert {d.astimezone(UTC).hour for d in per_club["tbilisi"]} == {15}
+    # Exactly one reminder per occurrence and offset, 24 h and 15 min before its start; one
+    # announcement per occurrence (and the next week's, announced when the last one ended).
+    start_at = {key: due for key, due, _ in starts}
+    reminders = [key.rsplit("#", 1) for key, _, _ in by_kind["remind"]]
+    assert sorted((k, int(o)) for k, o in reminders) == sorted(
+        (k, o) for k in start_at for o in (86400, 900)
+    )
+    assert all(
+        start_at[key.rsplit("#", 1)[0]] - due == int(key.rsplit("#", 1)[1])
+        for key, due, _ in by_kind["remind"]
+    )
+    announced = [key for key, _, _ in by_kind["announce"]]
+    assert len(announced) == len(set(announced)) == len(start_at) + 3
+    assert set(start_at) < set(announced)
