@@ -42,6 +42,7 @@ from clubs.bots.jobs import JobContext, on_job, on_missed_job
 from clubs.bots.polls import PollUpdate, on_poll
 from clubs.bots.rooms import RoomInfo
 from clubs.bots.scheduling import places as pl
+from clubs.bots.scheduling.calendar import series_ics
 from clubs.bots.scheduling.options import SessionUsage, parse_session
 from clubs.bots.scheduling.recurrence import (
     Occurrence as Occ,
@@ -278,6 +279,40 @@ class SchedulingBot(Bot):
                 )
                 told += 1
         await ctx.reply("scheduling/venue_set", id=series.id, title=series.title, told=told)
+
+    @command(
+        "ics",
+        aliases=("календарь", "calendar"),
+        help_key="scheduling/ics.help",
+        params=(Word("id", max_length=12),),
+        dm=True,
+    )
+    async def ics(self, ctx: CommandContext, id: str) -> None:
+        """The series as an .ics file, sent as an encrypted attachment in a DM."""
+        number = id.lstrip("#")
+        series = await self.store.series(int(number)) if number.isdigit() else None
+        if series is not None and ctx.in_dm:
+            mine = await _joined(ctx.bot, series.room_id, ctx.sender)
+        else:
+            mine = series is not None and series.club == ctx.room.club
+        if series is None or not mine or series.state != "active":
+            await ctx.reply("scheduling/unknown", id=id[:12])
+            return
+        home = await ctx.bot.rooms.info(series.room_id)
+        data = series_ics(
+            series,
+            await self.store.cancelled(series.id),
+            lang=home.language,
+            uid_domain=ctx.bot.user_id.partition(":")[2] or "clubs",
+            now=self.clock.now(),
+            place=home.club_name,
+        )
+        dm = await ctx.bot.dm_room(ctx.sender)
+        await ctx.bot.send_file(
+            dm, f"session-{series.id}.ics", data, "text/calendar", job=ctx.job("ics")
+        )
+        if not ctx.in_dm:
+            await ctx.reply("scheduling/ics_sent", id=series.id)
 
     async def _own_series(self, ctx: CommandContext, token: str) -> Series | None:
         """The active series numbered `token` of this room's club; in a DM, one whose room the
@@ -621,6 +656,15 @@ class SchedulingBot(Bot):
             limit=limit,
             skip={parse_key(k) for k in cancelled},
         )
+
+
+async def _joined(ctx: BotContext, room_id: RoomId, user: UserId) -> bool:
+    """Whether `user` is joined to the room now (its current state, one request)."""
+    for event in await ctx.client.room_state(room_id):
+        if event.get("type") == "m.room.member" and event.get("state_key") == user:
+            content = event.get("content")
+            return isinstance(content, dict) and content.get("membership") == "join"
+    return False
 
 
 async def _keep_private(ctx: CommandContext) -> None:

@@ -236,6 +236,24 @@ async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_we
         moved_event = await facilitator.http.get(path(*CS, "rooms", sessions, "event", moved))
         assert moved_event.get("content") == {}
 
+        # A member asks for the calendar: an encrypted .ics by DM, with the rule, without any
+        # address.
+        await send_text(mpeers[4], sessions, "!ics 1")
+
+        async def calendar_file() -> list[Any]:
+            return [
+                r
+                for r in mpeers[4].received
+                if r.sender == bot_user and r.msgtype == "m.file" and r.room_id not in club_rooms
+            ]
+
+        (ics_event,) = await eventually(calendar_file, within=30)
+        _, ics = await mpeers[4].download_encrypted(ics_event.content["file"])
+        assert b"RRULE:FREQ=WEEKLY;BYDAY=TH" in ics
+        assert b"DTSTART;TZID=Europe/Berlin:" in ics
+        assert VENUE.encode() not in ics
+        assert NEW_VENUE.encode() not in ics
+
         # 24 h and 15 min before: one reminder each to m0, m2, m3, m4 (m1 is not going).
         for offset in (24 * 3600, 15 * 60):
             await clock.set(first.timestamp() - offset)

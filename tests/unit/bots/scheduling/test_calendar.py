@@ -1,0 +1,74 @@
+"""A series as an .ics file: its zone's wall time, rule, cancellations; never the address."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import icalendar
+
+from clubs.bots.scheduling.calendar import series_ics
+from clubs.bots.scheduling.store import Series
+from clubs.core.ids import RoomId, UserId
+
+
+def series(**kw: object) -> Series:
+    base: dict[str, object] = {
+        "id": 3,
+        "club": "almaty",
+        "room_id": RoomId("!r:hs"),
+        "kind": "lecture",
+        "tz": "Asia/Almaty",
+        "start_local": "2026-12-10T19:00",
+        "rrule": "FREQ=WEEKLY;BYDAY=TH",
+        "duration_s": 5400,
+        "online": False,
+        "capacity": 20,
+        "title": "Как говорить с родителями",
+        "link": None,
+        "venue": "ул. Абая 10, кв. 5",
+        "materials": "https://example.org/slides",
+        "created_by": UserId("@anna:hs"),
+        "state": "active",
+    }
+    return Series(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def event_of(data: bytes) -> icalendar.Event:
+    (event,) = icalendar.Calendar.from_ical(data).walk("VEVENT")
+    return event
+
+
+def test_a_weekly_series_keeps_its_wall_time_zone_rule_and_cancellations() -> None:
+    data = series_ics(
+        series(), {"2026-12-17T19:00"}, lang="ru", uid_domain="hs", now=1.8e9, place="Алматы"
+    )
+    event = event_of(data)
+    almaty = ZoneInfo("Asia/Almaty")
+    assert event.decoded("dtstart") == datetime(2026, 12, 10, 19, 0, tzinfo=almaty)
+    assert event["dtstart"].params["TZID"] == "Asia/Almaty"
+    assert event.decoded("duration") == timedelta(minutes=90)
+    assert event["rrule"].to_ical() == b"FREQ=WEEKLY;BYDAY=TH"
+    exdates = [d.dt for d in event["exdate"].dts]
+    assert exdates == [datetime(2026, 12, 17, 19, 0, tzinfo=almaty)]
+    assert str(event["summary"]) == "Как говорить с родителями"
+    assert str(event["uid"]) == "clubs-series-3@hs"
+    assert str(event["location"]) == "Алматы"
+    assert b"BEGIN:VTIMEZONE" in data
+    assert "Абая".encode() not in data  # the venue never goes into a file
+    assert "Лекция" in str(event["description"])
+
+
+def test_an_online_one_off_carries_its_link_and_no_rule() -> None:
+    data = series_ics(
+        series(rrule=None, online=True, link="https://meet.example/abc", venue=None, capacity=None),
+        (),
+        lang="en",
+        uid_domain="hs",
+        now=1.8e9,
+    )
+    event = event_of(data)
+    assert "rrule" not in event
+    assert str(event["url"]) == "https://meet.example/abc"
+    assert "https://meet.example/abc" in str(event["description"])
+    assert "location" not in event
