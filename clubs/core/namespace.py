@@ -30,6 +30,17 @@ bots process hosts answers the built-in commands (`!ping`, `!help`) there, and a
 the provisioner into a room whose non-empty list does not name it leaves again. Readable by every
 member, like all state."""
 
+CLUB_SESSIONS = f"{NS}.sessions"
+"""State event (state_key "") in a club's `sessions` room: the sessions the network file declares
+for the club (its `sessions:`), written only by the provisioner (state_default power).
+
+Content: `{"sessions": [...]}`, sorted by key, each `key`, `title`, `kind` (meeting, lecture,
+seminar, training), `start` (the first occurrence's wall time in the club's zone,
+`2026-12-03T19:00`), `rrule` (RFC 5545 RRULE value, null for a one-off), `duration_s`, `online`,
+`capacity` (null: no limit) and `materials` (an https link or null). An empty list when the club
+declares none, so that sessions removed from the file are removed from the room. Never a venue
+or a call link: like all state it is readable by the server and every member of the room."""
+
 DM_MARKER = f"{NS}.dm"
 """State event (state_key "") in a DM room a bot created: `{"marker": <random>}`, opaque on
 purpose. A bot that crashed between creating the room and recording it finds the room again by

@@ -82,6 +82,9 @@ class Series:
     """A session or a series of them, as a facilitator declared it."""
 
     id: int
+    source: str
+    """What made it: the command's event id, or `state:<club>:<key>:<digest>` for a session
+    the network file declares."""
     club: str
     room_id: RoomId
     """Where it was created (the club's sessions room)."""
@@ -198,6 +201,10 @@ class ScheduleStore:
         assert series is not None
         return series
 
+    async def series_by_source(self, source: str) -> Series | None:
+        found = await self._series_where("source = ?", (source,))
+        return found[0] if found else None
+
     async def series(self, series_id: int) -> Series | None:
         found = await self._series_where("id = ?", (series_id,))
         return found[0] if found else None
@@ -238,8 +245,9 @@ class ScheduleStore:
 
     async def _series_where(self, where: str, params: tuple[Any, ...]) -> list[Series]:
         rows = await self.db.fetchall(
-            "SELECT id, club, room_id, kind, tz, start_local, rrule, duration_s, online, capacity,"  # noqa: S608 - `where` is one of this module's constants
-            f" sealed, created_by, state FROM sched_series WHERE bot = ? AND {where} ORDER BY id",
+            "SELECT id, source, club, room_id, kind, tz, start_local, rrule, duration_s, online,"  # noqa: S608 - `where` is one of this module's constants
+            f" capacity, sealed, created_by, state FROM sched_series WHERE bot = ? AND {where}"
+            " ORDER BY id",
             (self.bot, *params),
         )
         out = []
@@ -248,6 +256,7 @@ class ScheduleStore:
             out.append(
                 Series(
                     id=int(r["id"]),
+                    source=str(r["source"]),
                     club=str(r["club"]),
                     room_id=RoomId(str(r["room_id"])),
                     kind=str(r["kind"]),

@@ -27,6 +27,7 @@ from clubs.bots.scheduling.bot import SchedulingBot
 from clubs.bots.scheduling.store import Occurrence
 from clubs.core.clock import ManualClock
 from clubs.core.http import path
+from clubs.core.namespace import CLUB_SESSIONS
 from tests.harness import Account, SynapseHarness, eventually
 from tests.integration.bots.support import (
     CS,
@@ -556,3 +557,67 @@ async def test_weekly_series_in_three_zones_fire_at_local_time_across_a_dst_chan
     announced = [key for key, _, _ in by_kind["announce"]]
     assert len(announced) == len(set(announced)) == len(start_at) + 3
     assert set(start_at) < set(announced)
+
+
+async def test_sessions_the_network_file_declares_are_followed_as_the_state_changes(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """The provisioner publishes a club's declared sessions as state in its sessions room: the
+    bot starts a series for each valid entry (a hostile one is skipped), a changed entry ends
+    the old series and starts a new one, an entry removed from the file ends its series."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "scheduling")
+    bot_user = account.user_id
+    powers = {bot_user: 50}
+    rooms = {
+        key: await managed_room(synapse, network, invite=[bot_user], key=key, powers=powers)
+        for key in ("announcements", "sessions")
+    }
+    weekly = {
+        "key": "weekly",
+        "title": "Club evening",
+        "kind": "meeting",
+        "start": "2030-01-03T19:00",
+        "rrule": "FREQ=WEEKLY;BYDAY=TH",
+        "duration_s": 7200,
+        "online": False,
+        "capacity": None,
+        "materials": None,
+    }
+    hostile = {**weekly, "key": "flood", "rrule": "FREQ=SECONDLY"}
+    state = path(*CS, "rooms", rooms["sessions"], "state", CLUB_SESSIONS, "")
+    await synapse.admin.http.put(state, {"sessions": [weekly, hostile]})
+    holder: list[SchedulingBot] = []
+    async with bot_host(
+        synapse, tmp_path, [account], {"scheduling": factory(holder)}, network=network
+    ):
+        bot = holder[0]
+
+        async def active() -> list[Any]:
+            return [(s.id, s.start_local) for s in await bot.store.active_series()]
+
+        async def announced(series_id: int, key: str) -> Occurrence | None:
+            occ = await bot.store.occurrence(series_id, key)
+            return occ if occ is not None and occ.poll_event else None
+
+        assert await eventually(active, within=30) == [(1, "2030-01-03T19:00")]
+        first = await eventually(lambda: announced(1, "2030-01-03T19:00"), within=30)
+        assert first.announce_room == rooms["announcements"]
+
+        await synapse.admin.http.put(state, {"sessions": [{**weekly, "start": "2030-01-03T20:00"}]})
+
+        async def moved() -> bool:
+            return await active() == [(2, "2030-01-03T20:00")]
+
+        await eventually(moved, within=30)
+        await eventually(lambda: announced(2, "2030-01-03T20:00"), within=30)
+        gone = await bot.store.occurrence(1, "2030-01-03T19:00")
+        assert gone is not None
+        assert gone.state == "cancelled"
+
+        await synapse.admin.http.put(state, {"sessions": []})
+
+        async def none_left() -> bool:
+            return await active() == []
+
+        await eventually(none_left, within=30)

@@ -15,6 +15,7 @@ from clubs.core.ids import RoomId, UserId
 def series(**kw: object) -> Series:
     base: dict[str, object] = {
         "id": 3,
+        "source": "$command",
         "club": "almaty",
         "room_id": RoomId("!r:hs"),
         "kind": "lecture",

@@ -1,0 +1,302 @@
+"""What facilitators and members type to the scheduling bot: `!session`, `!sessions`, `!cancel`,
+`!venue`, `!ics` (ru/en)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime
+from typing import Any
+
+from clubs.bots.args import FreeText, Word
+from clubs.bots.commands import command
+from clubs.bots.context import BotContext, CommandContext
+from clubs.bots.scheduling import places as pl
+from clubs.bots.scheduling.calendar import series_ics
+from clubs.bots.scheduling.core import (
+    ANNOUNCE,
+    ANNOUNCE_GRACE_S,
+    FACILITATOR,
+    LIST_LIMIT,
+    ScheduleCore,
+    series_key,
+    start_of,
+    when_text,
+)
+from clubs.bots.scheduling.options import SessionUsage, parse_session
+from clubs.bots.scheduling.recurrence import (
+    Occurrence as Occ,
+)
+from clubs.bots.scheduling.recurrence import (
+    occurrence_key,
+    parse_key,
+    zone,
+)
+from clubs.bots.scheduling.store import NewSeries, Series
+from clubs.bots.scheduling.timefmt import describe_rule, format_local
+from clubs.core.errors import MatrixError
+from clubs.core.ids import RoomId, UserId
+
+log = logging.getLogger(__name__)
+
+
+class SessionCommands(ScheduleCore):
+    """The commands; each answers in the room (or the DM) it was typed in."""
+
+    @command(
+        "session",
+        aliases=("встреча", "sessija"),
+        help_key="scheduling/session.help",
+        params=(FreeText("details", max_length=1000),),
+        min_power=50,
+    )
+    async def new_session(self, ctx: CommandContext, details: str) -> None:
+        club = ctx.room.club
+        if club is None:
+            await ctx.reply("scheduling/not_a_club")
+            return
+        tz = ctx.room.time_zone
+        now_local = datetime.fromtimestamp(self.clock.now(), zone(tz)).replace(tzinfo=None)
+        try:
+            draft = parse_session(details, now_local)
+        except SessionUsage as e:
+            await ctx.reply("scheduling/usage", problem=e.part, detail=e.detail)
+            return
+        if draft.venue is not None:
+            await _keep_private(ctx)
+        link = draft.link
+        if draft.online and link is None:
+            link = f"{self.call_service}/clubs-{secrets.token_urlsafe(12)}"
+        series = await self.store.add_series(
+            NewSeries(
+                club=club,
+                room_id=ctx.room_id,
+                kind=draft.kind,
+                tz=tz,
+                start_local=occurrence_key(draft.when.start),
+                rrule=draft.when.rrule,
+                duration_s=draft.duration_s,
+                online=draft.online,
+                capacity=draft.capacity,
+                title=draft.title,
+                link=link,
+                venue=draft.venue,
+                materials=draft.materials,
+                created_by=ctx.sender,
+            ),
+            source=ctx.event.event_id,
+            now=self.clock.now(),
+        )
+        first = self._next(series, after=self.clock.now(), cancelled=set())
+        if first is None:  # a one-off whose time passed while the command waited
+            await ctx.reply("scheduling/usage", problem="when", detail="in the past")
+            await self.store.end_series(series.id)
+            return
+        await ctx.bot.jobs.schedule(
+            ANNOUNCE,
+            series_key(series.id, first),
+            self.clock.now(),
+            {"series": series.id, "occ": occurrence_key(first.local)},
+            grace_s=ANNOUNCE_GRACE_S,
+        )
+        await ctx.reply(
+            "scheduling/created",
+            id=series.id,
+            title=series.title,
+            rule=describe_rule(series.rrule, parse_key(series.start_local), ctx.lang),
+            when=when_text(series, first.start, ctx.room),
+        )
+
+    @command("sessions", aliases=("встречи",), help_key="scheduling/sessions.help")
+    async def list_sessions(self, ctx: CommandContext) -> None:
+        club = ctx.room.club
+        if club is None:
+            await ctx.reply("scheduling/not_a_club")
+            return
+        rows: list[tuple[datetime, dict[str, Any]]] = []
+        for series in await self.store.active_series(club):
+            cancelled = await self.store.cancelled(series.id)
+            nxt = self._next(series, after=self.clock.now(), cancelled=cancelled)
+            if nxt is None:
+                continue
+            row = {
+                "id": series.id,
+                "title": series.title,
+                "when": when_text(series, nxt.start, ctx.room),
+                "rule": describe_rule(series.rrule, parse_key(series.start_local), ctx.lang),
+            }
+            rows.append((nxt.start, row))
+        rows.sort(key=lambda r: r[0])
+        listed = [row for _, row in rows[:LIST_LIMIT]]
+        await ctx.reply("scheduling/list", sessions=listed, more=len(rows) > LIST_LIMIT)
+
+    @command(
+        "cancel",
+        aliases=("отмена", "отменить"),
+        help_key="scheduling/cancel.help",
+        params=(Word("id", max_length=12), Word("which", default="next", max_length=12)),
+        min_power=50,
+    )
+    async def cancel(self, ctx: CommandContext, id: str, which: str) -> None:
+        series = await self._own_series(ctx, id)
+        if series is None:
+            return
+        cancelled = await self.store.cancelled(series.id)
+        if which.lower() in ("all", "все", "всё", "серию"):
+            await self._end_series(ctx.bot, series, job=ctx.job("off"))
+            await ctx.reply("scheduling/ended", id=series.id, title=series.title)
+            return
+        target = self._pick(series, which, cancelled)
+        if target is None:
+            await ctx.reply("scheduling/no_such_date", id=series.id)
+            return
+        key = occurrence_key(target.local)
+        await self.store.cancel(series.id, key)
+        announced = await self.store.occurrence(series.id, key)
+        if announced is not None and announced.state == "upcoming":
+            await self._call_off(ctx.bot, series, announced, job=ctx.job("off", key))
+            nxt = self._next(series, after=target.start.timestamp(), cancelled=cancelled | {key})
+            if nxt is not None:
+                await ctx.bot.jobs.schedule(
+                    ANNOUNCE,
+                    series_key(series.id, nxt),
+                    self.clock.now(),
+                    {"series": series.id, "occ": occurrence_key(nxt.local)},
+                    grace_s=ANNOUNCE_GRACE_S,
+                )
+        await ctx.reply(
+            "scheduling/cancelled",
+            id=series.id,
+            title=series.title,
+            when=format_local(target.start, series.tz, ctx.lang, place=ctx.room.club_name),
+        )
+
+    @command(
+        "venue",
+        aliases=("место", "адрес"),
+        help_key="scheduling/venue.help",
+        params=(Word("id", max_length=12), FreeText("address", max_length=300)),
+        min_power=50,
+        dm=True,
+    )
+    async def venue(self, ctx: CommandContext, id: str, address: str) -> None:
+        """Set the address of an offline series (e.g. one declared in the network file, which
+        never carries it). People who already hold a place get it by DM now."""
+        series = await self._own_series(ctx, id)
+        if series is None:
+            return
+        if not ctx.in_dm:
+            await _keep_private(ctx)
+        if series.online:
+            await ctx.reply("scheduling/usage", problem="format", detail="")
+            return
+        await self.store.set_venue(series.id, address.strip())
+        told = 0
+        for occ in await self.store.upcoming(series.id):
+            seats = await self.store.places(series.id, occ.occ_key)
+            voice = await ctx.bot.rooms.info(occ.poll_room)
+            when = when_text(series, start_of(series, occ.occ_key), voice)
+            for user, (status, _) in sorted(seats.items()):
+                if status != pl.CONFIRMED:
+                    continue
+                await ctx.dm(
+                    user,
+                    "scheduling/venue_changed",
+                    part=f"venue:{occ.occ_key}:{user}",
+                    title=series.title,
+                    when=when,
+                    venue=address.strip(),
+                )
+                told += 1
+        await ctx.reply("scheduling/venue_set", id=series.id, title=series.title, told=told)
+
+    @command(
+        "ics",
+        aliases=("календарь", "calendar"),
+        help_key="scheduling/ics.help",
+        params=(Word("id", max_length=12),),
+        dm=True,
+    )
+    async def ics(self, ctx: CommandContext, id: str) -> None:
+        """The series as an .ics file, sent as an encrypted attachment in a DM."""
+        number = id.lstrip("#")
+        series = await self.store.series(int(number)) if number.isdigit() else None
+        if series is not None and ctx.in_dm:
+            mine = await _joined(ctx.bot, series.room_id, ctx.sender)
+        else:
+            mine = series is not None and series.club == ctx.room.club
+        if series is None or not mine or series.state != "active":
+            await ctx.reply("scheduling/unknown", id=id[:12])
+            return
+        home = await ctx.bot.rooms.info(series.room_id)
+        data = series_ics(
+            series,
+            await self.store.cancelled(series.id),
+            lang=home.language,
+            uid_domain=ctx.bot.user_id.partition(":")[2] or "clubs",
+            now=self.clock.now(),
+            place=home.club_name,
+        )
+        dm = await ctx.bot.dm_room(ctx.sender)
+        await ctx.bot.send_file(
+            dm, f"session-{series.id}.ics", data, "text/calendar", job=ctx.job("ics")
+        )
+        if not ctx.in_dm:
+            await ctx.reply("scheduling/ics_sent", id=series.id)
+
+    async def _own_series(self, ctx: CommandContext, token: str) -> Series | None:
+        """The active series numbered `token` of this room's club; in a DM, one whose room the
+        sender facilitates (power 50 there)."""
+        number = token.lstrip("#")
+        series = await self.store.series(int(number)) if number.isdigit() else None
+        if series is not None and ctx.in_dm:
+            home = await ctx.bot.rooms.info(series.room_id)
+            mine = home.power(ctx.sender) >= FACILITATOR
+        else:
+            mine = series is not None and series.club == ctx.room.club
+        if series is None or not mine or series.state != "active":
+            await ctx.reply("scheduling/unknown", id=token[:12])
+            return None
+        return series
+
+    def _pick(self, series: Series, which: str, cancelled: set[str]) -> Occ | None:
+        """`next`, or a date (`2026-12-10`, `10.12`, `10.12.2026`) of an occurrence."""
+        upcoming = self._upcoming(series, cancelled, limit=400)
+        if which.lower() in ("next", "след", "ближайшую", "ближайшая"):
+            return upcoming[0] if upcoming else None
+        day = _parse_day(which, self.clock.now(), series.tz)
+        return next((o for o in upcoming if o.local.date() == day), None) if day else None
+
+
+async def _joined(ctx: BotContext, room_id: RoomId, user: UserId) -> bool:
+    """Whether `user` is joined to the room now (its current state, one request)."""
+    for event in await ctx.client.room_state(room_id):
+        if event.get("type") == "m.room.member" and event.get("state_key") == user:
+            content = event.get("content")
+            return isinstance(content, dict) and content.get("membership") == "join"
+    return False
+
+
+async def _keep_private(ctx: CommandContext) -> None:
+    """A command that carried a venue address in a club room: the bot has it sealed now, the
+    room's members need not read it in the command. Redacted (best effort: without the power
+    to redact, the reply says to delete it)."""
+    try:
+        await ctx.bot.redact(ctx.room_id, ctx.event.event_id, "address kept private")
+    except MatrixError as e:
+        log.info("%s: could not redact a command with an address (%s)", ctx.bot.name, e.errcode)
+
+
+def _parse_day(text: str, now: float, tz: str) -> Any:
+    """`2026-12-10`, `10.12.2026` or `10.12` (the next such date) → a date, else None."""
+    today = datetime.fromtimestamp(now, zone(tz)).date()
+    for fmt in ("%Y-%m-%d", "%d.%m.%Y"):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    try:
+        day = datetime.strptime(f"{text}.{today.year}", "%d.%m.%Y").date()
+    except ValueError:
+        return None
+    return day if day >= today else day.replace(year=today.year + 1)

@@ -1,0 +1,213 @@
+"""What the scheduling bot's parts share: the store and clock, the constants of the chain
+of jobs, finding an occurrence's times and rooms, calling an occurrence off, ending a series."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from clubs.bots.base import Bot
+from clubs.bots.context import BotContext
+from clubs.bots.jobs import JobContext
+from clubs.bots.rooms import RoomInfo
+from clubs.bots.scheduling import places as pl
+from clubs.bots.scheduling.recurrence import (
+    Occurrence as Occ,
+)
+from clubs.bots.scheduling.recurrence import (
+    occurrence_key,
+    occurrences,
+    parse_key,
+)
+from clubs.bots.scheduling.store import Occurrence, ScheduleStore, Series
+from clubs.bots.scheduling.timefmt import describe_rule, format_span
+from clubs.core.clock import Clock
+from clubs.core.db import Database
+from clubs.core.errors import Unreachable
+from clubs.core.html import notice_content
+from clubs.core.ids import EventId, RoomId
+from clubs.core.sealed import Sealer
+
+log = logging.getLogger(__name__)
+
+
+ANNOUNCE, REMIND, START, FINISH = "announce", "remind", "start", "finish"
+REMINDER_OFFSETS_S = (24 * 3600, 15 * 60)
+"""Default reminder offsets before a session starts."""
+ANNOUNCE_GRACE_S = 7 * 24 * 3600
+FINISH_GRACE_S = 30 * 24 * 3600
+DEFAULT_CALL_SERVICE = "https://meet.jit.si"
+ANNOUNCEMENTS_ROOM, SESSIONS_ROOM = "announcements", "sessions"
+LIST_LIMIT = 20
+FACILITATOR = 50
+ANSWER_KEYS = ("scheduling/answer_going", "scheduling/answer_maybe", "scheduling/answer_not")
+
+
+class NotSentYet(Unreachable):
+    """A send is waiting in the outbox (its room not synced yet): the job is tried again."""
+
+
+def reminder_grace_s(offset_s: int) -> float:
+    """How late a reminder may still go out: a quarter of its lead time, at least five minutes,
+    never past the start."""
+    return float(min(offset_s, max(300, offset_s // 4)))
+
+
+class ScheduleCore(Bot):
+    """The state and helpers the commands, the chain of jobs and the follower of declared
+    sessions share (they are mixed into `SchedulingBot`)."""
+
+    name = "scheduling"
+
+    def __init__(
+        self,
+        db: Database,
+        sealer: Sealer,
+        clock: Clock,
+        *,
+        call_service: str = DEFAULT_CALL_SERVICE,
+        reminder_offsets_s: tuple[int, ...] = REMINDER_OFFSETS_S,
+    ) -> None:
+        self.db = db
+        self.sealer = sealer
+        self.clock = clock
+        self.call_service = call_service.rstrip("/")
+        self.reminder_offsets_s = reminder_offsets_s
+        self.store = ScheduleStore(db, self.name, sealer)
+        """Replaced at `start` by the store of the bot's account, migrated."""
+
+    async def _job_series(self, job: JobContext) -> tuple[Series | None, str]:
+        series = await self.store.series(int(job.payload["series"]))
+        return series, str(job.payload["occ"])
+
+    async def _live_occurrence(self, series: Series | None, key: str) -> Occurrence | None:
+        """The occurrence if it is announced, not over and not cancelled."""
+        if series is None:
+            return None
+        occ = await self.store.occurrence(series.id, key)
+        return occ if occ is not None and occ.state == "upcoming" else None
+
+    async def _end_series(self, ctx: BotContext, series: Series, *, job: tuple[str, ...]) -> None:
+        """No further occurrences; the one announced is called off like a cancellation."""
+        await self.store.end_series(series.id)
+        for nxt in self._upcoming(series, await self.store.cancelled(series.id), limit=2):
+            await ctx.jobs.cancel(ANNOUNCE, series_key(series.id, nxt))
+        for occ in await self.store.upcoming(series.id):
+            await self._call_off(ctx, series, occ, job=(*job, occ.occ_key))
+
+    async def _call_off(
+        self, ctx: BotContext, series: Series, occ: Occurrence, *, job: tuple[str, ...]
+    ) -> None:
+        """Cancel an announced occurrence: its jobs, the pin, the poll; the announcement says
+        so; everyone going or maybe gets a DM."""
+        for kind in (START, FINISH):
+            await ctx.jobs.cancel(kind, f"{series.id}@{occ.occ_key}")
+        for offset in self.reminder_offsets_s:
+            await ctx.jobs.cancel(REMIND, f"{series.id}@{occ.occ_key}#{offset}")
+        start = start_of(series, occ.occ_key)
+        if occ.announce_event is not None:
+            info = await ctx.rooms.info(occ.announce_room)
+            text = ctx.render(
+                "scheduling/announce_cancelled",
+                info.language,
+                title=series.title,
+                when=when_text(series, start, info),
+            )
+            await ctx.edit(occ.announce_room, occ.announce_event, text, job=(*job, "edit"))
+            await ctx.unpin(occ.announce_room, occ.announce_event)
+        if occ.poll_event is not None:
+            voice = await ctx.rooms.info(occ.poll_room)
+            for b in await ctx.poll_ballots(occ.poll_room, occ.poll_event):
+                if b.answers[0] in (pl.GOING, pl.MAYBE):
+                    await ctx.dm(
+                        b.sender,
+                        "scheduling/called_off",
+                        job=(*job, "dm", b.sender),
+                        lang=voice.language,
+                        title=series.title,
+                        when=when_text(series, start, voice),
+                    )
+            await ctx.end_poll(occ.poll_room, occ.poll_event, job=(*job, "end"))
+        await self.store.set_occurrence_state(series.id, occ.occ_key, "cancelled")
+
+    def _announcement(
+        self,
+        ctx: BotContext,
+        series: Series,
+        start: datetime,
+        room: RoomInfo,
+        counts: Mapping[str, int] | None,
+    ) -> dict[str, Any]:
+        lang = room.language
+        text = ctx.render(
+            "scheduling/announce",
+            lang,
+            title=series.title,
+            kind=series.kind,
+            when=when_text(series, start, room),
+            rule=describe_rule(series.rrule, parse_key(series.start_local), lang),
+            online=series.online,
+            link=series.link if series.online else None,
+            materials=series.materials,
+            capacity=series.capacity,
+            going=(counts or {}).get(pl.GOING, 0),
+            maybe=(counts or {}).get(pl.MAYBE, 0),
+            waiting=(counts or {}).get("waiting", 0),
+            counted=counts is not None,
+        )
+        return notice_content(text)
+
+    def _next(self, series: Series, *, after: float, cancelled: set[str]) -> Occ | None:
+        found = self._upcoming(series, cancelled, limit=1, after=after)
+        return found[0] if found else None
+
+    def _upcoming(
+        self, series: Series, cancelled: set[str], *, limit: int, after: float | None = None
+    ) -> list[Occ]:
+        return occurrences(
+            parse_key(series.start_local),
+            series.tz,
+            series.rrule,
+            after=datetime.fromtimestamp(self.clock.now() if after is None else after, UTC),
+            limit=limit,
+            skip={parse_key(k) for k in cancelled},
+        )
+
+
+def when_text(series: Series, start: datetime, room: RoomInfo) -> str:
+    """An occurrence's time span as the room's members read it, with their club's name."""
+    return format_span(start, series.duration_s, series.tz, room.language, place=room.club_name)
+
+
+def series_key(series_id: int, occ: Occ) -> str:
+    return f"{series_id}@{occurrence_key(occ.local)}"
+
+
+def start_of(series: Series, key: str) -> datetime:
+    """The UTC start of the occurrence keyed by its wall time."""
+    (occ,) = occurrences(parse_key(key), series.tz, None, after=datetime.fromtimestamp(0, UTC))
+    return occ.start
+
+
+async def club_room(ctx: BotContext, club: str, key: str) -> RoomId | None:
+    """The club's room with this key among the rooms the bot is in."""
+    for room_id in ctx.client.joined_rooms():
+        info = await ctx.rooms.info(room_id)
+        if (
+            info.club == club
+            and info.kind == "club_room"
+            and (info.locator or {}).get("key") == key
+        ):
+            return room_id
+    return None
+
+
+def edit_content(new: Mapping[str, Any], original: EventId) -> dict[str, Any]:
+    return {
+        **new,
+        "body": "* " + str(new["body"]),
+        "m.new_content": dict(new),
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+    }
