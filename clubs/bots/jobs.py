@@ -138,8 +138,13 @@ def on_missed_job(kind: str) -> Callable[[F], F]:
 
 
 def collect_job_handlers(*objects: object) -> list[JobHandlerSpec]:
+    """The `@on_job`/`@on_missed_job` methods of the objects (a bot: with the handler objects
+    it registered)."""
+    from clubs.bots.base import handler_objects
+
     specs = []
-    for obj in objects:
+    owners = [owner for obj in objects for owner in handler_objects(obj)]
+    for obj in owners:
         for _, member in inspect.getmembers(obj, inspect.ismethod):
             mark = getattr(member, _MARK, None)
             if mark is not None:

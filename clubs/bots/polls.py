@@ -285,8 +285,12 @@ def on_poll(handler: P) -> P:
 
 
 def collect_poll_handlers(bot: object) -> list[PollHandler]:
+    """The `@on_poll` methods of `bot` and of the handler objects it registered."""
+    from clubs.bots.base import handler_objects
+
     return [
         member
-        for _, member in inspect.getmembers(bot, inspect.ismethod)
+        for owner in handler_objects(bot)
+        for _, member in inspect.getmembers(owner, inspect.ismethod)
         if getattr(member, _MARK, False)
     ]

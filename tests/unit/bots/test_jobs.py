@@ -402,3 +402,28 @@ async def test_an_idle_runner_with_nothing_scheduled_does_not_sleep_on_the_clock
         assert (setup.store.claims, setup.clock.sleepers) == (1, 0)
         await runner.schedule("plain", "x", T0 + 8 * 86_400)
         await parked_until(setup.clock, T0 + 8 * 86_400)
+
+
+def test_job_and_poll_handlers_of_registered_handler_objects_are_collected() -> None:
+    from clubs.bots.base import Bot
+    from clubs.bots.polls import PollUpdate, collect_poll_handlers, on_poll
+
+    class Parts:
+        @on_job("tick")
+        async def tick(self, ctx: JobContext) -> None: ...
+
+        @on_missed_job("tick")
+        async def late(self, ctx: JobContext) -> None: ...
+
+        @on_poll
+        async def voted(self, ctx: object, update: PollUpdate) -> None: ...
+
+    class Composed(Bot):
+        def __init__(self) -> None:
+            self.parts = Parts()
+            self.register_handler_class(self.parts)
+
+    bot = Composed()
+    specs = collect_job_handlers(bot)
+    assert sorted((s.kind, s.missed) for s in specs) == [("tick", False), ("tick", True)]
+    assert [h.__self__ for h in collect_poll_handlers(bot)] == [bot.parts]  # type: ignore[attr-defined]
