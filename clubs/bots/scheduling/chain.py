@@ -19,6 +19,7 @@ from clubs.bots.scheduling.core import (
     REMIND,
     SESSIONS_ROOM,
     START,
+    WIDGET,
     NotSentYet,
     ScheduleCore,
     club_room,
@@ -32,6 +33,18 @@ from clubs.bots.scheduling.recurrence import (
     occurrence_key,
 )
 from clubs.bots.scheduling.store import Occurrence, Series
+from clubs.bots.scheduling.widget import (
+    LAYOUT,
+    LEAD_S,
+    WIDGETS,
+    accepts_widgets,
+    jitsi_widget,
+    pinned_layout,
+    widget_id,
+)
+from clubs.core.errors import NotFound
+from clubs.core.http import cs
+from clubs.core.ids import RoomId
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +102,14 @@ class SessionChain(ScheduleCore):
                     grace_s=reminder_grace_s(offset),
                 )
         job.then(START, f"{series.id}@{key}", start.timestamp(), payload, grace_s=series.duration_s)
+        if series.online and series.link and accepts_widgets(voice.settings):
+            job.then(
+                WIDGET,
+                f"{series.id}@{key}",
+                start.timestamp() - LEAD_S,
+                payload,
+                grace_s=series.duration_s + LEAD_S,
+            )
         job.then(
             FINISH,
             f"{series.id}@{key}",
@@ -181,6 +202,35 @@ class SessionChain(ScheduleCore):
                 what=what,
             )
 
+    @on_job(WIDGET)
+    async def call_opens(self, job: JobContext) -> None:
+        series, key = await self._job_series(job)
+        occ = await self._live_occurrence(series, key)
+        if series is None or occ is None:
+            return
+        await self._widget(job.bot, occ.poll_room, series, key, on=True)
+
+    async def _widget(
+        self, ctx: BotContext, room: RoomId, series: Series, key: str, *, on: bool
+    ) -> None:
+        """Put the call widget into the room (pinned on top) or take it out. State writes are
+        idempotent: a job run again writes the same content."""
+        info = await ctx.rooms.info(room)
+        content = jitsi_widget(series.link or "", series.title) if on else {}
+        if content is None or not accepts_widgets(info.settings):
+            return
+        wid = widget_id(series.id, key)
+        await ctx.http.put(cs("rooms", room, "state", WIDGETS, wid), content, label="widget")
+        try:
+            layout = await ctx.http.get(cs("rooms", room, "state", LAYOUT, ""), label="layout")
+        except NotFound:
+            layout = {}
+        await ctx.http.put(
+            cs("rooms", room, "state", LAYOUT, ""),
+            pinned_layout(layout, wid, on=on),
+            label="widget layout",
+        )
+
     @on_missed_job(FINISH)
     async def finish_late(self, job: JobContext) -> None:
         """Long after the end (the bot was down for weeks): the same wrap-up."""
@@ -194,6 +244,8 @@ class SessionChain(ScheduleCore):
         occ = await self.store.occurrence(series.id, key)
         if occ is not None and occ.state == "upcoming":
             ctx = job.bot
+            if series.online:
+                await self._widget(ctx, occ.poll_room, series, key, on=False)
             if occ.announce_event is not None:
                 await ctx.unpin(occ.announce_room, occ.announce_event)
             if occ.poll_event is not None:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 
 ANNOUNCE, REMIND, START, FINISH = "announce", "remind", "start", "finish"
+WIDGET = "widget"
+"""The call widget of an online session appears (clubs that accept widgets only)."""
 REMINDER_OFFSETS_S = (24 * 3600, 15 * 60)
 """Default reminder offsets before a session starts."""
 ANNOUNCE_GRACE_S = 7 * 24 * 3600

@@ -621,3 +621,88 @@ async def test_sessions_the_network_file_declares_are_followed_as_the_state_chan
             return await active() == []
 
         await eventually(none_left, within=30)
+
+
+async def test_an_online_session_puts_its_call_widget_up_from_five_minutes_before_to_the_end(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """In a club that accepts call widgets (`call_widget: true`), Element shows the session's
+    Jitsi call pinned on top of the sessions room from five minutes before the start; after
+    the end the widget and its place in the layout are gone."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "scheduling")
+    bot_user = account.user_id
+    facilitator = await synapse.new_user("facil")
+    powers = {bot_user: 50, facilitator.user_id: 50}
+    invite = [bot_user, facilitator.user_id]
+    rooms = {
+        key: await managed_room(
+            synapse,
+            network,
+            invite=invite,
+            key=key,
+            powers=powers,
+            settings={"call_widget": True},
+        )
+        for key in ("announcements", "sessions")
+    }
+    for room in rooms.values():
+        await facilitator.http.post(path(*CS, "join", room), {})
+    clock = ManualClock(start=time.time())
+    holder: list[SchedulingBot] = []
+    widgets_url = path(*CS, "rooms", rooms["sessions"], "state")
+
+    async def widgets() -> dict[str, Any]:
+        state = await facilitator.http.get_list(widgets_url)
+        return {
+            e["state_key"]: e["content"]
+            for e in state
+            if e["type"] in ("im.vector.modular.widgets", "io.element.widgets.layout")
+        }
+
+    async with (
+        bot_host(
+            synapse,
+            tmp_path,
+            [account],
+            {"scheduling": factory(holder)},
+            network=network,
+            clock=clock,
+        ),
+        mautrix_peer(facilitator, synapse.url) as fac,
+    ):
+        await eventually(lambda: joined(facilitator, rooms["sessions"], bot_user), within=20)
+        await send_text(
+            fac,
+            rooms["sessions"],
+            "!session Lecture; 2030-01-10 19:00; 90 min; lecture; "
+            "online https://meet.example.org/club-lecture-7",
+        )
+        bot = holder[0]
+
+        async def announced() -> Occurrence | None:
+            occ = await bot.store.occurrence(1, "2030-01-10T19:00")
+            return occ if occ is not None and occ.poll_event else None
+
+        occ = await eventually(announced, within=30)
+        assert await widgets() == {}
+        await clock.set(occ.start_utc - 300)
+
+        async def up() -> dict[str, Any]:
+            found = await widgets()
+            return found if len(found) == 2 else {}
+
+        found = await eventually(up, within=30)
+        wid = next(k for k in found if k)
+        assert found[wid]["type"] == "jitsi"
+        assert found[wid]["data"]["domain"] == "meet.example.org"
+        assert found[wid]["data"]["conferenceId"] == "club-lecture-7"
+        assert found[""]["widgets"][wid]["container"] == "top"
+
+        await clock.set(occ.start_utc + 90 * 60)
+
+        async def down() -> bool:
+            found = await widgets()
+            return found.get(wid) == {} and wid not in found.get("", {}).get("widgets", {})
+
+        await eventually(down, within=30)
