@@ -28,6 +28,12 @@ every room, the moderation bot by default), and the club settings of every club 
 list the bots serving it (`bots`: their user ids, in the order of the file's `bots:`), so a bot
 knows where it belongs and the first one answers the built-in commands there.
 
+A club's `sessions` room carries the sessions the file declares for the club as one
+`org.commclubs.sessions` state event (`sessions_content`), an empty list when it declares none:
+state the planner compares whole, so a session removed from the file is removed from the room (an
+ordinary update, like the club settings). It has no power level of its own (state_default), and
+holds only what may be public: no venue, no call link.
+
 Power levels list staff at their role's level and the bots in the room at the bot level; never
 the creator (room version 12 gives the creator, the provisioner, infinite power and forbids
 listing it).
@@ -39,9 +45,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from clubs.bots.scheduling.recurrence import occurrence_key
 from clubs.core.errors import ClubsError
 from clubs.core.ids import MAX_ID_BYTES, is_server_name
-from clubs.core.namespace import CLUB_SETTINGS
+from clubs.core.namespace import CLUB_SESSIONS, CLUB_SETTINGS
 from clubs.provisioning.desired import (
     DesiredNetwork,
     DesiredPerson,
@@ -50,6 +57,7 @@ from clubs.provisioning.desired import (
     Locator,
 )
 from clubs.provisioning.model import (
+    SESSIONS_ROOM,
     STAFF_ROLES,
     Club,
     Cohort,
@@ -58,6 +66,7 @@ from clubs.provisioning.model import (
     Network,
     PowerLevels,
     Room,
+    Session,
     room_name,
 )
 
@@ -94,6 +103,26 @@ def moderation_content(moderation: Moderation) -> dict[str, Any]:
         "words": list(m.words) or None,
     }
     return {k: v for k, v in values.items() if v is not None}
+
+
+def sessions_content(sessions: Iterable[Session]) -> dict[str, Any]:
+    """The content of a club's `CLUB_SESSIONS` state: its sessions sorted by key."""
+    return {
+        "sessions": [
+            {
+                "key": s.key,
+                "title": s.title,
+                "kind": s.kind,
+                "start": occurrence_key(s.start),
+                "rrule": s.rrule,
+                "duration_s": s.duration_s,
+                "online": s.online,
+                "capacity": s.capacity,
+                "materials": s.materials,
+            }
+            for s in sorted(sessions, key=lambda s: s.key)
+        ]
+    }
 
 
 BOT_ROLES = {"moderation": "admin"}
@@ -194,11 +223,20 @@ class _Compiler:
         )
         d = self.net.defaults
         names = {"club": club.name, "country": country.name}
+        sessions = {(CLUB_SESSIONS, ""): sessions_content(club.sessions)}
         for room in club.rooms:
             room_locator = locator("club_room", room.key)
             name = room_name(d.room_name_format, room=room.name, **names)
             self._room(
-                f"{ref}/{room.key}", room_locator, room, name, ref, members, staff_members, settings
+                f"{ref}/{room.key}",
+                room_locator,
+                room,
+                name,
+                ref,
+                members,
+                staff_members,
+                settings,
+                extra_state=sessions if room.key == SESSIONS_ROOM else None,
             )
         for i, cohort in enumerate(club.cohorts):
             cohort_ref = f"cohort:{club.key}/{cohort.key}"
@@ -241,9 +279,10 @@ class _Compiler:
         members: Mapping[str, int],
         staff_members: Mapping[str, int],
         settings: Mapping[str, Any],
+        extra_state: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
     ) -> None:
         """A club or cohort room (named `name`, the formatted name): for `members`, or for
-        `staff_members` if it is a staff room."""
+        `staff_members` if it is a staff room; `extra_state` is its own state (the sessions)."""
         restricted = room.join_rule == "restricted"
         if room.audience == "staff":
             locator = replace(locator, audience="staff")
@@ -270,6 +309,7 @@ class _Compiler:
             suggested=room.suggested,
             private_description=room.private_description,
             settings=settings,
+            extra_state=extra_state,
         )
 
     def _add(
@@ -291,6 +331,7 @@ class _Compiler:
         suggested: bool = False,
         private_description: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        extra_state: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
     ) -> None:
         d = self.net.defaults
         bots = tuple(bots)
@@ -317,6 +358,7 @@ class _Compiler:
             state[("m.room.retention", "")] = {"max_lifetime": d.retention_ms}
         if settings is not None:
             state[(CLUB_SETTINGS, "")] = {**settings, "bots": [self.bots[name] for name in bots]}
+        state.update(extra_state or {})
         self.rooms.append(
             DesiredRoom(
                 ref=ref,

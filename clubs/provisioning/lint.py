@@ -1,10 +1,11 @@
 """Privacy lint: texts that become unencrypted room state must not give people away.
 
-Room names and topics, space names and display names are state: the server and every member can
-read them, and so can whoever seizes the server. `lint_network` returns located warnings (never
-errors: an admin may decide otherwise) for sensitive words, with a neutral text to use instead,
-and for words that mix Latin and Cyrillic letters (a homoglyph hides a word from readers and
-filters). Sensitive text belongs in a room's `private_description`, posted encrypted.
+Room names and topics, space names, display names and the titles of sessions declared in the
+network file are state: the server and every member can read them, and so can whoever seizes the
+server. `lint_network` returns located warnings (never errors: an admin may decide otherwise)
+for sensitive words, with a neutral text to use instead, and for words that mix Latin and
+Cyrillic letters (a homoglyph hides a word from readers and filters). Sensitive text belongs in
+a room's `private_description`, posted encrypted.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def _texts(network: Network) -> Iterator[tuple[str, Origin | None]]:
         yield from of(country, "name")
         for club in country.clubs:
             yield from of(club, "name", "topic")
+            for session in club.sessions:
+                yield from of(session, "title")
             for room in club.rooms:
                 yield from of(room, "name", "topic")
             for cohort in club.cohorts:

@@ -23,6 +23,13 @@ only, balanced braces, `{room}` present — and so is every name they give (at m
 `ROOM_NAME_MAX_BYTES`, reported at the club's or cohort's name); `compile.py` applies them.
 `room_name_format: "{room}"` turns the feature off, for cohort rooms too unless the cohort
 format is written.
+
+A club's `sessions` are read here into `model.Session`s, with their time evaluated once and for
+all so that compiling is deterministic: `when` is what the scheduling bot's `parse_when` reads,
+against the wall time one minute before `from` (required for a repeating phrase, and for a
+one-off without its year); a one-off that names its year is read against the start of that year.
+The rule must pass `recurrence.check_rule`. Sessions are published in the club's `sessions`
+room, so a club declaring some must have one.
 """
 
 from __future__ import annotations
@@ -31,19 +38,24 @@ import difflib
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
 import yaml
 
+from clubs.bots.scheduling.recurrence import RuleError, check_rule
+from clubs.bots.scheduling.when import When, WhenError, parse_duration, parse_when
 from clubs.core import checks
 from clubs.core.yamlconf import (
     DEFAULT_LIMITS,
     STR,
+    Fields,
     Limits,
     Node,
     Origin,
     describe,
+    key_path,
     parse_yaml,
     read_yaml,
     shown,
@@ -69,6 +81,9 @@ from clubs.provisioning.model import (
     ROOM_NAME_FIELDS,
     ROOM_NAME_FORMAT,
     ROOM_NAME_MAX_BYTES,
+    SESSION_FORMATS,
+    SESSION_KINDS,
+    SESSIONS_ROOM,
     STAFF_ROLES,
     THRESHOLDS,
     Bot,
@@ -84,6 +99,8 @@ from clubs.provisioning.model import (
     PersonalData,
     PowerLevels,
     Room,
+    Session,
+    SessionKind,
     format_fields,
     room_name,
 )
@@ -116,6 +133,23 @@ MAX_MENTIONS = (1, 100)
 NEW_MEMBER_HOURS = (0, 720)
 WORDS_MAX = 500
 WORD_MAX_CHARS = 100
+SESSION_KEYS = (
+    "title",
+    "when",
+    "from",
+    "duration",
+    "kind",
+    "format",
+    "capacity",
+    "materials",
+)
+SESSION_TITLE_MAX_CHARS = 120
+"""As for a `!session` title (the scheduling bot's options.MAX_TITLE)."""
+SESSION_CAPACITY = (1, 1000)
+DEFAULT_SESSION_DURATION_S = 2 * 3600
+_HTTPS_LINK = re.compile(r"https://[^\s<>\"']{3,500}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_YEAR_IN_PHRASE = re.compile(r"(?<![0-9])[0-9]{4}(?![0-9])")
 _DURATION = re.compile(r"([1-9][0-9]{0,8})(ms|s|m|h|d|w)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
@@ -562,6 +596,7 @@ class _Loader:
                 "rooms",
                 "cohorts",
                 "moderation",
+                "sessions",
             ),
         )
         key = f["key"].string(checks.slug)
@@ -600,6 +635,69 @@ class _Loader:
                 else d.moderation
             ),
             origins=_origins_of(f.values, "name", "topic"),
+            sessions=self._sessions(f, rooms),
+        )
+
+    def _sessions(self, club: Fields, rooms: Iterable[Room]) -> tuple[Session, ...]:
+        """The club's `sessions` list; reported at the `sessions:` key if it has no room to be
+        published in."""
+        node = club.get("sessions")
+        items = _items(node)
+        if node is None or not items:
+            return ()
+        if not any(r.key == SESSIONS_ROOM for r in rooms):
+            _key_node(club.node, "sessions").error(
+                f'sessions are published in the club\'s room with key "{SESSIONS_ROOM}", and '
+                "this club has none: add one to its rooms (or to club_template)"
+            )
+        seen: dict[str, int] = {}
+        sessions = []
+        for item in items:
+            f = item.mapping(required=("key", "title", "when"), optional=SESSION_KEYS)
+            key = f["key"].string(checks.slug)
+            session = self._session(f, key)
+            if _unique(f["key"], key, seen, "session") and session is not None:
+                sessions.append(session)
+        return tuple(sessions)
+
+    def _session(self, f: Fields, key: str) -> Session | None:
+        """One entry of `sessions` (its key already read), or None if it was reported."""
+        title = f["title"].string(_session_title)
+        first = f.get("from")
+        start = _session_from(first) if first is not None else None
+        when = _session_when(f["when"], start, first)
+        duration_s = DEFAULT_SESSION_DURATION_S
+        if d := f.get("duration"):
+            text = d.string()
+            try:
+                duration_s = parse_duration(text) if text else duration_s
+            except WhenError as e:
+                d.error(f"expected a duration like 2h, 90m or 1h30: {e}; got {shown(text)}")
+        kind = cast(SessionKind, k.choice(SESSION_KINDS)) if (k := f.get("kind")) else "meeting"
+        online = fm.choice(SESSION_FORMATS) == "online" if (fm := f.get("format")) else False
+        capacity = None
+        if c := f.get("capacity"):
+            capacity = c.integer(low=SESSION_CAPACITY[0], high=SESSION_CAPACITY[1])
+            if online:
+                c.error(
+                    "an online session has no capacity (places are counted for a venue); "
+                    "remove capacity or write format: offline"
+                )
+        materials = m.string(_https_link) if (m := f.get("materials")) else None
+        if when is None:
+            return None
+        return Session(
+            key=key,
+            title=title,
+            when=f["when"].string(),
+            start=when.start,
+            rrule=when.rrule,
+            duration_s=duration_s,
+            kind=kind,
+            online=online,
+            capacity=capacity,
+            materials=materials,
+            origins=_origins_of(f.values, "title"),
         )
 
     def _cohort(
@@ -743,6 +841,84 @@ class _Loader:
             else:
                 keys.append(key)
         return tuple(keys)
+
+
+def _session_title(value: str) -> str | None:
+    if len(value) > SESSION_TITLE_MAX_CHARS:
+        return f"expected at most {SESSION_TITLE_MAX_CHARS} characters; got {len(value)} characters"
+    return name_text(value)
+
+
+def _https_link(value: str) -> str | None:
+    if _HTTPS_LINK.fullmatch(value):
+        return None
+    return f"expected an https:// link (no spaces, at most 500 characters); got {shown(value)}"
+
+
+def _session_from(node: Node) -> date | None:
+    """`from: 2026-12-01` (a YAML date, read as its text), or None (reported)."""
+    text = node.string()
+    if not text:
+        return None
+    try:
+        if _ISO_DATE.fullmatch(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    node.error(f"expected a date like 2026-12-01; got {shown(text)}")
+    return None
+
+
+def _session_when(node: Node, first: date | None, first_at: Node | None) -> When | None:
+    """A session's `when` read deterministically, or None (reported at `when`).
+
+    With `from`, the phrase is read against the wall time one minute before that date (the first
+    occurrence is the first match from that day on). Without it, a repeating phrase is refused,
+    and so is a one-off that depends on today («10 декабря», «в четверг», «завтра»); a one-off
+    that names its year is read against the start of that year, so it is never "in the past"
+    when compiling (the bot simply never schedules a past one).
+    """
+    text = node.string()
+    if not text or (first_at is not None and first is None):
+        return None  # nothing to read, or `from` already reported
+    if first is not None:
+        now = datetime.combine(first, datetime.min.time()) - timedelta(minutes=1)
+    elif year := _YEAR_IN_PHRASE.search(text):
+        now = datetime(max(int(year.group()), 1900), 1, 1) - timedelta(minutes=1)
+    else:
+        now = datetime(2000, 1, 1)
+    try:
+        when = parse_when(text, now_local=now)
+    except WhenError as e:
+        after = f" (read from {first.isoformat()}, the date of from)" if first else ""
+        node.error(f"not a time the scheduling bot reads: {e}{after}")
+        return None
+    if first is None and when.rrule is not None:
+        node.error(
+            "a repeating time needs from: the date its first occurrence is counted from "
+            "(like from: 2026-12-01)"
+        )
+        return None
+    if first is None and not _YEAR_IN_PHRASE.search(text):
+        node.error(
+            "a one-off time without its year depends on the day it is read: write the year "
+            "(«10.12.2026 в 19:00») or from: the date it is counted from"
+        )
+        return None
+    try:
+        check_rule(when.rrule, when.start)
+    except RuleError as e:
+        node.error(f"a rule the scheduling bot does not run: {e}")
+        return None
+    return when
+
+
+def _key_node(node: Node, key: str) -> Node:
+    """The node of a mapping's key itself (for a problem about the key, not its value)."""
+    for raw_key, _ in node.raw.value:
+        if isinstance(raw_key, yaml.ScalarNode) and raw_key.value == key:
+            return Node(raw_key, key_path(node.path, key), node.report, node.present)
+    return node
 
 
 def _name_format(node: Node, known: tuple[str, ...]) -> str | None:

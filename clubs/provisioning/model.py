@@ -9,6 +9,7 @@ from __future__ import annotations
 import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Literal
 
 from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
@@ -24,6 +25,11 @@ from clubs.provisioning.desired import (
 
 HistoryVisibility = Literal["joined", "invited"]
 PersonalData = Literal["redact", "flag", "off"]
+SessionKind = Literal["meeting", "lecture", "seminar", "training"]
+SESSION_KINDS: tuple[SessionKind, ...] = ("meeting", "lecture", "seminar", "training")
+SESSION_FORMATS = ("offline", "online")
+SESSIONS_ROOM = "sessions"
+"""The key of the club room where declared sessions are published (and the RSVP polls run)."""
 
 ROLES = ("admin", "moderator", "facilitator", "bot", "member")
 STAFF_ROLES = ("admin", "moderator", "facilitator")
@@ -243,6 +249,35 @@ class Cohort:
 
 
 @dataclass(frozen=True)
+class Session:
+    """A meeting or a series of meetings a club declares in the network file (`sessions:`).
+
+    The provisioner publishes it in the club's `sessions` room (`CLUB_SESSIONS` state), so a new
+    club comes with its meetings. Only what may be public is here: no venue address and no call
+    link, which the scheduling bot gets from a facilitator (or makes) and keeps out of state.
+    """
+
+    key: str
+    """A slug, unique within the club."""
+    title: str
+    """Public, like room names: the privacy lint reads it."""
+    when: str
+    """The phrase as written («каждый четверг в 19:00»), read by `when.parse_when`."""
+    start: datetime
+    """The first occurrence: a naive wall time in the club's zone."""
+    rrule: str | None
+    """The RFC 5545 RRULE value; None for a one-off."""
+    duration_s: int = 2 * 3600
+    kind: SessionKind = "meeting"
+    online: bool = False
+    capacity: int | None = None
+    """Places at an offline session; None: no limit."""
+    materials: str | None = None
+    """An https link."""
+    origins: Origins = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Club:
     key: str
     """Unique in the network."""
@@ -258,6 +293,8 @@ class Club:
     moderation: Moderation = Moderation()
     """The network's defaults with the club's own settings over them."""
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
+    sessions: tuple[Session, ...] = ()
+    """Declared sessions, in the order of the file; published in the `sessions` room."""
 
     def people(self) -> tuple[str, ...]:
         """Everyone in the club, staff first, each once."""
