@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from clubs.bots.scheduling.declared import declared_sessions
 from clubs.bots.scheduling.when import When
 from clubs.core.namespace import CLUB_SESSIONS
 from clubs.core.yamlconf import ConfigError
@@ -179,6 +180,16 @@ def test_a_declaration_is_published_as_exactly_this_content(
     declared: str, expected: dict[str, Any]
 ) -> None:
     assert published(declared) == {"sessions": [expected]}
+
+
+def test_the_scheduling_bot_takes_every_published_entry() -> None:
+    """The contract with `declared.py`: nothing the provisioner publishes is skipped."""
+    content = published("\n".join(d.rstrip("\n") for d, _ in GOOD) + "\n")
+    good, skipped = declared_sessions("almaty", content)
+    assert skipped == 0
+    assert [(d.title, d.start_local, d.rrule) for d in good] == [
+        (e["title"], e["start"], e["rrule"]) for e in content["sessions"]
+    ]
 
 
 def test_sessions_are_sorted_by_key_and_only_in_the_sessions_room() -> None:
