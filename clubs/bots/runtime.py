@@ -56,12 +56,17 @@ from clubs.bots.commands import (
     read_invocation,
 )
 from clubs.bots.context import BotContext, CommandContext, EventContext, Spawnable
+from clubs.bots.descriptions import Descriptions
+from clubs.bots.descriptions import RoomKey as RoomKey
+from clubs.bots.identity import IdentityChanges
 from clubs.bots.jobs import JobRunner, JobStore, collect_job_handlers
+from clubs.bots.joined import shares_managed_room
 from clubs.bots.outbox import Outbox
 from clubs.bots.polls import collect_poll_handlers
 from clubs.bots.ratelimit import RateLimiter
 from clubs.bots.rooms import RoomDirectory, RoomInfo
 from clubs.bots.store import Confirmation, RuntimeStore
+from clubs.bots.storefault import StoreFaults
 from clubs.bots.supervise import supervise
 from clubs.core.clock import Clock, SystemClock
 from clubs.core.crash import crashpoint
@@ -70,11 +75,9 @@ from clubs.core.e2ee import E2eeClient, Invite, RoomEvent, SyncBatch
 from clubs.core.errors import ClubsError, Forbidden, MatrixError, Unreachable
 from clubs.core.errors import is_transient as is_transient
 from clubs.core.events import parse_message
-from clubs.core.html import notice_content
-from clubs.core.http import EventId, MatrixHttp, RoomId, UserId
+from clubs.core.http import MatrixHttp, RoomId, UserId
 from clubs.core.i18n import Catalog
 from clubs.core.sealed import Sealer
-from clubs.core.txn import txn_id
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +218,19 @@ class BotRuntime:
             sealer=sealer,
         )
         self.store = store
-        self.descriptions = dict(descriptions or {})
-        """Private room descriptions to post (encrypted) and pin, by the room's locator key."""
-        self._described: set[RoomId] = set()
+        service = {*settings.host_bots, settings.provisioner, client.user_id}
+        """Accounts whose joins and identities are not a member's: the host's bots, the
+        provisioner and this bot."""
+        self._descriptions = Descriptions(
+            self.ctx,
+            descriptions or {},
+            service=service,
+            repost_s=settings.description_repost_s,
+        )
+        self._identity = IdentityChanges(self.ctx, policy=settings.identity_policy, service=service)
+        self._store_faults = StoreFaults(self.ctx)
         self._attempts: Counter[str] = Counter()
         """Transient handling failures per event (or invite...) of the batch being retried."""
-        self._store_fault_since: float | None = None
-        """When the database started refusing writes (None: it writes)."""
         self.ready = asyncio.Event()
         """Set after the first successful sync (tests and `clubs up` wait on it)."""
         self.warm_up_after: Sequence[asyncio.Event] = ()
@@ -308,7 +317,7 @@ class BotRuntime:
                     await self._guarded(self._on_invite(invite), "invite", invite.room_id)
                 await self.store.set_next_batch(batch.next_batch)
             except (_RetryBatch, StoreUnavailable) as e:
-                await self._store_fault(e)
+                await self._store_faults.fault(e)
                 await asyncio.sleep(self._backoff(retries))
                 retries += 1
                 continue
@@ -337,13 +346,13 @@ class BotRuntime:
                 continue
             except StoreUnavailable as e:
                 # Nothing of the batch is recorded: the same events come again once we can write.
-                await self._store_fault(e)
+                await self._store_faults.fault(e)
                 delay = self._backoff(retries, ceiling=self.settings.store_backoff_max_s)
                 retries += 1
                 await asyncio.sleep(delay)
                 continue
-            if self._store_fault_since is not None:
-                await self._store_recovered()
+            if self._store_faults.since is not None:
+                await self._store_faults.recovered()
             retries = 0
             since = batch.next_batch
             self.syncs += 1
@@ -395,12 +404,12 @@ class BotRuntime:
         for event in events:
             await self._guarded(self._dispatch(event), event.event_id, event.room_id)
         await self._tell_withheld()
-        await self._guarded(self._announce_identity_changes(), "identity", "*")
+        await self._guarded(self._identity.announce(), "identity", "*")
         await self.outbox.flush()
-        if self.descriptions:
-            await self._guarded(self._post_descriptions(), "descriptions", "*")
-            await self._guarded(self._newcomers(batch.events), "newcomers", "*")
-            await self._guarded(self._repost_descriptions(), "descriptions", "*")
+        if self._descriptions.texts:
+            await self._guarded(self._descriptions.post(), "descriptions", "*")
+            await self._guarded(self._descriptions.newcomers(batch.events), "newcomers", "*")
+            await self._guarded(self._descriptions.repost(), "descriptions", "*")
         self._attempts.clear()
         waiting = []
         for event in batch.events:
@@ -708,193 +717,23 @@ class BotRuntime:
                 await self.client.leave(invite.room_id)
                 self.rooms.invalidate(invite.room_id)
             return
-        if inviter is not None and invite.is_direct and await self._shares_managed_room(inviter):
+        if (
+            inviter is not None
+            and invite.is_direct
+            and await shares_managed_room(self.client, self.rooms, inviter)
+        ):
             await self.client.join(invite.room_id)
             await self.store.set_dm_room(inviter, invite.room_id)
             return
         log.info("%s: declined an invite to %s", self.bot.name, invite.room_id)
         await self.client.leave(invite.room_id)
 
-    async def _shares_managed_room(self, user: UserId) -> bool:
-        rooms = self.client.joined_rooms()
-        await self.rooms.prefetch(rooms)  # the same request loads each room's members
-        for room_id in rooms:
-            if (await self.rooms.info(room_id)).managed and user in await self.client.members(
-                room_id
-            ):
-                return True
-        return False
-
     # --- identity changes ------------------------------------------------------------------------
 
-    async def _announce_identity_changes(self) -> None:
-        """A member set up a new identity (lost devices or recovery key, reset in Element): the
-        staff hear it in their room, the member in a DM — once per new key in the process's
-        database, whichever bot saw it first."""
-        service = {*self.settings.host_bots, self.settings.provisioner, self.client.user_id}
-        while self.client.identity_changes:
-            user, master_key = self.client.identity_changes.pop(0)
-            if user in service or not await self.store.claim_identity_change(
-                user, master_key, self.clock.now()
-            ):
-                continue
-            held = self.settings.identity_policy == "hold"
-            log.warning(
-                "%s: %s set up a new identity (%s)",
-                self.bot.name,
-                user,
-                "room keys held until !trust" if held else "accepted",
-            )
-            staff = await self._staff_room()
-            if staff is not None:
-                await self.ctx.notice(
-                    staff,
-                    "bots/identity_staff",
-                    job=("identity", user, master_key, "staff"),
-                    user=user,
-                    held=held,
-                )
-            if not await self._shares_managed_room(user):
-                continue
-            dm = await self.ctx.dm_room(user)
-            await self.ctx.notice(
-                dm, "bots/identity_member", job=("identity", user, master_key, "dm"), held=held
-            )
-
     async def trust(self, ctx: CommandContext, user: str) -> None:
-        """`!trust @user`: accept a member's new identity for this bot's device (every bot of
-        the host does it for its own; the room's built-ins answerer replies)."""
-        try:
-            await self.client.accept_identity_change(UserId(user))
-        except ClubsError:
-            if self.answers_builtins(ctx.room) or ctx.in_dm:
-                await ctx.reply("bots/trust_none", part="trust", user=user)
-            return
-        log.info("%s: %s's new identity accepted by a moderator", self.bot.name, user)
-        if self.answers_builtins(ctx.room) or ctx.in_dm:
-            await ctx.reply("bots/trusted", part="trust", user=user)
-
-    # --- storage faults --------------------------------------------------------------------------
-
-    async def _store_fault(self, error: BaseException) -> None:
-        if not isinstance(error, StoreUnavailable) or self._store_fault_since is not None:
-            return
-        self._store_fault_since = self.clock.now()
-        log.error(
-            "%s: the database refuses writes (%s); the sync position stays until it works "
-            "again, and nothing is marked done meanwhile",
-            self.bot.name,
-            type(error).__name__,
-        )
-        await self._alert_staff("bots/store_fault", "store-fault")
-
-    async def _store_recovered(self) -> None:
-        log.info("%s: the database writes again; carrying on", self.bot.name)
-        await self._alert_staff("bots/store_recovered", "store-recovered")
-        self._store_fault_since = None
-
-    async def _alert_staff(self, key: str, kind: str) -> None:
-        """Tell the staff without the database: straight to the homeserver, with a txn id of
-        this episode (a retry is absorbed), best effort."""
-        room = await self._staff_room()
-        if room is None:
-            return
-        since = str(int((self._store_fault_since or 0) * 1000))
-        try:
-            info = await self.rooms.info(room)
-            text = self.ctx.render(key, info.language, bot=self.bot.name)
-            await self.client.send(
-                room,
-                "m.room.message",
-                notice_content(text),
-                txn_id=txn_id("m.room.message", self.bot.name, kind, since),
-            )
-        except Exception as e:
-            log.warning("%s: the staff could not be told: %s", self.bot.name, type(e).__name__)
-
-    async def _staff_room(self) -> RoomId | None:
-        """The network's management room if this bot is in it, else a staff-only room."""
-        rooms = self.client.joined_rooms()
-        await self.rooms.prefetch(rooms)
-        staff: list[RoomId] = []
-        for room_id in rooms:
-            info = await self.rooms.info(room_id)
-            if info.kind == "policy_room":
-                return room_id
-            if info.staff_only:
-                staff.append(room_id)
-        return staff[0] if staff else None
-
-    # --- private descriptions --------------------------------------------------------------------
-
-    async def _post_descriptions(self) -> None:
-        """Post each managed room's private description once (per text) and pin it."""
-        for room_id in self.client.joined_rooms():
-            if room_id in self._described:
-                continue
-            self._described.add(room_id)
-            info = await self.rooms.info(room_id)
-            text = self.descriptions.get(room_key(info.locator)) if info.locator else None
-            if not text:
-                continue
-            digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-            if await self.store.description_posted(room_id, digest):
-                if await self.store.description_copy(room_id) is None:
-                    # Posted before copies were kept: its id is unknown, so the next newcomer
-                    # gets a repost at once.
-                    await self.store.record_description_copy(room_id, digest, "", 0.0, 1)
-                continue
-            event_id = await self.ctx.notice(
-                room_id, "bots/description", job=("description", room_id, digest), text=text
-            )
-            if event_id is not None:
-                old = await self.store.description_copy(room_id)
-                await self.ctx.pin(
-                    room_id, event_id, replacing=[EventId(old.event_id)] if old else []
-                )
-                await self.store.record_description_copy(
-                    room_id, digest, event_id, self.clock.now(), 1
-                )
-                await self.store.mark_description_posted(room_id, digest)
-            else:
-                self._described.discard(room_id)  # room not synced yet: try after the next sync
-
-    async def _newcomers(self, events: Iterable[RoomEvent]) -> None:
-        """A member who joined after the newest copy of the room's description cannot read it
-        (history is visible from one's join): a repost is wanted, at most once per
-        `description_repost_s` per room."""
-        service = {*self.settings.host_bots, self.settings.provisioner, self.client.user_id}
-        for event in events:
-            if (
-                event.type != "m.room.member"
-                or event.content.get("membership") != "join"
-                or event.state_key in service
-            ):
-                continue
-            copy = await self.store.description_copy(event.room_id)
-            if copy is None or event.origin_server_ts / 1000 <= copy.posted_at:
-                continue
-            await self.store.want_description_repost(
-                event.room_id, copy.posted_at + self.settings.description_repost_s
-            )
-
-    async def _repost_descriptions(self) -> None:
-        """Post the due reposts: a new encrypted copy, pinned in place of the old one."""
-        for copy in await self.store.reposts_due(self.clock.now()):
-            room_id = RoomId(copy.room_id)
-            info = await self.rooms.info(room_id)
-            text = self.descriptions.get(room_key(info.locator)) if info.locator else None
-            if not text:
-                continue
-            digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-            n = copy.copies + 1
-            event_id = await self.ctx.notice(
-                room_id, "bots/description", job=("description", room_id, digest, str(n)), text=text
-            )
-            if event_id is None:
-                continue  # room not synced yet: the repost stays due
-            await self.ctx.pin(room_id, event_id, replacing=[EventId(copy.event_id)])
-            await self.store.record_description_copy(room_id, digest, event_id, self.clock.now(), n)
+        """`!trust @user` (a built-in): `IdentityChanges.trust`; the room's built-ins answerer
+        replies, and any bot in its DMs."""
+        await self._identity.trust(ctx, user, answers=self.answers_builtins(ctx.room) or ctx.in_dm)
 
 
 async def _logged(label: str, coro: Coroutine[Any, Any, None]) -> None:
@@ -906,18 +745,6 @@ async def _logged(label: str, coro: Coroutine[Any, Any, None]) -> None:
     except Exception as e:
         log.warning("%s failed: %s", label, type(e).__name__)
         log.debug("%s: failure detail", label, exc_info=True)
-
-
-RoomKey = tuple[str | None, str | None, str | None, str | None]
-"""(kind, club, cohort, key) of a locator: how the composition root names rooms to bots."""
-
-
-def room_key(locator: Mapping[str, Any]) -> RoomKey:
-    def get(name: str) -> str | None:
-        value = locator.get(name)
-        return value if isinstance(value, str) else None
-
-    return (get("kind"), get("club"), get("cohort"), get("key"))
 
 
 def required_template_keys(bots: Iterable[Bot]) -> list[str]:
