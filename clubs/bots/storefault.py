@@ -45,11 +45,13 @@ class StoreFaults:
         """Tell the staff without the database: straight to the homeserver, with a txn id of
         this episode (a retry is absorbed), best effort."""
         ctx = self._ctx
-        room = await staff_room(ctx.client, ctx.rooms)
-        if room is None:
-            return
         since = str(int((self.since or 0) * 1000))
         try:
+            # Inside the guard: finding the staff room may need the homeserver, which may be the
+            # one that is away; the alert is best effort and must never stop the loop.
+            room = await staff_room(ctx.client, ctx.rooms)
+            if room is None:
+                return
             info = await ctx.rooms.info(room)
             text = ctx.render(key, info.language, bot=ctx.name)
             await ctx.client.send(
