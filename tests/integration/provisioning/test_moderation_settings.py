@@ -53,12 +53,18 @@ async def test_changed_moderation_settings_are_planned_as_an_update_and_applied(
         chat = await state_map(http, actual.rooms["cohort:almaty/spring/chat"].room_id)
         other = await state_map(http, actual.rooms["club:astana/general"].room_id)
     assert chat[(CLUB_SETTINGS, "")] == {
+        "name": "Алматы",
         "time_zone": "Asia/Almaty",
         "language": "ru",
         "moderation": {"personal_data": "flag", "flood_messages": 12},
         "bots": [],
     }
-    assert other[(CLUB_SETTINGS, "")] == {"time_zone": "UTC", "language": "ru", "bots": []}
+    assert other[(CLUB_SETTINGS, "")] == {
+        "name": "Астана",
+        "time_zone": "UTC",
+        "language": "ru",
+        "bots": [],
+    }
 
     unflagged = network(net_id, synapse.server_name, '"off"')
     change = plan(unflagged, actual)
