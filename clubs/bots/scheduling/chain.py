@@ -4,10 +4,12 @@ announce) and the RSVP poll's votes (counts, places, the waitlist)."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from clubs.bots.context import BotContext
 from clubs.bots.jobs import JobContext, on_job, on_missed_job
 from clubs.bots.polls import PollUpdate, on_poll
+from clubs.bots.rooms import RoomInfo
 from clubs.bots.scheduling import places as pl
 from clubs.bots.scheduling.core import (
     ANNOUNCE,
@@ -32,7 +34,7 @@ from clubs.bots.scheduling.core import (
 from clubs.bots.scheduling.recurrence import (
     occurrence_key,
 )
-from clubs.bots.scheduling.store import Occurrence, Series
+from clubs.bots.scheduling.store import Occurrence, Post, Series
 from clubs.bots.scheduling.widget import (
     LAYOUT,
     LEAD_S,
@@ -54,41 +56,45 @@ class SessionChain(ScheduleCore):
 
     @on_job(ANNOUNCE)
     async def announce(self, job: JobContext) -> None:
+        """The occurrence's announcement and poll in its club (and in every other club of a
+        network-wide lecture), then its reminders, start and finish."""
         series, key = await self._job_series(job)
         if series is None or key in await self.store.cancelled(series.id):
             return
         ctx = job.bot
         start = start_of(series, key)
-        announce_room = await club_room(ctx, series.club, ANNOUNCEMENTS_ROOM) or series.room_id
-        poll_room = await club_room(ctx, series.club, SESSIONS_ROOM) or series.room_id
-        text = self._announcement(ctx, series, start, await ctx.rooms.info(announce_room), None)
-        announced = await ctx.send(announce_room, "m.room.message", text, job=job.txn("post"))
-        if announced is None:
-            raise NotSentYet("the announcement waits in the outbox")
-        await ctx.pin(announce_room, announced)
-        voice = await ctx.rooms.info(poll_room)
-        question = ctx.render(
-            "scheduling/poll_question",
-            voice.language,
-            title=series.title,
-            when=when_text(series, start, voice),
-        ).body
-        answers = [ctx.render(k, voice.language).body for k in ANSWER_KEYS]
-        poll = await ctx.poll(poll_room, question, answers, job=job.txn("poll"), disclosed=True)
-        if poll is None:
-            raise NotSentYet("the poll waits in the outbox")
+        where: dict[str, tuple[RoomId, RoomId]] = {}
+        for club in series.clubs:
+            announce_room = await club_room(ctx, club, ANNOUNCEMENTS_ROOM)
+            poll_room = await club_room(ctx, club, SESSIONS_ROOM)
+            if club == series.club:
+                where[club] = (announce_room or series.room_id, poll_room or series.room_id)
+            elif announce_room is not None and poll_room is not None:
+                where[club] = (announce_room, poll_room)
+            else:
+                log.warning("%s: club %s has no rooms of this bot to announce in", ctx.name, club)
+        infos = [await ctx.rooms.info(a) for a, _ in where.values()]
+        posts = []
+        for club, (announce_room, poll_room) in where.items():
+            parts = () if club == series.club else (club,)
+            posts.append(
+                await self._post(job, series, start, club, announce_room, poll_room, infos, parts)
+            )
+        own = posts[0]
         await self.store.record_occurrence(
             Occurrence(
                 series.id,
                 key,
                 start.timestamp(),
-                announce_room,
-                announced,
-                poll_room,
-                poll,
+                own.announce_room,
+                own.announce_event,
+                own.poll_room,
+                own.poll_event,
                 "upcoming",
             )
         )
+        for post in posts[1:]:
+            await self.store.record_post(series.id, key, post)
         now = self.clock.now()
         payload = {"series": series.id, "occ": key}
         for offset in self.reminder_offsets_s:
@@ -102,7 +108,7 @@ class SessionChain(ScheduleCore):
                     grace_s=reminder_grace_s(offset),
                 )
         job.then(START, f"{series.id}@{key}", start.timestamp(), payload, grace_s=series.duration_s)
-        if series.online and series.link and accepts_widgets(voice.settings):
+        if series.online and series.link:
             job.then(
                 WIDGET,
                 f"{series.id}@{key}",
@@ -118,20 +124,56 @@ class SessionChain(ScheduleCore):
             grace_s=FINISH_GRACE_S,
         )
 
+    async def _post(
+        self,
+        job: JobContext,
+        series: Series,
+        start: datetime,
+        club: str,
+        announce_room: RoomId,
+        poll_room: RoomId,
+        infos: list[RoomInfo],
+        parts: tuple[str, ...],
+    ) -> Post:
+        """One club's pinned announcement and RSVP poll. A send still in the outbox raises
+        `NotSentYet`: the job runs again and gets the event ids from the outbox then."""
+        ctx = job.bot
+        info = await ctx.rooms.info(announce_room)
+        text = self._announcement(ctx, series, start, info, None, infos)
+        announced = await ctx.send(
+            announce_room, "m.room.message", text, job=job.txn("post", *parts)
+        )
+        if announced is None:
+            raise NotSentYet("the announcement waits in the outbox")
+        await ctx.pin(announce_room, announced)
+        voice = await ctx.rooms.info(poll_room)
+        question = ctx.render(
+            "scheduling/poll_question",
+            voice.language,
+            title=series.title,
+            when=when_text(series, start, voice),
+        ).body
+        answers = [ctx.render(k, voice.language).body for k in ANSWER_KEYS]
+        poll = await ctx.poll(
+            poll_room, question, answers, job=job.txn("poll", *parts), disclosed=True
+        )
+        if poll is None:
+            raise NotSentYet("the poll waits in the outbox")
+        return Post(club, announce_room, announced, poll_room, poll)
+
     @on_job(REMIND)
     async def remind(self, job: JobContext) -> None:
         series, key = await self._job_series(job)
         occ = await self._live_occurrence(series, key)
-        if series is None or occ is None or occ.poll_event is None:
+        if series is None or occ is None:
             return
         ctx = job.bot
         start = start_of(series, key)
-        voice = await ctx.rooms.info(occ.poll_room)
-        ballots = await ctx.poll_ballots(occ.poll_room, occ.poll_event)
         seats = await self.store.places(series.id, key)
-        for b in ballots:
+        for b, post in await self._ballots(ctx, await self._posts(occ)):
             if b.answers[0] not in (pl.GOING, pl.MAYBE):
                 continue
+            voice = await ctx.rooms.info(post.poll_room)
             with_venue = b.answers[0] == pl.GOING and (
                 series.capacity is None or seats.get(b.sender, ("",))[0] == pl.CONFIRMED
             )
@@ -161,14 +203,15 @@ class SessionChain(ScheduleCore):
         occ = await self._live_occurrence(series, key)
         if series is None or occ is None:
             return
-        await job.bot.notice(
-            occ.poll_room,
-            "scheduling/starting",
-            job=job.txn("now"),
-            title=series.title,
-            link=series.link if series.online else None,
-            materials=series.materials,
-        )
+        for post in await self._posts(occ):
+            await job.bot.notice(
+                post.poll_room,
+                "scheduling/starting",
+                job=job.txn("now", *(() if post.club == series.club else (post.club,))),
+                title=series.title,
+                link=series.link if series.online else None,
+                materials=series.materials,
+            )
 
     @on_missed_job(START)
     async def start_missed(self, job: JobContext) -> None:
@@ -208,7 +251,8 @@ class SessionChain(ScheduleCore):
         occ = await self._live_occurrence(series, key)
         if series is None or occ is None:
             return
-        await self._widget(job.bot, occ.poll_room, series, key, on=True)
+        for post in await self._posts(occ):
+            await self._widget(job.bot, post.poll_room, series, key, on=True)
 
     async def _widget(
         self, ctx: BotContext, room: RoomId, series: Series, key: str, *, on: bool
@@ -244,12 +288,14 @@ class SessionChain(ScheduleCore):
         occ = await self.store.occurrence(series.id, key)
         if occ is not None and occ.state == "upcoming":
             ctx = job.bot
-            if series.online:
-                await self._widget(ctx, occ.poll_room, series, key, on=False)
-            if occ.announce_event is not None:
-                await ctx.unpin(occ.announce_room, occ.announce_event)
-            if occ.poll_event is not None:
-                await ctx.end_poll(occ.poll_room, occ.poll_event, job=job.txn("end"))
+            for post in await self._posts(occ):
+                parts = () if post.club == series.club else (post.club,)
+                if series.online:
+                    await self._widget(ctx, post.poll_room, series, key, on=False)
+                if post.announce_event is not None:
+                    await ctx.unpin(post.announce_room, post.announce_event)
+                if post.poll_event is not None:
+                    await ctx.end_poll(post.poll_room, post.poll_event, job=job.txn("end", *parts))
             await self.store.set_occurrence_state(series.id, key, "over")
         if series.state != "active":
             return
@@ -266,6 +312,8 @@ class SessionChain(ScheduleCore):
 
     @on_poll
     async def rsvp(self, ctx: BotContext, update: PollUpdate) -> None:
+        """A vote in any of the occurrence's polls: places (offline), then the shared counts
+        edited into every club's announcement."""
         occ = await self.store.occurrence_by_poll(update.poll_id)
         if occ is None or occ.state != "upcoming":
             return
@@ -274,49 +322,58 @@ class SessionChain(ScheduleCore):
             return
         cause = update.cause or "recount"
         start = start_of(series, occ.occ_key)
-        voice = await ctx.rooms.info(occ.poll_room)
-        lang = voice.language
-        when = when_text(series, start, voice)
+        posts = await self._posts(occ)
+        ballots = await self._ballots(ctx, posts)
         waiting = 0
         if not series.online:
-            ballots = [
-                pl.Ballot(b.sender, b.event_id, b.ts, b.answers[0])
-                for b in await ctx.poll_ballots(occ.poll_room, occ.poll_event or update.poll_id)
-            ]
+            voter_post = {b.sender: post for b, post in ballots}
             before = await self.store.places(series.id, occ.occ_key)
-            after = pl.allocate(ballots, series.capacity, before)
+            after = pl.allocate(
+                [pl.Ballot(b.sender, b.event_id, b.ts, b.answers[0]) for b, _ in ballots],
+                series.capacity,
+                before,
+            )
             change = pl.changes(before, after)
             # The DMs first (their txn ids come from the place's rank key), then the record: a
             # crash in between sends the same DMs again, which the homeserver absorbs.
-            for user in change.confirmed:
-                await ctx.dm(
-                    user,
-                    "scheduling/promoted" if user in change.promoted else "scheduling/confirmed",
-                    job=(ctx.name, "place", str(series.id), occ.occ_key, user, after[user][1]),
-                    lang=lang,
-                    title=series.title,
-                    when=when,
-                    venue=series.venue,
+            for user in change.confirmed + change.waitlisted:
+                voice = await ctx.rooms.info(voter_post[user].poll_room)
+                confirmed = user in change.confirmed
+                key = (
+                    ("scheduling/promoted" if user in change.promoted else "scheduling/confirmed")
+                    if confirmed
+                    else "scheduling/waitlisted"
                 )
-            for user in change.waitlisted:
                 await ctx.dm(
                     user,
-                    "scheduling/waitlisted",
-                    job=(ctx.name, "wait", str(series.id), occ.occ_key, user, after[user][1]),
-                    lang=lang,
+                    key,
+                    job=(
+                        ctx.name,
+                        "place" if confirmed else "wait",
+                        str(series.id),
+                        occ.occ_key,
+                        user,
+                        after[user][1],
+                    ),
+                    lang=voice.language,
                     title=series.title,
-                    when=when,
+                    when=when_text(series, start, voice),
+                    venue=series.venue,
                     position=pl.waitlist_position(after, user),
                 )
             await self.store.set_places(series.id, occ.occ_key, after)
             waiting = sum(1 for status, _ in after.values() if status == pl.WAITLISTED)
-        if occ.announce_event is not None:
-            counts = {**update.counts, "waiting": waiting}
-            info = await ctx.rooms.info(occ.announce_room)
-            text = self._announcement(ctx, series, start, info, counts)
+        counts = {pl.GOING: 0, pl.MAYBE: 0, pl.NOT_GOING: 0, "waiting": waiting}
+        for b, _ in ballots:
+            counts[b.answers[0]] = counts.get(b.answers[0], 0) + 1
+        infos = [await ctx.rooms.info(p.announce_room) for p in posts]
+        for post, info in zip(posts, infos, strict=True):
+            if post.announce_event is None:
+                continue
+            text = self._announcement(ctx, series, start, info, counts, infos)
             await ctx.send(
-                occ.announce_room,
+                post.announce_room,
                 "m.room.message",
-                edit_content(text, occ.announce_event),
-                job=(ctx.name, "rsvp", update.poll_id, cause),
+                edit_content(text, post.announce_event),
+                job=(ctx.name, "rsvp", update.poll_id, cause, post.club),
             )

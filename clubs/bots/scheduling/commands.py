@@ -11,6 +11,7 @@ from typing import Any
 from clubs.bots.args import FreeText, Word
 from clubs.bots.commands import command
 from clubs.bots.context import BotContext, CommandContext
+from clubs.bots.rooms import RoomInfo
 from clubs.bots.scheduling import places as pl
 from clubs.bots.scheduling.calendar import series_ics
 from clubs.bots.scheduling.core import (
@@ -18,6 +19,7 @@ from clubs.bots.scheduling.core import (
     ANNOUNCE_GRACE_S,
     FACILITATOR,
     LIST_LIMIT,
+    SESSIONS_ROOM,
     ScheduleCore,
     series_key,
     start_of,
@@ -62,6 +64,11 @@ class SessionCommands(ScheduleCore):
         except SessionUsage as e:
             await ctx.reply("scheduling/usage", problem=e.part, detail=e.detail)
             return
+        try:
+            also = await self._audience(ctx, club, draft.audience)
+        except SessionUsage as e:
+            await ctx.reply("scheduling/usage", problem=e.part, detail=e.detail)
+            return
         if draft.venue is not None:
             await _keep_private(ctx)
         link = draft.link
@@ -83,6 +90,7 @@ class SessionCommands(ScheduleCore):
                 venue=draft.venue,
                 materials=draft.materials,
                 created_by=ctx.sender,
+                also=also,
             ),
             source=ctx.event.event_id,
             now=self.clock.now(),
@@ -243,6 +251,35 @@ class SessionCommands(ScheduleCore):
         )
         if not ctx.in_dm:
             await ctx.reply("scheduling/ics_sent", id=series.id)
+
+    async def _audience(
+        self, ctx: CommandContext, club: str, audience: tuple[str, tuple[str, ...]] | None
+    ) -> tuple[str, ...]:
+        """The other clubs of a network-wide session, each one the sender facilitates (power
+        50 in its sessions room), in a stable order."""
+        if audience is None:
+            return ()
+        served: dict[str, RoomInfo] = {}
+        for room_id in ctx.bot.client.joined_rooms():
+            info = await ctx.bot.rooms.info(room_id)
+            key = (info.locator or {}).get("key")
+            if info.club and info.kind == "club_room" and key == SESSIONS_ROOM:
+                served[info.club] = info
+        how, keys = audience
+        if how == "clubs":
+            unknown = [k for k in keys if k not in served]
+            if unknown:
+                raise SessionUsage("clubs", ", ".join(unknown[:5]))
+            chosen = list(keys)
+        elif how == "country":
+            chosen = [c for c, i in served.items() if (i.locator or {}).get("country") in keys]
+        else:
+            chosen = list(served)
+        others = sorted({c for c in chosen if c != club})
+        refused = [c for c in others if served[c].power(ctx.sender) < FACILITATOR]
+        if refused:
+            raise SessionUsage("not_yours", ", ".join(refused[:5]))
+        return tuple(others)
 
     async def _own_series(self, ctx: CommandContext, token: str) -> Series | None:
         """The active series numbered `token` of this room's club; in a DM, one whose room the

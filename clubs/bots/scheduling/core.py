@@ -11,6 +11,7 @@ from typing import Any
 from clubs.bots.base import Bot
 from clubs.bots.context import BotContext
 from clubs.bots.jobs import JobContext
+from clubs.bots.polls import Vote
 from clubs.bots.rooms import RoomInfo
 from clubs.bots.scheduling import places as pl
 from clubs.bots.scheduling.recurrence import (
@@ -21,8 +22,8 @@ from clubs.bots.scheduling.recurrence import (
     occurrences,
     parse_key,
 )
-from clubs.bots.scheduling.store import Occurrence, ScheduleStore, Series
-from clubs.bots.scheduling.timefmt import describe_rule, format_span
+from clubs.bots.scheduling.store import Occurrence, Post, ScheduleStore, Series
+from clubs.bots.scheduling.timefmt import describe_rule, format_local, format_span
 from clubs.core.clock import Clock
 from clubs.core.db import Database
 from clubs.core.errors import Unreachable
@@ -109,30 +110,58 @@ class ScheduleCore(Bot):
         for offset in self.reminder_offsets_s:
             await ctx.jobs.cancel(REMIND, f"{series.id}@{occ.occ_key}#{offset}")
         start = start_of(series, occ.occ_key)
-        if occ.announce_event is not None:
-            info = await ctx.rooms.info(occ.announce_room)
-            text = ctx.render(
-                "scheduling/announce_cancelled",
-                info.language,
-                title=series.title,
-                when=when_text(series, start, info),
-            )
-            await ctx.edit(occ.announce_room, occ.announce_event, text, job=(*job, "edit"))
-            await ctx.unpin(occ.announce_room, occ.announce_event)
-        if occ.poll_event is not None:
-            voice = await ctx.rooms.info(occ.poll_room)
-            for b in await ctx.poll_ballots(occ.poll_room, occ.poll_event):
-                if b.answers[0] in (pl.GOING, pl.MAYBE):
-                    await ctx.dm(
-                        b.sender,
-                        "scheduling/called_off",
-                        job=(*job, "dm", b.sender),
-                        lang=voice.language,
-                        title=series.title,
-                        when=when_text(series, start, voice),
-                    )
-            await ctx.end_poll(occ.poll_room, occ.poll_event, job=(*job, "end"))
+        for post in await self._posts(occ):
+            if post.announce_event is not None:
+                info = await ctx.rooms.info(post.announce_room)
+                text = ctx.render(
+                    "scheduling/announce_cancelled",
+                    info.language,
+                    title=series.title,
+                    when=when_text(series, start, info),
+                )
+                await ctx.edit(
+                    post.announce_room, post.announce_event, text, job=(*job, "edit", post.club)
+                )
+                await ctx.unpin(post.announce_room, post.announce_event)
+            if post.poll_event is not None:
+                voice = await ctx.rooms.info(post.poll_room)
+                for b in await ctx.poll_ballots(post.poll_room, post.poll_event):
+                    if b.answers[0] in (pl.GOING, pl.MAYBE):
+                        await ctx.dm(
+                            b.sender,
+                            "scheduling/called_off",
+                            job=(*job, "dm", b.sender),
+                            lang=voice.language,
+                            title=series.title,
+                            when=when_text(series, start, voice),
+                        )
+                await ctx.end_poll(post.poll_room, post.poll_event, job=(*job, "end", post.club))
         await self.store.set_occurrence_state(series.id, occ.occ_key, "cancelled")
+
+    async def _posts(self, occ: Occurrence) -> list[Post]:
+        """The occurrence's announcement and poll in its own club, then in the others."""
+        own = await self.store.series(occ.series_id)
+        first = Post(
+            own.club if own is not None else "",
+            occ.announce_room,
+            occ.announce_event,
+            occ.poll_room,
+            occ.poll_event,
+        )
+        return [first, *await self.store.other_posts(occ.series_id, occ.occ_key)]
+
+    async def _ballots(self, ctx: BotContext, posts: list[Post]) -> list[tuple[Vote, Post]]:
+        """Everyone's vote that counts now across the occurrence's polls, with the club's post
+        they voted in (a person who voted in two clubs counts once, with their latest vote)."""
+        latest: dict[str, tuple[Vote, Post]] = {}
+        for post in posts:
+            if post.poll_event is None:
+                continue
+            for b in await ctx.poll_ballots(post.poll_room, post.poll_event):
+                held = latest.get(b.sender)
+                if held is None or (b.ts, b.event_id) > (held[0].ts, held[0].event_id):
+                    latest[b.sender] = (b, post)
+        return sorted(latest.values(), key=lambda vp: (vp[0].ts, vp[0].event_id))
 
     def _announcement(
         self,
@@ -141,7 +170,10 @@ class ScheduleCore(Bot):
         start: datetime,
         room: RoomInfo,
         counts: Mapping[str, int] | None,
+        elsewhere: list[RoomInfo] | None = None,
     ) -> dict[str, Any]:
+        """The announcement as one club reads it: its own time first, then the other clubs'
+        (a network-wide lecture)."""
         lang = room.language
         text = ctx.render(
             "scheduling/announce",
@@ -149,7 +181,9 @@ class ScheduleCore(Bot):
             title=series.title,
             kind=series.kind,
             when=when_text(series, start, room),
-            rule=describe_rule(series.rrule, parse_key(series.start_local), lang),
+            rule=describe_rule(series.rrule, parse_key(series.start_local), lang)
+            if series.rrule
+            else "",
             online=series.online,
             link=series.link if series.online else None,
             materials=series.materials,
@@ -158,6 +192,11 @@ class ScheduleCore(Bot):
             maybe=(counts or {}).get(pl.MAYBE, 0),
             waiting=(counts or {}).get("waiting", 0),
             counted=counts is not None,
+            elsewhere=[
+                clock_text(start, other, lang)
+                for other in elsewhere or ()
+                if other.club != room.club
+            ],
         )
         return notice_content(text)
 
@@ -179,8 +218,16 @@ class ScheduleCore(Bot):
 
 
 def when_text(series: Series, start: datetime, room: RoomInfo) -> str:
-    """An occurrence's time span as the room's members read it, with their club's name."""
-    return format_span(start, series.duration_s, series.tz, room.language, place=room.club_name)
+    """An occurrence's time span as the room's members read it: in their club's zone, with
+    their club's name."""
+    return format_span(
+        start, series.duration_s, room.time_zone, room.language, place=room.club_name
+    )
+
+
+def clock_text(start: datetime, room: RoomInfo, lang: str) -> str:
+    """The start as another club reads it («19:00 (Тбилиси)»), for an announcement."""
+    return format_local(start, room.time_zone, lang, place=room.club_name or room.club)
 
 
 def series_key(series_id: int, occ: Occ) -> str:

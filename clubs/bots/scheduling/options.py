@@ -11,7 +11,10 @@
   network's call service), or `offline` / `офлайн`;
 - `venue <address>` / `место <адрес>`: an offline venue; only people with a place get it, by DM;
 - `cap N` / `мест N`: places at an offline session (a waitlist beyond them);
-- `materials <link>` / `материалы <ссылка>`.
+- `materials <link>` / `материалы <ссылка>`;
+- where else it is announced (a network-wide lecture): `clubs <key>, <key>` / `клубы …`,
+  `country <key>` / `страна …`, or `network` / `сеть` (every club the bot serves); the sender
+  must facilitate each of those clubs.
 
 Every problem is a `SessionUsage` naming the part that is wrong, so the reply can say it.
 """
@@ -45,6 +48,10 @@ _OFFLINE = ("offline", "офлайн", "оффлайн")
 _VENUE = ("venue", "место", "адрес", "address")
 _CAP = ("cap", "capacity", "мест", "места", "мест:")
 _MATERIALS = ("materials", "материалы")
+_CLUBS = ("clubs", "клубы")
+_COUNTRY = ("country", "страна")
+_NETWORK = ("network", "сеть")
+_CLUB_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class SessionUsage(ValueError):
@@ -67,6 +74,8 @@ class Draft:
     venue: str | None
     capacity: int | None
     materials: str | None
+    audience: tuple[str, tuple[str, ...]] | None = None
+    """Where else: ("clubs", keys), ("country", (key,)) or ("network", ()); None: this club."""
 
     def __repr__(self) -> str:  # what members wrote never reaches a log through a repr
         return f"Draft(kind={self.kind!r}, online={self.online})"
@@ -92,6 +101,7 @@ def parse_session(text: str, now_local: datetime) -> Draft:
     online: bool | None = None
     link = venue = materials = None
     capacity = None
+    audience: tuple[str, tuple[str, ...]] | None = None
     for part in parts[2:]:
         if not part:
             continue
@@ -115,6 +125,17 @@ def parse_session(text: str, now_local: datetime) -> Draft:
             if not rest.isdigit() or not 1 <= int(rest) <= MAX_CAPACITY:
                 raise SessionUsage("capacity", f"a number from 1 to {MAX_CAPACITY}")
             capacity = int(rest)
+        elif word in _CLUBS and rest:
+            keys = tuple(k.strip().lower() for k in rest.split(",") if k.strip())
+            if not keys or not all(_CLUB_KEY.match(k) for k in keys):
+                raise SessionUsage("clubs", "club keys separated by commas")
+            audience = ("clubs", keys)
+        elif word in _COUNTRY and rest:
+            if not _CLUB_KEY.match(rest.lower()):
+                raise SessionUsage("clubs", "a country key")
+            audience = ("country", (rest.lower(),))
+        elif word in _NETWORK and not rest:
+            audience = ("network", ())
         elif word in _MATERIALS:
             if not _URL.match(rest):
                 raise SessionUsage("materials", "an https:// link")
@@ -128,7 +149,7 @@ def parse_session(text: str, now_local: datetime) -> Draft:
         online = link is not None
     if online and (venue is not None or capacity is not None):
         raise SessionUsage("format", "an online session has no venue or capacity")
-    return Draft(title, when, duration_s, kind, online, link, venue, capacity, materials)
+    return Draft(title, when, duration_s, kind, online, link, venue, capacity, materials, audience)
 
 
 def _shown(part: str) -> str:

@@ -9,6 +9,7 @@ only remembers who was confirmed or waitlisted last, so a change can be told to 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,25 @@ MIGRATIONS: Sequence[Migration] = (
         )
         """,
     ),
+    Migration(
+        2,
+        "sessions announced in several clubs (network-wide lectures)",
+        """
+        ALTER TABLE sched_series ADD COLUMN also TEXT NOT NULL DEFAULT '[]';
+        CREATE TABLE sched_posts (
+            bot TEXT NOT NULL,
+            series_id INTEGER NOT NULL,
+            occ_key TEXT NOT NULL,
+            club TEXT NOT NULL,
+            announce_room TEXT NOT NULL,
+            announce_event TEXT,
+            poll_room TEXT NOT NULL,
+            poll_event TEXT,
+            PRIMARY KEY (bot, series_id, occ_key, club)
+        );
+        CREATE INDEX sched_posts_poll ON sched_posts (bot, poll_event)
+        """,
+    ),
 )
 
 
@@ -102,6 +122,12 @@ class Series:
     materials: str | None
     created_by: UserId
     state: str
+    also: tuple[str, ...] = ()
+    """Other clubs the session is announced in (a network-wide lecture); `club` owns it."""
+
+    @property
+    def clubs(self) -> tuple[str, ...]:
+        return (self.club, *self.also)
 
     def __repr__(self) -> str:  # titles, links and addresses never reach a log through a repr
         return f"Series(id={self.id}, club={self.club!r}, state={self.state!r})"
@@ -123,9 +149,31 @@ class NewSeries:
     venue: str | None
     materials: str | None
     created_by: UserId
+    also: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"NewSeries(club={self.club!r}, kind={self.kind!r})"
+
+
+@dataclass(frozen=True)
+class Post:
+    """An occurrence's announcement and RSVP poll in one club."""
+
+    club: str
+    announce_room: RoomId
+    announce_event: EventId | None
+    poll_room: RoomId
+    poll_event: EventId | None
+
+
+def _post(r: Any) -> Post:
+    return Post(
+        club=str(r["club"]),
+        announce_room=RoomId(str(r["announce_room"])),
+        announce_event=EventId(r["announce_event"]) if r["announce_event"] else None,
+        poll_room=RoomId(str(r["poll_room"])),
+        poll_event=EventId(r["poll_event"]) if r["poll_event"] else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -177,8 +225,8 @@ class ScheduleStore:
             series_id = int(row["next"]) if row is not None else 1
             await self.db.execute(
                 "INSERT INTO sched_series (bot, id, source, club, room_id, kind, tz, start_local,"
-                " rrule, duration_s, online, capacity, sealed, created_by, created_at, state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active')",
+                " rrule, duration_s, online, capacity, sealed, created_by, created_at, state, also)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
                 (
                     self.bot,
                     series_id,
@@ -195,6 +243,7 @@ class ScheduleStore:
                     sealed,
                     new.created_by,
                     now,
+                    json.dumps(list(new.also)),
                 ),
             )
         series = await self.series(series_id)
@@ -212,7 +261,7 @@ class ScheduleStore:
     async def active_series(self, club: str | None = None) -> list[Series]:
         if club is None:
             return await self._series_where("state = 'active'", ())
-        return await self._series_where("state = 'active' AND club = ?", (club,))
+        return [s for s in await self._series_where("state = 'active'", ()) if club in s.clubs]
 
     async def set_venue(self, series_id: int, venue: str | None) -> bool:
         """Change the venue of a series (sealed like the rest of what people wrote)."""
@@ -246,8 +295,8 @@ class ScheduleStore:
     async def _series_where(self, where: str, params: tuple[Any, ...]) -> list[Series]:
         rows = await self.db.fetchall(
             "SELECT id, source, club, room_id, kind, tz, start_local, rrule, duration_s, online,"  # noqa: S608 - `where` is one of this module's constants
-            f" capacity, sealed, created_by, state FROM sched_series WHERE bot = ? AND {where}"
-            " ORDER BY id",
+            " capacity, sealed, created_by, state, also"
+            f" FROM sched_series WHERE bot = ? AND {where} ORDER BY id",
             (self.bot, *params),
         )
         out = []
@@ -272,6 +321,7 @@ class ScheduleStore:
                     materials=secret.get("materials"),
                     created_by=UserId(str(r["created_by"])),
                     state=str(r["state"]),
+                    also=tuple(str(c) for c in json.loads(r["also"])),
                 )
             )
         return out
@@ -328,7 +378,42 @@ class ScheduleStore:
         found = await self._occurrences_where("series_id = ? AND occ_key = ?", (series_id, occ_key))
         return found[0] if found else None
 
+    async def record_post(self, series_id: int, occ_key: str, post: Post) -> None:
+        """What was announced for one occurrence in another club (ids filled in as known)."""
+        await self.db.execute(
+            "INSERT INTO sched_posts (bot, series_id, occ_key, club, announce_room,"
+            " announce_event, poll_room, poll_event) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (bot, series_id, occ_key, club) DO UPDATE SET"
+            " announce_event = COALESCE(excluded.announce_event, announce_event),"
+            " poll_event = COALESCE(excluded.poll_event, poll_event)",
+            (
+                self.bot,
+                series_id,
+                occ_key,
+                post.club,
+                post.announce_room,
+                post.announce_event,
+                post.poll_room,
+                post.poll_event,
+            ),
+        )
+
+    async def other_posts(self, series_id: int, occ_key: str) -> list[Post]:
+        rows = await self.db.fetchall(
+            "SELECT club, announce_room, announce_event, poll_room, poll_event FROM sched_posts"
+            " WHERE bot = ? AND series_id = ? AND occ_key = ? ORDER BY club",
+            (self.bot, series_id, occ_key),
+        )
+        return [_post(r) for r in rows]
+
     async def occurrence_by_poll(self, poll_event: str) -> Occurrence | None:
+        """The occurrence whose RSVP poll this is (in its own club or in another)."""
+        row = await self.db.fetchone(
+            "SELECT series_id, occ_key FROM sched_posts WHERE bot = ? AND poll_event = ?",
+            (self.bot, poll_event),
+        )
+        if row is not None:
+            return await self.occurrence(int(row["series_id"]), str(row["occ_key"]))
         found = await self._occurrences_where("poll_event = ?", (poll_event,))
         return found[0] if found else None
 

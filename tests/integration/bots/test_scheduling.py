@@ -706,3 +706,138 @@ async def test_an_online_session_puts_its_call_widget_up_from_five_minutes_befor
             return found.get(wid) == {} and wid not in found.get("", {}).get("widgets", {})
 
         await eventually(down, within=30)
+
+
+async def test_a_network_wide_lecture_is_announced_in_each_club_with_its_time_and_one_count(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """A facilitator of two clubs (Berlin and Almaty) announces one online lecture in both:
+    each club's announcement shows its own time first and the other club's after it; members
+    vote in their own club's poll; both announcements show the shared count; each member is
+    reminded in their own club's time; a facilitator of one club only cannot add the other."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "scheduling")
+    bot_user = account.user_id
+    facilitator = await synapse.new_user("facil")
+    local = await synapse.new_user("local")  # facilitates Berlin only
+    anna, bek = await synapse.new_user("anna"), await synapse.new_user("bek")
+    clubs = {"berlin": ("Europe/Berlin", "Berlin", anna), "almaty": ("Asia/Almaty", "Almaty", bek)}
+    rooms: dict[tuple[str, str], str] = {}
+    for club, (tz, name, member) in clubs.items():
+        powers = {bot_user: 50, facilitator.user_id: 50}
+        if club == "berlin":
+            powers[local.user_id] = 50
+        for key in ("announcements", "sessions"):
+            invite = [bot_user, facilitator.user_id, local.user_id, member.user_id]
+            room = await managed_room(
+                synapse,
+                network,
+                invite=invite,
+                key=key,
+                club=club,
+                powers=powers,
+                settings={"time_zone": tz, "name": name},
+            )
+            rooms[(club, key)] = room
+            for person in (facilitator, local, member):
+                await person.http.post(path(*CS, "join", room), {})
+    club_rooms = set(rooms.values())
+    clock = ManualClock(start=time.time())
+    holder: list[SchedulingBot] = []
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(
+            bot_host(
+                synapse,
+                tmp_path,
+                [account],
+                {"scheduling": factory(holder)},
+                network=network,
+                clock=clock,
+                settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+            )
+        )
+        fac, loc, a_peer, b_peer = [
+            await stack.enter_async_context(mautrix_peer(p, synapse.url))
+            for p in (facilitator, local, anna, bek)
+        ]
+        await stack.enter_async_context(accepting_invites([anna, bek]))
+        bot = holder[0]
+        for room in club_rooms:
+            await eventually(lambda room=room: joined(facilitator, room, bot_user), within=20)
+
+        refused = await send_text(
+            loc,
+            rooms[("berlin", "sessions")],
+            "!session Talk; 2030-01-10 19:00; online; clubs almaty",
+        )
+
+        async def refusal() -> list[str]:
+            return [r.body for r in loc.received if r.reply_to == refused]
+
+        (why,) = await eventually(refusal, within=30)
+        assert "you do not facilitate these clubs (almaty)" in why
+
+        await send_text(
+            fac,
+            rooms[("berlin", "sessions")],
+            "!session Talking to parents; 2030-01-10 19:00; lecture; online; clubs almaty, berlin",
+        )
+
+        async def announced() -> Occurrence | None:
+            occ = await bot.store.occurrence(1, "2030-01-10T19:00")
+            return occ if occ is not None and occ.poll_event else None
+
+        occ = await eventually(announced, within=30)
+        (other,) = await bot.store.other_posts(1, "2030-01-10T19:00")
+        assert (other.club, other.announce_room, other.poll_room) == (
+            "almaty",
+            rooms[("almaty", "announcements")],
+            rooms[("almaty", "sessions")],
+        )
+
+        async def announcement(peer: MautrixPeer, room: str) -> list[str]:
+            return in_rooms(peer, bot_user, room)
+
+        (berlin_text,) = await eventually(
+            lambda: announcement(a_peer, rooms[("berlin", "announcements")]), within=30
+        )
+        (almaty_text,) = await eventually(
+            lambda: announcement(b_peer, rooms[("almaty", "announcements")]), within=30
+        )
+        assert berlin_text.splitlines()[1] == "Thu 10 Jan, 19:00–21:00 (Berlin)"
+        assert "other clubs: Thu 10 Jan, 23:00 (Almaty)" in berlin_text
+        assert almaty_text.splitlines()[1] == "Thu 10 Jan, 23:00 – Fri 11 Jan, 01:00 (Almaty)"
+        assert "other clubs: Thu 10 Jan, 19:00 (Berlin)" in almaty_text
+
+        # Each member answers in their own club's poll: one shared count in both clubs.
+        await a_peer.send_poll_response(
+            RoomID(rooms[("berlin", "sessions")]), str(occ.poll_event), ["a1"]
+        )
+        await b_peer.send_poll_response(
+            RoomID(rooms[("almaty", "sessions")]), str(other.poll_event), ["a1"]
+        )
+
+        async def both_counted() -> bool:
+            texts = [
+                in_rooms(a_peer, bot_user, rooms[("berlin", "announcements")]),
+                in_rooms(b_peer, bot_user, rooms[("almaty", "announcements")]),
+            ]
+            return all(t and "Going: 2, maybe: 0." in t[-1] for t in texts)
+
+        await eventually(both_counted, within=30)
+
+        await clock.set(occ.start_utc - 15 * 60)
+
+        async def reminded() -> bool:
+            return bool(
+                dms(a_peer, bot_user, club_rooms, "Reminder: Talking to parents")
+                and dms(b_peer, bot_user, club_rooms, "Reminder: Talking to parents")
+            )
+
+        await eventually(reminded, within=30)
+        (a_reminder,) = dms(a_peer, bot_user, club_rooms, "Reminder: Talking to parents")
+        (b_reminder,) = dms(b_peer, bot_user, club_rooms, "Reminder: Talking to parents")
+        assert "19:00" in a_reminder
+        assert "(Berlin)" in a_reminder
+        assert "23:00" in b_reminder
+        assert "(Almaty)" in b_reminder
