@@ -198,6 +198,8 @@ class _Compiler:
         }
         if moderation := moderation_content(club.moderation):
             settings["moderation"] = moderation
+        if club.call_widget:
+            settings["call_widget"] = True
 
         def locator(kind: str, key: str, cohort: Cohort | None = None) -> Locator:
             return Locator(

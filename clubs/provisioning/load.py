@@ -597,6 +597,7 @@ class _Loader:
                 "cohorts",
                 "moderation",
                 "sessions",
+                "call_widget",
             ),
         )
         key = f["key"].string(checks.slug)
@@ -636,6 +637,7 @@ class _Loader:
             ),
             origins=_origins_of(f.values, "name", "topic"),
             sessions=self._sessions(f, rooms),
+            call_widget=w.boolean() if (w := f.get("call_widget")) else False,
         )
 
     def _sessions(self, club: Fields, rooms: Iterable[Room]) -> tuple[Session, ...]:

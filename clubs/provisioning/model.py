@@ -295,6 +295,9 @@ class Club:
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
     sessions: tuple[Session, ...] = ()
     """Declared sessions, in the order of the file; published in the `sessions` room."""
+    call_widget: bool = False
+    """Online sessions show their call as a widget in the sessions room (the call link then
+    becomes room state, readable by the server): the club's choice, off by default."""
 
     def people(self) -> tuple[str, ...]:
         """Everyone in the club, staff first, each once."""

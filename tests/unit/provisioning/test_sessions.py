@@ -11,7 +11,7 @@ import pytest
 
 from clubs.bots.scheduling.declared import declared_sessions
 from clubs.bots.scheduling.when import When
-from clubs.core.namespace import CLUB_SESSIONS
+from clubs.core.namespace import CLUB_SESSIONS, CLUB_SETTINGS
 from clubs.core.yamlconf import ConfigError
 from clubs.provisioning import load
 from clubs.provisioning.compile import compile_network
@@ -403,3 +403,35 @@ def test_a_room_that_never_had_the_event_gets_it_as_an_update() -> None:
         {"sessions": []},
         False,
     )
+
+
+def test_a_club_that_accepts_call_widgets_says_so_in_its_settings() -> None:
+
+    text = NETWORK_WITH_WIDGET
+    net = compile_network(parse_network(text, "n.yaml"), "hs.test")
+    widget = net.room("club:almaty/sessions").state[(CLUB_SETTINGS, "")]
+    plain = net.room("club:astana/sessions").state[(CLUB_SETTINGS, "")]
+    assert widget["call_widget"] is True
+    assert "call_widget" not in plain
+    with pytest.raises(ConfigError) as caught:
+        parse_network(text.replace("call_widget: true", "call_widget: sometimes"), "n.yaml")
+    assert "call_widget" in str(caught.value)
+
+
+NETWORK_WITH_WIDGET = """\
+version: 1
+network: demo
+name: "Сеть"
+club_template:
+  rooms:
+    - {key: sessions, name: "Встречи"}
+countries:
+  - key: kz
+    name: "Казахстан"
+    clubs:
+      - key: almaty
+        name: "Алматы"
+        call_widget: true
+      - key: astana
+        name: "Астана"
+"""
