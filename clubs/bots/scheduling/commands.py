@@ -15,13 +15,10 @@ from clubs.bots.rooms import RoomInfo
 from clubs.bots.scheduling import places as pl
 from clubs.bots.scheduling.calendar import series_ics
 from clubs.bots.scheduling.core import (
-    ANNOUNCE,
-    ANNOUNCE_GRACE_S,
     FACILITATOR,
     LIST_LIMIT,
     SESSIONS_ROOM,
     ScheduleCore,
-    series_key,
     start_of,
     when_text,
 )
@@ -100,13 +97,7 @@ class SessionCommands(ScheduleCore):
             await ctx.reply("scheduling/usage", problem="when", detail="in the past")
             await self.store.end_series(series.id)
             return
-        await ctx.bot.jobs.schedule(
-            ANNOUNCE,
-            series_key(series.id, first),
-            self.clock.now(),
-            {"series": series.id, "occ": occurrence_key(first.local)},
-            grace_s=ANNOUNCE_GRACE_S,
-        )
+        await self._schedule_announce(ctx.bot, series, first)
         await ctx.reply(
             "scheduling/created",
             id=series.id,
@@ -165,13 +156,7 @@ class SessionCommands(ScheduleCore):
             await self._call_off(ctx.bot, series, announced, job=ctx.job("off", key))
             nxt = self._next(series, after=target.start.timestamp(), cancelled=cancelled | {key})
             if nxt is not None:
-                await ctx.bot.jobs.schedule(
-                    ANNOUNCE,
-                    series_key(series.id, nxt),
-                    self.clock.now(),
-                    {"series": series.id, "occ": occurrence_key(nxt.local)},
-                    grace_s=ANNOUNCE_GRACE_S,
-                )
+                await self._schedule_announce(ctx.bot, series, nxt)
         await ctx.reply(
             "scheduling/cancelled",
             id=series.id,
@@ -227,14 +212,8 @@ class SessionCommands(ScheduleCore):
     )
     async def ics(self, ctx: CommandContext, id: str) -> None:
         """The series as an .ics file, sent as an encrypted attachment in a DM."""
-        number = id.lstrip("#")
-        series = await self.store.series(int(number)) if number.isdigit() else None
-        if series is not None and ctx.in_dm:
-            mine = await _joined(ctx.bot, series.room_id, ctx.sender)
-        else:
-            mine = series is not None and series.club == ctx.room.club
-        if series is None or not mine or series.state != "active":
-            await ctx.reply("scheduling/unknown", id=id[:12])
+        series = await self._own_series(ctx, id, members_too=True)
+        if series is None:
             return
         home = await ctx.bot.rooms.info(series.room_id)
         data = series_ics(
@@ -281,16 +260,22 @@ class SessionCommands(ScheduleCore):
             raise SessionUsage("not_yours", ", ".join(refused[:5]))
         return tuple(others)
 
-    async def _own_series(self, ctx: CommandContext, token: str) -> Series | None:
+    async def _own_series(
+        self, ctx: CommandContext, token: str, *, members_too: bool = False
+    ) -> Series | None:
         """The active series numbered `token` of this room's club; in a DM, one whose room the
-        sender facilitates (power 50 there)."""
+        sender facilitates (power 50 there) or, with `members_too`, is joined to."""
         number = token.lstrip("#")
         series = await self.store.series(int(number)) if number.isdigit() else None
         if series is not None and ctx.in_dm:
             home = await ctx.bot.rooms.info(series.room_id)
-            mine = home.power(ctx.sender) >= FACILITATOR
+            mine = home.power(ctx.sender) >= FACILITATOR or (
+                members_too and await _joined(ctx.bot, series.room_id, ctx.sender)
+            )
         else:
-            mine = series is not None and series.club == ctx.room.club
+            mine = series is not None and (
+                series.club == ctx.room.club or (members_too and ctx.room.club in series.clubs)
+            )
         if series is None or not mine or series.state != "active":
             await ctx.reply("scheduling/unknown", id=token[:12])
             return None

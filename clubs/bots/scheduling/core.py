@@ -92,6 +92,16 @@ class ScheduleCore(Bot):
         occ = await self.store.occurrence(series.id, key)
         return occ if occ is not None and occ.state == "upcoming" else None
 
+    async def _schedule_announce(self, ctx: BotContext, series: Series, occ: Occ) -> None:
+        """The `announce` job of an occurrence, due now (idempotent by series and occurrence)."""
+        await ctx.jobs.schedule(
+            ANNOUNCE,
+            series_key(series.id, occ),
+            self.clock.now(),
+            {"series": series.id, "occ": occurrence_key(occ.local)},
+            grace_s=ANNOUNCE_GRACE_S,
+        )
+
     async def _end_series(self, ctx: BotContext, series: Series, *, job: tuple[str, ...]) -> None:
         """No further occurrences; the one announced is called off like a cancellation."""
         await self.store.end_series(series.id)

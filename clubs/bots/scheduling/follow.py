@@ -9,16 +9,10 @@ import secrets
 from clubs.bots.base import on_event
 from clubs.bots.context import BotContext, EventContext
 from clubs.bots.scheduling.core import (
-    ANNOUNCE,
-    ANNOUNCE_GRACE_S,
     SESSIONS_ROOM,
     ScheduleCore,
-    series_key,
 )
 from clubs.bots.scheduling.declared import declared_sessions, source_of
-from clubs.bots.scheduling.recurrence import (
-    occurrence_key,
-)
 from clubs.bots.scheduling.store import NewSeries
 from clubs.core.errors import NotFound
 from clubs.core.http import cs
@@ -89,10 +83,4 @@ class DeclaredFollower(ScheduleCore):
             )
             first = self._next(series, after=self.clock.now(), cancelled=set())
             if first is not None:
-                await ctx.jobs.schedule(
-                    ANNOUNCE,
-                    series_key(series.id, first),
-                    self.clock.now(),
-                    {"series": series.id, "occ": occurrence_key(first.local)},
-                    grace_s=ANNOUNCE_GRACE_S,
-                )
+                await self._schedule_announce(ctx, series, first)
