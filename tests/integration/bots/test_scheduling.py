@@ -82,6 +82,35 @@ async def accepting_invites(accounts: Sequence[Account]) -> AsyncIterator[None]:
             await task
 
 
+async def make_club_rooms(
+    synapse: SynapseHarness,
+    network: str,
+    bot_user: str,
+    people: Sequence[Account],
+    *,
+    club: str = "c1",
+    powers: dict[str, int] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """A club's announcements and sessions rooms as the provisioner makes them, the bot
+    invited and `people` joined: key → room id."""
+    invite = [bot_user, *(p.user_id for p in people)]
+    rooms = {}
+    for key in ("announcements", "sessions"):
+        rooms[key] = await managed_room(
+            synapse,
+            network,
+            invite=invite,
+            key=key,
+            club=club,
+            powers={bot_user: 50, **(powers or {})},
+            settings=settings,
+        )
+        for person in people:
+            await person.http.post(path(*CS, "join", rooms[key]), {})
+    return rooms
+
+
 def dms(peer: MautrixPeer, bot: str, rooms: set[str], prefix: str) -> list[str]:
     return [
         r.body
@@ -112,18 +141,15 @@ async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_we
     facilitator = await synapse.new_user("facil")
     members = [await synapse.new_user(f"m{i}") for i in range(5)]
     people = [facilitator, *members]
-    invite = [bot_user, *(p.user_id for p in people)]
-    powers = {bot_user: 50, facilitator.user_id: 50}
-    club = {"name": "Berlin"}
-    announcements = await managed_room(
-        synapse, network, invite=invite, key="announcements", powers=powers, settings=club
+    rooms = await make_club_rooms(
+        synapse,
+        network,
+        bot_user,
+        people,
+        powers={facilitator.user_id: 50},
+        settings={"name": "Berlin"},
     )
-    sessions = await managed_room(
-        synapse, network, invite=invite, key="sessions", powers=powers, settings=club
-    )
-    for p in people:
-        for room in (announcements, sessions):
-            await p.http.post(path(*CS, "join", room), {})
+    announcements, sessions = rooms["announcements"], rooms["sessions"]
     club_rooms = {announcements, sessions}
 
     clock = ManualClock(start=time.time())
@@ -376,15 +402,9 @@ async def test_a_reminder_the_bot_was_down_for_goes_out_late_or_tells_the_facili
     bot_user = account.user_id
     facilitator = await synapse.new_user("facil")
     member = await synapse.new_user("member")
-    invite = [bot_user, facilitator.user_id, member.user_id]
-    powers = {bot_user: 50, facilitator.user_id: 50}
-    rooms = {
-        key: await managed_room(synapse, network, invite=invite, key=key, powers=powers)
-        for key in ("announcements", "sessions")
-    }
-    for p in (facilitator, member):
-        for room in rooms.values():
-            await p.http.post(path(*CS, "join", room), {})
+    rooms = await make_club_rooms(
+        synapse, network, bot_user, [facilitator, member], powers={facilitator.user_id: 50}
+    )
     club_rooms = set(rooms.values())
     clock = ManualClock(start=time.time())
     holder: list[SchedulingBot] = []
@@ -458,23 +478,18 @@ async def test_weekly_series_in_three_zones_fire_at_local_time_across_a_dst_chan
     account = await create_bot_account(synapse, tmp_path, "scheduling")
     bot_user = account.user_id
     facilitator = await synapse.new_user("facil")
-    powers = {bot_user: 50, facilitator.user_id: 50}
-    invite = [bot_user, facilitator.user_id]
     sessions: dict[str, str] = {}
     for club, tz in CLUBS.items():
-        for key in ("announcements", "sessions"):
-            room = await managed_room(
-                synapse,
-                network,
-                invite=invite,
-                key=key,
-                club=club,
-                powers=powers,
-                settings={"time_zone": tz, "name": club.title()},
-            )
-            await facilitator.http.post(path(*CS, "join", room), {})
-            if key == "sessions":
-                sessions[club] = room
+        rooms = await make_club_rooms(
+            synapse,
+            network,
+            bot_user,
+            [facilitator],
+            club=club,
+            powers={facilitator.user_id: 50},
+            settings={"time_zone": tz, "name": club.title()},
+        )
+        sessions[club] = rooms["sessions"]
     clock = ManualClock(start=time.time())
     holder: list[SchedulingBot] = []
     end = datetime(2027, 4, 16, tzinfo=UTC).timestamp()
@@ -568,11 +583,7 @@ async def test_sessions_the_network_file_declares_are_followed_as_the_state_chan
     network = new_network()
     account = await create_bot_account(synapse, tmp_path, "scheduling")
     bot_user = account.user_id
-    powers = {bot_user: 50}
-    rooms = {
-        key: await managed_room(synapse, network, invite=[bot_user], key=key, powers=powers)
-        for key in ("announcements", "sessions")
-    }
+    rooms = await make_club_rooms(synapse, network, bot_user, [])
     weekly = {
         "key": "weekly",
         "title": "Club evening",
@@ -633,21 +644,14 @@ async def test_an_online_session_puts_its_call_widget_up_from_five_minutes_befor
     account = await create_bot_account(synapse, tmp_path, "scheduling")
     bot_user = account.user_id
     facilitator = await synapse.new_user("facil")
-    powers = {bot_user: 50, facilitator.user_id: 50}
-    invite = [bot_user, facilitator.user_id]
-    rooms = {
-        key: await managed_room(
-            synapse,
-            network,
-            invite=invite,
-            key=key,
-            powers=powers,
-            settings={"call_widget": True},
-        )
-        for key in ("announcements", "sessions")
-    }
-    for room in rooms.values():
-        await facilitator.http.post(path(*CS, "join", room), {})
+    rooms = await make_club_rooms(
+        synapse,
+        network,
+        bot_user,
+        [facilitator],
+        powers={facilitator.user_id: 50},
+        settings={"call_widget": True},
+    )
     clock = ManualClock(start=time.time())
     holder: list[SchedulingBot] = []
     widgets_url = path(*CS, "rooms", rooms["sessions"], "state")
@@ -724,24 +728,20 @@ async def test_a_network_wide_lecture_is_announced_in_each_club_with_its_time_an
     clubs = {"berlin": ("Europe/Berlin", "Berlin", anna), "almaty": ("Asia/Almaty", "Almaty", bek)}
     rooms: dict[tuple[str, str], str] = {}
     for club, (tz, name, member) in clubs.items():
-        powers = {bot_user: 50, facilitator.user_id: 50}
+        powers = {facilitator.user_id: 50}
         if club == "berlin":
             powers[local.user_id] = 50
-        for key in ("announcements", "sessions"):
-            invite = [bot_user, facilitator.user_id, local.user_id, member.user_id]
-            room = await managed_room(
-                synapse,
-                network,
-                invite=invite,
-                key=key,
-                club=club,
-                powers=powers,
-                settings={"time_zone": tz, "name": name},
-            )
-            rooms[(club, key)] = room
-            for person in (facilitator, local, member):
-                await person.http.post(path(*CS, "join", room), {})
-    club_rooms = set(rooms.values())
+        made = await make_club_rooms(
+            synapse,
+            network,
+            bot_user,
+            [facilitator, local, member],
+            club=club,
+            powers=powers,
+            settings={"time_zone": tz, "name": name},
+        )
+        rooms |= {(club, key): room for key, room in made.items()}
+    every_room = set(rooms.values())
     clock = ManualClock(start=time.time())
     holder: list[SchedulingBot] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -762,7 +762,7 @@ async def test_a_network_wide_lecture_is_announced_in_each_club_with_its_time_an
         ]
         await stack.enter_async_context(accepting_invites([anna, bek]))
         bot = holder[0]
-        for room in club_rooms:
+        for room in every_room:
             await eventually(lambda room=room: joined(facilitator, room, bot_user), within=20)
 
         refused = await send_text(
@@ -830,13 +830,13 @@ async def test_a_network_wide_lecture_is_announced_in_each_club_with_its_time_an
 
         async def reminded() -> bool:
             return bool(
-                dms(a_peer, bot_user, club_rooms, "Reminder: Talking to parents")
-                and dms(b_peer, bot_user, club_rooms, "Reminder: Talking to parents")
+                dms(a_peer, bot_user, every_room, "Reminder: Talking to parents")
+                and dms(b_peer, bot_user, every_room, "Reminder: Talking to parents")
             )
 
         await eventually(reminded, within=30)
-        (a_reminder,) = dms(a_peer, bot_user, club_rooms, "Reminder: Talking to parents")
-        (b_reminder,) = dms(b_peer, bot_user, club_rooms, "Reminder: Talking to parents")
+        (a_reminder,) = dms(a_peer, bot_user, every_room, "Reminder: Talking to parents")
+        (b_reminder,) = dms(b_peer, bot_user, every_room, "Reminder: Talking to parents")
         assert "19:00" in a_reminder
         assert "(Berlin)" in a_reminder
         assert "23:00" in b_reminder
