@@ -15,8 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clubs.core.admin import login_password
-from clubs.core.http import MatrixHttp, path
+from clubs.core.http import MatrixHttp, admin_v1, path
 from clubs.core.secrets import Vault
 from clubs.provisioning.desired import DesiredNetwork, DesiredPerson
 from clubs.provisioning.onboard import password_key
@@ -26,6 +25,13 @@ from tests.integration.provisioning.helpers import new_provisioner
 from tests.integration.provisioning.networks import make_network
 
 CS = ("_matrix", "client", "v3")
+
+
+async def session_of(synapse: SynapseHarness, user_id: str) -> MatrixHttp:
+    """The member's own session, through the admin API's "log in as" (a password login per
+    check would use up Synapse's per-address login limit for the rest of the suite)."""
+    resp = await synapse.admin.http.post(admin_v1("users", user_id, "login"), {})
+    return synapse.client(str(resp["access_token"]))
 
 
 async def member_sync(http: MatrixHttp) -> dict[str, Any]:
@@ -70,16 +76,12 @@ async def test_a_precreated_member_finds_the_club_ready_with_no_invitation_to_ac
     assert f"+ invite {chooser} → " in text
 
     ids = {ref: room.room_id for ref, room in (await prov.discover(net)).rooms.items()}
-    async with MatrixHttp(synapse.url) as anon:
-        direct_session = await login_password(anon, direct, vault.get(password_key(direct)))
-        chooser_session = await login_password(anon, chooser, vault.get(password_key(chooser)))
-    async with MatrixHttp(synapse.url, direct_session.access_token) as member:
-        sync = await member_sync(member)
+    assert vault.get(password_key(direct))  # precreated with a password the member logs in with
+    sync = await member_sync(await session_of(synapse, direct))
     rooms = sync.get("rooms", {})
     assert set(rooms.get("join", {})) == {ids[ref] for ref in refs}
     assert rooms.get("invite", {}) == {}
-    async with MatrixHttp(synapse.url, chooser_session.access_token) as member:
-        sync = await member_sync(member)
+    sync = await member_sync(await session_of(synapse, chooser))
     rooms = sync.get("rooms", {})
     assert set(rooms.get("invite", {})) == {ids[ref] for ref in refs}
     assert rooms.get("join", {}) == {}
@@ -105,10 +107,8 @@ async def test_a_pending_invitation_becomes_a_join_and_who_left_stays_out(
     refs = sorted(club_rooms(net))
 
     # Boris leaves one room on his own; Anna switches from invitations to direct joins.
-    async with MatrixHttp(synapse.url) as anon:
-        session = await login_password(anon, boris, vault.get(password_key(boris)))
-    async with MatrixHttp(synapse.url, session.access_token) as member:
-        await member.post(path(*CS, "rooms", ids[refs[-1]], "leave"), {})
+    boris_http = await session_of(synapse, boris)
+    await boris_http.post(path(*CS, "rooms", ids[refs[-1]], "leave"), {})
     switched = replace(net, people=(replace(people[0], join="direct"), people[1]))
     second = await prov.apply(switched, vault=vault)
     assert {(a.kind, a.user_id, a.ref) for a in second.plan.actions} == {
@@ -117,9 +117,6 @@ async def test_a_pending_invitation_becomes_a_join_and_who_left_stays_out(
     assert [n.detail for n in second.plan.notes if n.kind == "left"] == [
         f"{boris} left on their own; not added again"
     ]
-    async with MatrixHttp(synapse.url) as anon:
-        session = await login_password(anon, anna, vault.get(password_key(anna)))
-    async with MatrixHttp(synapse.url, session.access_token) as member:
-        rooms = (await member_sync(member)).get("rooms", {})
+    rooms = (await member_sync(await session_of(synapse, anna))).get("rooms", {})
     assert set(rooms.get("join", {})) == {ids[ref] for ref in refs}
     assert rooms.get("invite", {}) == {}
