@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from mautrix.types import RoomID
 
-from clubs.bots.host import BotFactory, HostServices
+from clubs.bots.host import BotAccount, BotFactory, HostServices
 from clubs.bots.runtime import RuntimeSettings
 from clubs.bots.scheduling.bot import SchedulingBot
 from clubs.bots.scheduling.store import Occurrence
@@ -54,6 +54,32 @@ def factory(holder: list[SchedulingBot]) -> BotFactory:
         return bot
 
     return make
+
+
+def scheduling_host(
+    synapse: SynapseHarness,
+    tmp_path: Path,
+    account: BotAccount,
+    network: str,
+    holder: list[SchedulingBot],
+    *,
+    clock: ManualClock | None = None,
+    many_commands: bool = False,
+) -> Any:
+    """The scheduling bot in a host of its own (the bot lands in `holder`); `many_commands`
+    lifts the per-sender command limit for tests that type many commands in a row."""
+    settings = RuntimeSettings(
+        sync_timeout_ms=1000, commands_per_window=100 if many_commands else 5
+    )
+    return bot_host(
+        synapse,
+        tmp_path,
+        [account],
+        {"scheduling": factory(holder)},
+        network=network,
+        clock=clock,
+        settings=settings,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -169,14 +195,7 @@ async def test_a_weekly_evening_with_places_a_waitlist_reminders_and_the_next_we
     holder: list[SchedulingBot] = []
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(
-            bot_host(
-                synapse,
-                tmp_path,
-                [account],
-                {"scheduling": factory(holder)},
-                network=network,
-                clock=clock,
-            )
+            scheduling_host(synapse, tmp_path, account, network, holder, clock=clock)
         )
         peers = [await stack.enter_async_context(mautrix_peer(p, synapse.url)) for p in people]
         await stack.enter_async_context(accepting_invites(members))
@@ -367,14 +386,7 @@ async def test_hostile_session_commands_get_a_usage_reply_and_store_nothing(
     await facilitator.http.post(path(*CS, "join", sessions), {})
     holder: list[SchedulingBot] = []
     async with (
-        bot_host(
-            synapse,
-            tmp_path,
-            [account],
-            {"scheduling": factory(holder)},
-            network=network,
-            settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
-        ),
+        scheduling_host(synapse, tmp_path, account, network, holder, many_commands=True),
         mautrix_peer(facilitator, synapse.url) as peer,
     ):
         await eventually(lambda: joined(facilitator, sessions, account.user_id), within=20)
@@ -423,14 +435,7 @@ async def test_a_reminder_the_bot_was_down_for_goes_out_late_or_tells_the_facili
     holder: list[SchedulingBot] = []
 
     def host() -> Any:
-        return bot_host(
-            synapse,
-            tmp_path,
-            [account],
-            {"scheduling": factory(holder)},
-            network=network,
-            clock=clock,
-        )
+        return scheduling_host(synapse, tmp_path, account, network, holder, clock=clock)
 
     async with (
         mautrix_peer(facilitator, synapse.url) as fac,
@@ -508,14 +513,8 @@ async def test_weekly_series_in_three_zones_fire_at_local_time_across_a_dst_chan
     holder: list[SchedulingBot] = []
     end = datetime(2027, 4, 16, tzinfo=UTC).timestamp()
     async with (
-        bot_host(
-            synapse,
-            tmp_path,
-            [account],
-            {"scheduling": factory(holder)},
-            network=network,
-            clock=clock,
-            settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+        scheduling_host(
+            synapse, tmp_path, account, network, holder, clock=clock, many_commands=True
         ),
         mautrix_peer(facilitator, synapse.url) as fac,
     ):
@@ -613,9 +612,7 @@ async def test_sessions_the_network_file_declares_are_followed_as_the_state_chan
     state = path(*CS, "rooms", rooms["sessions"], "state", CLUB_SESSIONS, "")
     await synapse.admin.http.put(state, {"sessions": [weekly, hostile]})
     holder: list[SchedulingBot] = []
-    async with bot_host(
-        synapse, tmp_path, [account], {"scheduling": factory(holder)}, network=network
-    ):
+    async with scheduling_host(synapse, tmp_path, account, network, holder):
         bot = holder[0]
 
         async def active() -> list[Any]:
@@ -679,14 +676,7 @@ async def test_an_online_session_puts_its_call_widget_up_from_five_minutes_befor
         }
 
     async with (
-        bot_host(
-            synapse,
-            tmp_path,
-            [account],
-            {"scheduling": factory(holder)},
-            network=network,
-            clock=clock,
-        ),
+        scheduling_host(synapse, tmp_path, account, network, holder, clock=clock),
         mautrix_peer(facilitator, synapse.url) as fac,
     ):
         await eventually(lambda: joined(facilitator, rooms["sessions"], bot_user), within=20)
@@ -760,14 +750,8 @@ async def test_a_network_wide_lecture_is_announced_in_each_club_with_its_time_an
     holder: list[SchedulingBot] = []
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(
-            bot_host(
-                synapse,
-                tmp_path,
-                [account],
-                {"scheduling": factory(holder)},
-                network=network,
-                clock=clock,
-                settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+            scheduling_host(
+                synapse, tmp_path, account, network, holder, clock=clock, many_commands=True
             )
         )
         fac, loc, a_peer, b_peer = [
