@@ -71,6 +71,7 @@ from clubs.provisioning.desired import (
 from clubs.provisioning.model import (
     ALL_ROOMS,
     BOT_NAMES,
+    BRIDGE_MODES,
     COHORT_ROOM_NAME_FIELDS,
     DEFAULT_BOT_ROOMS,
     DEFAULT_POWER_LEVELS,
@@ -85,8 +86,10 @@ from clubs.provisioning.model import (
     SESSION_KINDS,
     SESSIONS_ROOM,
     STAFF_ROLES,
+    SUPPORT_ROOM,
     THRESHOLDS,
     Bot,
+    BridgeMode,
     Club,
     Cohort,
     Country,
@@ -101,6 +104,7 @@ from clubs.provisioning.model import (
     Room,
     Session,
     SessionKind,
+    TelegramBridge,
     format_fields,
     room_name,
 )
@@ -151,6 +155,14 @@ _HTTPS_LINK = re.compile(r"https://[^\s<>\"']{3,500}")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _YEAR_IN_PHRASE = re.compile(r"(?<![0-9])[0-9]{4}(?![0-9])")
 _DURATION = re.compile(r"([1-9][0-9]{0,8})(ms|s|m|h|d|w)")
+TELEGRAM_CHAT_MIN = -(10**15)
+"""Telegram chat ids fit in 52 bits; groups are negative, supergroups and channels `-100…`."""
+BRIDGE_IN_TEMPLATE = (
+    "a bridge names one Telegram chat, so it is written in one club's rooms, not in a template"
+)
+BRIDGE_IN_COHORT = "cohort rooms are never bridged: what a cohort says stays on Matrix"
+BRIDGE_STAFF = "a staff room (audience: staff) is never bridged"
+BRIDGE_SUPPORT = "peer-support rooms are never bridged: what is said there stays on Matrix"
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 name_text = checks.text()
@@ -213,6 +225,9 @@ class _RoomPatch:
     audience_at: Node | None = None
     """Where join_rule and audience were written, to report a staff room that is restricted."""
     origins: Mapping[str, Origin] = field(default_factory=dict)
+    bridge: TelegramBridge | None = None
+    bridge_at: Node | None = None
+    """Where `bridge` was written, to report a room that may not be bridged."""
 
     @property
     def restricted_staff_room(self) -> bool:
@@ -238,6 +253,9 @@ class _Loader:
         self.club_lines: dict[str, int] = {}
         self.bot_room_keys: list[tuple[Node, str]] = []
         """Room keys as the bots' `rooms` lists wrote them, checked once every room is known."""
+        self.bridges: list[tuple[Node, str, TelegramBridge]] = []
+        """Bridged club rooms (where `bridge` was written, room key, chat), checked at the end
+        against the check-ins bot's rooms and for chats named twice."""
 
     def network(self, root: Node) -> Network:
         f = root.mapping(
@@ -273,12 +291,15 @@ class _Loader:
             if w := privacy.get("extra_sensitive_words"):
                 words = tuple(item.string(name_text) for item in w.sequence())
         club_template = self._template(f.get("club_template"), CLUB_JOIN_RULES)
-        cohort_template = self._template(f.get("cohort_template"), COHORT_JOIN_RULES)
+        cohort_template = self._template(
+            f.get("cohort_template"), COHORT_JOIN_RULES, bridge_refused=BRIDGE_IN_COHORT
+        )
         countries: list[Country] = []
         seen: dict[str, int] = {}
         for c in _items(f.get("countries")):
             countries.append(self._country(c, seen, club_template, cohort_template))
         self._check_bot_rooms(_room_keys(club_template, cohort_template, countries))
+        self._check_bridges(bots)
         return Network(
             key=key,
             name=name,
@@ -548,14 +569,22 @@ class _Loader:
             )
         return tuple(self.people.values())
 
-    def _template(self, node: Node | None, join_rules: tuple[str, ...]) -> dict[str, _RoomPatch]:
+    def _template(
+        self,
+        node: Node | None,
+        join_rules: tuple[str, ...],
+        *,
+        bridge_refused: str = BRIDGE_IN_TEMPLATE,
+    ) -> dict[str, _RoomPatch]:
         if node is None:
             return {}
         f = node.mapping(optional=("rooms",))
         rooms: dict[str, _RoomPatch] = {}
         seen: dict[str, int] = {}
         for item in _items(f.get("rooms")):
-            patch = self._room_patch(item, join_rules, name_required=True)
+            patch = self._room_patch(
+                item, join_rules, name_required=True, bridge_refused=bridge_refused
+            )
             if _unique(patch.at, patch.key, seen, "room"):
                 rooms[patch.key] = patch
         return rooms
@@ -718,7 +747,13 @@ class _Loader:
         if m := f.get("members"):
             members = self._person_refs(m, within=club_people, club=club)
         name = f["name"].string(name_text)
-        rooms = self._rooms(f.get("rooms"), template, "cohort_template", COHORT_JOIN_RULES)
+        rooms = self._rooms(
+            f.get("rooms"),
+            template,
+            "cohort_template",
+            COHORT_JOIN_RULES,
+            bridge_refused=BRIDGE_IN_COHORT,
+        )
         fmt = self.defaults.cohort_room_name_format
         _check_room_names(
             f["name"], rooms, fmt, "cohort_room_name_format", {**names, "cohort": name}
@@ -741,11 +776,15 @@ class _Loader:
         template: Mapping[str, _RoomPatch],
         template_name: str,
         join_rules: tuple[str, ...],
+        *,
+        bridge_refused: str | None = None,
     ) -> tuple[Room, ...]:
         patches = dict(template)
         seen: dict[str, int] = {}
         for item in _items(node):
-            patch = self._room_patch(item, join_rules, name_required=False)
+            patch = self._room_patch(
+                item, join_rules, name_required=False, bridge_refused=bridge_refused
+            )
             if not _unique(patch.at, patch.key, seen, "room"):
                 continue
             base = patches.get(patch.key)
@@ -764,11 +803,25 @@ class _Loader:
                 _staff_room_restricted(patch, base, template_name)
             patches[patch.key] = merged
         default: JoinRule = "restricted" if "restricted" in join_rules else "invite"
+        for p in patches.values():
+            if p.bridge is not None and p.bridge_at is not None and bridge_refused is None:
+                if p.audience == "staff":
+                    p.bridge_at.error(BRIDGE_STAFF)
+                elif p.key == SUPPORT_ROOM:
+                    p.bridge_at.error(BRIDGE_SUPPORT)
+                else:
+                    self.bridges.append((p.bridge_at, p.key, p.bridge))
         return tuple(self._room(p, default) for p in patches.values())
 
     def _room_patch(
-        self, node: Node, join_rules: tuple[str, ...], *, name_required: bool
+        self,
+        node: Node,
+        join_rules: tuple[str, ...],
+        *,
+        name_required: bool,
+        bridge_refused: str | None = None,
     ) -> _RoomPatch:
+        """A room entry; `bridge_refused` says why it may not carry `bridge` (None: it may)."""
         f = node.mapping(
             required=("key", "name") if name_required else ("key",),
             optional=(
@@ -781,8 +834,16 @@ class _Loader:
                 "order",
                 "suggested",
                 "private_description",
+                "bridge",
             ),
         )
+        bridge_at = f.get("bridge")
+        bridge = None
+        if bridge_at is not None:
+            bridge = _bridge(bridge_at)
+            if bridge_refused is not None:
+                bridge_at.error(bridge_refused)
+                bridge = None
         private_text = checks.text(PRIVATE_DESCRIPTION_MAX_BYTES, multiline=True)
         patch = _RoomPatch(
             key=f["key"].string(checks.slug),
@@ -805,6 +866,8 @@ class _Loader:
             join_rule_at=f.get("join_rule"),
             audience_at=f.get("audience"),
             origins=_origins_of(f.values, "name", "topic"),
+            bridge=bridge,
+            bridge_at=bridge_at if bridge is not None else None,
         )
         if patch.restricted_staff_room and patch.join_rule_at is not None:
             patch.join_rule_at.error(STAFF_RESTRICTED)
@@ -824,7 +887,23 @@ class _Loader:
             private_description=patch.private_description,
             audience=patch.audience or "members",
             origins=patch.origins,
+            bridge=patch.bridge,
         )
+
+    def _check_bridges(self, bots: Mapping[str, Bot]) -> None:
+        """Refuse bridges of the check-ins bot's rooms (peer support) and chats named twice."""
+        checkins = bots.get("checkins", DEFAULT_BOT_ROOMS["checkins"])
+        chats: dict[int, int] = {}
+        for at, key, bridge in sorted(self.bridges, key=lambda b: b[0].origin.line):
+            if checkins.rooms is not None and key in checkins.rooms:
+                at.error(f"{BRIDGE_SUPPORT} (the check-ins bot works in {shown(key)})")
+            elif bridge.chat in chats:
+                at.error(
+                    f"Telegram chat {bridge.chat} is already bridged to another room "
+                    f"(line {chats[bridge.chat]}); a chat is bridged to one room only"
+                )
+            else:
+                chats[bridge.chat] = at.origin.line
 
     def _person_refs(
         self, node: Node, *, within: Collection[str] | None = None, club: str = ""
@@ -843,6 +922,32 @@ class _Loader:
             else:
                 keys.append(key)
         return tuple(keys)
+
+
+def _bridge(node: Node) -> TelegramBridge | None:
+    """`bridge: {telegram: {chat: -100…, mode: mirror|relay}}`, or None (reported)."""
+    f = node.mapping(required=("telegram",))
+    if "telegram" not in f:
+        return None
+    t = f["telegram"].mapping(required=("chat",), optional=("mode",))
+    mode: BridgeMode = (
+        cast(BridgeMode, m.choice(BRIDGE_MODES)) if (m := t.get("mode")) else "mirror"
+    )
+    if "chat" not in t:
+        return None
+    chat_at = t["chat"]
+    problems = len(node.report.problems)
+    chat = chat_at.integer()
+    if len(node.report.problems) > problems:
+        return None
+    if not TELEGRAM_CHAT_MIN < chat < 0:
+        hint = " (a positive id is a person's private chat)" if chat > 0 else ""
+        chat_at.error(
+            f"expected a Telegram group or channel id, a negative number like "
+            f"-1001234567890{hint}; got {chat}"
+        )
+        return None
+    return TelegramBridge(chat=chat, mode=mode)
 
 
 def _session_title(value: str) -> str | None:

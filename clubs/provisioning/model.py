@@ -30,6 +30,11 @@ SESSION_KINDS: tuple[SessionKind, ...] = ("meeting", "lecture", "seminar", "trai
 SESSION_FORMATS = ("offline", "online")
 SESSIONS_ROOM = "sessions"
 """The key of the club room where declared sessions are published (and the RSVP polls run)."""
+SUPPORT_ROOM = "support"
+"""The key of a club's peer-support room (never bridged, like the check-ins bot's rooms)."""
+BridgeMode = Literal["mirror", "relay"]
+BRIDGE_MODES: tuple[BridgeMode, ...] = ("mirror", "relay")
+"""The key of the club room where declared sessions are published (and the RSVP polls run)."""
 
 ROLES = ("admin", "moderator", "facilitator", "bot", "member")
 STAFF_ROLES = ("admin", "moderator", "facilitator")
@@ -220,6 +225,16 @@ class Person:
 
 
 @dataclass(frozen=True)
+class TelegramBridge:
+    """A room's Telegram chat (`bridge: {telegram: {chat, mode}}`): `mirror` posts the room's
+    messages to the chat, one way; `relay` carries messages both ways."""
+
+    chat: int
+    """The chat id: negative for groups, `-100…` for supergroups and channels."""
+    mode: BridgeMode = "mirror"
+
+
+@dataclass(frozen=True)
 class Room:
     key: str
     name: str
@@ -234,6 +249,9 @@ class Room:
     audience: Audience = "members"
     """"staff": only the club's staff and the bots are in it (a club's moderators room)."""
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
+    bridge: TelegramBridge | None = None
+    """The Telegram chat this room is bridged to (club rooms only; never staff, support or
+    cohort rooms)."""
 
 
 @dataclass(frozen=True)
