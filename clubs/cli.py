@@ -125,8 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _homeserver(args: argparse.Namespace) -> int:
+    from clubs.bridge.config import load_config
+    from clubs.bridge.registration import app_service_files
     from clubs.core.homeserver import Homeserver, Settings, render_config
 
+    var_dir = args.var_dir.resolve()
     settings = Settings(
         data_dir=(args.var_dir / "synapse").resolve(),
         port=args.port,
@@ -138,6 +141,10 @@ def _homeserver(args: argparse.Namespace) -> int:
             d for d in os.environ.get("CLUBS_FEDERATION_ALLOWLIST", "").split(",") if d
         ),
         postgres=_postgres_from_env(),
+        # The Telegram bridge's registration, when a bridge.yaml enables it (off by default).
+        app_service_config_files=app_service_files(
+            load_config(), var_dir / "secrets" / "vault", var_dir
+        ),
     )
     if args.hs_command == "config":
         print(render_config(settings, settings.port), end="")

@@ -1,0 +1,129 @@
+"""The bridge's deployment settings (`bridge.yaml`) and the rooms it bridges (`Portal`).
+
+The bridge is off unless a deployment file says `enabled: true`; without the file it stays off.
+Which rooms are bridged is not decided here: the network file's `bridge:` entries are read by the
+`clubs` command and handed in as `Portal`s (the bridge never imports the provisioning code).
+
+    enabled: true
+    listen: {host: 127.0.0.1, port: 29317}   # where the application service listens
+    url: http://127.0.0.1:29317              # how the homeserver reaches it (default: listen)
+    homeserver: http://127.0.0.1:8008        # default: $CLUBS_HOMESERVER_URL or the embedded one
+    server_name: clubs.local                 # default: $CLUBS_SERVER_NAME or clubs.local
+    telegram:
+      api: https://api.telegram.org          # the Bot API (a fake one in tests)
+      poll_timeout_s: 30                     # long-polling timeout of getUpdates
+
+Secrets are never in this file: the Telegram bot token and the application service tokens are
+in the vault (`clubs bridge token` stores the first; the others are generated).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from clubs.core.homeserver import default_homeserver_url
+from clubs.core.ids import is_server_name
+from clubs.core.yamlconf import DEFAULT_LIMITS, Limits, Node, parse_yaml, read_yaml, shown
+
+Mode = Literal["mirror", "relay"]
+CONFIG_ENV = "CLUBS_BRIDGE_CONFIG"
+DEFAULT_CONFIG = Path("config/bridge.yaml")
+DEFAULT_PORT = 29317
+TELEGRAM_API = "https://api.telegram.org"
+
+
+@dataclass(frozen=True)
+class Portal:
+    """A room the network file bridges: found by its locator (network, club, room key)."""
+
+    network: str
+    club: str
+    room: str
+    chat: int
+    mode: Mode
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    url: str = f"http://127.0.0.1:{DEFAULT_PORT}"
+    homeserver: str = field(default_factory=default_homeserver_url)
+    server_name: str = field(
+        default_factory=lambda: os.environ.get("CLUBS_SERVER_NAME", "clubs.local")
+    )
+    telegram_api: str = TELEGRAM_API
+    poll_timeout_s: int = 30
+
+
+def config_path(given: Path | None = None) -> Path:
+    """The deployment file: the one given, else `$CLUBS_BRIDGE_CONFIG`, else config/bridge.yaml."""
+    if given is not None:
+        return given
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load_config(path: Path | None = None, limits: Limits = DEFAULT_LIMITS) -> BridgeConfig:
+    """The deployment's bridge settings; off (the defaults) when the file does not exist.
+    Raises ConfigError with every located problem."""
+    path = config_path(path)
+    if not path.exists():
+        return BridgeConfig()
+    return _build(read_yaml(path, limits))
+
+
+def parse_config(data: str | bytes, file: str = "<bridge>") -> BridgeConfig:
+    return _build(parse_yaml(data, file))
+
+
+def _http_url(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https") and parts.hostname and not parts.query:
+        return None
+    return f"expected an http:// or https:// URL without a query; got {shown(value)}"
+
+
+def _host(value: str) -> str | None:
+    if is_server_name(value) or value in ("0.0.0.0", "::"):  # noqa: S104 - the operator's choice
+        return None
+    return f"expected a host name or address; got {shown(value)}"
+
+
+def _server_name(value: str) -> str | None:
+    return None if is_server_name(value) else f"expected a server name; got {shown(value)}"
+
+
+def _build(root: Node) -> BridgeConfig:
+    d = BridgeConfig()
+    f = root.mapping(
+        optional=("enabled", "listen", "url", "homeserver", "server_name", "telegram"),
+    )
+    host, port = d.host, d.port
+    if n := f.get("listen"):
+        lf = n.mapping(optional=("host", "port"))
+        host = h.string(_host) if (h := lf.get("host")) else host
+        port = p.integer(low=1, high=65535) if (p := lf.get("port")) else port
+    api, timeout = d.telegram_api, d.poll_timeout_s
+    if n := f.get("telegram"):
+        tf = n.mapping(optional=("api", "poll_timeout_s"))
+        api = a.string(_http_url).rstrip("/") if (a := tf.get("api")) else api
+        timeout = t.integer(low=0, high=50) if (t := tf.get("poll_timeout_s")) else timeout
+    shown_host = f"[{host}]" if ":" in host else host
+    config = BridgeConfig(
+        enabled=e.boolean() if (e := f.get("enabled")) else False,
+        host=host,
+        port=port,
+        url=(u.string(_http_url) if (u := f.get("url")) else f"http://{shown_host}:{port}"),
+        homeserver=(hs.string(_http_url) if (hs := f.get("homeserver")) else d.homeserver),
+        server_name=(s.string(_server_name) if (s := f.get("server_name")) else d.server_name),
+        telegram_api=api,
+        poll_timeout_s=timeout,
+    )
+    root.report.raise_for_errors()
+    return config
