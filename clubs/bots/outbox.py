@@ -105,6 +105,9 @@ class Outbox:
         """Rows wedged since start (tests and the health line read it)."""
         self._retry_wake = asyncio.Event()
         self._flushing = asyncio.Lock()
+        self._in_flight: dict[str, asyncio.Future[EventId | None]] = {}
+        """Sends on the wire right now, by txn id: `send` and `flush` never put the same row on
+        the wire twice at once; the second caller gets the first one's outcome."""
 
     @classmethod
     async def open(
@@ -229,14 +232,24 @@ class Outbox:
     ) -> EventId | None:
         if not self.client.knows_room(room_id):
             return None  # not synced yet: `flush` sends it after a sync has brought the room
+        running = self._in_flight.get(txn_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        outcome: asyncio.Future[EventId | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[txn_id] = outcome
+        event_id: EventId | None = None
         try:
-            crashpoint("before_send")
-            event_id = await self.client.send(room_id, event_type, content, txn_id=txn_id)
-            crashpoint("after_send")
-        except Exception as e:
-            await self._failed(txn_id, room_id, e)
-            return None
-        await self._finish(txn_id, "sent", event_id, None)
+            try:
+                crashpoint("before_send")
+                event_id = await self.client.send(room_id, event_type, content, txn_id=txn_id)
+                crashpoint("after_send")
+            except Exception as e:
+                await self._failed(txn_id, room_id, e)
+                return None
+            await self._finish(txn_id, "sent", event_id, None)
+        finally:
+            del self._in_flight[txn_id]
+            outcome.set_result(event_id)  # None unless the row is `sent`
         crashpoint("outbox_acked")
         return event_id
 

@@ -807,6 +807,13 @@ class E2eeClient:
             await self.room_state(room_id)  # members and encryption, before anything goes out
         room = self._client.rooms[room_id]
         encrypted = room.encrypted or room_id in self._client.encrypted_rooms
+        if encrypted and not room.members_synced:
+            # Members known from syncs only: a sync can bring a room before an invite that
+            # already happened (the bot's own createRoom was still inviting), and nio would then
+            # fill in with /joined_members, which lists no invitee: the room key would skip
+            # them. The room's state has every joined and invited member.
+            await self.room_state(room_id)
+            room = self._client.rooms[room_id]
         if encrypted and self._client.olm is None:
             raise StoreError("refusing to send into an encrypted room without a crypto store")
         with _unreachable(f"send by {self.user_id}"):

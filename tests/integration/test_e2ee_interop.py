@@ -466,3 +466,103 @@ async def test_send_to_a_room_it_does_not_know_is_refused(
     ) as client:
         with pytest.raises(ClubsError, match="not joined to room"):
             await client.send(RoomId("!unknown:test.local"), "m.room.message", {"body": "x"})
+
+
+async def test_first_send_reaches_a_member_invited_after_the_bots_last_sync(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """A room can arrive in a sync before the invite that belongs to it (the sync ran while the
+    bot's own createRoom was still inviting). The first encrypted send must still share its room
+    key with the invited member: their invite is on the server, not yet in the bot's sync."""
+    acct = await new_bot(synapse, tmp_path)
+    client = await E2eeClient.open(synapse.url, acct.vault, acct.user_id, acct.store_dir)
+    ivan = await synapse.new_user("ivan")
+    async with mautrix_peer(ivan, synapse.url) as peer:
+        try:
+            batch = await client.sync(None, timeout_ms=0)
+            created = await client._http.post(
+                path(*CS, "createRoom"),
+                {
+                    "preset": "trusted_private_chat",
+                    "initial_state": [
+                        ENCRYPTION,
+                        {
+                            "type": "m.room.history_visibility",
+                            "state_key": "",
+                            "content": {"history_visibility": "invited"},
+                        },
+                    ],
+                },
+            )
+            room_id = RoomId(created["room_id"])
+            while room_id not in client.joined_rooms():
+                batch = await client.sync(batch.next_batch, timeout_ms=1000)
+            # The invite happens after the bot's last sync: the bot has not seen it.
+            await client._http.post(
+                path(*CS, "rooms", room_id, "invite"), {"user_id": ivan.user_id}
+            )
+            await client.send(
+                room_id,
+                "m.room.message",
+                {"msgtype": "m.notice", "body": "hello before you joined", "m.mentions": {}},
+            )
+            await ivan.http.post(path(*CS, "join", room_id), {})
+
+            async def got() -> list[Received]:
+                return [r for r in peer.received if r.body == "hello before you joined"]
+
+            await eventually(got, within=20)
+            assert peer.undecryptable == []
+        finally:
+            await client.close()
+
+
+async def test_a_row_on_the_wire_is_not_sent_again_by_a_flush_or_a_second_send(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """The outbox's `send` and the sync loop's `flush` can meet on the same row. A second send
+    of the same txn would be deduplicated by the server, but nio would share room keys a second
+    time around it, after the first event already went out: one caller sends, the others wait
+    for its outcome."""
+    from clubs.bots.outbox import Outbox
+    from clubs.core.clock import SystemClock
+    from clubs.core.db import Database
+    from clubs.core.sealed import Sealer
+
+    acct = await new_bot(synapse, tmp_path)
+    client = await E2eeClient.open(synapse.url, acct.vault, acct.user_id, acct.store_dir)
+    db = await Database.open(tmp_path / "bots.db")
+    try:
+        outbox = await Outbox.open(db, "bot", Sealer(Fernet.generate_key()), client, SystemClock())
+        created = await client._http.post(
+            path(*CS, "createRoom"), {"preset": "private_chat", "initial_state": [ENCRYPTION]}
+        )
+        room_id = RoomId(created["room_id"])
+        batch = await client.sync(None, timeout_ms=0)
+        while room_id not in client.joined_rooms():
+            batch = await client.sync(batch.next_batch, timeout_ms=1000)
+        wire: list[str | None] = []
+        real_send = client.send
+
+        async def counted(*args: object, **kw: object) -> object:
+            wire.append(kw.get("txn_id"))  # type: ignore[arg-type]
+            await asyncio.sleep(0.3)  # the first send is still on the wire when the others come
+            return await real_send(*args, **kw)  # type: ignore[arg-type]
+
+        client.send = counted  # type: ignore[method-assign]
+        content = {"msgtype": "m.notice", "body": "once", "m.mentions": {}}
+        first = asyncio.create_task(outbox.send(room_id, "m.room.message", content, "txn-once"))
+        await eventually(lambda: _is(wire == ["txn-once"]), within=5, interval=0.01)
+        again, _ = await asyncio.gather(
+            outbox.send(room_id, "m.room.message", content, "txn-once"), outbox.flush()
+        )
+        event_id = await first
+        assert event_id is not None
+        assert again == event_id
+        assert wire == ["txn-once"]
+        row = await outbox.find("txn-once")
+        assert row is not None
+        assert (row.state, row.event_id) == ("sent", event_id)
+    finally:
+        await db.close()
+        await client.close()
