@@ -1,0 +1,341 @@
+"""An in-process fake of the Telegram Bot API (aiohttp), for tests: Telegram is unreachable here.
+
+It follows the Bot API's documented wire format: `/bot<token>/<method>` with JSON or query
+parameters; answers `{"ok": true, "result": …}` or `{"ok": false, "error_code": N,
+"description": "…", "parameters": {"retry_after": N, "migrate_to_chat_id": id}}`; Update,
+Message, User and Chat objects with their documented field names.
+
+What it checks like Telegram does: the token (401 "Unauthorized"), `parse_mode: HTML` text
+(only Telegram's tags; an unescaped `<` or `&` is 400 "can't parse entities"), the 4,096
+characters of text after parsing (400 "message is too long"), an empty text, a message that was
+never sent (edit, delete), an edit that changes nothing ("message is not modified"), and a chat
+that became a supergroup (400 with `migrate_to_chat_id`). `getUpdates` confirms updates below
+`offset` and long-polls up to `timeout` seconds (capped by `poll_cap_s`).
+
+Test helpers: `user_says`, `user_edits`, `migrate`, `fail_next` (inject a 429 or any error),
+`texts(chat)` (what the chat shows now, tags stripped) and `calls` (every method called).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+LIMIT = 4096
+TAGS = frozenset(
+    {
+        "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler",
+        "a", "tg-emoji", "code", "pre", "blockquote",
+    }
+)  # fmt: skip
+_TAG = re.compile(r"<(/?)([a-z][a-z-]*)((?:\s+[a-z-]+(?:=\"[^\"<>]*\")?)*)\s*>")
+_ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});")
+
+
+class ParseError(ValueError):
+    pass
+
+
+def parse_html(text: str) -> str:
+    """The visible text of Telegram HTML, or ParseError as Telegram refuses it."""
+    out: list[str] = []
+    stack: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "<":
+            m = _TAG.match(text, i)
+            if m is None:
+                raise ParseError(f"Unsupported start tag at byte offset {i}")
+            closing, name = m.group(1), m.group(2)
+            if name not in TAGS:
+                raise ParseError(f'Unsupported start tag "{name}" at byte offset {i}')
+            if closing:
+                if not stack or stack.pop() != name:
+                    raise ParseError(f'Unmatched end tag at byte offset {i}, expected "</{name}>"')
+            else:
+                stack.append(name)
+            i = m.end()
+        elif ch == "&":
+            m = _ENTITY.match(text, i)
+            if m is None:
+                raise ParseError(f"Unsupported HTML entity at byte offset {i}")
+            out.append(html.unescape(m.group()))
+            i = m.end()
+        elif ch == ">":
+            raise ParseError(f"Unexpected character > at byte offset {i}")
+        else:
+            out.append(ch)
+            i += 1
+    if stack:
+        raise ParseError(f'Can\'t find end tag corresponding to start tag "{stack[-1]}"')
+    return "".join(out)
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+@dataclass
+class Chat:
+    id: int
+    type: str = "supergroup"
+    title: str = "Test group"
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    migrated_to: int | None = None
+    next_id: int = 1
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float
+
+
+class FakeTelegram:
+    def __init__(self, token: str, *, poll_cap_s: float = 1.0) -> None:
+        self.token = token
+        self.poll_cap_s = poll_cap_s
+        self.bot = {"id": 7000001, "is_bot": True, "first_name": "Clubs bridge", "username": "b"}
+        self.chats: dict[int, Chat] = {}
+        self.updates: list[dict[str, Any]] = []
+        self.next_update = 100
+        self.calls: list[Call] = []
+        self._faults: dict[str, list[dict[str, Any]]] = {}
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # --- server --------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _fail(401, "Unauthorized")
+        method = request.match_info["method"]
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                try:
+                    body = json.loads(await request.read())
+                except ValueError:
+                    return _fail(400, "Bad Request: invalid JSON")
+                params.update(body if isinstance(body, dict) else {})
+            else:
+                params.update(dict(await request.post()))
+        self.calls.append(Call(method, params, time.monotonic()))
+        faults = self._faults.get(method)
+        if faults:
+            return web.json_response(faults.pop(0))
+        handler = getattr(self, "_m_" + method, None)
+        if handler is None:
+            return _fail(404, "Not Found")
+        try:
+            result = await handler(params)
+        except _Refused as e:
+            return web.json_response(e.answer)
+        return web.json_response({"ok": True, "result": result})
+
+    # --- methods -------------------------------------------------------------------------------
+
+    async def _m_getMe(self, params: dict[str, Any]) -> Any:
+        return self.bot
+
+    async def _m_getUpdates(self, params: dict[str, Any]) -> Any:
+        offset = int(params.get("offset", 0))
+        timeout = min(float(params.get("timeout", 0)), self.poll_cap_s)
+        limit = int(params.get("limit", 100))
+        if offset:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        async with self._changed:
+            if not self.updates and timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout)
+        return self.updates[:limit]
+
+    async def _m_sendMessage(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params.get("chat_id"))
+        text = self._text(params)
+        message = self._message(chat, self.bot, text)
+        message["html"] = params.get("text")
+        return _public(message)
+
+    async def _m_editMessageText(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params.get("chat_id"))
+        message = chat.messages.get(int(params.get("message_id", 0)))
+        if message is None:
+            raise _Refused(_answer(400, "Bad Request: message to edit not found"))
+        text = self._text(params)
+        if text == message.get("text"):
+            raise _Refused(
+                _answer(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and "
+                    "reply markup are exactly the same as a current content and reply markup "
+                    "of the message",
+                )
+            )
+        message["text"] = text
+        message["html"] = params.get("text")
+        message["edit_date"] = int(time.time())
+        return _public(message)
+
+    async def _m_deleteMessage(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params.get("chat_id"))
+        if chat.messages.pop(int(params.get("message_id", 0)), None) is None:
+            raise _Refused(_answer(400, "Bad Request: message to delete not found"))
+        return True
+
+    def _chat(self, chat_id: object) -> Chat:
+        try:
+            cid = int(str(chat_id))
+        except ValueError:
+            raise _Refused(_answer(400, "Bad Request: chat not found")) from None
+        chat = self.chats.get(cid)
+        if chat is None:
+            raise _Refused(_answer(400, "Bad Request: chat not found"))
+        if chat.migrated_to is not None:
+            raise _Refused(
+                _answer(
+                    400,
+                    "Bad Request: group chat was upgraded to a supergroup chat",
+                    {"migrate_to_chat_id": chat.migrated_to},
+                )
+            )
+        return chat
+
+    def _text(self, params: dict[str, Any]) -> str:
+        raw = params.get("text")
+        if not isinstance(raw, str):
+            raise _Refused(_answer(400, "Bad Request: message text is empty"))
+        if params.get("parse_mode") == "HTML":
+            try:
+                text = parse_html(raw)
+            except ParseError as e:
+                raise _Refused(_answer(400, f"Bad Request: can't parse entities: {e}")) from None
+        else:
+            text = raw
+        if not text.strip():
+            raise _Refused(_answer(400, "Bad Request: message text is empty"))
+        if utf16_len(text) > LIMIT:
+            raise _Refused(_answer(400, "Bad Request: message is too long"))
+        return text
+
+    def _message(self, chat: Chat, sender: dict[str, Any], text: str) -> dict[str, Any]:
+        message = {
+            "message_id": chat.next_id,
+            "date": int(time.time()),
+            "chat": {"id": chat.id, "type": chat.type, "title": chat.title},
+            "from": sender,
+            "text": text,
+        }
+        chat.next_id += 1
+        chat.messages[message["message_id"]] = message
+        return message
+
+    # --- test helpers --------------------------------------------------------------------------
+
+    def add_chat(self, chat_id: int, type: str = "supergroup") -> Chat:
+        chat = Chat(chat_id, type)
+        self.chats[chat_id] = chat
+        return chat
+
+    async def push(self, kind: str, message: dict[str, Any]) -> None:
+        async with self._changed:
+            self.updates.append({"update_id": self.next_update, kind: _public(message)})
+            self.next_update += 1
+            self._changed.notify_all()
+
+    async def user_says(self, chat_id: int, user: dict[str, Any], text: str) -> int:
+        chat = self.chats[chat_id]
+        message = self._message(chat, user, text)
+        await self.push("message", message)
+        return int(message["message_id"])
+
+    async def user_edits(self, chat_id: int, message_id: int, text: str) -> None:
+        message = self.chats[chat_id].messages[message_id]
+        message["text"] = text
+        message["edit_date"] = int(time.time())
+        await self.push("edited_message", message)
+
+    async def migrate(self, old: int, new: int) -> None:
+        """A group becomes a supergroup: a service message in each, and the old id refuses."""
+        chat = self.chats[old]
+        self.add_chat(new)
+        chat.migrated_to = new
+        service = self._message(chat, self.bot, "")
+        del service["text"]
+        service["migrate_to_chat_id"] = new
+        await self.push("message", service)
+
+    def fail_next(
+        self, method: str, code: int = 429, *, retry_after: int | None = None, times: int = 1
+    ) -> None:
+        if code == 429:
+            answer = _answer(
+                429,
+                f"Too Many Requests: retry after {retry_after or 1}",
+                {"retry_after": retry_after or 1},
+            )
+        else:
+            answer = _answer(code, "Internal Server Error" if code >= 500 else "Bad Request")
+        self._faults.setdefault(method, []).extend([answer] * times)
+
+    def texts(self, chat_id: int) -> list[str]:
+        return [str(m.get("text", "")) for m in self.chats[chat_id].messages.values()]
+
+    def sent(self, chat_id: int) -> list[dict[str, Any]]:
+        """The bot's own messages in a chat, oldest first."""
+        return [
+            m
+            for m in self.chats[chat_id].messages.values()
+            if m["from"] is self.bot and "text" in m
+        ]
+
+    def method_calls(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+
+class _Refused(Exception):
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+
+
+def _answer(
+    code: int, description: str, parameters: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if parameters:
+        answer["parameters"] = parameters
+    return answer
+
+
+def _fail(code: int, description: str) -> web.Response:
+    return web.json_response(_answer(code, description), status=code)
+
+
+def _public(message: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k != "html"}
