@@ -7,11 +7,14 @@ pass it on."""
 from __future__ import annotations
 
 from clubs.bots.base import Bot
+from clubs.bots.checkins.bot import CheckinsBot
+from clubs.bots.checkins.box import Box
 from clubs.bots.host import BotFactory, HostServices
 from clubs.bots.moderation.bot import ModerationBot
 from clubs.bots.moderation.network import Network
 from clubs.bots.scheduling.bot import SchedulingBot
 from clubs.core.errors import ClubsError
+from clubs.core.secrets import Vault
 
 
 def _moderation(services: HostServices) -> Bot:
@@ -32,5 +35,12 @@ def _scheduling(services: HostServices) -> Bot:
     return SchedulingBot(services.db, services.sealer, services.clock)
 
 
+def _checkins(services: HostServices) -> Bot:
+    # The answers' AES-GCM key is its own vault entry (the vault beside the bots' data, as
+    # the host opens it): HostServices carries a Fernet sealer, not the vault.
+    vault = Vault(services.data_dir.parent / "secrets" / "vault")
+    return CheckinsBot(services.db, Box.from_vault(vault), services.clock)
+
+
 def default_factories() -> dict[str, BotFactory]:
-    return {"moderation": _moderation, "scheduling": _scheduling}
+    return {"moderation": _moderation, "scheduling": _scheduling, "checkins": _checkins}

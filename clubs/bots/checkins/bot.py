@@ -1,0 +1,832 @@
+"""The check-ins bot: weekly peer-support check-ins by DM for members who opted in, "I need
+support" to the club's peer supporters with the member's consent, and a private journal of
+small wins.
+
+- Nothing is ever sent to a member who did not opt in (`!checkin on` / `!чекин вкл`, in a DM
+  or the club's support room). Each check-in is a durable job keyed by the member's random
+  token and the slot's wall time in the member's zone: exactly once per week at their local
+  time, across restarts and daylight-saving changes.
+- A check-in is a short DM conversation: a mood poll 1–5 (encrypted, never reactions), then the
+  text questions one by one. Answers are sealed with AES-GCM and editable (by editing the
+  message) until the next check-in. One gentle reminder a day later, which `!snooze` moves;
+  never a second one.
+- Nothing is shared unless the member shares one answer (`!share 2`, with or without name).
+  Facilitators see only weekly counts and the average mood, suppressed below three members.
+- `!help-me` shows professional help resources at once and, only after the member confirms with
+  `!send-help`, sends the chosen words to the club's peer supporters. Members who consented at
+  opt-in (`!checkin alert on`) are also brought to the supporters' attention after the lowest
+  mood twice in a row. The bot is not a counsellor and says so.
+- `!forget-me` deletes every row about the member and says what was deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from clubs.bots.args import Choice, FreeText, Int
+from clubs.bots.base import Bot, on_event
+from clubs.bots.checkins.aggregate import weekly_figures
+from clubs.bots.checkins.box import Box
+from clubs.bots.checkins.parse import Alert, CheckinUsage, OptIn, Pause, Simple, parse_checkin
+from clubs.bots.checkins.store import Checkin, CheckinStore, Member
+from clubs.bots.checkins.week import (
+    DAY_CODES,
+    WeeklyPlan,
+    instant,
+    iso_week,
+    next_slot,
+    parse_slot_key,
+)
+from clubs.bots.commands import command
+from clubs.bots.context import BotContext, CommandContext, EventContext
+from clubs.bots.jobs import JobContext, on_job, on_missed_job
+from clubs.bots.polls import PollUpdate, on_poll
+from clubs.bots.rooms import RoomInfo
+from clubs.core.clock import Clock
+from clubs.core.db import Database
+from clubs.core.errors import Unreachable
+from clubs.core.ids import EventId, RoomId, UserId
+
+log = logging.getLogger(__name__)
+
+CHECKIN, REMIND = "checkin", "remind"
+SUPPORT_ROOM = "support"
+FACILITATOR = 50
+TEXT_QUESTIONS = ("checkins/q_talked", "checkins/q_how", "checkins/q_share")
+"""The default text questions, asked one by one after the mood poll."""
+MOODS = 5
+WEEK_S = 7 * 24 * 3600
+DAY_S = 24 * 3600
+RETENTION_DAYS = 90
+REMIND_AFTER_S = DAY_S
+CHECKIN_GRACE_S = 6 * 3600.0
+HELP_PENDING_S = 3600.0
+MAX_ANSWER_CHARS = 4000
+STATS_WEEKS = 5
+WINS_SHOWN = 30
+
+
+class NotSentYet(Unreachable):
+    """A send waits in the outbox (the DM room is not synced yet): the job is tried again."""
+
+
+@dataclass(frozen=True)
+class SupportRoom:
+    club: str
+    room_id: RoomId
+    info: RoomInfo
+
+    @property
+    def country(self) -> str | None:
+        country = (self.info.locator or {}).get("country")
+        return country if isinstance(country, str) else None
+
+
+class CheckinsBot(Bot):
+    name = "checkins"
+
+    def __init__(
+        self,
+        db: Database,
+        box: Box,
+        clock: Clock,
+        *,
+        retention_days: int = RETENTION_DAYS,
+        remind_after_s: float = REMIND_AFTER_S,
+    ) -> None:
+        self.db = db
+        self.box = box
+        self.clock = clock
+        self.retention_s = retention_days * DAY_S
+        self.remind_after_s = remind_after_s
+        self.store = CheckinStore(db, self.name, box)
+        """Replaced at `start` by the store of the bot's account, migrated."""
+
+    async def start(self, ctx: Any) -> None:
+        self.store = await CheckinStore.open(self.db, ctx.name, self.box)
+        await self.store.prune(self.clock.now() - self.retention_s)
+
+    # --- where the member belongs ----------------------------------------------------------
+
+    async def _support_rooms(self, bot: BotContext, user: UserId) -> list[SupportRoom]:
+        """The clubs' support rooms this bot serves and the user is in."""
+        found = []
+        for room_id in bot.client.joined_rooms():
+            info = await bot.rooms.info(room_id)
+            if (
+                info.kind == "club_room"
+                and info.club is not None
+                and (info.locator or {}).get("key") == SUPPORT_ROOM
+                and user in await bot.client.members(room_id)
+            ):
+                found.append(SupportRoom(info.club, room_id, info))
+        return found
+
+    async def _club_room(self, bot: BotContext, club: str) -> RoomId | None:
+        for room_id in bot.client.joined_rooms():
+            info = await bot.rooms.info(room_id)
+            if info.club == club and (info.locator or {}).get("key") == SUPPORT_ROOM:
+                return room_id
+        return None
+
+    async def _lang(self, ctx: CommandContext, rooms: list[SupportRoom]) -> str:
+        if ctx.room.managed:
+            return ctx.lang
+        member = await self.store.member(ctx.sender)
+        if member is not None:
+            return member.lang
+        return rooms[0].info.language if rooms else ctx.lang
+
+    async def _answer(self, ctx: CommandContext, key: str, lang: str, **values: Any) -> None:
+        await ctx.bot.notice(
+            ctx.room_id,
+            key,
+            job=ctx.job("reply"),
+            lang=lang,
+            relates_to={"m.in_reply_to": {"event_id": ctx.event.event_id}},
+            **values,
+        )
+
+    # --- !checkin --------------------------------------------------------------------------
+
+    @command(
+        "checkin",
+        aliases=("чекин", "checkins"),
+        help_key="checkins/checkin.help",
+        params=(FreeText("what", default="", max_length=300),),
+        dm=True,
+    )
+    async def checkin(self, ctx: CommandContext, what: str) -> None:
+        rooms = await self._support_rooms(ctx.bot, ctx.sender)
+        lang = await self._lang(ctx, rooms)
+        try:
+            request = parse_checkin(what, [r.club for r in rooms])
+        except CheckinUsage as e:
+            await self._answer(ctx, "checkins/usage", lang, problem=e.problem)
+            return
+        if isinstance(request, Simple) and request.action == "stats":
+            await self._stats(ctx, rooms, lang)
+            return
+        if isinstance(request, Simple) and request.action == "status":
+            await self._status(ctx, lang)
+            return
+        if isinstance(request, OptIn):
+            await self._opt_in(ctx, rooms, lang, request)
+            return
+        member = await self.store.member(ctx.sender)
+        if member is None or (not member.on and not isinstance(request, Simple)):
+            await self._answer(ctx, "checkins/not_on", lang)
+            return
+        now = self.clock.now()
+        if isinstance(request, Alert):
+            await self.store.set_alert(ctx.sender, request.consent, now)
+            await self._answer(ctx, "checkins/alert", lang, consent=request.consent)
+        elif isinstance(request, Pause):
+            until = now + request.weeks * WEEK_S
+            member = await self.store.set_state(ctx.sender, on=True, paused_until=until, now=now)
+            assert member is not None
+            slot = await self._schedule(ctx.bot, member, after=until)
+            await self._answer(
+                ctx,
+                "checkins/paused",
+                lang,
+                weeks=request.weeks,
+                next_at=_utc(slot),
+                tz=member.plan.tz,
+            )
+        elif request.action == "back":
+            if not member.on:
+                await self._answer(ctx, "checkins/not_on", lang)
+                return
+            member = await self.store.set_state(ctx.sender, on=True, paused_until=0, now=now)
+            assert member is not None
+            slot = await self._schedule(ctx.bot, member, after=now)
+            await self._answer(ctx, "checkins/back", lang, next_at=_utc(slot), tz=member.plan.tz)
+        elif request.action == "off":
+            await self.store.set_state(ctx.sender, on=False, paused_until=0, now=now)
+            await self._cancel_jobs(ctx.bot, member.token)
+            await self._answer(ctx, "checkins/off", lang)
+
+    async def _opt_in(
+        self, ctx: CommandContext, rooms: list[SupportRoom], lang: str, request: OptIn
+    ) -> None:
+        if not rooms:
+            await self._answer(ctx, "checkins/no_club", lang)
+            return
+        chosen = [r for r in rooms if r.club == request.club] if request.club else rooms
+        if ctx.room.managed and request.club is None:
+            chosen = [r for r in rooms if r.club == ctx.room.club] or rooms
+        if len(chosen) != 1:
+            await self._answer(ctx, "checkins/which_club", lang, clubs=[r.club for r in rooms])
+            return
+        (room,) = chosen
+        plan = WeeklyPlan(
+            request.days, request.hour, request.minute, request.tz or room.info.time_zone
+        )
+        member = await self.store.opt_in(
+            ctx.sender, room.club, room.info.language, plan, self.clock.now()
+        )
+        slot = await self._schedule(ctx.bot, member, after=self.clock.now())
+        await self._answer(
+            ctx,
+            "checkins/on",
+            member.lang,
+            days=[DAY_CODES[d] for d in sorted(plan.days)],
+            clock=plan.clock,
+            tz=plan.tz,
+            next_at=_utc(slot),
+            alert=member.alert,
+            keep_days=self.retention_s // DAY_S,
+        )
+
+    async def _status(self, ctx: CommandContext, lang: str) -> None:
+        member = await self.store.member(ctx.sender)
+        if member is None or not member.on:
+            await self._answer(ctx, "checkins/status", lang, on=False)
+            return
+        now = self.clock.now()
+        after = max(now, member.paused_until)
+        slot = next_slot(member.plan, after)
+        await self._answer(
+            ctx,
+            "checkins/status",
+            lang,
+            on=True,
+            days=[DAY_CODES[d] for d in sorted(member.plan.days)],
+            clock=member.plan.clock,
+            tz=member.plan.tz,
+            next_at=datetime.fromtimestamp(slot.at, UTC),
+            paused=member.paused_until > now,
+            alert=member.alert,
+        )
+
+    async def _stats(self, ctx: CommandContext, rooms: list[SupportRoom], lang: str) -> None:
+        """Facilitators: the club's weekly aggregates, never one member's answer."""
+        if ctx.room.managed:
+            clubs = [ctx.room.club] if ctx.room.club and ctx.power >= FACILITATOR else []
+        else:
+            clubs = [r.club for r in rooms if r.info.power(ctx.sender) >= FACILITATOR]
+        if not clubs:
+            await self._answer(ctx, "checkins/stats_refused", lang)
+            return
+        since = self.clock.now() - STATS_WEEKS * WEEK_S
+        report = []
+        for club in clubs:
+            figures = weekly_figures(await self.store.answered_in(club, since))
+            report.append({"club": club, "weeks": figures})
+        await self._answer(ctx, "checkins/stats", lang, clubs=report)
+
+    async def _schedule(self, bot: BotContext, member: Member, *, after: float) -> float:
+        """The member's next check-in job (jobs of an older plan version are cancelled and,
+        should one run anyway, find their version stale)."""
+        slot = next_slot(member.plan, after)
+        await self._cancel_jobs(bot, member.token)
+        await bot.jobs.schedule(
+            CHECKIN,
+            f"{member.token}@{slot.key}",
+            slot.at,
+            {"token": member.token, "slot": slot.key, "v": member.version},
+            grace_s=CHECKIN_GRACE_S,
+        )
+        return slot.at
+
+    async def _cancel_jobs(self, bot: BotContext, token: str) -> None:
+        for job in await bot.jobs.pending(CHECKIN):
+            if job.key.startswith(token + "@"):
+                await bot.jobs.cancel(CHECKIN, job.key)
+
+    # --- the check-in ----------------------------------------------------------------------
+
+    async def _current(self, job: JobContext) -> Member | None:
+        """The member of a check-in job, if the job is of their current plan."""
+        member = await self.store.member_by_token(str(job.payload.get("token")))
+        if member is None or not member.on or member.version != job.payload.get("v"):
+            return None
+        return member
+
+    def _chain(self, job: JobContext, member: Member) -> None:
+        """The next check-in, stored with this one's completion."""
+        slot = str(job.payload["slot"])
+        last = instant(parse_slot_key(slot), member.plan.tz)
+        nxt = next_slot(member.plan, max(last, job.now, member.paused_until))
+        job.then(
+            CHECKIN,
+            f"{member.token}@{nxt.key}",
+            nxt.at,
+            {"token": member.token, "slot": nxt.key, "v": member.version},
+            grace_s=CHECKIN_GRACE_S,
+        )
+
+    @on_job(CHECKIN, grace_s=CHECKIN_GRACE_S)
+    async def send_checkin(self, job: JobContext) -> None:
+        member = await self._current(job)
+        if member is None:
+            return  # opted out, forgotten, or the plan changed since
+        self._chain(job, member)
+        if member.paused_until > job.now:
+            return
+        await self.store.prune(job.now - self.retention_s)
+        bot = job.bot
+        slot = str(job.payload["slot"])
+        room = await bot.dm_room(member.user_id)
+        previous = await self.store.latest(member.token)
+        checkin = await self.store.add_checkin(
+            member.token, member.club, slot, iso_week(parse_slot_key(slot)), room, job.now
+        )
+        if previous is not None and previous.id != checkin.id and previous.poll_id:
+            # Last week's mood is final now (and the runtime's vote rows expire after the end).
+            await bot.end_poll(previous.room_id, _event(previous.poll_id), job=job.txn("end"))
+        lang = member.lang
+        await bot.notice(room, "checkins/intro", job=job.txn("intro"), lang=lang)
+        question = bot.render("checkins/q_mood", lang).body
+        answers = [bot.render("checkins/mood", lang, n=n).body for n in range(1, MOODS + 1)]
+        poll_id = await bot.poll(room, question, answers, job=job.txn("mood"))
+        if poll_id is None:
+            raise NotSentYet("the check-in's poll waits in the outbox")
+        await bot.notice(
+            room, TEXT_QUESTIONS[0], job=job.txn("q", "1"), lang=lang, n=1, of=len(TEXT_QUESTIONS)
+        )
+        if checkin.step == 0:
+            await self.store.save(replace(checkin, poll_id=poll_id, step=1))
+        job.then(
+            REMIND, f"{member.token}@{slot}", job.now + self.remind_after_s, {"id": checkin.id}
+        )
+        log.info("%s: check-in sent (%s)", bot.name, slot)
+
+    @on_missed_job(CHECKIN)
+    async def missed_checkin(self, job: JobContext) -> None:
+        """The bot was away past the grace window: the member is told (not sent a late
+        check-in), and the next one is scheduled."""
+        member = await self._current(job)
+        if member is None:
+            return
+        self._chain(job, member)
+        if member.paused_until > job.now:
+            return
+        await job.bot.dm(member.user_id, "checkins/missed", job=job.txn("missed"), lang=member.lang)
+
+    @on_job(REMIND, grace_s=6 * 3600.0)
+    async def remind(self, job: JobContext) -> None:
+        checkin = await self.store.checkin(int(job.payload.get("id", 0)))
+        if checkin is None or checkin.answered or checkin.reminded:
+            return
+        latest = await self.store.latest(checkin.token)
+        member = await self.store.member_by_token(checkin.token)
+        if latest is None or latest.id != checkin.id or member is None or not member.on:
+            return
+        await job.bot.notice(
+            checkin.room_id, "checkins/reminder", job=job.txn("remind"), lang=member.lang
+        )
+        await self.store.save(replace(checkin, reminded=True))
+
+    @on_missed_job(REMIND)
+    async def missed_reminder(self, job: JobContext) -> None:
+        """A reminder long overdue is not sent: a late nag is worse than none."""
+        log.info("%s: a check-in reminder was past its window; not sent", job.bot.name)
+
+    @command(
+        "snooze",
+        aliases=("позже", "отложить"),
+        help_key="checkins/snooze.help",
+        params=(Int("hours", default=3, minimum=1, maximum=48),),
+        dm=True,
+    )
+    async def snooze(self, ctx: CommandContext, hours: int) -> None:
+        member = await self.store.member(ctx.sender)
+        checkin = await self.store.latest(member.token) if member is not None else None
+        lang = member.lang if member is not None else ctx.lang
+        if member is None or checkin is None or checkin.answered:
+            await self._answer(ctx, "checkins/snooze_nothing", lang)
+            return
+        moved = not checkin.reminded and await ctx.bot.jobs.schedule(
+            REMIND,
+            f"{member.token}@{checkin.slot}",
+            self.clock.now() + hours * 3600,
+            {"id": checkin.id},
+            replace=True,
+        )
+        await self._answer(ctx, "checkins/snoozed", lang, hours=hours, moved=moved)
+
+    # --- answers ---------------------------------------------------------------------------
+
+    @on_event("m.room.message")
+    async def answer(self, ctx: EventContext) -> None:
+        """A member's words in their DM while a check-in is open: the answer to the current
+        question; an edit of an earlier answer replaces it. Chat in club rooms is never read."""
+        if ctx.room.managed:
+            return
+        content = ctx.event.content
+        if content.get("msgtype") != "m.text":
+            return
+        member = await self.store.member(ctx.sender)
+        if member is None:
+            return  # nothing is kept about someone who did not opt in
+        checkin = await self.store.latest(member.token)
+        if checkin is None or checkin.room_id != ctx.room_id:
+            return
+        relates = content.get("m.relates_to")
+        if isinstance(relates, Mapping) and relates.get("rel_type") == "m.replace":
+            await self._edit(ctx, member, checkin, relates, content.get("m.new_content"))
+            return
+        body = _answer_text(content)
+        if body is None or body.startswith("!") or ctx.event.event_id in checkin.content.events:
+            return
+        n = checkin.step
+        if not 1 <= n <= len(TEXT_QUESTIONS):
+            return
+        if len(body) > MAX_ANSWER_CHARS:
+            await ctx.bot.notice(
+                ctx.room_id,
+                "checkins/too_long",
+                job=ctx.job("long"),
+                lang=member.lang,
+                limit=MAX_ANSWER_CHARS,
+            )
+            return
+        # Send first, then store: a crash in between sends the same (deduplicated) question
+        # again instead of never asking it.
+        if n < len(TEXT_QUESTIONS):
+            await ctx.bot.notice(
+                ctx.room_id,
+                TEXT_QUESTIONS[n],
+                job=ctx.job("next"),
+                lang=member.lang,
+                n=n + 1,
+                of=len(TEXT_QUESTIONS),
+            )
+        else:
+            await ctx.bot.notice(
+                ctx.room_id,
+                "checkins/thanks",
+                job=ctx.job("thanks"),
+                lang=member.lang,
+                answered=sorted({*checkin.content.answers, n}),
+            )
+        checkin.content.answers[n] = body
+        checkin.content.events[ctx.event.event_id] = n
+        await self.store.save(replace(checkin, step=n + 1, answered=True))
+
+    async def _edit(
+        self,
+        ctx: EventContext,
+        member: Member,
+        checkin: Checkin,
+        relates: Mapping[str, Any],
+        new: Any,
+    ) -> None:
+        n = checkin.content.events.get(str(relates.get("event_id")))
+        if n is None or not isinstance(new, Mapping):
+            return
+        body = new.get("body")
+        if not isinstance(body, str) or not body.strip() or len(body) > MAX_ANSWER_CHARS:
+            return
+        if checkin.content.answers.get(n) == body:
+            return
+        checkin.content.answers[n] = body
+        await self.store.save(checkin)
+        await ctx.bot.notice(
+            ctx.room_id, "checkins/edited", job=ctx.job("edited"), lang=member.lang, n=n
+        )
+
+    @on_poll
+    async def mood(self, bot: BotContext, update: PollUpdate) -> None:
+        """The member's mood vote (the latest counts), until the next check-in."""
+        checkin = await self.store.by_poll(update.poll_id)
+        if checkin is None:
+            return
+        member = await self.store.member_by_token(checkin.token)
+        latest = await self.store.latest(checkin.token)
+        if member is None or latest is None or latest.id != checkin.id:
+            return
+        mood: int | None = None
+        for vote in await bot.poll_ballots(update.room_id, update.poll_id):
+            if vote.sender == member.user_id:
+                mood = _mood_of(vote.answers)
+        checkin.content.mood = mood
+        cause = update.cause or "count"
+        alerted = checkin.alerted
+        if mood == 1:
+            if not checkin.content.told_low:
+                await self._low_mood(bot, member, checkin, cause)
+                checkin.content.told_low = True
+            previous = await self.store.before(member.token, checkin.id)
+            if member.alert and not alerted and previous is not None and previous.content.mood == 1:
+                await self._alert(bot, member, cause)
+                alerted = True
+        answered = mood is not None or bool(checkin.content.answers)
+        await self.store.save(replace(checkin, answered=answered, alerted=alerted))
+
+    async def _low_mood(
+        self, bot: BotContext, member: Member, checkin: Checkin, cause: str
+    ) -> None:
+        rooms = await self._support_rooms(bot, member.user_id)
+        await bot.notice(
+            checkin.room_id,
+            "checkins/low_mood",
+            job=(bot.name, "low", str(checkin.id)),
+            lang=member.lang,
+            countries=_countries(rooms),
+            alert=member.alert,
+        )
+
+    async def _alert(self, bot: BotContext, member: Member, cause: str) -> None:
+        """Mood 1 twice in a row, with the member's consent given at opt-in: the supporters
+        get the member's name only (no answer, no mood)."""
+        supporters = [s for s in await self.store.supporters([member.club]) if s != member.user_id]
+        for supporter in supporters:
+            await bot.dm(
+                supporter,
+                "checkins/alert_supporter",
+                job=(bot.name, "alert", cause, supporter),
+                lang=member.lang,
+                member=member.user_id,
+            )
+        room = await bot.dm_room(member.user_id)
+        await bot.notice(
+            room,
+            "checkins/alerted",
+            job=(bot.name, "alerted", cause),
+            lang=member.lang,
+            n=len(supporters),
+        )
+        log.info("%s: low-mood alert sent to %d supporter(s)", bot.name, len(supporters))
+
+    # --- sharing ---------------------------------------------------------------------------
+
+    @command(
+        "share",
+        aliases=("поделиться",),
+        help_key="checkins/share.help",
+        params=(
+            Int("answer", minimum=1, maximum=len(TEXT_QUESTIONS)),
+            Choice(
+                "how",
+                options=("anon", "named"),
+                synonyms={
+                    "анонимно": "anon",
+                    "аноним": "anon",
+                    "имя": "named",
+                    "с_именем": "named",
+                    "name": "named",
+                },
+                default="anon",
+            ),
+        ),
+        dm=True,
+    )
+    async def share(self, ctx: CommandContext, answer: int, how: str) -> None:
+        """One answer of the member's latest check-in, posted to the club's support room."""
+        member = await self.store.member(ctx.sender)
+        lang = member.lang if member is not None else ctx.lang
+        if not ctx.in_dm:
+            await self._answer(ctx, "checkins/dm_only", lang)
+            return
+        checkin = await self.store.latest(member.token) if member is not None else None
+        text = checkin.content.answers.get(answer) if checkin is not None else None
+        if member is None or checkin is None or text is None:
+            await self._answer(ctx, "checkins/share_nothing", lang, n=answer)
+            return
+        room = await self._club_room(ctx.bot, checkin.club)
+        if room is None:
+            await self._answer(ctx, "checkins/no_club", lang)
+            return
+        await ctx.bot.notice(
+            room,
+            "checkins/shared",
+            job=ctx.job("share"),
+            text=text,
+            who=ctx.sender if how == "named" else None,
+            mention=(),
+        )
+        if answer not in checkin.content.shared:
+            checkin.content.shared.append(answer)
+            await self.store.save(checkin)
+        await self._answer(ctx, "checkins/share_done", lang, n=answer, named=how == "named")
+
+    # --- "I need support" ------------------------------------------------------------------
+
+    @command(
+        "help-me",
+        aliases=("нужна", "помогите", "helpme"),
+        help_key="checkins/helpme.help",
+        params=(FreeText("text", default="", max_length=2000),),
+        dm=True,
+    )
+    async def help_me(self, ctx: CommandContext, text: str) -> None:
+        if ctx.invoked_as == "нужна":
+            first, _, rest = text.partition(" ")
+            if first.lower().strip() in ("поддержка", "помощь"):
+                text = rest
+        text = text.strip()
+        rooms = await self._support_rooms(ctx.bot, ctx.sender)
+        lang = await self._lang(ctx, rooms)
+        countries = _countries(rooms)
+        supporters = [
+            s for s in await self.store.supporters([r.club for r in rooms]) if s != ctx.sender
+        ]
+        if not ctx.in_dm:
+            # Words typed in a club room are not carried anywhere; the rest happens privately.
+            await ctx.bot.dm(
+                ctx.sender,
+                "checkins/help",
+                job=ctx.job("dm"),
+                lang=lang,
+                countries=countries,
+                supporters=len(supporters),
+                text="",
+            )
+            await self._answer(ctx, "checkins/help_in_dm", lang)
+            return
+        if supporters and text:
+            await self.store.set_help(ctx.sender, text, self.clock.now() + HELP_PENDING_S)
+        await self._answer(
+            ctx,
+            "checkins/help",
+            lang,
+            countries=countries,
+            supporters=len(supporters),
+            text=text,
+        )
+
+    @command(
+        "send-help",
+        aliases=("отправить",),
+        help_key="checkins/sendhelp.help",
+        dm=True,
+    )
+    async def send_help(self, ctx: CommandContext) -> None:
+        """The member's consent: the words given with `!help-me` (or none: "please contact
+        me") go to the club's peer supporters by DM, and nothing else."""
+        rooms = await self._support_rooms(ctx.bot, ctx.sender)
+        lang = await self._lang(ctx, rooms)
+        if not ctx.in_dm:
+            await self._answer(ctx, "checkins/dm_only", lang)
+            return
+        text = await self.store.take_help(ctx.sender, self.clock.now())
+        supporters = [
+            s for s in await self.store.supporters([r.club for r in rooms]) if s != ctx.sender
+        ]
+        if not supporters:
+            await self._answer(
+                ctx, "checkins/help", lang, countries=_countries(rooms), supporters=0, text=""
+            )
+            return
+        for supporter in supporters:
+            await ctx.bot.dm(
+                supporter,
+                "checkins/help_request",
+                job=ctx.job("supporter", supporter),
+                lang=lang,
+                member=ctx.sender,
+                text=text or "",
+            )
+        log.info("%s: a request for support went to %d supporter(s)", ctx.bot.name, len(supporters))
+        await self._answer(ctx, "checkins/help_sent", lang, n=len(supporters))
+
+    @command(
+        "supporter",
+        aliases=("поддерживаю",),
+        help_key="checkins/supporter.help",
+        params=(Choice("on", options=("on", "off"), synonyms={"вкл": "on", "выкл": "off"}),),
+        dm=True,
+    )
+    async def supporter(self, ctx: CommandContext, on: str) -> None:
+        """A facilitator or moderator of the club (power 50 in its support room) volunteers as
+        a peer supporter, or stops."""
+        rooms = await self._support_rooms(ctx.bot, ctx.sender)
+        lang = await self._lang(ctx, rooms)
+        if ctx.room.managed:
+            rooms = [r for r in rooms if r.club == ctx.room.club]
+        clubs = [r.club for r in rooms if r.info.power(ctx.sender) >= FACILITATOR]
+        if not clubs:
+            await self._answer(ctx, "checkins/supporter_refused", lang)
+            return
+        for club in clubs:
+            await self.store.set_supporter(club, ctx.sender, on == "on", self.clock.now())
+        await self._answer(ctx, "checkins/supporter", lang, on=on == "on", clubs=clubs)
+
+    # --- the small-wins journal ------------------------------------------------------------
+
+    @command(
+        "win",
+        aliases=("успех",),
+        help_key="checkins/win.help",
+        params=(FreeText("text", max_length=1000),),
+        dm=True,
+    )
+    async def win(self, ctx: CommandContext, text: str) -> None:
+        rooms = await self._support_rooms(ctx.bot, ctx.sender)
+        lang = await self._lang(ctx, rooms)
+        if not ctx.in_dm:
+            await self._answer(ctx, "checkins/win_private", lang)
+            return
+        await self.store.add_win(ctx.sender, text, self.clock.now())
+        await self._answer(
+            ctx, "checkins/win_saved", lang, n=await self.store.count_wins(ctx.sender)
+        )
+
+    @command("wins", aliases=("успехи",), help_key="checkins/wins.help", dm=True)
+    async def wins(self, ctx: CommandContext) -> None:
+        rooms = await self._support_rooms(ctx.bot, ctx.sender)
+        lang = await self._lang(ctx, rooms)
+        if not ctx.in_dm:
+            await self._answer(ctx, "checkins/dm_only", lang)
+            return
+        member = await self.store.member(ctx.sender)
+        tz = member.plan.tz if member is not None else (rooms[0].info.time_zone if rooms else "UTC")
+        entries = await self.store.wins(ctx.sender, WINS_SHOWN)
+        total = await self.store.count_wins(ctx.sender)
+        months: dict[str, list[dict[str, Any]]] = {}
+        for entry in reversed(entries):
+            at = datetime.fromtimestamp(entry.created_at, UTC)
+            local = at.astimezone(ZoneInfo(tz))
+            months.setdefault(local.strftime("%Y-%m"), []).append(
+                {"day": local.day, "text": entry.text}
+            )
+        await self._answer(
+            ctx,
+            "checkins/wins",
+            lang,
+            months=[{"month": m, "entries": e} for m, e in months.items()],
+            total=total,
+            shown=len(entries),
+        )
+
+    # --- forgetting ------------------------------------------------------------------------
+
+    @command(
+        "forget-me",
+        aliases=("забудь", "forgetme"),
+        help_key="checkins/forget.help",
+        params=(FreeText("me", default="", max_length=20),),
+        dm=True,
+    )
+    async def forget_me(self, ctx: CommandContext, me: str) -> None:
+        rooms = await self._support_rooms(ctx.bot, ctx.sender)
+        lang = await self._lang(ctx, rooms)
+        member = await self.store.member(ctx.sender)
+        if member is not None:
+            latest = await self.store.latest(member.token)
+            if latest is not None and latest.poll_id:
+                # Ended, the poll's vote rows are pruned by the runtime a week later.
+                await ctx.bot.end_poll(latest.room_id, _event(latest.poll_id), job=ctx.job("end"))
+        gone = await self.store.forget(ctx.sender)
+        for token in gone.tokens:
+            await self._cancel_jobs(ctx.bot, token)
+            for job in await ctx.bot.jobs.pending(REMIND):
+                if job.key.startswith(token + "@"):
+                    await ctx.bot.jobs.cancel(REMIND, job.key)
+        log.info("%s: a member asked to be forgotten", ctx.bot.name)
+        await self._answer(
+            ctx,
+            "checkins/forgotten",
+            lang,
+            schedule=gone.schedule,
+            checkins=gone.checkins,
+            wins=gone.wins,
+            supporter=gone.supporter,
+            help=gone.help,
+        )
+
+
+def _utc(at: float) -> datetime:
+    return datetime.fromtimestamp(at, UTC)
+
+
+def _event(event_id: str) -> EventId:
+    return EventId(event_id)
+
+
+def _countries(rooms: list[SupportRoom]) -> list[str]:
+    return sorted({r.country for r in rooms if r.country})
+
+
+def _mood_of(answers: tuple[str, ...]) -> int | None:
+    if len(answers) != 1:
+        return None
+    answer = answers[0]
+    if len(answer) == 2 and answer[0] == "a" and answer[1].isdigit():
+        n = int(answer[1])
+        return n if 1 <= n <= MOODS else None
+    return None
+
+
+def _answer_text(content: Mapping[str, Any]) -> str | None:
+    """The member's words, without a reply fallback (`> …` quote lines) if the client added
+    one."""
+    body = content.get("body")
+    if not isinstance(body, str):
+        return None
+    relates = content.get("m.relates_to")
+    if isinstance(relates, Mapping) and "m.in_reply_to" in relates and body.startswith("> "):
+        lines = body.split("\n")
+        while lines and lines[0].startswith(">"):
+            lines.pop(0)
+        body = "\n".join(lines)
+    body = body.strip()
+    return body or None
