@@ -1,0 +1,306 @@
+"""The check-ins bot as two clubs use it, against the real Synapse with independent member
+clients (mautrix, cross-signed): a member in Almaty opts in from a DM, one in Berlin from the
+club's support room, both for Thursday 19:00 their time. A manual clock walks through two
+weeks across the late-October change of Berlin's clocks (25 October 2026): each gets exactly one
+check-in per week at their local 19:00 (Almaty 14:00 UTC both weeks, Berlin 17:00 then 18:00
+UTC). The Almaty member answers the mood poll from their own client and a question in words;
+the Berlin member does not answer and gets one reminder, never two. The facilitator's figures
+are suppressed (one answer). "I need support" without supporters gives the help contacts and
+says so; once the facilitator volunteers, the member's chosen words reach them only after the
+member confirms. A canary answer is in no log record and no file; after `!forget-me` no row of
+the bot's tables mentions the member.
+
+The members open their DM with the bot themselves (as Element users do) before the bot writes
+to them: a first DM into a room the bot has just created, while the member is still only
+invited, can be undecryptable at the member (a known runtime finding, fixed elsewhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from mautrix.types import RoomID
+
+from clubs.bots.checkins.bot import CHECKIN, CheckinsBot
+from clubs.bots.checkins.box import Box
+from clubs.bots.host import BotFactory, HostServices
+from clubs.bots.runtime import RuntimeSettings
+from clubs.core.clock import ManualClock
+from clubs.core.http import path
+from clubs.core.secrets import Vault
+from tests.harness import Account, SynapseHarness, eventually
+from tests.integration.bots.support import (
+    CS,
+    bot_host,
+    create_bot_account,
+    joined,
+    managed_room,
+    new_network,
+    send_text,
+)
+from tests.mautrix_client import MautrixPeer, mautrix_peer
+
+CANARY = f"canary-{secrets.token_hex(8)}"
+HELP_CANARY = f"helpcanary-{secrets.token_hex(8)}"
+INTRO_RU = "Привет! Это ваш еженедельный чек-ин"
+INTRO_EN = "Hello! This is your weekly check-in"
+
+
+def utc(month: int, day: int, hour: int) -> float:
+    return datetime(2026, month, day, hour, 0, tzinfo=UTC).timestamp()
+
+
+def factory(holder: list[CheckinsBot]) -> BotFactory:
+    def make(services: HostServices) -> CheckinsBot:
+        box = Box.from_vault(Vault(services.data_dir.parent / "secrets" / "vault"))
+        bot = CheckinsBot(services.db, box, services.clock)
+        holder.append(bot)
+        return bot
+
+    return make
+
+
+async def open_dm(member: Account, bot_user: str) -> str:
+    """An encrypted DM from the member to the bot, as Element creates one."""
+    created = await member.http.post(
+        path(*CS, "createRoom"),
+        {
+            "preset": "trusted_private_chat",
+            "is_direct": True,
+            "invite": [bot_user],
+            "initial_state": [
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ],
+        },
+    )
+    room_id = str(created["room_id"])
+    await eventually(lambda: joined(member, room_id, bot_user), within=20)
+    return room_id
+
+
+def from_bot(peer: MautrixPeer, bot: str, room: str, prefix: str = "") -> list[str]:
+    return [
+        r.body
+        for r in peer.received
+        if r.sender == bot and r.room_id == room and r.body.startswith(prefix)
+    ]
+
+
+async def said(peer: MautrixPeer, bot: str, room: str, prefix: str, n: int = 1) -> list[str]:
+    """Wait until the bot has said `n` messages starting with `prefix` in `room`."""
+
+    async def probe() -> list[str]:
+        found = from_bot(peer, bot, room, prefix)
+        return found if len(found) >= n else []
+
+    return await eventually(probe, within=30)
+
+
+def files_containing(root: Path, needle: bytes) -> list[str]:
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and needle in p.read_bytes()
+    )
+
+
+@contextlib.asynccontextmanager
+async def peers(accounts: Sequence[Account], url: str) -> AsyncIterator[list[MautrixPeer]]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(mautrix_peer(a, url)) for a in accounts]
+
+
+async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
+    synapse: SynapseHarness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "checkins")
+    bot_user = account.user_id
+    almaty_member = await synapse.new_user("ala")
+    berlin_member = await synapse.new_user("ber")
+    facilitator = await synapse.new_user("fac")
+    almaty = await managed_room(
+        synapse,
+        network,
+        invite=[bot_user, almaty_member.user_id, facilitator.user_id],
+        key="support",
+        club="almaty",
+        language="ru",
+        powers={facilitator.user_id: 50},
+        settings={"time_zone": "Asia/Almaty", "name": "Алматы"},
+    )
+    berlin = await managed_room(
+        synapse,
+        network,
+        invite=[bot_user, berlin_member.user_id],
+        key="support",
+        club="berlin",
+        settings={"time_zone": "Europe/Berlin", "name": "Berlin"},
+    )
+    for person, room in (
+        (almaty_member, almaty),
+        (facilitator, almaty),
+        (berlin_member, berlin),
+    ):
+        await person.http.post(path(*CS, "join", room), {})
+
+    clock = ManualClock(start=utc(10, 19, 12))  # Monday 19 October 2026
+    holder: list[CheckinsBot] = []
+    settings = RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100)
+    async with (
+        bot_host(
+            synapse,
+            tmp_path,
+            [account],
+            {"checkins": factory(holder)},
+            network=network,
+            clock=clock,
+            settings=settings,
+        ) as host,
+        peers([almaty_member, berlin_member, facilitator], synapse.url) as (ala, ber, fac),
+    ):
+        (bot,) = holder
+        jobs = host.runtime("checkins").ctx.jobs
+        await eventually(lambda: joined(facilitator, almaty, bot_user), within=20)
+        await eventually(lambda: joined(berlin_member, berlin, bot_user), within=20)
+        ala_dm = await open_dm(almaty_member, bot_user)
+        ber_dm = await open_dm(berlin_member, bot_user)
+        fac_dm = await open_dm(facilitator, bot_user)
+
+        # Opt in: Almaty from the DM (the club's zone by default), Berlin in the support room.
+        await send_text(ala, ala_dm, "!чекин вкл чт 19:00")
+        await send_text(ber, berlin, "!checkin on thu 19:00")
+        await said(ala, bot_user, ala_dm, "Чек-ины включены")
+        await said(ber, bot_user, berlin, "Check-ins are on")
+
+        async def due() -> dict[str, float]:
+            out = {}
+            for job in await jobs.pending(CHECKIN):
+                member = await bot.store.member_by_token(job.key.split("@")[0])
+                assert member is not None
+                out[member.club] = job.due_at
+            return out
+
+        assert await due() == {"almaty": utc(10, 22, 14), "berlin": utc(10, 22, 17)}
+
+        def intros(peer: MautrixPeer, room: str, text: str) -> int:
+            return len(from_bot(peer, bot_user, room, text))
+
+        # Week 1: Almaty at 14:00 UTC (19:00 +05), Berlin at 17:00 UTC (19:00 CEST).
+        await clock.set(utc(10, 22, 14))
+        await said(ala, bot_user, ala_dm, INTRO_RU, 1)
+        await said(ala, bot_user, ala_dm, "Вопрос 1 из 3")
+        assert intros(ber, ber_dm, INTRO_EN) == 0
+        member_a = await bot.store.member(almaty_member.user_id)
+        assert member_a is not None
+        first = await bot.store.latest(member_a.token)
+        assert first is not None
+        assert first.poll_id is not None
+
+        # The mood, from the member's own client, as Element votes; then an answer in words.
+        await ala.send_poll_response(RoomID(ala_dm), first.poll_id, ["a1"])
+        await said(ala, bot_user, ala_dm, "Похоже, неделя очень тяжёлая")
+        (low,) = from_bot(ala, bot_user, ala_dm, "Похоже")
+        assert "112" in low
+        assert "консультант" in low
+        await send_text(ala, ala_dm, f"Поговорила с мамой, {CANARY}")
+        await said(ala, bot_user, ala_dm, "Вопрос 2 из 3")
+
+        async def stored() -> bool:
+            c = await bot.store.latest(member_a.token)
+            return c is not None and c.content.mood == 1 and CANARY in c.content.answers.get(1, "")
+
+        await eventually(stored, within=30)
+
+        await clock.set(utc(10, 22, 17))
+        await said(ber, bot_user, ber_dm, INTRO_EN, 1)
+
+        # One gentle reminder a day later to the member who did not answer; never a second.
+        await clock.set(utc(10, 23, 17) + 60)
+        await said(ber, bot_user, ber_dm, "A gentle reminder")
+        await clock.set(utc(10, 25, 12))
+        assert len(from_bot(ber, bot_user, ber_dm, "A gentle reminder")) == 1
+        assert from_bot(ala, bot_user, ala_dm, "Мягкое напоминание") == []
+
+        # Week 2, after Berlin's clocks went back: Almaty still 14:00 UTC, Berlin 18:00 UTC.
+        async def second_week() -> bool:
+            return await due() == {"almaty": utc(10, 29, 14), "berlin": utc(10, 29, 18)}
+
+        await eventually(second_week, within=30)
+        await clock.set(utc(10, 29, 14))
+        await said(ala, bot_user, ala_dm, INTRO_RU, 2)
+        await clock.set(utc(10, 29, 17) + 30)  # 18:00 CET is still an hour away
+        assert (await due())["berlin"] == utc(10, 29, 18)
+        assert intros(ber, ber_dm, INTRO_EN) == 1
+        await clock.set(utc(10, 29, 18))
+        await said(ber, bot_user, ber_dm, INTRO_EN, 2)
+
+        async def third_week() -> bool:  # each job stores the next with its completion
+            return await due() == {"almaty": utc(11, 5, 14), "berlin": utc(11, 5, 18)}
+
+        await eventually(third_week, within=30)
+        assert intros(ala, ala_dm, INTRO_RU) == 2
+
+        # Figures: the facilitator sees only suppressed weeks (one answer); a member may not ask.
+        await send_text(fac, almaty, "!чекин итоги")
+        (stats,) = await said(fac, bot_user, almaty, "Чек-ины клуба")
+        assert "меньше 3 ответивших" in stats
+        assert CANARY not in stats
+        assert "1.0" not in stats
+        await send_text(ber, berlin, "!checkin stats")
+        await said(ber, bot_user, berlin, "Only the club's facilitators")
+
+        # "I need support" without supporters: told so, with the help contacts.
+        await send_text(ala, ala_dm, "!нужна поддержка")
+        (alone,) = await said(ala, bot_user, ala_dm, "Я бот, а не консультант")
+        assert "нет поддерживающих" in alone
+        assert "112" in alone
+        # The facilitator volunteers; the member's words go only after the member confirms.
+        await send_text(fac, almaty, "!supporter on")
+        await said(fac, bot_user, almaty, "Вы — поддерживающий")
+        await send_text(ala, ala_dm, f"!нужна поддержка {HELP_CANARY}")
+        await said(ala, bot_user, ala_dm, "Я бот, а не консультант", 2)
+        assert not any(HELP_CANARY in r.body for r in fac.received)
+        await send_text(ala, ala_dm, "!отправить")
+        (request,) = await said(fac, bot_user, fac_dm, almaty_member.user_id)
+        assert HELP_CANARY in request
+        assert CANARY not in request
+        await said(ala, bot_user, ala_dm, "Отправлено поддерживающим: 1")
+
+        # Forget me: every row about the member goes, and the member is told what went.
+        token = member_a.token
+        await send_text(ala, ala_dm, "!забудь меня")
+        (gone,) = await said(ala, bot_user, ala_dm, "Удалено")
+        assert "чек-инов с ответами: 2" in gone
+        db = bot.db
+        for table in ("ci_members", "ci_checkins", "ci_wins", "ci_supporters", "ci_help"):
+            rows = await db.fetchall(f"SELECT * FROM {table}")  # noqa: S608 - constant names
+            text = " ".join(str(tuple(r)) for r in rows)
+            assert almaty_member.user_id not in text, table
+            assert token not in text, table
+        pending = [j for j in await jobs.pending() if j.key.startswith(token)]
+        assert pending == []
+        assert await bot.store.member(berlin_member.user_id) is not None  # others untouched
+        host.check_alive()
+
+    # Canary: no log record of ours (the members' own mautrix clients log under "mau") and no
+    # file under the bots' data directory holds an answer or a request in plain text.
+    ours = [r for r in caplog.records if not r.name.startswith("mau")]
+    assert ours, "the bot logged nothing at DEBUG"
+    for record in ours:
+        line = record.getMessage()
+        assert CANARY not in line, record.name
+        assert HELP_CANARY not in line, record.name
+    assert files_containing(tmp_path, CANARY.encode()) == []
+    assert files_containing(tmp_path, HELP_CANARY.encode()) == []
