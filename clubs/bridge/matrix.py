@@ -1,0 +1,125 @@
+"""The application service's own view of the homeserver: the client-server API with its as_token.
+
+Every request names the account it acts for (`?user_id=`, identity assertion): the bridge's bot
+or a ghost, all inside the exclusive namespace. Ghosts are registered with the application
+service login type and `inhibit_login` (no device, no access token, no password), and message
+sends carry `?ts=` (the Telegram message's time) and a transaction id derived from the Telegram
+message, so a send repeated after a crash is absorbed by the homeserver.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from clubs.core.errors import Forbidden, MatrixError
+from clubs.core.http import JsonDict, MatrixHttp, cs, path
+from clubs.core.ids import EventId, RoomId, UserId
+
+log = logging.getLogger(__name__)
+
+
+class AsMatrix:
+    def __init__(self, http: MatrixHttp) -> None:
+        self.http = http
+
+    async def ensure_registered(self, localpart: str) -> bool:
+        """Register a namespaced account (no password, no login). True if it was created."""
+        try:
+            await self.http.post(
+                cs("register"),
+                {
+                    "type": "m.login.application_service",
+                    "username": localpart,
+                    "inhibit_login": True,
+                },
+                label="register (appservice)",
+            )
+        except MatrixError as e:
+            if e.errcode == "M_USER_IN_USE":
+                return False
+            raise
+        return True
+
+    async def set_displayname(self, user: UserId, name: str) -> None:
+        await self.http.put(
+            cs("profile", user, "displayname"),
+            {"displayname": name},
+            query={"user_id": user},
+            label="set displayname",
+        )
+
+    async def join(self, room: RoomId, user: UserId) -> None:
+        await self.http.post(cs("join", room), {}, query={"user_id": user}, label="join")
+
+    async def leave(self, room: RoomId, user: UserId) -> None:
+        await self.http.post(cs("rooms", room, "leave"), {}, query={"user_id": user}, label="leave")
+
+    async def invite(self, room: RoomId, invitee: UserId, by: UserId) -> None:
+        await self.http.post(
+            cs("rooms", room, "invite"),
+            {"user_id": invitee},
+            query={"user_id": by},
+            label="invite",
+        )
+
+    async def ensure_joined(self, room: RoomId, user: UserId, inviter: UserId) -> None:
+        """Join `user` (a ghost) to `room`, invited by the bridge's bot if needed."""
+        try:
+            await self.join(room, user)
+            return
+        except Forbidden:
+            pass
+        await self.invite(room, user, inviter)
+        await self.join(room, user)
+
+    async def state(self, room: RoomId, user: UserId) -> list[Any]:
+        return await self.http.get_list(
+            cs("rooms", room, "state"), query={"user_id": user}, label="room state"
+        )
+
+    async def member_name(self, room: RoomId, member: str, user: UserId) -> str | None:
+        """The member's display name in the room, or None."""
+        try:
+            content = await self.http.get(
+                cs("rooms", room, "state", "m.room.member", member),
+                query={"user_id": user},
+                label="member state",
+            )
+        except MatrixError:
+            return None
+        name = content.get("displayname")
+        return name if isinstance(name, str) and name.strip() else None
+
+    async def send(
+        self,
+        room: RoomId,
+        event_type: str,
+        content: JsonDict,
+        txn: str,
+        *,
+        user: UserId,
+        ts_ms: int | None = None,
+    ) -> EventId:
+        query: dict[str, str] = {"user_id": user}
+        if ts_ms is not None:
+            query["ts"] = str(ts_ms)
+        resp = await self.http.put(
+            cs("rooms", room, "send", event_type, txn), content, query=query, label="send"
+        )
+        return EventId(str(resp.get("event_id", "")))
+
+    async def ping(self, service_id: str) -> int | None:
+        """Ask the homeserver to ping us (it also retries transactions it holds back)."""
+        try:
+            resp = await self.http.post(
+                path("_matrix", "client", "v1", "appservice", service_id, "ping"),
+                {"transaction_id": secrets.token_hex(8)},
+                label="appservice ping",
+            )
+        except MatrixError as e:
+            log.warning("the homeserver could not ping the bridge: %s", e.errcode)
+            return None
+        duration = resp.get("duration_ms")
+        return duration if isinstance(duration, int) else None

@@ -1,0 +1,449 @@
+"""The relay: Matrix events to Telegram, Telegram updates to Matrix, for bridged rooms only.
+
+Which rooms: the bridge's bot (`@tg_bridge`) is invited into a room by its admins. It joins,
+reads the room's locator and looks it up among the network file's bridged rooms (`Portal`s).
+It stays only in a designated, unencrypted club room; anywhere else it leaves again, and an
+encrypted room is refused with a notice (and a warning in the log), since relaying would move
+its content out of end-to-end encryption. A room that turns encrypted later stops being relayed
+at once. Staff, cohort and support rooms are refused here too, whatever the network file says.
+
+Matrix → Telegram (both modes): messages (text, notices, emotes) as "**Name**: text", where the
+name is the sender's display name in the room, never their Matrix id; edits edit the Telegram
+message(s); redactions delete them (Telegram allows deleting for 48 hours). Each part sent is
+recorded at once, so a retried event never sends a part twice.
+
+Telegram → Matrix (relay mode): messages and captions are sent by the sender's ghost
+(`@tg_<id>`), created through the application service with their Telegram name
+("Имя (Telegram)"), with the Telegram message's time; edits become Matrix edits. The Bot API
+reports no deletions, so those are not followed. A group that becomes a supergroup moves its
+portal to the new chat id, from the service message or from a refused send.
+
+Nothing here logs content, names or tokens: ids, types and counts only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from clubs.bridge.config import Portal
+from clubs.bridge.formatting import (
+    matrix_edit,
+    telegram_name,
+    telegram_text,
+    to_matrix,
+    to_telegram,
+)
+from clubs.bridge.matrix import AsMatrix
+from clubs.bridge.registration import PREFIX, ghost_user, in_namespace
+from clubs.bridge.store import BridgeStore, PortalRow, Sent
+from clubs.bridge.telegram import (
+    BotApi,
+    ChatMigrated,
+    TelegramError,
+    TelegramRateLimited,
+    TelegramUnavailable,
+)
+from clubs.core.errors import is_transient
+from clubs.core.ids import EventId, RoomId, UserId, as_event_id
+from clubs.core.namespace import LOCATOR
+from clubs.core.txn import txn_id
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 20
+BACKOFF_MAX_S = 300.0
+POLL_BACKOFF_MAX_S = 60.0
+REFUSED_ENCRYPTED = (
+    "Этот чат зашифрован, поэтому он не связан с Telegram: пересылка вывела бы сообщения "
+    "из сквозного шифрования. / This room is end-to-end encrypted, so it is not bridged to "
+    "Telegram: relaying would take its messages out of end-to-end encryption."
+)
+NEVER_BRIDGED_KINDS = frozenset({"cohort_room", "cohort_space", "club_space", "country_space"})
+OFFSET_KEY = "telegram_offset"
+
+
+class Retry(Exception):
+    """The event could not be handled now (Telegram or the homeserver away): try it later."""
+
+
+def _transient(e: BaseException) -> bool:
+    return isinstance(e, TelegramUnavailable | TelegramRateLimited) or is_transient(e)
+
+
+@dataclass
+class Health:
+    telegram_ok: bool = True
+    last_poll: float = 0.0
+    relayed_to_telegram: int = 0
+    relayed_to_matrix: int = 0
+    refused_rooms: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class Relay:
+    matrix: AsMatrix
+    telegram: BotApi
+    store: BridgeStore
+    portals: Sequence[Portal]
+    network: str
+    server_name: str
+    bot: UserId
+    poll_timeout_s: int = 30
+    health: Health = field(default_factory=Health)
+    telegram_bot_id: int | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _rooms: dict[RoomId, PortalRow] = field(default_factory=dict)
+    _joined: set[tuple[RoomId, UserId]] = field(default_factory=set)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        self._rooms = {p.room_id: p for p in await self.store.portals()}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def health_view(self) -> dict[str, Any]:
+        h = self.health
+        return {
+            "ok": h.telegram_ok,
+            "telegram": "ok" if h.telegram_ok else "failing",
+            "portals": sum(1 for p in self._rooms.values() if p.state == "active"),
+            "relayed_to_telegram": h.relayed_to_telegram,
+            "relayed_to_matrix": h.relayed_to_matrix,
+            "dropped": h.dropped,
+        }
+
+    def portal_for_chat(self, chat_id: int) -> PortalRow | None:
+        for p in self._rooms.values():
+            if p.chat_id == chat_id and p.state == "active":
+                return p
+        return None
+
+    # --- Matrix → Telegram: the inbox worker ---------------------------------------------------
+
+    async def run_inbox(self) -> None:
+        while True:
+            self._wake.clear()
+            await self.drain()
+            next_at = await self.store.next_due_at()
+            timeout = None if next_at is None else max(0.05, next_at - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def drain(self) -> None:
+        """Handle every inbox event that is due, in order."""
+        while True:
+            items = await self.store.due(time.time())
+            if not items:
+                return
+            progressed = False
+            for item in items:
+                event_id = str(item.event.get("event_id"))
+                try:
+                    forget = await self.handle_event(item.event)
+                except Exception as e:
+                    if _transient(e) and item.attempts + 1 < MAX_ATTEMPTS:
+                        delay = min(BACKOFF_MAX_S, 2.0 ** (item.attempts + 1))
+                        if isinstance(e, TelegramRateLimited):
+                            delay = max(delay, float(e.retry_after))
+                        delay += random.uniform(0, 0.5)  # noqa: S311 - jitter
+                        log.info("event %s postponed %.1f s: %s", event_id, delay, type(e).__name__)
+                        self.health.telegram_ok = not isinstance(e, TelegramError)
+                        await self.store.postpone(item.seq, time.time() + delay)
+                        continue
+                    log.warning("event %s dropped: %s", event_id, _describe(e))
+                    self.health.dropped += 1
+                    forget = []
+                await self.store.done(item.seq, forget=forget)
+                progressed = True
+            if not progressed:
+                return
+
+    async def handle_event(self, event: Mapping[str, Any]) -> list[str]:
+        """Act on one Matrix event; returns the event ids whose map rows are gone."""
+        room = RoomId(str(event["room_id"]))
+        kind = event["type"]
+        if kind == "m.room.member":
+            await self._on_membership(room, event)
+            return []
+        portal = self._rooms.get(room)
+        if portal is None or portal.state != "active":
+            return []
+        if kind == "m.room.encryption":
+            await self._refuse(portal, "the room became encrypted")
+            return []
+        sender = str(event.get("sender", ""))
+        if in_namespace(sender, self.server_name):
+            return []  # our own bot and ghosts: never relayed back
+        if kind == "m.room.redaction":
+            return await self._on_redaction(portal, event)
+        if kind == "m.room.message":
+            await self._on_message(portal, event)
+        return []
+
+    async def _on_membership(self, room: RoomId, event: Mapping[str, Any]) -> None:
+        if event.get("state_key") != self.bot:
+            return
+        membership = event["content"].get("membership")
+        if membership in ("leave", "ban"):
+            portal = self._rooms.get(room)
+            if portal is not None and portal.state == "active":
+                await self._set(replace(portal, state="refused"))
+                log.info("left or removed from %s: no longer bridged", room)
+            return
+        if membership != "invite":
+            return
+        await self.matrix.join(room, self.bot)
+        state = await self.matrix.state(room, self.bot)
+        by_type = {
+            (e.get("type"), e.get("state_key")): e.get("content")
+            for e in state
+            if isinstance(e, dict) and isinstance(e.get("content"), dict)
+        }
+        locator = by_type.get((LOCATOR, "")) or {}
+        spec = self._designated(locator)
+        if spec is None:
+            log.info("invited to %s, which the network file does not bridge: leaving", room)
+            await self.matrix.leave(room, self.bot)
+            return
+        row = PortalRow(room, spec.chat, spec.mode, spec.club, spec.room, "active")
+        if by_type.get(("m.room.encryption", "")):
+            await self._refuse(row, "the room is encrypted")
+            return
+        await self._set(row)
+        log.info("bridging %s (%s) to a Telegram chat", room, spec.mode)
+
+    def _designated(self, locator: Mapping[str, Any]) -> Portal | None:
+        if locator.get("network") != self.network or locator.get("kind") != "club_room":
+            return None
+        if locator.get("kind") in NEVER_BRIDGED_KINDS or locator.get("audience") == "staff":
+            return None
+        for p in self.portals:
+            if p.club == locator.get("club") and p.room == locator.get("key"):
+                return p
+        return None
+
+    async def _refuse(self, portal: PortalRow, why: str) -> None:
+        log.warning("refusing to bridge %s: %s", portal.room_id, why)
+        self.health.refused_rooms += 1
+        await self._set(replace(portal, state="refused"))
+        try:
+            await self.matrix.send(
+                portal.room_id,
+                "m.room.message",
+                {"msgtype": "m.notice", "body": REFUSED_ENCRYPTED, "m.mentions": {}},
+                txn_id("bridge", "refused", portal.room_id),
+                user=self.bot,
+            )
+        except Exception as e:
+            log.warning("could not post the refusal notice in %s: %s", portal.room_id, _describe(e))
+
+    async def _set(self, portal: PortalRow) -> None:
+        await self.store.set_portal(portal)
+        self._rooms[portal.room_id] = portal
+
+    async def _on_message(self, portal: PortalRow, event: Mapping[str, Any]) -> None:
+        content = event["content"]
+        event_id = EventId(str(event["event_id"]))
+        relates = content.get("m.relates_to")
+        if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+            target = as_event_id(relates.get("event_id"))
+            new = content.get("m.new_content")
+            if target is not None and isinstance(new, dict):
+                await self._edit(portal, target, str(event.get("sender")), new)
+            return
+        name = await self.matrix.member_name(portal.room_id, str(event["sender"]), self.bot)
+        parts = to_telegram(name or "Участник", content)
+        if parts is None:
+            return
+        done = {s.part for s in await self.store.parts_of(event_id)}
+        for i, html in enumerate(parts):
+            if i in done:
+                continue  # sent before a crash or a retry
+            message_id, chat = await self._send(portal, html)
+            await self.store.record([Sent(event_id, i, portal.room_id, chat, message_id, "matrix")])
+        self.health.relayed_to_telegram += 1
+
+    async def _send(self, portal: PortalRow, html: str) -> tuple[int, int]:
+        chat = self._rooms[portal.room_id].chat_id
+        try:
+            return await self.telegram.send_message(chat, html), chat
+        except ChatMigrated as e:
+            await self._migrate(chat, e.new_chat_id)
+            return await self.telegram.send_message(e.new_chat_id, html), e.new_chat_id
+
+    async def _migrate(self, old: int, new: int) -> None:
+        moved = await self.store.move_chat(old, new)
+        for room, p in list(self._rooms.items()):
+            if p.chat_id == old:
+                self._rooms[room] = replace(p, chat_id=new)
+        log.info("a Telegram group became a supergroup: %d portal(s) moved", moved)
+
+    async def _edit(
+        self, portal: PortalRow, target: EventId, sender: str, new: Mapping[str, Any]
+    ) -> None:
+        old = await self.store.parts_of(target)
+        if not old or old[0].origin != "matrix":
+            return  # not relayed by us (or too old): nothing to edit
+        name = await self.matrix.member_name(portal.room_id, sender, self.bot)
+        parts = to_telegram(name or "Участник", new) or []
+        sent: list[Sent] = []
+        for i, html in enumerate(parts):
+            if i < len(old):
+                await self.telegram.edit_message(old[i].chat_id, old[i].message_id, html)
+            else:
+                message_id, chat = await self._send(portal, html)
+                sent.append(Sent(target, i, portal.room_id, chat, message_id, "matrix"))
+        for extra in old[len(parts) :]:
+            await self.telegram.delete_message(extra.chat_id, extra.message_id)
+        await self.store.record(sent)
+
+    async def _on_redaction(self, portal: PortalRow, event: Mapping[str, Any]) -> list[str]:
+        target = as_event_id(event["content"].get("redacts") or event.get("redacts"))
+        if target is None:
+            return []
+        parts = await self.store.parts_of(target)
+        for part in parts:
+            await self.telegram.delete_message(part.chat_id, part.message_id)
+        return [target] if parts else []
+
+    # --- Telegram → Matrix: the poller ---------------------------------------------------------
+
+    async def run_poller(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self.poll_once()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.health.telegram_ok = False
+                log.warning("Telegram polling failed (%s); again in %.0f s", _describe(e), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(POLL_BACKOFF_MAX_S, backoff * 2)
+
+    async def poll_once(self) -> int:
+        """One getUpdates round: handle each update, then confirm it (the offset, persisted)."""
+        if self.telegram_bot_id is None:
+            me = await self.telegram.get_me()
+            self.telegram_bot_id = me.get("id") if isinstance(me.get("id"), int) else None
+        stored = await self.store.get_setting(OFFSET_KEY)
+        offset = int(stored) if stored else None
+        updates = await self.telegram.get_updates(offset, self.poll_timeout_s)
+        self.health.telegram_ok = True
+        self.health.last_poll = time.time()
+        for update in updates:
+            update_id = int(update["update_id"])
+            try:
+                await self.handle_update(update)
+            except Exception as e:
+                if _transient(e):
+                    raise Retry(f"update {update_id}: {type(e).__name__}") from None
+                log.warning("update %d dropped: %s", update_id, _describe(e))
+                self.health.dropped += 1
+            await self.store.set_setting(OFFSET_KEY, str(update_id + 1))
+        return len(updates)
+
+    async def handle_update(self, update: Mapping[str, Any]) -> None:
+        for kind in ("message", "channel_post", "edited_message", "edited_channel_post"):
+            message = update.get(kind)
+            if isinstance(message, dict):
+                await self._on_telegram(message, edited=kind.startswith("edited_"))
+                return
+
+    async def _on_telegram(self, message: Mapping[str, Any], *, edited: bool) -> None:
+        chat = message.get("chat")
+        chat_id = chat.get("id") if isinstance(chat, dict) else None
+        message_id = message.get("message_id")
+        if not isinstance(chat_id, int) or not isinstance(message_id, int):
+            return
+        migrated = message.get("migrate_to_chat_id")
+        if isinstance(migrated, int) and not isinstance(migrated, bool):
+            await self._migrate(chat_id, migrated)
+            return
+        portal = self.portal_for_chat(chat_id)
+        if portal is None or portal.mode != "relay":
+            return
+        sender = message.get("from")
+        if not isinstance(sender, dict) or not isinstance(sender.get("id"), int):
+            return  # a channel post without an author: not relayed
+        if sender.get("id") == self.telegram_bot_id:
+            return
+        text = telegram_text(message)
+        if text is None:
+            return
+        ghost = await self._ghost(sender, portal.room_id)
+        if edited:
+            original = await self.store.event_of(chat_id, message_id)
+            if original is None or original.origin != "telegram":
+                return
+            edit_date = message.get("edit_date")
+            await self.matrix.send(
+                portal.room_id,
+                "m.room.message",
+                matrix_edit(original.event_id, text),
+                txn_id("tg-edit", str(chat_id), str(message_id), str(edit_date)),
+                user=ghost,
+            )
+            return
+        if await self.store.event_of(chat_id, message_id) is not None:
+            return  # relayed before a crash
+        date = message.get("date")
+        event_id = await self.matrix.send(
+            portal.room_id,
+            "m.room.message",
+            to_matrix(text),
+            txn_id("tg", str(chat_id), str(message_id)),
+            user=ghost,
+            ts_ms=date * 1000 if isinstance(date, int) else None,
+        )
+        await self.store.record(
+            [Sent(event_id, 0, portal.room_id, chat_id, message_id, "telegram")]
+        )
+        self.health.relayed_to_matrix += 1
+
+    async def _ghost(self, user: Mapping[str, Any], room: RoomId) -> UserId:
+        """The sender's ghost, registered, named and joined to the room."""
+        telegram_id = int(user["id"])
+        ghost = ghost_user(telegram_id, self.server_name)
+        name = telegram_name(user)
+        profile = hashlib.sha256(name.encode()).hexdigest()
+        stored = await self.store.ghost_profile(telegram_id)
+        if stored is None:
+            await self.matrix.ensure_registered(f"{PREFIX}{telegram_id}")
+        if stored != profile:
+            await self.matrix.set_displayname(ghost, name)
+            await self.store.set_ghost_profile(telegram_id, profile)
+        if (room, ghost) not in self._joined:
+            await self.matrix.ensure_joined(room, ghost, self.bot)
+            self._joined.add((room, ghost))
+        return ghost
+
+    async def user_exists(self, user_id: str) -> bool:
+        if user_id == self.bot:
+            return True
+        local = user_id[1:].partition(":")[0]
+        rest = local[len(PREFIX) :]
+        if not local.startswith(PREFIX) or not rest.isdigit():
+            return False
+        return await self.store.ghost_profile(int(rest)) is not None
+
+
+def _describe(e: BaseException) -> str:
+    """An exception for the log: its type and, for our own errors, their one-line text (which
+    names methods and codes, never content or tokens)."""
+    if isinstance(e, TelegramError):
+        return f"{type(e).__name__} {e.method} {e.code}"
+    errcode = getattr(e, "errcode", None)
+    return f"{type(e).__name__} {errcode}" if errcode else type(e).__name__

@@ -1,0 +1,159 @@
+"""The bridge process: one composition root (`Bridge`) and `run_bridge` for `clubs bridge run`.
+
+Start-up order: the store (migrations), the bot account (registered through the application
+service, no password), the HTTP listener (so the homeserver can deliver), a ping through the
+homeserver (which also makes it retry transactions it held back while we were down), then the
+two workers: the inbox (Matrix → Telegram) and the poller (Telegram → Matrix). Stopping cancels
+both and closes the listener; whatever was accepted and not yet handled stays in the inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from clubs.bridge.appservice import AppService
+from clubs.bridge.config import BridgeConfig, Portal
+from clubs.bridge.matrix import AsMatrix
+from clubs.bridge.registration import (
+    BOT_LOCALPART,
+    SERVICE_ID,
+    TELEGRAM_TOKEN,
+    bot_user,
+    ensure_tokens,
+    in_namespace,
+)
+from clubs.bridge.relay import Relay
+from clubs.bridge.store import BridgeStore
+from clubs.bridge.telegram import BotApi
+from clubs.core.db import Database
+from clubs.core.errors import ClubsError
+from clubs.core.http import MatrixHttp
+from clubs.core.sealed import Sealer
+from clubs.core.secrets import Vault
+
+log = logging.getLogger(__name__)
+
+STORE_KEY = "bridge/store_key"
+BOT_NAME = "Telegram"
+
+
+@dataclass
+class Bridge:
+    config: BridgeConfig
+    relay: Relay
+    service: AppService
+    db: Database
+    http: MatrixHttp
+    telegram: BotApi
+    runner: web.AppRunner | None = None
+    tasks: tuple[asyncio.Task[None], ...] = ()
+
+    @classmethod
+    async def build(
+        cls,
+        config: BridgeConfig,
+        portals: Sequence[Portal],
+        network: str,
+        *,
+        vault: Vault,
+        data_dir: Path,
+    ) -> Bridge:
+        tokens = ensure_tokens(vault)
+        bot_token = vault.get(TELEGRAM_TOKEN)
+        if not bot_token:
+            raise ClubsError(
+                "no Telegram bot token in the vault; store it with `clubs bridge token` "
+                "(it reads the token from standard input)"
+            )
+        db = await Database.open(data_dir / "bridge.db")
+        store = await BridgeStore.open(db, Sealer.from_vault(vault, STORE_KEY))
+        http = MatrixHttp(config.homeserver, tokens.as_token)
+        telegram = BotApi(bot_token, config.telegram_api)
+        relay = Relay(
+            matrix=AsMatrix(http),
+            telegram=telegram,
+            store=store,
+            portals=tuple(portals),
+            network=network,
+            server_name=config.server_name,
+            bot=bot_user(config.server_name),
+            poll_timeout_s=config.poll_timeout_s,
+        )
+        await relay.load()
+        service = AppService(
+            tokens.hs_token,
+            store,
+            is_ours=lambda u: in_namespace(u, config.server_name),
+            user_exists=relay.user_exists,
+            wake=relay.wake,
+            health=relay.health_view,
+        )
+        return cls(config, relay, service, db, http, telegram)
+
+    async def start(self) -> None:
+        if await self.relay.matrix.ensure_registered(BOT_LOCALPART):
+            await self.relay.matrix.set_displayname(self.relay.bot, BOT_NAME)
+        self.runner = web.AppRunner(self.service.app(), access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.config.host, self.config.port).start()
+        log.info("bridge listening on %s:%d", self.config.host, self.config.port)
+        duration = await self.relay.matrix.ping(SERVICE_ID)
+        if duration is not None:
+            log.info("the homeserver reached the bridge in %d ms", duration)
+        self.tasks = (
+            asyncio.create_task(self.relay.run_inbox(), name="bridge-inbox"),
+            asyncio.create_task(self.relay.run_poller(), name="bridge-poller"),
+        )
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as e:  # a worker that died: already logged by type
+                log.warning("bridge worker ended with %s", type(e).__name__)
+        self.tasks = ()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        await self.telegram.close()
+        await self.http.close()
+        await self.db.close()
+
+    async def wait(self) -> None:
+        """Until a worker ends (it never does on its own: both retry forever)."""
+        await asyncio.gather(*self.tasks)
+
+
+async def run_bridge(
+    config: BridgeConfig,
+    portals: Sequence[Portal],
+    network: str,
+    *,
+    vault: Vault,
+    data_dir: Path,
+) -> int:
+    if not config.enabled:
+        raise ClubsError(
+            "the Telegram bridge is off: enable it in the deployment's bridge.yaml "
+            "(enabled: true), then restart the homeserver so that it loads the registration"
+        )
+    if not portals:
+        log.warning("the network file bridges no room: the bridge will only refuse invitations")
+    bridge = await Bridge.build(config, portals, network, vault=vault, data_dir=data_dir)
+    try:
+        await bridge.start()
+        print(f"bridge running on {config.host}:{config.port} (Ctrl-C stops it)", flush=True)
+        await bridge.wait()
+    finally:
+        await bridge.stop()
+    return 0
