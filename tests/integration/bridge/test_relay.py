@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from clubs.bridge.registration import ensure_tokens
 from clubs.bridge.service import Bridge
 from clubs.core.http import RoomId, cs
 from tests.faketelegram import FakeTelegram
@@ -138,3 +140,215 @@ async def test_relay_round_trip_with_edits_and_deletions(
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_a_long_message_is_split_and_a_429_is_waited_out(
+    bridge_world: BridgeWorld,
+    telegram: FakeTelegram,
+    running: list[Bridge],
+    anna: Account,
+    tmp_path: Path,
+) -> None:
+    chat = -1001000000002
+    telegram.add_chat(chat)
+    key = unique_key()
+    bridge = await start(
+        bridge_world, telegram, running, tmp_path, bridge_world.portal(key, chat, "mirror")
+    )
+    room = await bridge_world.room(key, [anna])
+    await eventually(lambda: active(bridge, room), within=15)
+    telegram.fail_next("sendMessage", 429, retry_after=1)
+    body = "\n".join(f"строка {i}: " + "текст " * 12 for i in range(120))  # about 10,000 chars
+    await say(anna, room, {"msgtype": "m.text", "body": body})
+    await eventually(lambda: _async(len(telegram.texts(chat)) == 3), within=15)
+    texts = telegram.texts(chat)
+    assert "".join(texts) == "Анна: " + body
+    assert all(len(t) <= 4096 for t in texts)
+    refused, retried, *_ = telegram.method_calls("sendMessage")
+    assert retried.at - refused.at >= 0.95
+    assert len(telegram.method_calls("sendMessage")) == 4  # one refused, three parts
+
+
+async def test_a_group_that_becomes_a_supergroup_is_followed(
+    bridge_world: BridgeWorld,
+    telegram: FakeTelegram,
+    running: list[Bridge],
+    anna: Account,
+    tmp_path: Path,
+) -> None:
+    group, supergroup, again = -2000000001, -1002000000001, -1002000000002
+    telegram.add_chat(group, "group")
+    key = unique_key()
+    bridge = await start(bridge_world, telegram, running, tmp_path, bridge_world.portal(key, group))
+    room = await bridge_world.room(key, [anna])
+    await eventually(lambda: active(bridge, room), within=15)
+    await say(anna, room, {"msgtype": "m.text", "body": "до"})
+    await eventually(lambda: _async(telegram.texts(group) == ["Анна: до"]))
+
+    # The service message in the old group moves the portal.
+    await telegram.migrate(group, supergroup)
+    await eventually(lambda: _async(bridge.relay._rooms[room].chat_id == supergroup), within=10)
+    await say(anna, room, {"msgtype": "m.text", "body": "после"})
+    await eventually(lambda: _async(telegram.texts(supergroup) == ["Анна: после"]))
+
+    # A send refused with migrate_to_chat_id moves it too (the update was never seen).
+    telegram.add_chat(again)
+    telegram.chats[supergroup].migrated_to = again
+    await say(anna, room, {"msgtype": "m.text", "body": "снова"})
+    await eventually(lambda: _async(telegram.texts(again) == ["Анна: снова"]))
+    assert bridge.relay._rooms[room].chat_id == again
+    # Telegram → Matrix follows the new id as well.
+    await telegram.user_says(again, IVAN, "я тут")
+
+    async def relayed() -> bool:
+        return any(e["content"].get("body") == "я тут" for e in await messages(anna, room))
+
+    await eventually(relayed, within=15)
+
+
+async def test_mirror_mode_relays_one_way_only(
+    bridge_world: BridgeWorld,
+    telegram: FakeTelegram,
+    running: list[Bridge],
+    anna: Account,
+    tmp_path: Path,
+) -> None:
+    chat = -1001000000003
+    telegram.add_chat(chat)
+    key = unique_key()
+    bridge = await start(
+        bridge_world, telegram, running, tmp_path, bridge_world.portal(key, chat, "mirror")
+    )
+    room = await bridge_world.room(key, [anna])
+    await eventually(lambda: active(bridge, room), within=15)
+    await telegram.user_says(chat, IVAN, "ответ из Telegram")
+    await say(anna, room, {"msgtype": "m.text", "body": "анонс"})
+    await eventually(lambda: _async("Анна: анонс" in telegram.texts(chat)))
+    await eventually(lambda: _async(telegram.updates == []), within=10)  # confirmed, not relayed
+    assert [e["content"]["body"] for e in await messages(anna, room)] == ["анонс"]
+
+
+async def test_an_encrypted_room_is_refused_and_an_undesignated_one_left(
+    bridge_world: BridgeWorld,
+    telegram: FakeTelegram,
+    running: list[Bridge],
+    anna: Account,
+    tmp_path: Path,
+) -> None:
+    chat = -1001000000004
+    telegram.add_chat(chat)
+    key = unique_key()
+    bridge = await start(bridge_world, telegram, running, tmp_path, bridge_world.portal(key, chat))
+    room = await bridge_world.room(key, [anna], encrypted=True)
+
+    async def notice() -> list[dict[str, Any]]:
+        return [e for e in await messages(anna, room) if e["sender"] == bridge.relay.bot]
+
+    [refusal] = await eventually(notice, within=15)
+    assert refusal["content"]["msgtype"] == "m.notice"
+    assert "encrypted" in refusal["content"]["body"]
+    assert bridge.relay._rooms[room].state == "refused"
+    await telegram.user_says(chat, IVAN, "никто не услышит")
+    await eventually(lambda: _async(telegram.updates == []), within=10)
+    assert telegram.method_calls("sendMessage") == []
+    assert [e["sender"] for e in await messages(anna, room)] == [bridge.relay.bot]
+
+    other = await bridge_world.room(unique_key(), [anna])  # the network file does not name it
+
+    async def left() -> bool:
+        members = await anna.http.get(cs("rooms", other, "members"))
+        return any(
+            e["state_key"] == bridge.relay.bot and e["content"]["membership"] == "leave"
+            for e in members["chunk"]
+        )
+
+    await eventually(left, within=15)
+    assert other not in bridge.relay._rooms
+
+
+async def test_forged_transactions_are_refused_and_a_replay_applied_once(
+    bridge_world: BridgeWorld,
+    telegram: FakeTelegram,
+    running: list[Bridge],
+    anna: Account,
+    tmp_path: Path,
+) -> None:
+    chat = -1001000000005
+    telegram.add_chat(chat)
+    key = unique_key()
+    bridge = await start(
+        bridge_world, telegram, running, tmp_path, bridge_world.portal(key, chat, "mirror")
+    )
+    room = await bridge_world.room(key, [anna])
+    await eventually(lambda: active(bridge, room), within=15)
+    event = {
+        "type": "m.room.message",
+        "room_id": room,
+        "sender": anna.user_id,
+        "event_id": "$forged-" + secrets.token_hex(6),
+        "origin_server_ts": 0,
+        "content": {"msgtype": "m.text", "body": "подделка"},
+    }
+    url = f"{bridge_world.config.url}/_matrix/app/v1/transactions/forged-{secrets.token_hex(4)}"
+    hs_token = ensure_tokens(bridge_world.vault).hs_token
+    as_token = ensure_tokens(bridge_world.vault).as_token
+    applied = bridge.service.transactions_applied
+    async with aiohttp.ClientSession() as http:
+        for headers, params, status in [
+            ({}, {}, 401),
+            ({"Authorization": "Bearer wrong"}, {}, 403),
+            ({"Authorization": f"Bearer {as_token}"}, {}, 403),  # the other token
+            ({}, {"access_token": hs_token}, 401),  # tokens in URLs are not taken
+        ]:
+            async with http.put(url, json={"events": [event]}, headers=headers, params=params) as r:
+                assert r.status == status
+        assert bridge.service.transactions_applied == applied
+        assert await bridge.relay.store.inbox_size() == 0
+        # The homeserver's token, the same transaction three times: one message.
+        for _ in range(3):
+            auth = {"Authorization": f"Bearer {hs_token}"}
+            async with http.put(url, json={"events": [event]}, headers=auth) as r:
+                assert r.status == 200
+    await eventually(lambda: _async(telegram.texts(chat) == ["Анна: подделка"]))
+    assert bridge.service.transactions_applied == applied + 1
+    assert len(telegram.method_calls("sendMessage")) == 1
+
+
+async def test_a_bridge_stopped_with_accepted_work_loses_and_doubles_nothing(
+    bridge_world: BridgeWorld,
+    telegram: FakeTelegram,
+    running: list[Bridge],
+    anna: Account,
+    tmp_path: Path,
+) -> None:
+    chat = -1001000000006
+    telegram.add_chat(chat)
+    key = unique_key()
+    portal = bridge_world.portal(key, chat)
+    first = await start(bridge_world, telegram, running, tmp_path, portal)
+    room = await bridge_world.room(key, [anna])
+    await eventually(lambda: active(first, room), within=15)
+    await telegram.user_says(chat, IVAN, "одно сообщение")
+
+    async def from_ivan() -> list[dict[str, Any]]:
+        return [e for e in await messages(anna, room) if e["sender"].startswith("@tg_5550001:")]
+
+    await eventually(from_ivan, within=15)
+
+    # The worker dies; the homeserver's transaction is still accepted (stored) and answered.
+    first.tasks[0].cancel()
+    await say(anna, room, {"msgtype": "m.text", "body": "принято, не отправлено"})
+    await eventually(lambda: first.relay.store.inbox_size(), within=15)
+    # The Telegram offset is lost too, as if the process died before writing it.
+    await first.relay.store.set_setting("telegram_offset", "1")
+    await first.stop()
+    running.remove(first)
+    assert telegram.texts(chat) == ["одно сообщение"]
+
+    second = await start(bridge_world, telegram, running, tmp_path, portal)
+    await eventually(lambda: _async("Анна: принято, не отправлено" in telegram.texts(chat)))
+    await eventually(lambda: _async(telegram.updates == []), within=10)
+    await eventually(lambda: _async(second.relay.health.last_poll > 0), within=10)
+    assert telegram.texts(chat) == ["одно сообщение", "Анна: принято, не отправлено"]
+    assert len(await from_ivan()) == 1
+    assert await second.relay.store.inbox_size() == 0
