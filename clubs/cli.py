@@ -54,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     _homeserver_args(render)
 
     from clubs.botsrun import add_parsers as add_bot_parsers
+    from clubs.bridge.commands import add_parsers as add_bridge_parsers
     from clubs.provisioning.commands import add_parsers
 
     add_parsers(sub)
     add_bot_parsers(sub)
+    add_bridge_parsers(sub)
     return p
 
 
@@ -114,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from clubs.botsrun import run as run_bots
 
             return _run_until_interrupted(run_bots(args))
+        if args.command == "bridge":
+            from clubs.bridge.commands import run as run_bridge_command
+
+            result = run_bridge_command(args, _bridged_rooms)
+            return result if isinstance(result, int) else _run_until_interrupted(result)
         if args.command in PROVISIONING_COMMANDS:
             from clubs.provisioning.commands import run
 
@@ -161,6 +168,21 @@ def _homeserver(args: argparse.Namespace) -> int:
         return 0
 
     return _run_until_interrupted(serve())
+
+
+def _bridged_rooms(network_file: Path) -> tuple[str, list[Any]]:
+    """The network's id and the rooms its file bridges, as the bridge's `Portal`s."""
+    from clubs.bridge.config import Portal
+    from clubs.provisioning.source import check
+
+    network = check(network_file).network
+    portals = [
+        Portal(network.key, club.key, room.key, room.bridge.chat, room.bridge.mode)
+        for _, club in network.clubs()
+        for room in club.rooms
+        if room.bridge is not None
+    ]
+    return network.key, portals
 
 
 def _postgres_from_env() -> dict[str, str] | None:

@@ -142,11 +142,6 @@ async def run_bridge(
     vault: Vault,
     data_dir: Path,
 ) -> int:
-    if not config.enabled:
-        raise ClubsError(
-            "the Telegram bridge is off: enable it in the deployment's bridge.yaml "
-            "(enabled: true), then restart the homeserver so that it loads the registration"
-        )
     if not portals:
         log.warning("the network file bridges no room: the bridge will only refuse invitations")
     bridge = await Bridge.build(config, portals, network, vault=vault, data_dir=data_dir)
