@@ -288,7 +288,7 @@ class CheckinsBot(Bot):
         await self._cancel_jobs(bot, member.token)
         await bot.jobs.schedule(
             CHECKIN,
-            f"{member.token}@{slot.key}",
+            job_key(member, slot.key),
             slot.at,
             {"token": member.token, "slot": slot.key, "v": member.version},
             grace_s=CHECKIN_GRACE_S,
@@ -316,7 +316,7 @@ class CheckinsBot(Bot):
         nxt = next_slot(member.plan, max(last, job.now, member.paused_until))
         job.then(
             CHECKIN,
-            f"{member.token}@{nxt.key}",
+            job_key(member, nxt.key),
             nxt.at,
             {"token": member.token, "slot": nxt.key, "v": member.version},
             grace_s=CHECKIN_GRACE_S,
@@ -338,24 +338,30 @@ class CheckinsBot(Bot):
         checkin = await self.store.add_checkin(
             member.token, member.club, slot, iso_week(parse_slot_key(slot)), room, job.now
         )
+        remind_key = f"{member.token}@{slot}"
+        if checkin.poll_id is not None:
+            # This slot's check-in went out already (this job re-run after a crash, or a plan
+            # changed to the same slot): never a second one.
+            job.then(REMIND, remind_key, job.now + self.remind_after_s, {"id": checkin.id})
+            return
+        # Sends are named by the member's token and the slot, not by the job: whichever job
+        # reaches this slot, the homeserver sees the same transaction ids.
+        txn = (bot.name, "checkin", member.token, slot)
         if previous is not None and previous.id != checkin.id and previous.poll_id:
             # Last week's mood is final now (and the runtime's vote rows expire after the end).
-            await bot.end_poll(previous.room_id, _event(previous.poll_id), job=job.txn("end"))
+            await bot.end_poll(previous.room_id, _event(previous.poll_id), job=(*txn, "end"))
         lang = member.lang
-        await bot.notice(room, "checkins/intro", job=job.txn("intro"), lang=lang)
+        await bot.notice(room, "checkins/intro", job=(*txn, "intro"), lang=lang)
         question = bot.render("checkins/q_mood", lang).body
         answers = [bot.render("checkins/mood", lang, n=n).body for n in range(1, MOODS + 1)]
-        poll_id = await bot.poll(room, question, answers, job=job.txn("mood"))
+        poll_id = await bot.poll(room, question, answers, job=(*txn, "mood"))
         if poll_id is None:
             raise NotSentYet("the check-in's poll waits in the outbox")
         await bot.notice(
-            room, TEXT_QUESTIONS[0], job=job.txn("q", "1"), lang=lang, n=1, of=len(TEXT_QUESTIONS)
+            room, TEXT_QUESTIONS[0], job=(*txn, "q", "1"), lang=lang, n=1, of=len(TEXT_QUESTIONS)
         )
-        if checkin.step == 0:
-            await self.store.save(replace(checkin, poll_id=poll_id, step=1))
-        job.then(
-            REMIND, f"{member.token}@{slot}", job.now + self.remind_after_s, {"id": checkin.id}
-        )
+        await self.store.save(replace(checkin, poll_id=poll_id, step=1))
+        job.then(REMIND, remind_key, job.now + self.remind_after_s, {"id": checkin.id})
         log.info("%s: check-in sent (%s)", bot.name, slot)
 
     @on_missed_job(CHECKIN)
@@ -418,8 +424,8 @@ class CheckinsBot(Bot):
     async def answer(self, ctx: EventContext) -> None:
         """A member's words in their DM while a check-in is open: the answer to the current
         question; an edit of an earlier answer replaces it. Chat in club rooms is never read."""
-        if ctx.room.managed:
-            return
+        if ctx.room.managed or not ctx.event.encrypted:
+            return  # club chat is not ours to read; plaintext in a DM only a server could send
         content = ctx.event.content
         if content.get("msgtype") != "m.text":
             return
@@ -571,7 +577,6 @@ class CheckinsBot(Bot):
                     "анонимно": "anon",
                     "аноним": "anon",
                     "имя": "named",
-                    "с_именем": "named",
                     "name": "named",
                 },
                 default="anon",
@@ -792,6 +797,12 @@ class CheckinsBot(Bot):
             supporter=gone.supporter,
             help=gone.help,
         )
+
+
+def job_key(member: Member, slot: str) -> str:
+    """A check-in job's key: the member's token, the slot, the plan's version (a plan changed
+    back to an earlier slot is a new job, not the cancelled one)."""
+    return f"{member.token}@{slot}#v{member.version}"
 
 
 def _utc(at: float) -> datetime:

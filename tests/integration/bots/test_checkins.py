@@ -23,12 +23,14 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from mautrix.types import RoomID
+from mautrix.types import EventType, MessageType, RoomID, TextMessageEventContent
 
 from clubs.bots.checkins.bot import CHECKIN, CheckinsBot
 from clubs.bots.checkins.box import Box
+from clubs.bots.checkins.store import Checkin
 from clubs.bots.host import BotFactory, HostServices
 from clubs.bots.runtime import RuntimeSettings
 from clubs.core.clock import ManualClock
@@ -102,6 +104,16 @@ async def said(peer: MautrixPeer, bot: str, room: str, prefix: str, n: int = 1) 
     async def probe() -> list[str]:
         found = from_bot(peer, bot, room, prefix)
         return found if len(found) >= n else []
+
+    return await eventually(probe, within=30)
+
+
+async def sent_checkin(bot: CheckinsBot, token: str, after: int = 0) -> Checkin:
+    """The member's newest check-in once its poll is sent and recorded (newer than `after`)."""
+
+    async def probe() -> Checkin | None:
+        c = await bot.store.latest(token)
+        return c if c is not None and c.id > after and c.poll_id is not None else None
 
     return await eventually(probe, within=30)
 
@@ -204,8 +216,7 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
         assert intros(ber, ber_dm, INTRO_EN) == 0
         member_a = await bot.store.member(almaty_member.user_id)
         assert member_a is not None
-        first = await bot.store.latest(member_a.token)
-        assert first is not None
+        first = await sent_checkin(bot, member_a.token)
         assert first.poll_id is not None
 
         # The mood, from the member's own client, as Element votes; then an answer in words.
@@ -304,3 +315,138 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
         assert HELP_CANARY not in line, record.name
     assert files_containing(tmp_path, CANARY.encode()) == []
     assert files_containing(tmp_path, HELP_CANARY.encode()) == []
+
+
+async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """A Berlin member picks Friday 20:00 in Tbilisi time and consents to alerts; bad words
+    change nothing; the journal is private; an answer is edited and one shared without name;
+    the lowest mood twice in a row tells the volunteer supporter the name only; pause, back
+    and off move or drop the schedule; a malformed message stops nothing."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "checkins")
+    bot_user = account.user_id
+    member = await synapse.new_user("mem")
+    facilitator = await synapse.new_user("sup")
+    support = await managed_room(
+        synapse,
+        network,
+        invite=[bot_user, member.user_id, facilitator.user_id],
+        key="support",
+        club="berlin",
+        powers={facilitator.user_id: 50},
+        settings={"time_zone": "Europe/Berlin"},
+    )
+    for person in (member, facilitator):
+        await person.http.post(path(*CS, "join", support), {})
+    clock = ManualClock(start=utc(11, 2, 12))  # Monday 2 November 2026
+    holder: list[CheckinsBot] = []
+    async with (
+        bot_host(
+            synapse,
+            tmp_path,
+            [account],
+            {"checkins": factory(holder)},
+            network=network,
+            clock=clock,
+            settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+        ) as host,
+        peers([member, facilitator], synapse.url) as (mem, sup),
+    ):
+        (bot,) = holder
+        jobs = host.runtime("checkins").ctx.jobs
+        await eventually(lambda: joined(member, support, bot_user), within=20)
+        dm = await open_dm(member, bot_user)
+        sup_dm = await open_dm(facilitator, bot_user)
+        await send_text(sup, support, "!supporter on")
+        await said(sup, bot_user, support, "You are a peer supporter")
+
+        await send_text(mem, dm, "!checkin on fri 20:00 Asia/Tbilisi")
+        await said(mem, bot_user, dm, "Check-ins are on")
+        await send_text(mem, dm, "!checkin alert on")
+        await said(mem, bot_user, dm, "All right: if your mood is 1")
+        chosen = await bot.store.member(member.user_id)
+        assert chosen is not None
+        assert (chosen.plan.tz, chosen.plan.clock, chosen.plan.days_text) == (
+            "Asia/Tbilisi",
+            "20:00",
+            "fri",
+        )
+        # Bad words: a clear reply, nothing changed.
+        for bad in (
+            "!checkin maybe",
+            "!checkin on fri 20:00 ../../etc/passwd",
+            "!checkin pause 99",
+        ):
+            await send_text(mem, dm, bad)
+        await said(mem, bot_user, dm, "That did not work", 3)
+        assert await bot.store.member(member.user_id) == chosen
+        (job,) = await jobs.pending(CHECKIN)
+        assert job.due_at == utc(11, 6, 16)  # Friday 20:00 in Tbilisi (+04)
+
+        # The journal: never from a club room, privately in the DM.
+        await send_text(mem, support, "!win not here")
+        await said(mem, bot_user, support, "The journal works only in a direct message")
+        assert await bot.store.count_wins(member.user_id) == 0
+        await send_text(mem, dm, "!win mum asked a question back")
+        await said(mem, bot_user, dm, "Noted. Entries in your journal: 1.")
+        await send_text(mem, dm, "!wins")
+        (journal,) = await said(mem, bot_user, dm, "Your journal of small wins")
+        assert "mum asked a question back" in journal
+
+        # Week 1: mood 1, an answer edited, one too long, a malformed message, one shared.
+        await clock.set(utc(11, 6, 16))
+        await said(mem, bot_user, dm, INTRO_EN)
+        first = await sent_checkin(bot, chosen.token)
+        assert first.poll_id is not None
+        await mem.send_poll_response(RoomID(dm), first.poll_id, ["a1"])
+        await said(mem, bot_user, dm, "It sounds like a very hard week")
+        said_yes = await send_text(mem, dm, "yes")
+        await said(mem, bot_user, dm, "Question 2 of 3")
+        await send_text(mem, dm, "x" * 4001)
+        await said(mem, bot_user, dm, "That answer is too long")
+        await mem.client.send_message_event(
+            RoomID(dm), EventType.ROOM_MESSAGE, cast(Any, {"msgtype": "m.text", "body": ["x"]})
+        )
+        await send_text(mem, dm, "it went calmly")
+        await said(mem, bot_user, dm, "Question 3 of 3")
+        edit = TextMessageEventContent(msgtype=MessageType.TEXT, body="yes, with my sister")
+        edit.set_edit(said_yes)
+        await mem.client.send_message_event(RoomID(dm), EventType.ROOM_MESSAGE, edit)
+        await said(mem, bot_user, dm, "Answer 1 updated.")
+        now = await bot.store.latest(chosen.token)
+        assert now is not None
+        assert now.content.answers == {1: "yes, with my sister", 2: "it went calmly"}
+        await send_text(mem, dm, "!share 2")
+        await said(mem, bot_user, dm, "Answer 2 is posted in the support room without your name")
+        (shared,) = await said(sup, bot_user, support, "A club member shares (anonymously)")
+        assert "it went calmly" in shared
+        assert member.user_id not in shared
+        assert not any("sister" in r.body for r in sup.received)
+
+        # Week 2: mood 1 again; the member consented, so the supporter gets the name only.
+        await clock.set(utc(11, 13, 16))
+        await said(mem, bot_user, dm, INTRO_EN, 2)
+        second = await sent_checkin(bot, chosen.token, after=first.id)
+        assert second.poll_id is not None
+        await mem.send_poll_response(RoomID(dm), second.poll_id, ["a1"])
+        (alert,) = await said(sup, bot_user, sup_dm, member.user_id)
+        assert "calmly" not in alert
+        assert "sister" not in alert
+        await said(mem, bot_user, dm, "As you asked, I told the club's peer supporters (1)")
+
+        # Pause two weeks, come back, stop.
+        async def due_of_member() -> list[float]:
+            return [j.due_at for j in await jobs.pending(CHECKIN) if j.key.startswith(chosen.token)]
+
+        await send_text(mem, dm, "!checkin pause 2")
+        await said(mem, bot_user, dm, "Paused for 2 weeks")
+        assert await due_of_member() == [utc(12, 4, 16)]
+        await send_text(mem, dm, "!checkin back")
+        await said(mem, bot_user, dm, "Welcome back")
+        assert await due_of_member() == [utc(11, 20, 16)]
+        await send_text(mem, dm, "!checkin off")
+        await said(mem, bot_user, dm, "Check-ins are off")
+        assert await due_of_member() == []
+        host.check_alive()
