@@ -79,6 +79,17 @@ class AsMatrix:
             cs("rooms", room, "state"), query={"user_id": user}, label="room state"
         )
 
+    async def event_sender(self, room: RoomId, event_id: EventId, user: UserId) -> str | None:
+        """Who sent an event (None if it cannot be read)."""
+        try:
+            event = await self.http.get(
+                cs("rooms", room, "event", event_id), query={"user_id": user}, label="event"
+            )
+        except MatrixError:
+            return None
+        sender = event.get("sender")
+        return sender if isinstance(sender, str) else None
+
     async def member_name(self, room: RoomId, member: str, user: UserId) -> str | None:
         """The member's display name in the room, or None."""
         try:

@@ -295,6 +295,9 @@ class Relay:
         old = await self.store.parts_of(target)
         if not old or old[0].origin != "matrix":
             return  # not relayed by us (or too old): nothing to edit
+        if await self.matrix.event_sender(portal.room_id, target, self.bot) != sender:
+            log.info("edit of %s by someone else than its sender: ignored", target)
+            return  # only the sender may edit a message (the spec's rule for m.replace)
         name = await self.matrix.member_name(portal.room_id, sender, self.bot)
         parts = to_telegram(name or "Участник", new) or []
         sent: list[Sent] = []

@@ -4,6 +4,7 @@ transactions, and a bridge stopped with work accepted but not done."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -352,3 +353,75 @@ async def test_a_bridge_stopped_with_accepted_work_loses_and_doubles_nothing(
     assert telegram.texts(chat) == ["одно сообщение", "Анна: принято, не отправлено"]
     assert len(await from_ivan()) == 1
     assert await second.relay.store.inbox_size() == 0
+
+
+async def test_hostile_input_never_stops_the_bridge_and_content_stays_out_of_logs(
+    bridge_world: BridgeWorld,
+    telegram: FakeTelegram,
+    running: list[Bridge],
+    anna: Account,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    chat = -1001000000007
+    telegram.add_chat(chat)
+    key = unique_key()
+    bridge = await start(bridge_world, telegram, running, tmp_path, bridge_world.portal(key, chat))
+    room = await bridge_world.room(key, [anna])
+    mallory = await bridge_world.synapse.new_user("mallory", displayname="Mallory")
+    await bridge_world.synapse.admin.http.post(
+        cs("rooms", room, "invite"), {"user_id": mallory.user_id}
+    )
+    await mallory.http.post(cs("join", room), {})
+    await eventually(lambda: active(bridge, room), within=15)
+
+    # Matrix: odd contents from a real member, and an edit of Anna's message by someone else.
+    original = await say(anna, room, {"msgtype": "m.text", "body": "canary-one 7c1f"})
+    await eventually(lambda: _async(telegram.texts(chat) == ["Анна: canary-one 7c1f"]))
+    for content in [
+        {"msgtype": "m.text", "body": "x", "m.new_content": 5},
+        {"msgtype": "m.weird", "body": "x", "m.relates_to": {"m.in_reply_to": 5}},
+        {"msgtype": "m.text", "body": "x", "m.relates_to": "nonsense"},
+        {"msgtype": "m.text", "body": "x", "m.relates_to": {"rel_type": "m.replace"}},
+        {
+            "msgtype": "m.text",
+            "body": "* взлом",
+            "m.new_content": {"msgtype": "m.text", "body": "взлом"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+        },
+    ]:
+        await say(mallory, room, content)
+    # Telegram: updates that are not what they should be.
+    hostile: list[Any] = [
+        {"message": {"message_id": "x", "chat": {"id": chat}}},
+        {"message": {"message_id": 999, "chat": "x", "text": "y"}},
+        {"message": {"message_id": 998, "chat": {"id": chat}, "from": "x", "text": "y"}},
+        {"message": {"message_id": 997, "chat": {"id": chat}, "from": {"id": 1}, "text": 5}},
+        {"edited_message": {"message_id": 12345, "chat": {"id": chat}, "from": IVAN, "text": "y"}},
+        {"channel_post": None},
+    ]
+    for h in hostile:
+        telegram.updates.append({"update_id": telegram.next_update, **h})
+        telegram.next_update += 1
+    await telegram.user_says(chat, IVAN, "canary-two 9d2e")
+    await say(anna, room, {"msgtype": "m.text", "body": "всё ещё работает"})
+
+    async def ivan_relayed() -> bool:
+        return any(
+            e["content"].get("body") == "canary-two 9d2e" for e in await messages(anna, room)
+        )
+
+    await eventually(ivan_relayed, within=15)
+    await eventually(lambda: _async("Анна: всё ещё работает" in telegram.texts(chat)))
+    assert "Анна: canary-one 7c1f" in telegram.texts(chat)  # the forged edit changed nothing
+    assert not any("взлом" in t for t in telegram.texts(chat))
+    assert "bridging" in caplog.text  # the bridge's own log lines were captured
+    for canary in ("canary-one", "canary-two", "Анна", "Иван", BOT_TOKEN_PART):
+        assert canary not in caplog.text
+        for f in tmp_path.rglob("*"):
+            if f.is_file():
+                assert canary.encode() not in f.read_bytes(), f
+
+
+BOT_TOKEN_PART = "fake-telegram-bot-token"
