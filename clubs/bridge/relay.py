@@ -68,6 +68,7 @@ REFUSED_ENCRYPTED = (
 )
 NEVER_BRIDGED_KINDS = frozenset({"cohort_room", "cohort_space", "club_space", "country_space"})
 OFFSET_KEY = "telegram_offset"
+PRUNE_EVERY_S = 3600.0
 
 
 class Retry(Exception):
@@ -132,9 +133,13 @@ class Relay:
     # --- Matrix → Telegram: the inbox worker ---------------------------------------------------
 
     async def run_inbox(self) -> None:
+        pruned = 0.0
         while True:
             self._wake.clear()
             await self.drain()
+            if time.time() - pruned > PRUNE_EVERY_S:
+                await self.store.prune(time.time())
+                pruned = time.time()
             next_at = await self.store.next_due_at()
             timeout = None if next_at is None else max(0.05, next_at - time.time())
             with contextlib.suppress(TimeoutError):
