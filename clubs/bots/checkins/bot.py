@@ -26,12 +26,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from clubs.bots.args import Choice, FreeText, Int
 from clubs.bots.base import Bot, on_event
 from clubs.bots.checkins.aggregate import weekly_figures
 from clubs.bots.checkins.box import Box
+from clubs.bots.checkins.journal import Journal
 from clubs.bots.checkins.parse import Alert, CheckinUsage, OptIn, Pause, Simple, parse_checkin
 from clubs.bots.checkins.store import Checkin, CheckinStore, Member
 from clubs.bots.checkins.week import (
@@ -68,7 +68,6 @@ CHECKIN_GRACE_S = 6 * 3600.0
 HELP_PENDING_S = 3600.0
 MAX_ANSWER_CHARS = 4000
 STATS_WEEKS = 5
-WINS_SHOWN = 30
 
 
 class NotSentYet(Unreachable):
@@ -106,6 +105,7 @@ class CheckinsBot(Bot):
         self.remind_after_s = remind_after_s
         self.store = CheckinStore(db, self.name, box)
         """Replaced at `start` by the store of the bot's account, migrated."""
+        self.register_handler_class(Journal(self))
 
     async def start(self, ctx: Any) -> None:
         self.store = await CheckinStore.open(self.db, ctx.name, self.box)
@@ -113,7 +113,7 @@ class CheckinsBot(Bot):
 
     # --- where the member belongs ----------------------------------------------------------
 
-    async def _support_rooms(self, bot: BotContext, user: UserId) -> list[SupportRoom]:
+    async def support_rooms(self, bot: BotContext, user: UserId) -> list[SupportRoom]:
         """The clubs' support rooms this bot serves and the user is in."""
         found = []
         for room_id in bot.client.joined_rooms():
@@ -127,14 +127,14 @@ class CheckinsBot(Bot):
                 found.append(SupportRoom(info.club, room_id, info))
         return found
 
-    async def _club_room(self, bot: BotContext, club: str) -> RoomId | None:
+    async def club_room(self, bot: BotContext, club: str) -> RoomId | None:
         for room_id in bot.client.joined_rooms():
             info = await bot.rooms.info(room_id)
             if info.club == club and (info.locator or {}).get("key") == SUPPORT_ROOM:
                 return room_id
         return None
 
-    async def _lang(self, ctx: CommandContext, rooms: list[SupportRoom]) -> str:
+    async def lang_of(self, ctx: CommandContext, rooms: list[SupportRoom]) -> str:
         if ctx.room.managed:
             return ctx.lang
         member = await self.store.member(ctx.sender)
@@ -142,7 +142,7 @@ class CheckinsBot(Bot):
             return member.lang
         return rooms[0].info.language if rooms else ctx.lang
 
-    async def _answer(self, ctx: CommandContext, key: str, lang: str, **values: Any) -> None:
+    async def answer_to(self, ctx: CommandContext, key: str, lang: str, **values: Any) -> None:
         await ctx.bot.notice(
             ctx.room_id,
             key,
@@ -162,12 +162,12 @@ class CheckinsBot(Bot):
         dm=True,
     )
     async def checkin(self, ctx: CommandContext, what: str) -> None:
-        rooms = await self._support_rooms(ctx.bot, ctx.sender)
-        lang = await self._lang(ctx, rooms)
+        rooms = await self.support_rooms(ctx.bot, ctx.sender)
+        lang = await self.lang_of(ctx, rooms)
         try:
             request = parse_checkin(what, [r.club for r in rooms])
         except CheckinUsage as e:
-            await self._answer(ctx, "checkins/usage", lang, problem=e.problem)
+            await self.answer_to(ctx, "checkins/usage", lang, problem=e.problem)
             return
         if isinstance(request, Simple) and request.action == "stats":
             await self._stats(ctx, rooms, lang)
@@ -180,18 +180,18 @@ class CheckinsBot(Bot):
             return
         member = await self.store.member(ctx.sender)
         if member is None or (not member.on and not isinstance(request, Simple)):
-            await self._answer(ctx, "checkins/not_on", lang)
+            await self.answer_to(ctx, "checkins/not_on", lang)
             return
         now = self.clock.now()
         if isinstance(request, Alert):
             await self.store.set_alert(ctx.sender, request.consent, now)
-            await self._answer(ctx, "checkins/alert", lang, consent=request.consent)
+            await self.answer_to(ctx, "checkins/alert", lang, consent=request.consent)
         elif isinstance(request, Pause):
             until = now + request.weeks * WEEK_S
             member = await self.store.set_state(ctx.sender, on=True, paused_until=until, now=now)
             assert member is not None
             slot = await self._schedule(ctx.bot, member, after=until)
-            await self._answer(
+            await self.answer_to(
                 ctx,
                 "checkins/paused",
                 lang,
@@ -201,28 +201,28 @@ class CheckinsBot(Bot):
             )
         elif request.action == "back":
             if not member.on:
-                await self._answer(ctx, "checkins/not_on", lang)
+                await self.answer_to(ctx, "checkins/not_on", lang)
                 return
             member = await self.store.set_state(ctx.sender, on=True, paused_until=0, now=now)
             assert member is not None
             slot = await self._schedule(ctx.bot, member, after=now)
-            await self._answer(ctx, "checkins/back", lang, next_at=_utc(slot), tz=member.plan.tz)
+            await self.answer_to(ctx, "checkins/back", lang, next_at=_utc(slot), tz=member.plan.tz)
         elif request.action == "off":
             await self.store.set_state(ctx.sender, on=False, paused_until=0, now=now)
             await self._cancel_jobs(ctx.bot, member.token)
-            await self._answer(ctx, "checkins/off", lang)
+            await self.answer_to(ctx, "checkins/off", lang)
 
     async def _opt_in(
         self, ctx: CommandContext, rooms: list[SupportRoom], lang: str, request: OptIn
     ) -> None:
         if not rooms:
-            await self._answer(ctx, "checkins/no_club", lang)
+            await self.answer_to(ctx, "checkins/no_club", lang)
             return
         chosen = [r for r in rooms if r.club == request.club] if request.club else rooms
         if ctx.room.managed and request.club is None:
             chosen = [r for r in rooms if r.club == ctx.room.club] or rooms
         if len(chosen) != 1:
-            await self._answer(ctx, "checkins/which_club", lang, clubs=[r.club for r in rooms])
+            await self.answer_to(ctx, "checkins/which_club", lang, clubs=[r.club for r in rooms])
             return
         (room,) = chosen
         plan = WeeklyPlan(
@@ -232,7 +232,7 @@ class CheckinsBot(Bot):
             ctx.sender, room.club, room.info.language, plan, self.clock.now()
         )
         slot = await self._schedule(ctx.bot, member, after=self.clock.now())
-        await self._answer(
+        await self.answer_to(
             ctx,
             "checkins/on",
             member.lang,
@@ -247,12 +247,12 @@ class CheckinsBot(Bot):
     async def _status(self, ctx: CommandContext, lang: str) -> None:
         member = await self.store.member(ctx.sender)
         if member is None or not member.on:
-            await self._answer(ctx, "checkins/status", lang, on=False)
+            await self.answer_to(ctx, "checkins/status", lang, on=False)
             return
         now = self.clock.now()
         after = max(now, member.paused_until)
         slot = next_slot(member.plan, after)
-        await self._answer(
+        await self.answer_to(
             ctx,
             "checkins/status",
             lang,
@@ -272,14 +272,14 @@ class CheckinsBot(Bot):
         else:
             clubs = [r.club for r in rooms if r.info.power(ctx.sender) >= FACILITATOR]
         if not clubs:
-            await self._answer(ctx, "checkins/stats_refused", lang)
+            await self.answer_to(ctx, "checkins/stats_refused", lang)
             return
         since = self.clock.now() - STATS_WEEKS * WEEK_S
         report = []
         for club in clubs:
             figures = weekly_figures(await self.store.answered_in(club, since))
             report.append({"club": club, "weeks": figures})
-        await self._answer(ctx, "checkins/stats", lang, clubs=report)
+        await self.answer_to(ctx, "checkins/stats", lang, clubs=report)
 
     async def _schedule(self, bot: BotContext, member: Member, *, after: float) -> float:
         """The member's next check-in job (jobs of an older plan version are cancelled and,
@@ -407,7 +407,7 @@ class CheckinsBot(Bot):
         checkin = await self.store.latest(member.token) if member is not None else None
         lang = member.lang if member is not None else ctx.lang
         if member is None or checkin is None or checkin.answered:
-            await self._answer(ctx, "checkins/snooze_nothing", lang)
+            await self.answer_to(ctx, "checkins/snooze_nothing", lang)
             return
         moved = not checkin.reminded and await ctx.bot.jobs.schedule(
             REMIND,
@@ -416,7 +416,7 @@ class CheckinsBot(Bot):
             {"id": checkin.id},
             replace=True,
         )
-        await self._answer(ctx, "checkins/snoozed", lang, hours=hours, moved=moved)
+        await self.answer_to(ctx, "checkins/snoozed", lang, hours=hours, moved=moved)
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -530,7 +530,7 @@ class CheckinsBot(Bot):
     async def _low_mood(
         self, bot: BotContext, member: Member, checkin: Checkin, cause: str
     ) -> None:
-        rooms = await self._support_rooms(bot, member.user_id)
+        rooms = await self.support_rooms(bot, member.user_id)
         await bot.notice(
             checkin.room_id,
             "checkins/low_mood",
@@ -589,16 +589,16 @@ class CheckinsBot(Bot):
         member = await self.store.member(ctx.sender)
         lang = member.lang if member is not None else ctx.lang
         if not ctx.in_dm:
-            await self._answer(ctx, "checkins/dm_only", lang)
+            await self.answer_to(ctx, "checkins/dm_only", lang)
             return
         checkin = await self.store.latest(member.token) if member is not None else None
         text = checkin.content.answers.get(answer) if checkin is not None else None
         if member is None or checkin is None or text is None:
-            await self._answer(ctx, "checkins/share_nothing", lang, n=answer)
+            await self.answer_to(ctx, "checkins/share_nothing", lang, n=answer)
             return
-        room = await self._club_room(ctx.bot, checkin.club)
+        room = await self.club_room(ctx.bot, checkin.club)
         if room is None:
-            await self._answer(ctx, "checkins/no_club", lang)
+            await self.answer_to(ctx, "checkins/no_club", lang)
             return
         await ctx.bot.notice(
             room,
@@ -611,7 +611,7 @@ class CheckinsBot(Bot):
         if answer not in checkin.content.shared:
             checkin.content.shared.append(answer)
             await self.store.save(checkin)
-        await self._answer(ctx, "checkins/share_done", lang, n=answer, named=how == "named")
+        await self.answer_to(ctx, "checkins/share_done", lang, n=answer, named=how == "named")
 
     # --- "I need support" ------------------------------------------------------------------
 
@@ -628,8 +628,8 @@ class CheckinsBot(Bot):
             if first.lower().strip() in ("поддержка", "помощь"):
                 text = rest
         text = text.strip()
-        rooms = await self._support_rooms(ctx.bot, ctx.sender)
-        lang = await self._lang(ctx, rooms)
+        rooms = await self.support_rooms(ctx.bot, ctx.sender)
+        lang = await self.lang_of(ctx, rooms)
         countries = _countries(rooms)
         supporters = [
             s for s in await self.store.supporters([r.club for r in rooms]) if s != ctx.sender
@@ -645,11 +645,11 @@ class CheckinsBot(Bot):
                 supporters=len(supporters),
                 text="",
             )
-            await self._answer(ctx, "checkins/help_in_dm", lang)
+            await self.answer_to(ctx, "checkins/help_in_dm", lang)
             return
         if supporters and text:
             await self.store.set_help(ctx.sender, text, self.clock.now() + HELP_PENDING_S)
-        await self._answer(
+        await self.answer_to(
             ctx,
             "checkins/help",
             lang,
@@ -667,17 +667,17 @@ class CheckinsBot(Bot):
     async def send_help(self, ctx: CommandContext) -> None:
         """The member's consent: the words given with `!help-me` (or none: "please contact
         me") go to the club's peer supporters by DM, and nothing else."""
-        rooms = await self._support_rooms(ctx.bot, ctx.sender)
-        lang = await self._lang(ctx, rooms)
+        rooms = await self.support_rooms(ctx.bot, ctx.sender)
+        lang = await self.lang_of(ctx, rooms)
         if not ctx.in_dm:
-            await self._answer(ctx, "checkins/dm_only", lang)
+            await self.answer_to(ctx, "checkins/dm_only", lang)
             return
         text = await self.store.take_help(ctx.sender, self.clock.now())
         supporters = [
             s for s in await self.store.supporters([r.club for r in rooms]) if s != ctx.sender
         ]
         if not supporters:
-            await self._answer(
+            await self.answer_to(
                 ctx, "checkins/help", lang, countries=_countries(rooms), supporters=0, text=""
             )
             return
@@ -691,7 +691,7 @@ class CheckinsBot(Bot):
                 text=text or "",
             )
         log.info("%s: a request for support went to %d supporter(s)", ctx.bot.name, len(supporters))
-        await self._answer(ctx, "checkins/help_sent", lang, n=len(supporters))
+        await self.answer_to(ctx, "checkins/help_sent", lang, n=len(supporters))
 
     @command(
         "supporter",
@@ -703,64 +703,17 @@ class CheckinsBot(Bot):
     async def supporter(self, ctx: CommandContext, on: str) -> None:
         """A facilitator or moderator of the club (power 50 in its support room) volunteers as
         a peer supporter, or stops."""
-        rooms = await self._support_rooms(ctx.bot, ctx.sender)
-        lang = await self._lang(ctx, rooms)
+        rooms = await self.support_rooms(ctx.bot, ctx.sender)
+        lang = await self.lang_of(ctx, rooms)
         if ctx.room.managed:
             rooms = [r for r in rooms if r.club == ctx.room.club]
         clubs = [r.club for r in rooms if r.info.power(ctx.sender) >= FACILITATOR]
         if not clubs:
-            await self._answer(ctx, "checkins/supporter_refused", lang)
+            await self.answer_to(ctx, "checkins/supporter_refused", lang)
             return
         for club in clubs:
             await self.store.set_supporter(club, ctx.sender, on == "on", self.clock.now())
-        await self._answer(ctx, "checkins/supporter", lang, on=on == "on", clubs=clubs)
-
-    # --- the small-wins journal ------------------------------------------------------------
-
-    @command(
-        "win",
-        aliases=("успех",),
-        help_key="checkins/win.help",
-        params=(FreeText("text", max_length=1000),),
-        dm=True,
-    )
-    async def win(self, ctx: CommandContext, text: str) -> None:
-        rooms = await self._support_rooms(ctx.bot, ctx.sender)
-        lang = await self._lang(ctx, rooms)
-        if not ctx.in_dm:
-            await self._answer(ctx, "checkins/win_private", lang)
-            return
-        await self.store.add_win(ctx.sender, text, self.clock.now())
-        await self._answer(
-            ctx, "checkins/win_saved", lang, n=await self.store.count_wins(ctx.sender)
-        )
-
-    @command("wins", aliases=("успехи",), help_key="checkins/wins.help", dm=True)
-    async def wins(self, ctx: CommandContext) -> None:
-        rooms = await self._support_rooms(ctx.bot, ctx.sender)
-        lang = await self._lang(ctx, rooms)
-        if not ctx.in_dm:
-            await self._answer(ctx, "checkins/dm_only", lang)
-            return
-        member = await self.store.member(ctx.sender)
-        tz = member.plan.tz if member is not None else (rooms[0].info.time_zone if rooms else "UTC")
-        entries = await self.store.wins(ctx.sender, WINS_SHOWN)
-        total = await self.store.count_wins(ctx.sender)
-        months: dict[str, list[dict[str, Any]]] = {}
-        for entry in reversed(entries):
-            at = datetime.fromtimestamp(entry.created_at, UTC)
-            local = at.astimezone(ZoneInfo(tz))
-            months.setdefault(local.strftime("%Y-%m"), []).append(
-                {"day": local.day, "text": entry.text}
-            )
-        await self._answer(
-            ctx,
-            "checkins/wins",
-            lang,
-            months=[{"month": m, "entries": e} for m, e in months.items()],
-            total=total,
-            shown=len(entries),
-        )
+        await self.answer_to(ctx, "checkins/supporter", lang, on=on == "on", clubs=clubs)
 
     # --- forgetting ------------------------------------------------------------------------
 
@@ -772,8 +725,8 @@ class CheckinsBot(Bot):
         dm=True,
     )
     async def forget_me(self, ctx: CommandContext, me: str) -> None:
-        rooms = await self._support_rooms(ctx.bot, ctx.sender)
-        lang = await self._lang(ctx, rooms)
+        rooms = await self.support_rooms(ctx.bot, ctx.sender)
+        lang = await self.lang_of(ctx, rooms)
         member = await self.store.member(ctx.sender)
         if member is not None:
             latest = await self.store.latest(member.token)
@@ -787,7 +740,7 @@ class CheckinsBot(Bot):
                 if job.key.startswith(token + "@"):
                     await ctx.bot.jobs.cancel(REMIND, job.key)
         log.info("%s: a member asked to be forgotten", ctx.bot.name)
-        await self._answer(
+        await self.answer_to(
             ctx,
             "checkins/forgotten",
             lang,

@@ -87,6 +87,24 @@ MIGRATIONS: Sequence[Migration] = (
         )
         """,
     ),
+    Migration(
+        2,
+        "the journal's monthly digests: the member's own, and wins shared with the club",
+        """
+        ALTER TABLE ci_wins ADD COLUMN shared_club TEXT;
+        ALTER TABLE ci_wins ADD COLUMN shared_month TEXT;
+        CREATE INDEX ci_wins_shared ON ci_wins (bot, shared_club, shared_month);
+        CREATE TABLE ci_digests (
+            bot TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            token TEXT NOT NULL,
+            tz TEXT NOT NULL,
+            lang TEXT NOT NULL,
+            PRIMARY KEY (bot, user_id),
+            UNIQUE (bot, token)
+        )
+        """,
+    ),
 )
 
 
@@ -167,6 +185,16 @@ class Win:
 
 
 @dataclass(frozen=True)
+class Digest:
+    """A member who asked for their journal once a month."""
+
+    user_id: UserId
+    token: str
+    tz: str
+    lang: str
+
+
+@dataclass(frozen=True)
 class Forgotten:
     """What `forget` deleted, for the member's answer."""
 
@@ -176,6 +204,7 @@ class Forgotten:
     supporter: int
     help: int
     tokens: tuple[str, ...]
+    """The member's tokens (check-ins and digest), whose pending jobs are to be cancelled."""
 
 
 _CHECKIN_COLUMNS = (
@@ -381,6 +410,81 @@ class CheckinStore:
         )
         return int(row["n"]) if row is not None else 0
 
+    async def win_times(self, user_id: str) -> list[float]:
+        """When each entry was written (for counts over time; nothing opened)."""
+        rows = await self.db.fetchall(
+            "SELECT created_at FROM ci_wins WHERE bot = ? AND user_id = ? ORDER BY created_at",
+            (self.bot, user_id),
+        )
+        return [float(r["created_at"]) for r in rows]
+
+    async def wins_between(self, user_id: str, start: float, end: float) -> list[Win]:
+        rows = await self.db.fetchall(
+            "SELECT id, sealed, created_at FROM ci_wins WHERE bot = ? AND user_id = ? "
+            "AND created_at >= ? AND created_at < ? ORDER BY created_at, id",
+            (self.bot, user_id, start, end),
+        )
+        return [
+            Win(
+                int(r["id"]),
+                self.box.open(bytes(r["sealed"]), f"win|{user_id}").decode(),
+                float(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    async def share_win(self, user_id: str, win_id: int, club: str, month: str) -> bool:
+        """Mark an entry for the club's anonymous digest of `month` (once)."""
+        return bool(
+            await self.db.execute(
+                "UPDATE ci_wins SET shared_club = ?, shared_month = ? "
+                "WHERE bot = ? AND user_id = ? AND id = ? AND shared_club IS NULL",
+                (club, month, self.bot, user_id, win_id),
+            )
+        )
+
+    async def shared_wins(self, club: str, month: str) -> list[str]:
+        """The texts shared with the club for `month`, in no telling order (sorted by text)."""
+        rows = await self.db.fetchall(
+            "SELECT user_id, sealed FROM ci_wins WHERE bot = ? AND shared_club = ? "
+            "AND shared_month = ?",
+            (self.bot, club, month),
+        )
+        return sorted(
+            self.box.open(bytes(r["sealed"]), f"win|{r['user_id']}").decode() for r in rows
+        )
+
+    async def set_digest(self, user_id: str, tz: str, lang: str) -> Digest:
+        await self.db.execute(
+            "INSERT INTO ci_digests (bot, user_id, token, tz, lang) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (bot, user_id) DO UPDATE SET tz = excluded.tz, lang = excluded.lang",
+            (self.bot, user_id, secrets.token_hex(12), tz, lang),
+        )
+        found = await self.digest_of(user_id)
+        assert found is not None
+        return found
+
+    async def digest_of(self, user_id: str) -> Digest | None:
+        row = await self.db.fetchone(
+            "SELECT user_id, token, tz, lang FROM ci_digests WHERE bot = ? AND user_id = ?",
+            (self.bot, user_id),
+        )
+        return _digest(row) if row is not None else None
+
+    async def digest_by_token(self, token: str) -> Digest | None:
+        row = await self.db.fetchone(
+            "SELECT user_id, token, tz, lang FROM ci_digests WHERE bot = ? AND token = ?",
+            (self.bot, token),
+        )
+        return _digest(row) if row is not None else None
+
+    async def drop_digest(self, user_id: str) -> Digest | None:
+        found = await self.digest_of(user_id)
+        await self.db.execute(
+            "DELETE FROM ci_digests WHERE bot = ? AND user_id = ?", (self.bot, user_id)
+        )
+        return found
+
     # --- supporters and "I need support" ----------------------------------------------------
 
     async def set_supporter(self, club: str, user_id: str, on: bool, now: float) -> bool:
@@ -455,7 +559,18 @@ class CheckinStore:
             help_rows = await self.db.execute(
                 "DELETE FROM ci_help WHERE bot = ? AND user_id = ?", (self.bot, user_id)
             )
+            digests = await self.db.fetchall(
+                "SELECT token FROM ci_digests WHERE bot = ? AND user_id = ?", (self.bot, user_id)
+            )
+            tokens += tuple(str(r["token"]) for r in digests)
+            await self.db.execute(
+                "DELETE FROM ci_digests WHERE bot = ? AND user_id = ?", (self.bot, user_id)
+            )
         return Forgotten(bool(schedule), checkins, wins, supporter, help_rows, tokens)
+
+
+def _digest(row: Any) -> Digest:
+    return Digest(UserId(str(row["user_id"])), str(row["token"]), str(row["tz"]), str(row["lang"]))
 
 
 def _member(row: Any) -> Member:

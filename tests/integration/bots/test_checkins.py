@@ -323,7 +323,8 @@ async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
     """A Berlin member picks Friday 20:00 in Tbilisi time and consents to alerts; bad words
     change nothing; the journal is private; an answer is edited and one shared without name;
     the lowest mood twice in a row tells the volunteer supporter the name only; pause, back
-    and off move or drop the schedule; a malformed message stops nothing."""
+    and off move or drop the schedule; a malformed message stops nothing; on the first of the
+    month the member's own journal digest and the club's anonymous digest of shared wins."""
     network = new_network()
     account = await create_bot_account(synapse, tmp_path, "checkins")
     bot_user = account.user_id
@@ -393,7 +394,11 @@ async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
         await said(mem, bot_user, dm, "Noted. Entries in your journal: 1.")
         await send_text(mem, dm, "!wins")
         (journal,) = await said(mem, bot_user, dm, "Your journal of small wins")
-        assert "mum asked a question back" in journal
+        assert "1. 2026-11-02: mum asked a question back" in journal
+        await send_text(mem, dm, "!wins share 1")
+        await said(mem, bot_user, dm, "Entry 1 goes into the club's anonymous digest")
+        await send_text(mem, dm, "!wins monthly on")
+        await said(mem, bot_user, dm, "All right: on the first of each month")
 
         # Week 1: mood 1, an answer edited, one too long, a malformed message, one shared.
         await clock.set(utc(11, 6, 16))
@@ -449,4 +454,13 @@ async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
         await send_text(mem, dm, "!checkin off")
         await said(mem, bot_user, dm, "Check-ins are off")
         assert await due_of_member() == []
+
+        # 1 December, 10:00 in Tbilisi and then in Berlin: the member's own digest of November
+        # by DM, and the club's anonymous digest of shared wins in the support room.
+        await clock.set(utc(12, 1, 9))
+        (digest,) = await said(mem, bot_user, dm, "Your journal of small wins for 2026-11")
+        assert "mum asked a question back" in digest
+        (club_wins,) = await said(sup, bot_user, support, "The club's small wins of last month")
+        assert "mum asked a question back" in club_wins
+        assert member.user_id not in club_wins
         host.check_alive()
