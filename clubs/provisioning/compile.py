@@ -65,6 +65,7 @@ from clubs.provisioning.model import (
     Moderation,
     Network,
     PowerLevels,
+    Reminders,
     Room,
     Session,
     room_name,
@@ -200,6 +201,11 @@ class _Compiler:
             settings["moderation"] = moderation
         if club.call_widget:
             settings["call_widget"] = True
+        if club.reminders != Reminders():
+            settings["reminders"] = {
+                "before_s": list(club.reminders.before_s),
+                "to": club.reminders.to,
+            }
 
         def locator(kind: str, key: str, cohort: Cohort | None = None) -> Locator:
             return Locator(

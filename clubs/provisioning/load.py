@@ -45,6 +45,7 @@ from typing import cast
 import yaml
 
 from clubs.bots.scheduling.recurrence import RuleError, check_rule
+from clubs.bots.scheduling.reminders import MAX_REMINDERS, REMINDER_MAX_S, REMINDER_MIN_S, TARGETS
 from clubs.bots.scheduling.when import When, WhenError, parse_duration, parse_when
 from clubs.core import checks
 from clubs.core.yamlconf import (
@@ -101,6 +102,7 @@ from clubs.provisioning.model import (
     Person,
     PersonalData,
     PowerLevels,
+    Reminders,
     Room,
     Session,
     SessionKind,
@@ -627,6 +629,7 @@ class _Loader:
                 "moderation",
                 "sessions",
                 "call_widget",
+                "reminders",
             ),
         )
         key = f["key"].string(checks.slug)
@@ -667,7 +670,32 @@ class _Loader:
             origins=_origins_of(f.values, "name", "topic"),
             sessions=self._sessions(f, rooms),
             call_widget=w.boolean() if (w := f.get("call_widget")) else False,
+            reminders=self._reminders(r) if (r := f.get("reminders")) else Reminders(),
         )
+
+    def _reminders(self, node: Node) -> Reminders:
+        """`reminders: {before: [24h, 15m], to: dm|room}`: one to four distinct lead times from
+        five minutes to two weeks, and where they go."""
+        f = node.mapping(optional=("before", "to"))
+        before = Reminders().before_s
+        if (b := f.get("before")) is not None:
+            items = b.sequence()
+            if not 1 <= len(items) <= MAX_REMINDERS:
+                b.error(f"expected 1 to {MAX_REMINDERS} lead times, like [24h, 15m]")
+            found: list[int] = []
+            for item in items:
+                ms = duration_ms(item.string(_duration))
+                if ms is None:
+                    continue
+                if not REMINDER_MIN_S <= ms // 1000 <= REMINDER_MAX_S:
+                    item.error("a reminder goes out from 5m to 14d before the start")
+                elif ms // 1000 in found:
+                    item.error("this lead time is listed twice")
+                else:
+                    found.append(ms // 1000)
+            before = tuple(sorted(found, reverse=True)) or before
+        to = t.choice(TARGETS) if (t := f.get("to")) else "dm"
+        return Reminders(before, to)
 
     def _sessions(self, club: Fields, rooms: Iterable[Room]) -> tuple[Session, ...]:
         """The club's `sessions` list; reported at the `sessions:` key if it has no room to be

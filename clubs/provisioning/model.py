@@ -296,6 +296,16 @@ class Session:
 
 
 @dataclass(frozen=True)
+class Reminders:
+    """When members are reminded of a session, and where (the club's `reminders:` option)."""
+
+    before_s: tuple[int, ...] = (24 * 3600, 15 * 60)
+    """How long before the start, longest first."""
+    to: str = "dm"
+    """`dm`: each person going or maybe gets a DM; `room`: one notice in the sessions room."""
+
+
+@dataclass(frozen=True)
 class Club:
     key: str
     """Unique in the network."""
@@ -316,6 +326,7 @@ class Club:
     call_widget: bool = False
     """Online sessions show their call as a widget in the sessions room (the call link then
     becomes room state, readable by the server): the club's choice, off by default."""
+    reminders: Reminders = Reminders()
 
     def people(self) -> tuple[str, ...]:
         """Everyone in the club, staff first, each once."""

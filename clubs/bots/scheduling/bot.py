@@ -17,6 +17,9 @@ with its completion):
 - `finish`: the announcement unpinned and marked over, the poll ended, the next occurrence
   announced.
 
+Facilitators cancel one occurrence or end the series, move one occurrence, or change this and
+the following ones (`edits`): a moved occurrence keeps its announcement, poll and places.
+
 Votes arrive as poll responses (`@on_poll`): the counts are edited into the announcement, and
 at an offline session with a capacity the places are given in the order people said "going";
 the rest wait and are promoted when a place opens. The venue's address is only ever sent by DM
@@ -32,13 +35,14 @@ from typing import Any
 
 from clubs.bots.scheduling.chain import SessionChain
 from clubs.bots.scheduling.commands import SessionCommands
+from clubs.bots.scheduling.edits import SeriesEdits
 from clubs.bots.scheduling.follow import DeclaredFollower
 from clubs.bots.scheduling.store import ScheduleStore
 
 
-class SchedulingBot(SessionCommands, SessionChain, DeclaredFollower):
-    """The commands, the chain of jobs and the follower of declared sessions, on one account
-    (their handlers are collected from this one object)."""
+class SchedulingBot(SessionCommands, SeriesEdits, SessionChain, DeclaredFollower):
+    """The commands, the edits of a series, the chain of jobs and the follower of declared
+    sessions, on one account (their handlers are collected from this one object)."""
 
     async def start(self, ctx: Any) -> None:
         self.store = await ScheduleStore.open(self.db, ctx.name, self.sealer)

@@ -17,7 +17,6 @@ from clubs.bots.scheduling.core import (
     ANNOUNCEMENTS_ROOM,
     ANSWER_KEYS,
     FINISH,
-    FINISH_GRACE_S,
     REMIND,
     SESSIONS_ROOM,
     START,
@@ -25,8 +24,6 @@ from clubs.bots.scheduling.core import (
     NotSentYet,
     ScheduleCore,
     club_room,
-    edit_content,
-    reminder_grace_s,
     series_key,
     start_of,
     when_text,
@@ -34,10 +31,10 @@ from clubs.bots.scheduling.core import (
 from clubs.bots.scheduling.recurrence import (
     occurrence_key,
 )
+from clubs.bots.scheduling.reminders import club_reminders
 from clubs.bots.scheduling.store import Occurrence, Post, Series
 from clubs.bots.scheduling.widget import (
     LAYOUT,
-    LEAD_S,
     WIDGETS,
     accepts_widgets,
     jitsi_widget,
@@ -59,8 +56,10 @@ class SessionChain(ScheduleCore):
         """The occurrence's announcement and poll in its club (and in every other club of a
         network-wide lecture), then its reminders, start and finish."""
         series, key = await self._job_series(job)
-        if series is None or key in await self.store.cancelled(series.id):
+        if series is None or key in (await self.store.changes(series.id)).skipped:
             return
+        if await self.store.occurrence(series.id, key) is not None:
+            return  # announced already (a moved occurrence the chain reached again)
         ctx = job.bot
         start = start_of(series, key)
         where: dict[str, tuple[RoomId, RoomId]] = {}
@@ -95,34 +94,10 @@ class SessionChain(ScheduleCore):
         )
         for post in posts[1:]:
             await self.store.record_post(series.id, key, post)
-        now = self.clock.now()
-        payload = {"series": series.id, "occ": key}
-        for offset in self.reminder_offsets_s:
-            due = start.timestamp() - offset
-            if due > now:
-                job.then(
-                    REMIND,
-                    f"{series.id}@{key}#{offset}",
-                    due,
-                    {**payload, "offset": offset},
-                    grace_s=reminder_grace_s(offset),
-                )
-        job.then(START, f"{series.id}@{key}", start.timestamp(), payload, grace_s=series.duration_s)
-        if series.online and series.link:
-            job.then(
-                WIDGET,
-                f"{series.id}@{key}",
-                start.timestamp() - LEAD_S,
-                payload,
-                grace_s=series.duration_s + LEAD_S,
-            )
-        job.then(
-            FINISH,
-            f"{series.id}@{key}",
-            start.timestamp() + series.duration_s,
-            payload,
-            grace_s=FINISH_GRACE_S,
-        )
+        home = await ctx.rooms.info(series.room_id)
+        jobs = self._occurrence_jobs(series, key, 0, self._offsets(home.settings))
+        for kind, job_key, due, payload, grace in jobs:
+            job.then(kind, job_key, due, payload, grace_s=grace)
 
     async def _post(
         self,
@@ -170,8 +145,27 @@ class SessionChain(ScheduleCore):
         ctx = job.bot
         start = start_of(series, key)
         seats = await self.store.places(series.id, key)
-        for b, post in await self._ballots(ctx, await self._posts(occ)):
-            if b.answers[0] not in (pl.GOING, pl.MAYBE):
+        posts = await self._posts(occ)
+        in_room: set[str] = set()
+        for post in posts:
+            voice = await ctx.rooms.info(post.poll_room)
+            if club_reminders(voice.settings)[1] != "room":
+                continue
+            in_room.add(post.club)
+            # One notice in the sessions room (never the address: it goes by DM only).
+            await ctx.notice(
+                post.poll_room,
+                "scheduling/reminder",
+                job=job.txn("room", *(() if post.club == series.club else (post.club,))),
+                title=series.title,
+                when=when_text(series, start, voice),
+                late=job.late_s > 60,
+                link=series.link,
+                venue=None,
+                materials=series.materials,
+            )
+        for b, post in await self._ballots(ctx, posts):
+            if b.answers[0] not in (pl.GOING, pl.MAYBE) or post.club in in_room:
                 continue
             voice = await ctx.rooms.info(post.poll_room)
             with_venue = b.answers[0] == pl.GOING and (
@@ -299,8 +293,8 @@ class SessionChain(ScheduleCore):
             await self.store.set_occurrence_state(series.id, key, "over")
         if series.state != "active":
             return
-        cancelled = await self.store.cancelled(series.id)
-        nxt = self._next(series, after=start_of(series, key).timestamp(), cancelled=cancelled)
+        changes = await self.store.changes(series.id)
+        nxt = self._next(series, after=start_of(series, key).timestamp(), changes=changes)
         if nxt is not None:
             job.then(
                 ANNOUNCE,
@@ -363,17 +357,12 @@ class SessionChain(ScheduleCore):
                 )
             await self.store.set_places(series.id, occ.occ_key, after)
             waiting = sum(1 for status, _ in after.values() if status == pl.WAITLISTED)
-        counts = {pl.GOING: 0, pl.MAYBE: 0, pl.NOT_GOING: 0, "waiting": waiting}
-        for b, _ in ballots:
-            counts[b.answers[0]] = counts.get(b.answers[0], 0) + 1
-        infos = [await ctx.rooms.info(p.announce_room) for p in posts]
-        for post, info in zip(posts, infos, strict=True):
-            if post.announce_event is None:
-                continue
-            text = self._announcement(ctx, series, start, info, counts, infos)
-            await ctx.send(
-                post.announce_room,
-                "m.room.message",
-                edit_content(text, post.announce_event),
-                job=(ctx.name, "rsvp", update.poll_id, cause, post.club),
-            )
+        await self._show_counts(
+            ctx,
+            series,
+            start,
+            posts,
+            ballots,
+            waiting,
+            job=(ctx.name, "rsvp", update.poll_id, cause),
+        )

@@ -1,5 +1,5 @@
-"""What facilitators and members type to the scheduling bot: `!session`, `!sessions`, `!cancel`,
-`!venue`, `!ics` (ru/en)."""
+"""What facilitators and members type to the scheduling bot: `!session`, `!sessions`, `!venue`,
+`!ics` (ru/en). Changes to a series (`!cancel`, `!move`, `!change`) are in `edits`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from clubs.bots.args import FreeText, Word
 from clubs.bots.commands import command
-from clubs.bots.context import BotContext, CommandContext
+from clubs.bots.context import CommandContext
 from clubs.bots.rooms import RoomInfo
 from clubs.bots.scheduling import places as pl
 from clubs.bots.scheduling.calendar import series_ics
@@ -24,17 +24,13 @@ from clubs.bots.scheduling.core import (
 )
 from clubs.bots.scheduling.options import SessionUsage, parse_session
 from clubs.bots.scheduling.recurrence import (
-    Occurrence as Occ,
-)
-from clubs.bots.scheduling.recurrence import (
     occurrence_key,
     parse_key,
     zone,
 )
-from clubs.bots.scheduling.store import NewSeries, Series
-from clubs.bots.scheduling.timefmt import describe_rule, format_local
+from clubs.bots.scheduling.store import Changes, NewSeries
+from clubs.bots.scheduling.timefmt import describe_rule
 from clubs.core.errors import MatrixError
-from clubs.core.ids import RoomId, UserId
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +88,7 @@ class SessionCommands(ScheduleCore):
             source=ctx.event.event_id,
             now=self.clock.now(),
         )
-        first = self._next(series, after=self.clock.now(), cancelled=set())
+        first = self._next(series, after=self.clock.now(), changes=Changes())
         if first is None:  # a one-off whose time passed while the command waited
             await ctx.reply("scheduling/usage", problem="when", detail="in the past")
             await self.store.end_series(series.id)
@@ -114,8 +110,8 @@ class SessionCommands(ScheduleCore):
             return
         rows: list[tuple[datetime, dict[str, Any]]] = []
         for series in await self.store.active_series(club):
-            cancelled = await self.store.cancelled(series.id)
-            nxt = self._next(series, after=self.clock.now(), cancelled=cancelled)
+            changes = await self.store.changes(series.id)
+            nxt = self._next(series, after=self.clock.now(), changes=changes)
             if nxt is None:
                 continue
             row = {
@@ -128,41 +124,6 @@ class SessionCommands(ScheduleCore):
         rows.sort(key=lambda r: r[0])
         listed = [row for _, row in rows[:LIST_LIMIT]]
         await ctx.reply("scheduling/list", sessions=listed, more=len(rows) > LIST_LIMIT)
-
-    @command(
-        "cancel",
-        aliases=("отмена", "отменить"),
-        help_key="scheduling/cancel.help",
-        params=(Word("id", max_length=12), Word("which", default="next", max_length=12)),
-        min_power=50,
-    )
-    async def cancel(self, ctx: CommandContext, id: str, which: str) -> None:
-        series = await self._own_series(ctx, id)
-        if series is None:
-            return
-        cancelled = await self.store.cancelled(series.id)
-        if which.lower() in ("all", "все", "всё", "серию"):
-            await self._end_series(ctx.bot, series, job=ctx.job("off"))
-            await ctx.reply("scheduling/ended", id=series.id, title=series.title)
-            return
-        target = self._pick(series, which, cancelled)
-        if target is None:
-            await ctx.reply("scheduling/no_such_date", id=series.id)
-            return
-        key = occurrence_key(target.local)
-        await self.store.cancel(series.id, key)
-        announced = await self.store.occurrence(series.id, key)
-        if announced is not None and announced.state == "upcoming":
-            await self._call_off(ctx.bot, series, announced, job=ctx.job("off", key))
-            nxt = self._next(series, after=target.start.timestamp(), cancelled=cancelled | {key})
-            if nxt is not None:
-                await self._schedule_announce(ctx.bot, series, nxt)
-        await ctx.reply(
-            "scheduling/cancelled",
-            id=series.id,
-            title=series.title,
-            when=format_local(target.start, series.tz, ctx.lang, place=ctx.room.club_name),
-        )
 
     @command(
         "venue",
@@ -218,7 +179,7 @@ class SessionCommands(ScheduleCore):
         home = await ctx.bot.rooms.info(series.room_id)
         data = series_ics(
             series,
-            await self.store.cancelled(series.id),
+            await self.store.changes(series.id),
             lang=home.language,
             uid_domain=ctx.bot.user_id.partition(":")[2] or "clubs",
             now=self.clock.now(),
@@ -260,44 +221,6 @@ class SessionCommands(ScheduleCore):
             raise SessionUsage("not_yours", ", ".join(refused[:5]))
         return tuple(others)
 
-    async def _own_series(
-        self, ctx: CommandContext, token: str, *, members_too: bool = False
-    ) -> Series | None:
-        """The active series numbered `token` of this room's club; in a DM, one whose room the
-        sender facilitates (power 50 there) or, with `members_too`, is joined to."""
-        number = token.lstrip("#")
-        series = await self.store.series(int(number)) if number.isdigit() else None
-        if series is not None and ctx.in_dm:
-            home = await ctx.bot.rooms.info(series.room_id)
-            mine = home.power(ctx.sender) >= FACILITATOR or (
-                members_too and await _joined(ctx.bot, series.room_id, ctx.sender)
-            )
-        else:
-            mine = series is not None and (
-                series.club == ctx.room.club or (members_too and ctx.room.club in series.clubs)
-            )
-        if series is None or not mine or series.state != "active":
-            await ctx.reply("scheduling/unknown", id=token[:12])
-            return None
-        return series
-
-    def _pick(self, series: Series, which: str, cancelled: set[str]) -> Occ | None:
-        """`next`, or a date (`2026-12-10`, `10.12`, `10.12.2026`) of an occurrence."""
-        upcoming = self._upcoming(series, cancelled, limit=400)
-        if which.lower() in ("next", "след", "ближайшую", "ближайшая"):
-            return upcoming[0] if upcoming else None
-        day = _parse_day(which, self.clock.now(), series.tz)
-        return next((o for o in upcoming if o.local.date() == day), None) if day else None
-
-
-async def _joined(ctx: BotContext, room_id: RoomId, user: UserId) -> bool:
-    """Whether `user` is joined to the room now (its current state, one request)."""
-    for event in await ctx.client.room_state(room_id):
-        if event.get("type") == "m.room.member" and event.get("state_key") == user:
-            content = event.get("content")
-            return isinstance(content, dict) and content.get("membership") == "join"
-    return False
-
 
 async def _keep_private(ctx: CommandContext) -> None:
     """A command that carried a venue address in a club room: the bot has it sealed now, the
@@ -307,18 +230,3 @@ async def _keep_private(ctx: CommandContext) -> None:
         await ctx.bot.redact(ctx.room_id, ctx.event.event_id, "address kept private")
     except MatrixError as e:
         log.info("%s: could not redact a command with an address (%s)", ctx.bot.name, e.errcode)
-
-
-def _parse_day(text: str, now: float, tz: str) -> Any:
-    """`2026-12-10`, `10.12.2026` or `10.12` (the next such date) → a date, else None."""
-    today = datetime.fromtimestamp(now, zone(tz)).date()
-    for fmt in ("%Y-%m-%d", "%d.%m.%Y"):
-        try:
-            return datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-    try:
-        day = datetime.strptime(f"{text}.{today.year}", "%d.%m.%Y").date()
-    except ValueError:
-        return None
-    return day if day >= today else day.replace(year=today.year + 1)

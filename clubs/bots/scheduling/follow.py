@@ -13,7 +13,7 @@ from clubs.bots.scheduling.core import (
     ScheduleCore,
 )
 from clubs.bots.scheduling.declared import declared_sessions, source_of
-from clubs.bots.scheduling.store import NewSeries
+from clubs.bots.scheduling.store import Changes, NewSeries
 from clubs.core.errors import NotFound
 from clubs.core.http import cs
 from clubs.core.ids import RoomId, UserId
@@ -81,6 +81,6 @@ class DeclaredFollower(ScheduleCore):
                 source=d.source,
                 now=self.clock.now(),
             )
-            first = self._next(series, after=self.clock.now(), cancelled=set())
+            first = self._next(series, after=self.clock.now(), changes=Changes())
             if first is not None:
                 await self._schedule_announce(ctx, series, first)

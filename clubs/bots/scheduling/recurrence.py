@@ -275,6 +275,16 @@ def check_rule(rrule: str | None, start: datetime) -> None:
             raise RuleError("the rule has no occurrence before its UNTIL")
 
 
+def with_until(rrule: str, until_local: datetime) -> str:
+    """The rule cut off at ``until_local`` (a wall time in the series' zone, inclusive): its
+    COUNT or UNTIL replaced, the rest kept as written. What a series split in two keeps."""
+    parse_rule(rrule)
+    kept = [
+        p for p in rrule.split(";") if p and p.split("=", 1)[0].upper() not in ("COUNT", "UNTIL")
+    ]
+    return ";".join([*kept, "UNTIL=" + _naive_start(until_local).strftime("%Y%m%dT%H%M%S")])
+
+
 def occurrence_key(local: datetime) -> str:
     """The stable text key of an occurrence: its naive wall time to the minute."""
     return local.strftime("%Y-%m-%dT%H:%M")

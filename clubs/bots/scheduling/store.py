@@ -94,6 +94,22 @@ MIGRATIONS: Sequence[Migration] = (
         CREATE INDEX sched_posts_poll ON sched_posts (bot, poll_event)
         """,
     ),
+    Migration(
+        3,
+        "moved occurrences; a generation per announced occurrence for its jobs' keys; what each"
+        " editing command resolved to",
+        """
+        ALTER TABLE sched_changes ADD COLUMN moved_to TEXT;
+        ALTER TABLE sched_occurrences ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE sched_commands (
+            bot TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            intent TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (bot, event_id)
+        )
+        """,
+    ),
 )
 
 
@@ -186,6 +202,19 @@ class Occurrence:
     poll_room: RoomId
     poll_event: EventId | None
     state: str
+    gen: int = 0
+    """How many times this announced occurrence was moved: its jobs' keys carry it, so the
+    jobs of a new time never collide with the (done or cancelled) jobs of an earlier one."""
+
+
+@dataclass(frozen=True)
+class Changes:
+    """How single occurrences of a series differ from its rule, by occurrence key."""
+
+    skipped: frozenset[str] = frozenset()
+    """Slots of the rule that do not take place (cancelled, or moved away)."""
+    added: frozenset[str] = frozenset()
+    """Wall times occurrences were moved to (less any cancelled since)."""
 
 
 class ScheduleStore:
@@ -326,6 +355,34 @@ class ScheduleStore:
             )
         return out
 
+    async def resolve(self, event_id: str, intent: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """What an editing command means, fixed the first time it is handled: "the next one"
+        handled again after a crash is still the occurrence it was the first time. Returns the
+        intent stored first."""
+        await self.db.execute(
+            "INSERT OR IGNORE INTO sched_commands (bot, event_id, intent, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (self.bot, event_id, json.dumps(dict(intent)), now),
+        )
+        found = await self.resolved(event_id)
+        assert found is not None
+        return found
+
+    async def resolved(self, event_id: str) -> dict[str, Any] | None:
+        row = await self.db.fetchone(
+            "SELECT intent FROM sched_commands WHERE bot = ? AND event_id = ?",
+            (self.bot, event_id),
+        )
+        if row is None:
+            return None
+        intent: dict[str, Any] = json.loads(row["intent"])
+        return intent
+
+    async def prune_commands(self, before: float) -> int:
+        return await self.db.execute(
+            "DELETE FROM sched_commands WHERE bot = ? AND created_at < ?", (self.bot, before)
+        )
+
     # --- single occurrences ----------------------------------------------------------------------
 
     async def cancel(self, series_id: int, occ_key: str) -> bool:
@@ -338,12 +395,61 @@ class ScheduleStore:
             )
         )
 
-    async def cancelled(self, series_id: int) -> set[str]:
+    async def changes(self, series_id: int) -> Changes:
         rows = await self.db.fetchall(
-            "SELECT occ_key FROM sched_changes WHERE bot = ? AND series_id = ? AND cancelled = 1",
+            "SELECT occ_key, cancelled, moved_to FROM sched_changes "
+            "WHERE bot = ? AND series_id = ?",
             (self.bot, series_id),
         )
-        return {str(r["occ_key"]) for r in rows}
+        skipped = frozenset(str(r["occ_key"]) for r in rows if r["cancelled"])
+        added = frozenset(str(r["moved_to"]) for r in rows if r["moved_to"]) - skipped
+        return Changes(skipped, added)
+
+    async def move(self, series_id: int, from_key: str, to_key: str) -> None:
+        """One occurrence takes place at `to_key` instead. An occurrence moved before moves
+        again from its original slot (the slot stays skipped, its new time changes)."""
+        async with self.db.transaction():
+            moved = await self.db.execute(
+                "UPDATE sched_changes SET moved_to = ? "
+                "WHERE bot = ? AND series_id = ? AND moved_to = ?",
+                (to_key, self.bot, series_id, from_key),
+            )
+            if not moved:
+                await self.db.execute(
+                    "INSERT INTO sched_changes (bot, series_id, occ_key, cancelled, moved_to) "
+                    "VALUES (?, ?, ?, 1, ?) ON CONFLICT (bot, series_id, occ_key) "
+                    "DO UPDATE SET cancelled = 1, moved_to = excluded.moved_to",
+                    (self.bot, series_id, from_key, to_key),
+                )
+
+    async def set_rule(self, series_id: int, rrule: str | None) -> None:
+        """The series' rule from now on (a series split in two ends where the other begins)."""
+        await self.db.execute(
+            "UPDATE sched_series SET rrule = ? WHERE bot = ? AND id = ?",
+            (rrule, self.bot, series_id),
+        )
+
+    async def rekey_occurrence(
+        self, old: Occurrence, series_id: int, occ_key: str, start_utc: float
+    ) -> Occurrence:
+        """An announced occurrence now takes place at another time (or belongs to the series
+        a split made): its announcement, polls and places go with it, one transaction."""
+        where = (self.bot, old.series_id, old.occ_key)
+        async with self.db.transaction():
+            await self.db.execute(
+                "UPDATE sched_occurrences SET series_id = ?, occ_key = ?, start_utc = ?, "
+                "gen = gen + 1 WHERE bot = ? AND series_id = ? AND occ_key = ?",
+                (series_id, occ_key, start_utc, *where),
+            )
+            for table in ("sched_posts", "sched_places"):
+                await self.db.execute(
+                    f"UPDATE {table} SET series_id = ?, occ_key = ? "  # noqa: S608 - constant
+                    "WHERE bot = ? AND series_id = ? AND occ_key = ?",
+                    (series_id, occ_key, *where),
+                )
+        moved = await self.occurrence(series_id, occ_key)
+        assert moved is not None
+        return moved
 
     async def record_occurrence(self, occ: Occurrence) -> None:
         """Upsert what was announced for one occurrence (ids filled in as they become known)."""
@@ -423,7 +529,7 @@ class ScheduleStore:
     async def _occurrences_where(self, where: str, params: tuple[Any, ...]) -> list[Occurrence]:
         rows = await self.db.fetchall(
             "SELECT series_id, occ_key, start_utc, announce_room, announce_event, poll_room,"  # noqa: S608 - `where` is one of this module's constants
-            f" poll_event, state FROM sched_occurrences WHERE bot = ? AND {where}"
+            f" poll_event, state, gen FROM sched_occurrences WHERE bot = ? AND {where}"
             " ORDER BY start_utc",
             (self.bot, *params),
         )
@@ -437,6 +543,7 @@ class ScheduleStore:
                 poll_room=RoomId(str(r["poll_room"])),
                 poll_event=EventId(r["poll_event"]) if r["poll_event"] else None,
                 state=str(r["state"]),
+                gen=int(r["gen"]),
             )
             for r in rows
         ]

@@ -314,6 +314,23 @@ def parse_when(text: str, now_local: datetime) -> When:
     return When(_first_weekly(set(parts.weekdays), clock, now), _weekly_rule(parts, interval))
 
 
+def parse_clock(text: str) -> time | None:
+    """The time of day of a phrase that gives nothing else («в 19:30», "at 7pm"), else None
+    (a phrase with a day, a date or a rule in it: read it with :func:`parse_when`). A bare
+    «10.12» is a date to people, not a time: None."""
+    if _DOTTED.fullmatch(text.strip()):
+        return None
+    try:
+        words = _words(text, MAX_CHARS)
+        clock, rest = _take_time(words) if words else (None, [])
+        parts = _classify(rest)
+    except WhenError:
+        return None
+    if clock is None or parts != _Parts([], [], []):
+        return None
+    return clock
+
+
 def _interval(parts: _Parts) -> int | None:
     """The weekly interval the words ask for, or None when nothing says 'repeat'."""
     if len(parts.numbers) > 1:

@@ -435,3 +435,39 @@ countries:
       - key: astana
         name: "Астана"
 """
+
+
+NETWORK_WITH_REMINDERS = NETWORK_WITH_WIDGET.replace(
+    "        call_widget: true\n",
+    "        call_widget: true\n        reminders: {before: [15m, 2d], to: room}\n",
+)
+
+
+def test_a_clubs_reminder_times_and_place_are_in_its_settings_longest_first() -> None:
+    net = compile_network(parse_network(NETWORK_WITH_REMINDERS, "n.yaml"), "hs.test")
+    own = net.room("club:almaty/sessions").state[(CLUB_SETTINGS, "")]
+    plain = net.room("club:astana/sessions").state[(CLUB_SETTINGS, "")]
+    assert own["reminders"] == {"before_s": [2 * 86400, 900], "to": "room"}
+    assert "reminders" not in plain  # the defaults (24 h and 15 min, by DM) are not written
+
+
+@pytest.mark.parametrize(
+    ("reminders", "message"),
+    [
+        ("{before: [1m]}", "from 5m to 14d"),
+        ("{before: [30d]}", "from 5m to 14d"),
+        ("{before: [1h, 60m]}", "listed twice"),
+        ("{before: [1h, 2h, 3h, 4h, 5h]}", "1 to 4 lead times"),
+        ("{before: []}", "1 to 4 lead times"),
+        ("{before: [soon]}", "expected a duration"),
+        ("{to: email}", "email"),
+        ("{before: [1h], at: 5}", "at"),
+    ],
+)
+def test_a_wrong_reminders_option_is_a_located_error(reminders: str, message: str) -> None:
+    text = NETWORK_WITH_REMINDERS.replace("{before: [15m, 2d], to: room}", reminders)
+    with pytest.raises(ConfigError) as caught:
+        parse_network(text, "n.yaml")
+    problem = str(caught.value)
+    assert message in problem
+    assert "n.yaml:14:" in problem  # the line of the club's `reminders:`

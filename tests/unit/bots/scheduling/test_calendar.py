@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import icalendar
 
 from clubs.bots.scheduling.calendar import series_ics
-from clubs.bots.scheduling.store import Series
+from clubs.bots.scheduling.store import Changes, Series
 from clubs.core.ids import RoomId, UserId
 
 
@@ -42,7 +42,12 @@ def event_of(data: bytes) -> icalendar.Event:
 
 def test_a_weekly_series_keeps_its_wall_time_zone_rule_and_cancellations() -> None:
     data = series_ics(
-        series(), {"2026-12-17T19:00"}, lang="ru", uid_domain="hs", now=1.8e9, place="Алматы"
+        series(),
+        Changes(skipped=frozenset({"2026-12-17T19:00"})),
+        lang="ru",
+        uid_domain="hs",
+        now=1.8e9,
+        place="Алматы",
     )
     event = event_of(data)
     almaty = ZoneInfo("Asia/Almaty")
@@ -63,7 +68,7 @@ def test_a_weekly_series_keeps_its_wall_time_zone_rule_and_cancellations() -> No
 def test_an_online_one_off_carries_its_link_and_no_rule() -> None:
     data = series_ics(
         series(rrule=None, online=True, link="https://meet.example/abc", venue=None, capacity=None),
-        (),
+        Changes(),
         lang="en",
         uid_domain="hs",
         now=1.8e9,
@@ -73,3 +78,20 @@ def test_an_online_one_off_carries_its_link_and_no_rule() -> None:
     assert str(event["url"]) == "https://meet.example/abc"
     assert "https://meet.example/abc" in str(event["description"])
     assert "location" not in event
+
+
+def test_a_moved_occurrence_is_an_exdate_at_its_slot_and_an_rdate_at_its_new_time() -> None:
+    moved = Changes(skipped=frozenset({"2026-12-17T19:00"}), added=frozenset({"2026-12-18T19:30"}))
+    event = event_of(series_ics(series(), moved, lang="en", uid_domain="hs", now=1.8e9))
+    almaty = ZoneInfo("Asia/Almaty")
+    assert [d.dt for d in event["exdate"].dts] == [datetime(2026, 12, 17, 19, 0, tzinfo=almaty)]
+    assert [d.dt for d in event["rdate"].dts] == [datetime(2026, 12, 18, 19, 30, tzinfo=almaty)]
+
+
+def test_a_moved_one_off_starts_at_its_new_time() -> None:
+    moved = Changes(skipped=frozenset({"2026-12-10T19:00"}), added=frozenset({"2026-12-11T18:00"}))
+    event = event_of(series_ics(series(rrule=None), moved, lang="en", uid_domain="hs", now=1.8e9))
+    almaty = ZoneInfo("Asia/Almaty")
+    assert event.decoded("dtstart") == datetime(2026, 12, 11, 18, 0, tzinfo=almaty)
+    assert "rdate" not in event
+    assert "exdate" not in event
