@@ -31,6 +31,7 @@ from clubs.bots.args import Choice, FreeText, Int
 from clubs.bots.base import Bot, on_event
 from clubs.bots.checkins.aggregate import weekly_figures
 from clubs.bots.checkins.box import Box
+from clubs.bots.checkins.clubconf import ClubCheckins, club_checkins
 from clubs.bots.checkins.journal import Journal
 from clubs.bots.checkins.parse import Alert, CheckinUsage, OptIn, Pause, Simple, parse_checkin
 from clubs.bots.checkins.store import Checkin, CheckinStore, Member
@@ -54,7 +55,7 @@ from clubs.core.ids import EventId, RoomId, UserId
 
 log = logging.getLogger(__name__)
 
-CHECKIN, REMIND = "checkin", "remind"
+CHECKIN, REMIND, PRUNE = "checkin", "remind", "prune"
 SUPPORT_ROOM = "support"
 FACILITATOR = 50
 TEXT_QUESTIONS = ("checkins/q_talked", "checkins/q_how", "checkins/q_share")
@@ -62,7 +63,6 @@ TEXT_QUESTIONS = ("checkins/q_talked", "checkins/q_how", "checkins/q_share")
 MOODS = 5
 WEEK_S = 7 * 24 * 3600
 DAY_S = 24 * 3600
-RETENTION_DAYS = 90
 REMIND_AFTER_S = DAY_S
 CHECKIN_GRACE_S = 6 * 3600.0
 HELP_PENDING_S = 3600.0
@@ -95,13 +95,11 @@ class CheckinsBot(Bot):
         box: Box,
         clock: Clock,
         *,
-        retention_days: int = RETENTION_DAYS,
         remind_after_s: float = REMIND_AFTER_S,
     ) -> None:
         self.db = db
         self.box = box
         self.clock = clock
-        self.retention_s = retention_days * DAY_S
         self.remind_after_s = remind_after_s
         self.store = CheckinStore(db, self.name, box)
         """Replaced at `start` by the store of the bot's account, migrated."""
@@ -109,7 +107,23 @@ class CheckinsBot(Bot):
 
     async def start(self, ctx: Any) -> None:
         self.store = await CheckinStore.open(self.db, ctx.name, self.box)
-        await self.store.prune(self.clock.now() - self.retention_s)
+        # Retention runs daily as a job chain; this starts it (or is the day's job already).
+        today = datetime.fromtimestamp(self.clock.now(), UTC).date().isoformat()
+        await ctx.jobs.schedule(PRUNE, today, self.clock.now(), grace_s=WEEK_S)
+
+    @on_job(PRUNE)
+    async def prune(self, job: JobContext) -> None:
+        """Retention: each club's check-ins older than its `keep_days` are deleted; the next
+        day's run is stored with this one."""
+        for club in await self.store.clubs():
+            conf = await self.club_conf(job.bot, club)
+            await self.store.prune(club, job.now - conf.keep_days * DAY_S)
+        tomorrow = datetime.fromtimestamp(job.now + DAY_S, UTC).date().isoformat()
+        job.then(PRUNE, tomorrow, job.now + DAY_S, grace_s=WEEK_S)
+
+    async def club_conf(self, bot: BotContext, club: str) -> ClubCheckins:
+        room = await self.club_room(bot, club)
+        return club_checkins((await bot.rooms.info(room)).settings if room is not None else {})
 
     # --- where the member belongs ----------------------------------------------------------
 
@@ -241,7 +255,7 @@ class CheckinsBot(Bot):
             tz=plan.tz,
             next_at=_utc(slot),
             alert=member.alert,
-            keep_days=self.retention_s // DAY_S,
+            keep_days=club_checkins(room.info.settings).keep_days,
         )
 
     async def _status(self, ctx: CommandContext, lang: str) -> None:
@@ -330,13 +344,20 @@ class CheckinsBot(Bot):
         self._chain(job, member)
         if member.paused_until > job.now:
             return
-        await self.store.prune(job.now - self.retention_s)
         bot = job.bot
+        conf = await self.club_conf(bot, member.club)
+        await self.store.prune(member.club, job.now - conf.keep_days * DAY_S)
         slot = str(job.payload["slot"])
         room = await bot.dm_room(member.user_id)
         previous = await self.store.latest(member.token)
         checkin = await self.store.add_checkin(
-            member.token, member.club, slot, iso_week(parse_slot_key(slot)), room, job.now
+            member.token,
+            member.club,
+            slot,
+            iso_week(parse_slot_key(slot)),
+            room,
+            job.now,
+            questions=conf.questions,
         )
         remind_key = f"{member.token}@{slot}"
         if checkin.poll_id is not None:
@@ -357,9 +378,7 @@ class CheckinsBot(Bot):
         poll_id = await bot.poll(room, question, answers, job=(*txn, "mood"))
         if poll_id is None:
             raise NotSentYet("the check-in's poll waits in the outbox")
-        await bot.notice(
-            room, TEXT_QUESTIONS[0], job=(*txn, "q", "1"), lang=lang, n=1, of=len(TEXT_QUESTIONS)
-        )
+        await self._ask(bot, room, checkin, 1, job=(*txn, "q", "1"), lang=lang)
         await self.store.save(replace(checkin, poll_id=poll_id, step=1))
         job.then(REMIND, remind_key, job.now + self.remind_after_s, {"id": checkin.id})
         log.info("%s: check-in sent (%s)", bot.name, slot)
@@ -443,7 +462,7 @@ class CheckinsBot(Bot):
         if body is None or body.startswith("!") or ctx.event.event_id in checkin.content.events:
             return
         n = checkin.step
-        if not 1 <= n <= len(TEXT_QUESTIONS):
+        if not 1 <= n <= checkin.content.count:
             return
         if len(body) > MAX_ANSWER_CHARS:
             await ctx.bot.notice(
@@ -456,14 +475,9 @@ class CheckinsBot(Bot):
             return
         # Send first, then store: a crash in between sends the same (deduplicated) question
         # again instead of never asking it.
-        if n < len(TEXT_QUESTIONS):
-            await ctx.bot.notice(
-                ctx.room_id,
-                TEXT_QUESTIONS[n],
-                job=ctx.job("next"),
-                lang=member.lang,
-                n=n + 1,
-                of=len(TEXT_QUESTIONS),
+        if n < checkin.content.count:
+            await self._ask(
+                ctx.bot, ctx.room_id, checkin, n + 1, job=ctx.job("next"), lang=member.lang
             )
         else:
             await ctx.bot.notice(
@@ -476,6 +490,26 @@ class CheckinsBot(Bot):
         checkin.content.answers[n] = body
         checkin.content.events[ctx.event.event_id] = n
         await self.store.save(replace(checkin, step=n + 1, answered=True))
+
+    async def _ask(
+        self,
+        bot: BotContext,
+        room: RoomId,
+        checkin: Checkin,
+        n: int,
+        *,
+        job: tuple[str, ...],
+        lang: str,
+    ) -> None:
+        """Text question n: the club's own, or the default one in the member's language."""
+        questions = checkin.content.questions
+        of = checkin.content.count
+        if questions is None:
+            await bot.notice(room, TEXT_QUESTIONS[n - 1], job=job, lang=lang, n=n, of=of)
+        else:
+            await bot.notice(
+                room, "checkins/q_custom", job=job, lang=lang, n=n, of=of, text=questions[n - 1]
+            )
 
     async def _edit(
         self,

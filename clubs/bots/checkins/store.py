@@ -21,6 +21,8 @@ from clubs.core.db import Database, Migration
 from clubs.core.ids import RoomId, UserId
 
 COMPONENT = "checkins"
+DEFAULT_QUESTIONS = 3
+"""The default text questions (templates `checkins/q_talked`, `q_how`, `q_share`)."""
 MIGRATIONS: Sequence[Migration] = (
     Migration(
         1,
@@ -133,6 +135,13 @@ class Content:
     shared: list[int] = field(default_factory=list)
     told_low: bool = False
     """The member was shown the help resources after a mood of 1 (once per check-in)."""
+    questions: list[str] | None = None
+    """The club's own text questions when the check-in was sent; None: the default ones."""
+
+    @property
+    def count(self) -> int:
+        """How many text questions this check-in asks."""
+        return len(self.questions) if self.questions is not None else DEFAULT_QUESTIONS
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,17 +150,20 @@ class Content:
             "events": self.events,
             "shared": self.shared,
             "told_low": self.told_low,
+            "questions": self.questions,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Content:
         mood = data.get("mood")
+        questions = data.get("questions")
         return cls(
             mood if isinstance(mood, int) else None,
             {int(k): str(v) for k, v in dict(data.get("answers") or {}).items()},
             {str(k): int(v) for k, v in dict(data.get("events") or {}).items()},
             [int(i) for i in data.get("shared") or []],
             bool(data.get("told_low")),
+            [str(q) for q in questions] if isinstance(questions, list) else None,
         )
 
 
@@ -293,13 +305,22 @@ class CheckinStore:
     # --- check-ins -------------------------------------------------------------------------
 
     async def add_checkin(
-        self, token: str, club: str, slot: str, week: str, room_id: str, now: float
+        self,
+        token: str,
+        club: str,
+        slot: str,
+        week: str,
+        room_id: str,
+        now: float,
+        *,
+        questions: Sequence[str] | None = None,
     ) -> Checkin:
         """The check-in of this slot (created once: a job run again finds the same row)."""
+        content = Content(questions=list(questions) if questions is not None else None)
         await self.db.execute(
             "INSERT OR IGNORE INTO ci_checkins (bot, token, club, slot, week, room_id, sealed, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.bot, token, club, slot, week, room_id, self._seal(token, Content()), now),
+            (self.bot, token, club, slot, week, room_id, self._seal(token, content), now),
         )
         found = await self._one("token = ? AND slot = ?", (token, slot))
         assert found is not None
@@ -346,11 +367,19 @@ class CheckinStore:
             Answered(str(r["week"]), self._open(str(r["token"]), r["sealed"]).mood) for r in rows
         ]
 
-    async def prune(self, before: float) -> int:
-        """Retention: check-ins older than `before` are deleted (answers with them)."""
+    async def prune(self, club: str, before: float) -> int:
+        """Retention: the club's check-ins older than `before` are deleted (answers with
+        them)."""
         return await self.db.execute(
-            "DELETE FROM ci_checkins WHERE bot = ? AND created_at < ?", (self.bot, before)
+            "DELETE FROM ci_checkins WHERE bot = ? AND club = ? AND created_at < ?",
+            (self.bot, club, before),
         )
+
+    async def clubs(self) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT club FROM ci_checkins WHERE bot = ?", (self.bot,)
+        )
+        return [str(r["club"]) for r in rows]
 
     async def _one(self, where: str, params: tuple[Any, ...]) -> Checkin | None:
         row = await self.db.fetchone(

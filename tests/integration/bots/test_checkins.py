@@ -150,7 +150,12 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
         club="almaty",
         language="ru",
         powers={facilitator.user_id: 50},
-        settings={"time_zone": "Asia/Almaty", "name": "Алматы"},
+        settings={
+            "time_zone": "Asia/Almaty",
+            "name": "Алматы",
+            # The club's own questions and retention, as the provisioner writes them.
+            "checkins": {"questions": ["Как прошла неделя?", "Что помогло?"], "keep_days": 30},
+        },
     )
     berlin = await managed_room(
         synapse,
@@ -193,7 +198,8 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
         # Opt in: Almaty from the DM (the club's zone by default), Berlin in the support room.
         await send_text(ala, ala_dm, "!чекин вкл чт 19:00")
         await send_text(ber, berlin, "!checkin on thu 19:00")
-        await said(ala, bot_user, ala_dm, "Чек-ины включены")
+        (on,) = await said(ala, bot_user, ala_dm, "Чек-ины включены")
+        assert "30 дней" in on
         await said(ber, bot_user, berlin, "Check-ins are on")
 
         async def due() -> dict[str, float]:
@@ -212,7 +218,7 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
         # Week 1: Almaty at 14:00 UTC (19:00 +05), Berlin at 17:00 UTC (19:00 CEST).
         await clock.set(utc(10, 22, 14))
         await said(ala, bot_user, ala_dm, INTRO_RU, 1)
-        await said(ala, bot_user, ala_dm, "Вопрос 1 из 3")
+        await said(ala, bot_user, ala_dm, "Вопрос 1 из 2. Как прошла неделя?")
         assert intros(ber, ber_dm, INTRO_EN) == 0
         member_a = await bot.store.member(almaty_member.user_id)
         assert member_a is not None
@@ -226,7 +232,7 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
         assert "112" in low
         assert "консультант" in low
         await send_text(ala, ala_dm, f"Поговорила с мамой, {CANARY}")
-        await said(ala, bot_user, ala_dm, "Вопрос 2 из 3")
+        await said(ala, bot_user, ala_dm, "Вопрос 2 из 2. Что помогло?")
 
         async def stored() -> bool:
             c = await bot.store.latest(member_a.token)
