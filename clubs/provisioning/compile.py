@@ -59,6 +59,7 @@ from clubs.provisioning.desired import (
 from clubs.provisioning.model import (
     SESSIONS_ROOM,
     STAFF_ROLES,
+    Checkins,
     Club,
     Cohort,
     Country,
@@ -201,6 +202,12 @@ class _Compiler:
             settings["moderation"] = moderation
         if club.call_widget:
             settings["call_widget"] = True
+        if club.checkins != Checkins():
+            # Read by the check-ins bot (clubs/bots/checkins/clubconf.py); absent: its defaults.
+            checkins: dict[str, Any] = {"keep_days": club.checkins.keep_days}
+            if club.checkins.questions:
+                checkins["questions"] = list(club.checkins.questions)
+            settings["checkins"] = checkins
         if club.reminders != Reminders():
             settings["reminders"] = {
                 "before_s": list(club.reminders.before_s),

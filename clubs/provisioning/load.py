@@ -91,6 +91,7 @@ from clubs.provisioning.model import (
     THRESHOLDS,
     Bot,
     BridgeMode,
+    Checkins,
     Club,
     Cohort,
     Country,
@@ -168,6 +169,8 @@ BRIDGE_SUPPORT = "peer-support rooms are never bridged: what is said there stays
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 name_text = checks.text()
+MAX_CHECKIN_QUESTIONS = 3
+_question_text = checks.text(300)
 topic_text = checks.text(TOPIC_MAX_BYTES, multiline=True)
 _word_text = checks.text(4 * WORD_MAX_CHARS)  # 4 bytes a character at most: chars are the limit
 
@@ -630,6 +633,7 @@ class _Loader:
                 "sessions",
                 "call_widget",
                 "reminders",
+                "checkins",
             ),
         )
         key = f["key"].string(checks.slug)
@@ -671,7 +675,24 @@ class _Loader:
             sessions=self._sessions(f, rooms),
             call_widget=w.boolean() if (w := f.get("call_widget")) else False,
             reminders=self._reminders(r) if (r := f.get("reminders")) else Reminders(),
+            checkins=self._checkins(c) if (c := f.get("checkins")) else Checkins(),
         )
+
+    def _checkins(self, node: Node) -> Checkins:
+        """`checkins: {questions: [...], keep_days: 90}`: one to three questions asked after the
+        mood poll (room state, so readable by the server: keep them general), answers kept 7 to
+        365 days."""
+        f = node.mapping(optional=("questions", "keep_days"))
+        questions: tuple[str, ...] = ()
+        if (q := f.get("questions")) is not None:
+            items = q.sequence()
+            if not 1 <= len(items) <= MAX_CHECKIN_QUESTIONS:
+                q.error(
+                    f"expected 1 to {MAX_CHECKIN_QUESTIONS} questions (the mood poll comes first)"
+                )
+            questions = tuple(item.string(_question_text) for item in items)
+        keep = f["keep_days"].integer(low=7, high=365) if "keep_days" in f else 90
+        return Checkins(questions, keep)
 
     def _reminders(self, node: Node) -> Reminders:
         """`reminders: {before: [24h, 15m], to: dm|room}`: one to four distinct lead times from

@@ -306,6 +306,16 @@ class Reminders:
 
 
 @dataclass(frozen=True)
+class Checkins:
+    """A club's check-ins (the `checkins:` option): its own text questions after the mood poll
+    and how long answers are kept. Published in the club settings the check-ins bot reads."""
+
+    questions: tuple[str, ...] = ()
+    """One to three questions; empty: the bot's default ones (ru/en)."""
+    keep_days: int = 90
+
+
+@dataclass(frozen=True)
 class Club:
     key: str
     """Unique in the network."""
@@ -327,6 +337,7 @@ class Club:
     """Online sessions show their call as a widget in the sessions room (the call link then
     becomes room state, readable by the server): the club's choice, off by default."""
     reminders: Reminders = Reminders()
+    checkins: Checkins = Checkins()
 
     def people(self) -> tuple[str, ...]:
         """Everyone in the club, staff first, each once."""
