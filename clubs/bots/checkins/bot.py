@@ -349,7 +349,6 @@ class CheckinsBot(Bot):
         await self.store.prune(member.club, job.now - conf.keep_days * DAY_S)
         slot = str(job.payload["slot"])
         room = await bot.dm_room(member.user_id)
-        previous = await self.store.latest(member.token)
         checkin = await self.store.add_checkin(
             member.token,
             member.club,
@@ -360,26 +359,31 @@ class CheckinsBot(Bot):
             questions=conf.questions,
         )
         remind_key = f"{member.token}@{slot}"
-        if checkin.poll_id is not None:
-            # This slot's check-in went out already (this job re-run after a crash, or a plan
-            # changed to the same slot): never a second one.
-            job.then(REMIND, remind_key, job.now + self.remind_after_s, {"id": checkin.id})
-            return
         # Sends are named by the member's token and the slot, not by the job: whichever job
         # reaches this slot, the homeserver sees the same transaction ids.
         txn = (bot.name, "checkin", member.token, slot)
-        if previous is not None and previous.id != checkin.id and previous.poll_id:
+        lang = member.lang
+        if checkin.poll_id is not None:
+            # This slot's check-in went out already (this job re-run after a crash, or a plan
+            # changed to the same slot): never a second one. Question 1 is asked again with its
+            # transaction id, which is a no-op unless a crash came between the poll and it.
+            await self._ask(bot, room, checkin, 1, job=(*txn, "q", "1"), lang=lang)
+            job.then(REMIND, remind_key, job.now + self.remind_after_s, {"id": checkin.id})
+            return
+        previous = await self.store.before(member.token, checkin.id)
+        if previous is not None and previous.poll_id:
             # Last week's mood is final now (and the runtime's vote rows expire after the end).
             await bot.end_poll(previous.room_id, _event(previous.poll_id), job=(*txn, "end"))
-        lang = member.lang
         await bot.notice(room, "checkins/intro", job=(*txn, "intro"), lang=lang)
         question = bot.render("checkins/q_mood", lang).body
         answers = [bot.render("checkins/mood", lang, n=n).body for n in range(1, MOODS + 1)]
         poll_id = await bot.poll(room, question, answers, job=(*txn, "mood"))
         if poll_id is None:
             raise NotSentYet("the check-in's poll waits in the outbox")
+        # Recorded before question 1 goes out: a vote is read only for a known poll.
+        await self.store.set_sent(checkin.id, poll_id)
+        checkin = replace(checkin, poll_id=poll_id, step=1)
         await self._ask(bot, room, checkin, 1, job=(*txn, "q", "1"), lang=lang)
-        await self.store.save(replace(checkin, poll_id=poll_id, step=1))
         job.then(REMIND, remind_key, job.now + self.remind_after_s, {"id": checkin.id})
         log.info("%s: check-in sent (%s)", bot.name, slot)
 
@@ -407,7 +411,7 @@ class CheckinsBot(Bot):
         await job.bot.notice(
             checkin.room_id, "checkins/reminder", job=job.txn("remind"), lang=member.lang
         )
-        await self.store.save(replace(checkin, reminded=True))
+        await self.store.mark_reminded(checkin.id)
 
     @on_missed_job(REMIND)
     async def missed_reminder(self, job: JobContext) -> None:

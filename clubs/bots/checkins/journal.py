@@ -80,7 +80,7 @@ class Journal:
             await self.bot.answer_to(ctx, "checkins/win_private", lang)
             return
         store = self.bot.store
-        await store.add_win(ctx.sender, text, self.bot.clock.now())
+        await store.add_win(ctx.sender, text, self.bot.clock.now(), source=ctx.event.event_id)
         await self.bot.answer_to(
             ctx, "checkins/win_saved", lang, n=await store.count_wins(ctx.sender)
         )

@@ -107,6 +107,14 @@ MIGRATIONS: Sequence[Migration] = (
         )
         """,
     ),
+    Migration(
+        3,
+        "a journal entry once per command event",
+        """
+        ALTER TABLE ci_wins ADD COLUMN source TEXT;
+        CREATE UNIQUE INDEX ci_wins_source ON ci_wins (bot, source)
+        """,
+    ),
 )
 
 
@@ -340,19 +348,33 @@ class CheckinStore:
         return await self._one("token = ? AND id < ? ORDER BY id DESC LIMIT 1", (token, checkin_id))
 
     async def save(self, c: Checkin) -> None:
+        """What the member's answers changed: the sealed content and the progress. Only the
+        sync loop's handlers call this (one at a time); jobs use the narrow updates below, so a
+        job never writes back a stale copy of the answers."""
         await self.db.execute(
-            "UPDATE ci_checkins SET poll_id = ?, step = ?, answered = ?, reminded = ?, "
-            "alerted = ?, sealed = ? WHERE bot = ? AND id = ?",
+            "UPDATE ci_checkins SET step = ?, answered = ?, alerted = ?, sealed = ? "
+            "WHERE bot = ? AND id = ?",
             (
-                c.poll_id,
                 c.step,
                 int(c.answered),
-                int(c.reminded),
                 int(c.alerted),
                 self._seal(c.token, c.content),
                 self.bot,
                 c.id,
             ),
+        )
+
+    async def set_sent(self, checkin_id: int, poll_id: str) -> None:
+        """The check-in went out: its poll, and question 1 awaited (only if still unsent)."""
+        await self.db.execute(
+            "UPDATE ci_checkins SET poll_id = ?, step = MAX(step, 1) "
+            "WHERE bot = ? AND id = ? AND poll_id IS NULL",
+            (poll_id, self.bot, checkin_id),
+        )
+
+    async def mark_reminded(self, checkin_id: int) -> None:
+        await self.db.execute(
+            "UPDATE ci_checkins SET reminded = 1 WHERE bot = ? AND id = ?", (self.bot, checkin_id)
         )
 
     async def answered_in(self, club: str, since: float) -> list[Answered]:
@@ -412,10 +434,14 @@ class CheckinStore:
 
     # --- the journal -----------------------------------------------------------------------
 
-    async def add_win(self, user_id: str, text: str, now: float) -> None:
-        await self.db.execute(
-            "INSERT INTO ci_wins (bot, user_id, sealed, created_at) VALUES (?, ?, ?, ?)",
-            (self.bot, user_id, self.box.seal(text.encode(), f"win|{user_id}"), now),
+    async def add_win(self, user_id: str, text: str, now: float, *, source: str) -> bool:
+        """A journal entry, once per command event (`source`): a replayed command adds none."""
+        return bool(
+            await self.db.execute(
+                "INSERT OR IGNORE INTO ci_wins (bot, user_id, sealed, created_at, source) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (self.bot, user_id, self.box.seal(text.encode(), f"win|{user_id}"), now, source),
+            )
         )
 
     async def wins(self, user_id: str, limit: int) -> list[Win]:
