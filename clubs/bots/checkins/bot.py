@@ -529,13 +529,16 @@ class CheckinsBot(Bot):
         body = new.get("body")
         if not isinstance(body, str) or not body.strip() or len(body) > MAX_ANSWER_CHARS:
             return
+        body = body.strip()
         if checkin.content.answers.get(n) == body:
             return
-        checkin.content.answers[n] = body
-        await self.store.save(checkin)
+        # Told first, then stored: a replay after a crash in between tells again (the same
+        # transaction) and stores.
         await ctx.bot.notice(
             ctx.room_id, "checkins/edited", job=ctx.job("edited"), lang=member.lang, n=n
         )
+        checkin.content.answers[n] = body
+        await self.store.save(checkin)
 
     @on_poll
     async def mood(self, bot: BotContext, update: PollUpdate) -> None:

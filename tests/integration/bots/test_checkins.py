@@ -115,7 +115,9 @@ async def sent_checkin(bot: CheckinsBot, token: str, after: int = 0) -> Checkin:
         c = await bot.store.latest(token)
         return c if c is not None and c.id > after and c.poll_id is not None else None
 
-    return await eventually(probe, within=30)
+    found: Checkin | None = await eventually(probe, within=30)
+    assert found is not None
+    return found
 
 
 def files_containing(root: Path, needle: bytes) -> list[str]:
@@ -470,3 +472,64 @@ async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
         assert "mum asked a question back" in club_wins
         assert member.user_id not in club_wins
         host.check_alive()
+
+
+async def test_a_bot_down_at_fire_time_sends_one_late_check_in_or_says_it_missed_it(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    """The bot is stopped before the member's Thursday 19:00 and back an hour later: exactly
+    one check-in, late. Next week it is back only seven hours late, past the grace window: no
+    stale check-in, one "missed" message, and the week after is scheduled."""
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "checkins")
+    bot_user = account.user_id
+    member = await synapse.new_user("late")
+    support = await managed_room(
+        synapse,
+        network,
+        invite=[bot_user, member.user_id],
+        key="support",
+        club="berlin",
+        settings={"time_zone": "Europe/Berlin"},
+    )
+    await member.http.post(path(*CS, "join", support), {})
+    clock = ManualClock(start=utc(11, 2, 12))
+    holder: list[CheckinsBot] = []
+
+    def host() -> Any:
+        return bot_host(
+            synapse,
+            tmp_path,
+            [account],
+            {"checkins": factory(holder)},
+            network=network,
+            clock=clock,
+            settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+        )
+
+    async with peers([member], synapse.url) as (mem,):
+        async with host():
+            await eventually(lambda: joined(member, support, bot_user), within=20)
+            dm = await open_dm(member, bot_user)
+            await send_text(mem, dm, "!checkin on thu 19:00")
+            await said(mem, bot_user, dm, "Check-ins are on")
+        await clock.set(utc(11, 5, 19))  # an hour after 19:00 CET, while the bot is down
+        async with host() as running:
+            await said(mem, bot_user, dm, INTRO_EN)
+            jobs = running.runtime("checkins").ctx.jobs
+
+            async def next_week() -> bool:
+                return [j.due_at for j in await jobs.pending(CHECKIN)] == [utc(11, 12, 18)]
+
+            await eventually(next_week, within=30)
+        await clock.set(utc(11, 13, 1))  # seven hours after the next one
+        async with host() as running:
+            await said(mem, bot_user, dm, "This week's check-in did not come on time")
+            jobs = running.runtime("checkins").ctx.jobs
+
+            async def week_after() -> bool:
+                return [j.due_at for j in await jobs.pending(CHECKIN)] == [utc(11, 19, 18)]
+
+            await eventually(week_after, within=30)
+            assert len(from_bot(mem, bot_user, dm, INTRO_EN)) == 1
+            running.check_alive()
