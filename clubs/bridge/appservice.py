@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from clubs.bridge.store import BridgeStore
+from clubs.core.crash import crashpoint
 from clubs.core.ids import as_event_id, as_room_id, as_user_id
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class AppService:
             return _error(400, "M_BAD_JSON", "expected an object with an events list")
         kept = [e for e in (relevant(ev, self._is_ours) for ev in events) if e is not None]
         if await self._store.accept(txn_id, kept):
+            crashpoint("bridge_txn_accepted")  # stored, not yet answered
             self.transactions_applied += 1
             log.info("transaction accepted: %d events, %d kept", len(events), len(kept))
             if kept:

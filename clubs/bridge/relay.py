@@ -51,6 +51,7 @@ from clubs.bridge.telegram import (
     TelegramRateLimited,
     TelegramUnavailable,
 )
+from clubs.core.crash import crashpoint
 from clubs.core.errors import is_transient
 from clubs.core.ids import EventId, RoomId, UserId, as_event_id
 from clubs.core.namespace import LOCATOR
@@ -277,6 +278,7 @@ class Relay:
                 continue  # sent before a crash or a retry
             message_id, chat = await self._send(portal, html)
             await self.store.record([Sent(event_id, i, portal.room_id, chat, message_id, "matrix")])
+            crashpoint("bridge_part_recorded")  # this part sent and recorded, the event not done
         self.health.relayed_to_telegram += 1
 
     async def _send(self, portal: PortalRow, html: str) -> tuple[int, int]:
@@ -360,6 +362,7 @@ class Relay:
                     raise Retry(f"update {update_id}: {type(e).__name__}") from None
                 log.warning("update %d dropped: %s", update_id, _describe(e))
                 self.health.dropped += 1
+            crashpoint("bridge_update_handled")  # relayed, the offset not yet stored
             await self.store.set_setting(OFFSET_KEY, str(update_id + 1))
         return len(updates)
 

@@ -37,6 +37,8 @@ class BridgeWorld:
     config: BridgeConfig
     vault: Vault
     tmp: Path
+    master_key: str
+    """The vault's key, for a bridge run as a process (`CLUBS_MASTER_KEY`)."""
 
     def portal(self, key: str, chat: int, mode: Mode = "relay") -> Portal:
         return Portal(NETWORK, "almaty", key, chat, mode)
@@ -131,7 +133,8 @@ async def bridge_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     config = BridgeConfig(
         enabled=True, port=port, url=f"http://127.0.0.1:{port}", server_name="bridge.test"
     )
-    vault = Vault(tmp / "secrets" / "vault", key=Fernet.generate_key())
+    master_key = Fernet.generate_key()
+    vault = Vault(tmp / "secrets" / "vault", key=master_key)
     vault.set(TELEGRAM_TOKEN, BOT_TOKEN)
     registration = write_registration(config, vault, tmp)
     hs = _UnencryptedHomeserver(
@@ -146,7 +149,7 @@ async def bridge_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     hs.start()
     try:
         harness = SynapseHarness(hs, await bootstrap_admin(hs))
-        yield BridgeWorld(harness, config, vault, tmp)
+        yield BridgeWorld(harness, config, vault, tmp, master_key.decode())
         await harness.admin.http.close()
         await harness.close()
     finally:
