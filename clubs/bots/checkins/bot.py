@@ -31,6 +31,7 @@ from clubs.bots.args import Choice, FreeText, Int
 from clubs.bots.base import Bot, on_event
 from clubs.bots.checkins.aggregate import weekly_figures
 from clubs.bots.checkins.box import Box
+from clubs.bots.checkins.buddies import Buddies
 from clubs.bots.checkins.clubconf import ClubCheckins, club_checkins
 from clubs.bots.checkins.journal import Journal
 from clubs.bots.checkins.parse import Alert, CheckinUsage, OptIn, Pause, Simple, parse_checkin
@@ -104,9 +105,12 @@ class CheckinsBot(Bot):
         self.store = CheckinStore(db, self.name, box)
         """Replaced at `start` by the store of the bot's account, migrated."""
         self.register_handler_class(Journal(self))
+        self.buddies = Buddies(self)
+        self.register_handler_class(self.buddies)
 
     async def start(self, ctx: Any) -> None:
         self.store = await CheckinStore.open(self.db, ctx.name, self.box)
+        await self.buddies.start(ctx)
         # Retention runs daily as a job chain; this starts it (or is the day's job already).
         today = datetime.fromtimestamp(self.clock.now(), UTC).date().isoformat()
         await ctx.jobs.schedule(PRUNE, today, self.clock.now(), grace_s=WEEK_S)
@@ -775,6 +779,10 @@ class CheckinsBot(Bot):
                 # Ended, the poll's vote rows are pruned by the runtime a week later.
                 await ctx.bot.end_poll(latest.room_id, _event(latest.poll_id), job=ctx.job("end"))
         gone = await self.store.forget(ctx.sender)
+        buddy = await self.buddies.store.state(ctx.sender) is not None
+        partner = await self.buddies.store.leave(ctx.sender)
+        if partner is not None:
+            await ctx.bot.dm(UserId(partner), "checkins/buddy_left", job=ctx.job("left"), lang=lang)
         for token in gone.tokens:
             await self._cancel_jobs(ctx.bot, token)
             for job in await ctx.bot.jobs.pending(REMIND):
@@ -790,6 +798,7 @@ class CheckinsBot(Bot):
             wins=gone.wins,
             supporter=gone.supporter,
             help=gone.help,
+            buddy=buddy,
         )
 
 

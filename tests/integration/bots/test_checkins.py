@@ -303,7 +303,8 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
         (gone,) = await said(ala, bot_user, ala_dm, "Удалено")
         assert "чек-инов с ответами: 2" in gone
         db = bot.db
-        for table in ("ci_members", "ci_checkins", "ci_wins", "ci_supporters", "ci_help"):
+        tables = ("ci_members", "ci_checkins", "ci_wins", "ci_supporters", "ci_help", "ci_digests")
+        for table in (*tables, "ci_buddies"):
             rows = await db.fetchall(f"SELECT * FROM {table}")  # noqa: S608 - constant names
             text = " ".join(str(tuple(r)) for r in rows)
             assert almaty_member.user_id not in text, table
@@ -328,11 +329,12 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
 async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
     synapse: SynapseHarness, tmp_path: Path
 ) -> None:
-    """A Berlin member picks Friday 20:00 in Tbilisi time and consents to alerts; bad words
-    change nothing; the journal is private; an answer is edited and one shared without name;
-    the lowest mood twice in a row tells the volunteer supporter the name only; pause, back
-    and off move or drop the schedule; a malformed message stops nothing; on the first of the
-    month the member's own journal digest and the club's anonymous digest of shared wins."""
+    """Buddy pairs; a Berlin member picks Friday 20:00 in Tbilisi time and consents to alerts;
+    bad words change nothing; the journal is private; an answer is edited and one shared
+    without name; the lowest mood twice in a row tells the volunteer supporter the name only;
+    pause, back and off move or drop the schedule; a malformed message stops nothing; on the
+    first of the month the member's own journal digest and the club's anonymous digest of
+    shared wins."""
     network = new_network()
     account = await create_bot_account(synapse, tmp_path, "checkins")
     bot_user = account.user_id
@@ -370,6 +372,18 @@ async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
         sup_dm = await open_dm(facilitator, bot_user)
         await send_text(sup, support, "!supporter on")
         await said(sup, bot_user, support, "You are a peer supporter")
+
+        # Buddy pairs: the first waits, the second is paired with them; each gets the other's
+        # name only; one stops and the other is told.
+        await send_text(sup, support, "!buddy on")
+        await said(sup, bot_user, support, "All right: as soon as someone else")
+        await send_text(mem, dm, "!напарник вкл")
+        (mine,) = await said(mem, bot_user, dm, "Your buddy for 3 weeks")
+        assert facilitator.user_id in mine
+        (theirs,) = await said(sup, bot_user, sup_dm, "Your buddy for 3 weeks")
+        assert member.user_id in theirs
+        await send_text(mem, dm, "!buddy off")
+        await said(sup, bot_user, sup_dm, "Your buddy has ended the pairing")
 
         await send_text(mem, dm, "!checkin on fri 20:00 Asia/Tbilisi")
         await said(mem, bot_user, dm, "Check-ins are on")
