@@ -41,6 +41,22 @@ def add_parsers(sub: Any) -> None:
         default=default_homeserver_url(),
     )
     run.add_argument("--server-name", default=os.environ.get("CLUBS_SERVER_NAME", "clubs.local"))
+    port = os.environ.get("CLUBS_BOTS_HTTP_PORT")
+    run.add_argument(
+        "--http-port",
+        type=int,
+        default=int(port) if port else None,
+        metavar="PORT",
+        help="serve /health and the members' calendar feeds on this port (default: none)",
+    )
+    run.add_argument("--http-host", default="127.0.0.1", metavar="HOST")
+    run.add_argument(
+        "--public-url",
+        default=os.environ.get("CLUBS_BOTS_PUBLIC_URL"),
+        metavar="URL",
+        help="how members reach that endpoint, e.g. https://clubs.example/bots "
+        "(default: http://HOST:PORT)",
+    )
     run.add_argument(
         "--ready-file",
         type=Path,
@@ -72,6 +88,11 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
         or Vault(args.var_dir / "secrets" / "vault").get(f"{provisioner}/access_token"),
         descriptions=private_descriptions(desired),
         settings=RuntimeSettings(identity_policy=desired.identity_policy),
+        http_port=args.http_port,
+        http_host=args.http_host,
+        public_url=(args.public_url or f"http://{args.http_host}:{args.http_port}").rstrip("/")
+        if args.http_port is not None
+        else None,
     )
 
 

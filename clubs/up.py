@@ -71,6 +71,7 @@ def child_specs(
     service_token: str,
     network_file: Path,
     with_bots: bool,
+    bots_port: int | None = None,
     verbosity: int = 0,
 ) -> list[ChildSpec]:
     """The children, in start order: the same commands as docker-compose.yml's services."""
@@ -132,6 +133,7 @@ def child_specs(
                     server_name,
                     "--ready-file",
                     str(run_dir / "bots.ready"),
+                    *(["--http-port", str(bots_port)] if bots_port is not None else []),
                 ],
                 ready_file=run_dir / "bots.ready",
             )
@@ -206,6 +208,7 @@ async def run_up(
     pid_file = _claim(run_dir, var_dir)
     api = service_port(api_port, port)
     port = port or find_free_port(LOOPBACK)
+    bots_port = find_free_port(LOOPBACK)
     settings = Settings(data_dir=var_dir / "synapse", port=port, server_name=server_name)
     url = f"http://{LOOPBACK}:{port}"
     running = [n for n in sorted(desired.bots) if n in default_factories()]
@@ -220,6 +223,7 @@ async def run_up(
                 service_token=_service_token(vault),
                 network_file=network_file,
                 with_bots=bool(running),
+                bots_port=bots_port,
                 verbosity=verbosity,
             )
             supervisor.start(specs[0])
@@ -229,7 +233,13 @@ async def run_up(
                     f"{settings.console_file} and {settings.log_file}"
                 )
             demo = await _bootstrap(url, settings, vault, desired, var_dir)
-            text = banner(url, server_name, demo, api=f"http://{LOOPBACK}:{api}")
+            text = banner(
+                url,
+                server_name,
+                demo,
+                api=f"http://{LOOPBACK}:{api}",
+                bots=f"http://{LOOPBACK}:{bots_port}" if running else None,
+            )
             for spec in specs[1:]:
                 supervisor.start(spec)
             # The banner says "ready" once the bots answer, not while they are still starting.
@@ -322,7 +332,13 @@ async def _apply(
     return {"members": members, "rooms": rooms}
 
 
-def banner(url: str, server_name: str, demo: Mapping[str, Any], api: str | None = None) -> str:
+def banner(
+    url: str,
+    server_name: str,
+    demo: Mapping[str, Any],
+    api: str | None = None,
+    bots: str | None = None,
+) -> str:
     logins = "\n".join(
         f"  {m['user_id']:<32} {m['password']}   ({', '.join(m['clubs'])})"
         for m in demo.get("members", [])[:8]
@@ -330,6 +346,8 @@ def banner(url: str, server_name: str, demo: Mapping[str, Any], api: str | None 
     more = len(demo.get("members", [])) - 8
     more_line = f"\n  … and {more} more in var/demo.json" if more > 0 else ""
     api_line = f"\n  API:         {api} (its bearer token is kept in the vault)" if api else ""
+    if bots:
+        api_line += f"\n  Bots:        {bots}/health (members' calendar links start here)"
     return f"""
 Matrix Clubs is running.
 

@@ -26,9 +26,11 @@ successful commit, but after a crash the uncommitted batch is delivered again.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from aiohttp import web
 
 if TYPE_CHECKING:
     from clubs.bots.context import EventContext
@@ -102,6 +104,12 @@ class Bot:
 
     async def stop(self) -> None:
         """Called when the runtime stops; background tasks are cancelled by the runtime."""
+
+    def http_routes(self) -> Sequence[web.RouteDef]:
+        """What this bot serves on the bots' small HTTP endpoint (`clubs bots run --http-port`),
+        e.g. the scheduling bot's calendar feeds. None by default. A route may be called
+        before `start` has run: it answers 503 until the bot is ready."""
+        return ()
 
 
 EventContextT = TypeVar("EventContextT", bound="EventContext")

@@ -13,6 +13,7 @@ from clubs.bots.host import BotFactory, HostServices
 from clubs.bots.moderation.bot import ModerationBot
 from clubs.bots.moderation.network import Network
 from clubs.bots.scheduling.bot import SchedulingBot
+from clubs.bots.scheduling.feed import feed_key
 from clubs.core.errors import ClubsError
 from clubs.core.secrets import Vault
 
@@ -32,7 +33,14 @@ def _moderation(services: HostServices) -> Bot:
 def _scheduling(services: HostServices) -> Bot:
     if services.sealer is None:
         raise ClubsError("the scheduling bot needs a sealer: titles, links and venues are sealed")
-    return SchedulingBot(services.db, services.sealer, services.clock)
+    vault = services.vault or Vault(services.data_dir.parent / "secrets" / "vault")
+    return SchedulingBot(
+        services.db,
+        services.sealer,
+        services.clock,
+        feed_key=feed_key(vault),
+        public_url=services.public_url,
+    )
 
 
 def _checkins(services: HostServices) -> Bot:

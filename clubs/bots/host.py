@@ -17,6 +17,7 @@ from pathlib import Path
 
 from clubs.bots.base import Bot
 from clubs.bots.commands import CommandSpec
+from clubs.bots.httpd import serving
 from clubs.bots.jobs import JobStore
 from clubs.bots.outbox import Outbox
 from clubs.bots.pollstore import PollStore
@@ -60,6 +61,12 @@ class HostConfig:
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
     descriptions: Mapping[RoomKey, str] = field(default_factory=dict)
     """Private room descriptions the primary bot posts encrypted and pins."""
+    http_port: int | None = None
+    """The bots' HTTP endpoint (`/health`, calendar feeds) on this port; None: no endpoint."""
+    http_host: str = "127.0.0.1"
+    public_url: str | None = None
+    """How members reach that endpoint (behind a reverse proxy: its https address); the links
+    bots hand out start with it."""
 
     @property
     def data_dir(self) -> Path:
@@ -81,6 +88,10 @@ class HostServices:
     admin_view: AdminView | None = None
     clock: Clock = field(default_factory=SystemClock)
     sealer: Sealer | None = None
+    vault: Vault | None = None
+    """The vault, for bots whose factory takes a key of their own from it."""
+    public_url: str | None = None
+    """The public address of the bots' HTTP endpoint, if it runs."""
 
 
 @contextlib.asynccontextmanager
@@ -109,6 +120,8 @@ async def open_runtimes(
         admin_view=AdminView(admin) if admin is not None else None,
         clock=clock,
         sealer=sealer,
+        vault=vault,
+        public_url=config.public_url,
     )
     runtimes: list[BotRuntime] = []
     clients: list[E2eeClient] = []
@@ -194,7 +207,17 @@ async def run_bots(
     """Run the bots until cancelled. `on_ready` is called once every bot has finished its
     first sync (it answers from then on), or after `ready_within_s` in any case."""
     asyncio.get_running_loop().set_exception_handler(log_unhandled)
-    async with open_runtimes(config, factories) as runtimes, asyncio.TaskGroup() as group:
+    async with contextlib.AsyncExitStack() as stack:
+        runtimes = await stack.enter_async_context(open_runtimes(config, factories))
+        if config.http_port is not None:
+            await stack.enter_async_context(serving(runtimes, config.http_host, config.http_port))
+        await _run(runtimes, on_ready, ready_within_s)
+
+
+async def _run(
+    runtimes: list[BotRuntime], on_ready: Callable[[], None] | None, ready_within_s: float
+) -> None:
+    async with asyncio.TaskGroup() as group:
         for runtime in runtimes:
             group.create_task(supervised(runtime), name=f"bot:{runtime.bot.name}")
         log.info("running %d bot(s): %s", len(runtimes), ", ".join(r.bot.name for r in runtimes))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clubs.botsrun import config_from_args
+from clubs.botsrun import add_parsers, config_from_args
 
 NETWORK = """\
 version: 1
@@ -20,15 +20,26 @@ countries: []
 """
 
 
-def bots_run_args(tmp_path: Path, defaults: str) -> argparse.Namespace:
+def bots_run_args(tmp_path: Path, defaults: str, *extra: str) -> argparse.Namespace:
+    """The arguments as `clubs bots run` parses them (its own parser, its own defaults)."""
     path = tmp_path / "network.yaml"
     path.write_text(NETWORK.format(defaults=defaults))
-    return argparse.Namespace(
-        network=path,
-        only=[],
-        var_dir=tmp_path / "var",
-        homeserver="http://127.0.0.1:1",
-        server_name="hs.test",
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    return parser.parse_args(
+        [
+            "bots",
+            "run",
+            "--network",
+            str(path),
+            "--var-dir",
+            str(tmp_path / "var"),
+            "--homeserver",
+            "http://127.0.0.1:1",
+            "--server-name",
+            "hs.test",
+            *extra,
+        ]
     )
 
 
@@ -45,3 +56,30 @@ def test_every_bot_gets_the_networks_identity_policy(
     assert config.network == "demo"
     # The host starts every bot's RuntimeSettings from these (clubs.bots.host.open_runtimes).
     assert config.settings.identity_policy == policy
+
+
+@pytest.mark.parametrize(
+    ("extra", "port", "public"),
+    [
+        ((), None, None),
+        (("--http-port", "8091"), 8091, "http://127.0.0.1:8091"),
+        (
+            ("--http-port", "8091", "--public-url", "https://clubs.example/bots/"),
+            8091,
+            "https://clubs.example/bots",
+        ),
+    ],
+)
+def test_the_bots_http_endpoint_is_off_unless_a_port_is_given(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: tuple[str, ...],
+    port: int | None,
+    public: str | None,
+) -> None:
+    monkeypatch.setenv("CLUBS_ADMIN_TOKEN", "not-a-real-token")
+    monkeypatch.delenv("CLUBS_BOTS_HTTP_PORT", raising=False)
+    monkeypatch.delenv("CLUBS_BOTS_PUBLIC_URL", raising=False)
+    config = config_from_args(bots_run_args(tmp_path, "", *extra))
+    assert (config.http_port, config.public_url) == (port, public)
+    assert config.http_host == "127.0.0.1"

@@ -17,6 +17,7 @@ with its completion):
 - `finish`: the announcement unpinned and marked over, the poll ended, the next occurrence
   announced.
 
+Members can subscribe their calendar app to a secret feed of their clubs' sessions (`feed`).
 Facilitators cancel one occurrence or end the series, move one occurrence, or change this and
 the following ones (`edits`): a moved occurrence keeps its announcement, poll and places.
 
@@ -36,16 +37,19 @@ from typing import Any
 from clubs.bots.scheduling.chain import SessionChain
 from clubs.bots.scheduling.commands import SessionCommands
 from clubs.bots.scheduling.edits import SeriesEdits
+from clubs.bots.scheduling.feed import CalendarFeed
 from clubs.bots.scheduling.follow import DeclaredFollower
 from clubs.bots.scheduling.store import ScheduleStore
 
 
-class SchedulingBot(SessionCommands, SeriesEdits, SessionChain, DeclaredFollower):
-    """The commands, the edits of a series, the chain of jobs and the follower of declared
-    sessions, on one account (their handlers are collected from this one object)."""
+class SchedulingBot(SessionCommands, SeriesEdits, CalendarFeed, SessionChain, DeclaredFollower):
+    """The commands, the edits of a series, the calendar feeds, the chain of jobs and the
+    follower of declared sessions, on one account (their handlers are collected from this one
+    object)."""
 
     async def start(self, ctx: Any) -> None:
         self.store = await ScheduleStore.open(self.db, ctx.name, self.sealer)
+        self._ctx = ctx
         ctx.spawn(self._declared_everywhere(ctx), "declared sessions")
 
 

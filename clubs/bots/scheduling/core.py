@@ -4,6 +4,7 @@ of jobs, finding an occurrence's times and rooms, calling an occurrence off, end
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -76,12 +77,18 @@ class ScheduleCore(Bot):
         *,
         call_service: str = DEFAULT_CALL_SERVICE,
         reminder_offsets_s: tuple[int, ...] = REMINDER_OFFSETS_S,
+        feed_key: bytes | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.db = db
         self.sealer = sealer
         self.clock = clock
         self.call_service = call_service.rstrip("/")
         self.reminder_offsets_s = reminder_offsets_s
+        self.feed_key = feed_key or secrets.token_bytes(32)
+        """Makes members' calendar links (from the vault; a random one lasts one run)."""
+        self.public_url = public_url.rstrip("/") if public_url else None
+        """The bots' HTTP endpoint as members reach it; None: no calendar links."""
         self.store = ScheduleStore(db, self.name, sealer)
         """Replaced at `start` by the store of the bot's account, migrated."""
 

@@ -110,6 +110,20 @@ MIGRATIONS: Sequence[Migration] = (
         )
         """,
     ),
+    Migration(
+        4,
+        "members' secret calendar feed links (only a hash of each link is kept)",
+        """
+        CREATE TABLE sched_feeds (
+            bot TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (bot, user_id),
+            UNIQUE (bot, token_hash)
+        )
+        """,
+    ),
 )
 
 
@@ -382,6 +396,43 @@ class ScheduleStore:
         return await self.db.execute(
             "DELETE FROM sched_commands WHERE bot = ? AND created_at < ?", (self.bot, before)
         )
+
+    # --- calendar feeds --------------------------------------------------------------------------
+
+    async def set_feed(self, user_id: UserId, token_hash: str, now: float) -> None:
+        """The member's feed link from now on (the one before stops working)."""
+        await self.db.execute(
+            "INSERT INTO sched_feeds (bot, user_id, token_hash, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (bot, user_id) DO UPDATE SET token_hash = excluded.token_hash, "
+            "created_at = excluded.created_at",
+            (self.bot, user_id, token_hash, now),
+        )
+
+    async def drop_feed(self, user_id: UserId) -> bool:
+        return bool(
+            await self.db.execute(
+                "DELETE FROM sched_feeds WHERE bot = ? AND user_id = ?", (self.bot, user_id)
+            )
+        )
+
+    async def feed_owner(self, token_hash: str) -> UserId | None:
+        row = await self.db.fetchone(
+            "SELECT user_id FROM sched_feeds WHERE bot = ? AND token_hash = ?",
+            (self.bot, token_hash),
+        )
+        return UserId(str(row["user_id"])) if row is not None else None
+
+    async def confirmed_places(self, user_id: UserId) -> dict[int, set[str]]:
+        """series → the occurrence keys where the member holds a place."""
+        rows = await self.db.fetchall(
+            "SELECT series_id, occ_key FROM sched_places "
+            "WHERE bot = ? AND user_id = ? AND status = 'confirmed'",
+            (self.bot, user_id),
+        )
+        out: dict[int, set[str]] = {}
+        for r in rows:
+            out.setdefault(int(r["series_id"]), set()).add(str(r["occ_key"]))
+        return out
 
     # --- single occurrences ----------------------------------------------------------------------
 

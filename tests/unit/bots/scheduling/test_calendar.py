@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 
-from clubs.bots.scheduling.calendar import series_ics
+from clubs.bots.scheduling.calendar import FeedEntry, feed_ics, series_ics
 from clubs.bots.scheduling.store import Changes, Series
 from clubs.core.ids import RoomId, UserId
 
@@ -95,3 +95,30 @@ def test_a_moved_one_off_starts_at_its_new_time() -> None:
     assert event.decoded("dtstart") == datetime(2026, 12, 11, 18, 0, tzinfo=almaty)
     assert "rdate" not in event
     assert "exdate" not in event
+
+
+def test_a_members_feed_has_each_series_and_the_address_only_where_they_hold_a_place() -> None:
+    weekly = series(venue="ул. Абая 10")
+    lecture = series(id=4, rrule=None, online=True, link="https://meet.example/x", venue=None)
+    data = feed_ics(
+        [
+            FeedEntry(weekly, Changes(), "Алматы", {"2026-12-17T19:00": "ул. Абая 10"}),
+            FeedEntry(lecture, Changes()),
+        ],
+        lang="ru",
+        uid_domain="hs",
+        now=1.8e9,
+    )
+    events = icalendar.Calendar.from_ical(data).walk("VEVENT")
+    almaty = ZoneInfo("Asia/Almaty")
+    by_uid: dict[str, list[icalendar.Event]] = {}
+    for e in events:
+        by_uid.setdefault(str(e["uid"]), []).append(e)
+    series_event, override = by_uid["clubs-series-3@hs"]
+    assert str(series_event["location"]) == "Алматы"  # the club, not the address
+    assert override.decoded("recurrence-id") == datetime(2026, 12, 17, 19, 0, tzinfo=almaty)
+    assert str(override["location"]) == "ул. Абая 10"
+    (online,) = by_uid["clubs-series-4@hs"]
+    assert "location" not in online
+    assert data.count("ул. Абая 10".encode()) == 1  # in the one override only
+    assert "ул. Абая 10" not in repr(FeedEntry(weekly, Changes(), None, {"k": "ул. Абая 10"}))

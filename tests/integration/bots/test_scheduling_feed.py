@@ -1,0 +1,168 @@
+"""A member's calendar feed, as their calendar app fetches it: the link comes only in a DM,
+holds the sessions of the member's own clubs (not another club's), the address only of the
+session where they have a place, and stops working when revoked. Unknown, malformed and revoked
+links are all 404."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import icalendar
+from mautrix.types import RoomID
+
+from clubs.bots.host import BotFactory, HostServices
+from clubs.bots.httpd import serving
+from clubs.bots.runtime import RuntimeSettings
+from clubs.bots.scheduling.bot import SchedulingBot
+from clubs.bots.scheduling.store import Occurrence
+from clubs.core.clock import ManualClock
+from clubs.core.homeserver import find_free_port
+from tests.harness import SynapseHarness, eventually
+from tests.integration.bots.support import (
+    bot_host,
+    create_bot_account,
+    joined,
+    new_network,
+    send_text,
+)
+from tests.integration.bots.test_scheduling import accepting_invites, dms, make_club_rooms
+from tests.mautrix_client import mautrix_peer
+
+VENUE = f"Linden Court {secrets.randbelow(900) + 100}"
+
+
+async def test_a_members_feed_has_their_clubs_sessions_and_only_their_places_address(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "scheduling")
+    bot_user = account.user_id
+    facilitator = await synapse.new_user("facil")
+    member = await synapse.new_user("mem")
+    ours = await make_club_rooms(
+        synapse,
+        network,
+        bot_user,
+        [facilitator, member],
+        powers={facilitator.user_id: 50},
+        settings={"name": "Vilnius"},
+    )
+    theirs = await make_club_rooms(
+        synapse, network, bot_user, [facilitator], club="c2", powers={facilitator.user_id: 50}
+    )
+    club_rooms = set(ours.values()) | set(theirs.values())
+    port = find_free_port()
+    public = f"http://127.0.0.1:{port}"
+    holder: list[SchedulingBot] = []
+
+    def make(services: HostServices) -> SchedulingBot:
+        assert services.sealer is not None
+        bot = SchedulingBot(services.db, services.sealer, services.clock, public_url=public + "/")
+        holder.append(bot)
+        return bot
+
+    factories: dict[str, BotFactory] = {"scheduling": make}
+    clock = ManualClock(start=time.time())
+    async with contextlib.AsyncExitStack() as stack:
+        host = await stack.enter_async_context(
+            bot_host(
+                synapse,
+                tmp_path,
+                [account],
+                factories,
+                network=network,
+                clock=clock,
+                settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+            )
+        )
+        await stack.enter_async_context(serving(host.runtimes, "127.0.0.1", port))
+        web = await stack.enter_async_context(aiohttp.ClientSession())
+        fac = await stack.enter_async_context(mautrix_peer(facilitator, synapse.url))
+        mem = await stack.enter_async_context(mautrix_peer(member, synapse.url))
+        await stack.enter_async_context(accepting_invites([member]))
+        (bot,) = holder
+        for room in club_rooms:
+            await eventually(lambda room=room: joined(facilitator, room, bot_user), within=20)
+
+        await send_text(
+            fac, ours["sessions"], f"!session Tea evening; 2030-05-02 18:00; offline; venue {VENUE}"
+        )
+        await send_text(fac, theirs["sessions"], "!session Other club lecture; 2030-05-03 18:00")
+
+        async def announced() -> Occurrence | None:
+            occ = await bot.store.occurrence(1, "2030-05-02T18:00")
+            return occ if occ is not None and occ.poll_event else None
+
+        occ = await eventually(announced, within=30)
+        await eventually(lambda: _is(bot.store.occurrence(2, "2030-05-03T18:00")), within=30)
+        await mem.send_poll_response(RoomID(ours["sessions"]), str(occ.poll_event), ["a1"])
+
+        async def placed() -> list[Any]:
+            return [
+                r
+                for r in mem.received
+                if r.sender == bot_user
+                and r.room_id not in club_rooms
+                and r.body.startswith("You have a place")
+            ]
+
+        (place,) = await eventually(placed, within=30)
+        dm_room = place.room_id
+
+        # In a club room: no link, only where to ask.
+        asked = await send_text(mem, ours["sessions"], "!feed")
+
+        async def refused() -> list[str]:
+            return [r.body for r in mem.received if r.reply_to == asked]
+
+        (no_link,) = await eventually(refused, within=30)
+        assert "direct message" in no_link
+        assert public not in no_link
+
+        await send_text(mem, dm_room, "!feed")
+
+        async def link() -> list[str]:
+            # A DM has no club: the bot answers in the network's first language (Russian).
+            return dms(mem, bot_user, club_rooms, "Ваша ссылка на календарь")
+
+        (message,) = await eventually(link, within=30)
+        url = next(w for w in message.split() if w.startswith(public))
+        assert url.endswith(".ics")
+        async with web.get(url) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/calendar")
+            assert "no-store" in resp.headers["Cache-Control"]
+            body = await resp.read()
+        events = icalendar.Calendar.from_ical(body).walk("VEVENT")
+        assert {str(e["summary"]) for e in events} == {"Tea evening"}
+        assert [str(e["location"]) for e in events if "location" in e] == [VENUE]
+        assert b"Other club lecture" not in body
+
+        # Health, and links that do not work: all 404, nothing else told.
+        async with web.get(public + "/health") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["bots"] == {"scheduling": True}
+        forged = public + "/calendar/" + secrets.token_urlsafe(32) + ".ics"
+        odd = public + "/calendar/" + "A" * 42 + "%21.ics"  # one character outside the alphabet
+        for wrong in (forged, public + "/calendar/short.ics", odd):
+            async with web.get(wrong) as resp:
+                assert resp.status == 404, wrong
+
+        # Revoked: the old link is dead.
+        await send_text(mem, dm_room, "!feed off")
+
+        async def revoked() -> list[str]:
+            return dms(mem, bot_user, club_rooms, "Ссылка на календарь отключена")
+
+        await eventually(revoked, within=30)
+        async with web.get(url) as resp:
+            assert resp.status == 404
+
+
+async def _is(value: Any) -> bool:
+    return bool(await value)
