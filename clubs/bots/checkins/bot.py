@@ -572,6 +572,19 @@ class CheckinsBot(Bot):
         answered = mood is not None or bool(checkin.content.answers)
         await self.store.save(replace(checkin, answered=answered, alerted=alerted))
 
+    async def _supporters(
+        self, bot: BotContext, rooms: list[SupportRoom], member: UserId
+    ) -> list[UserId]:
+        """The volunteer supporters of these clubs who are still in the club's support room
+        (never the member themself)."""
+        found: list[UserId] = []
+        for room in rooms:
+            present = await bot.client.members(room.room_id)
+            for s in await self.store.supporters([room.club]):
+                if s != member and s in present and s not in found:
+                    found.append(s)
+        return found
+
     async def _low_mood(
         self, bot: BotContext, member: Member, checkin: Checkin, cause: str
     ) -> None:
@@ -579,7 +592,7 @@ class CheckinsBot(Bot):
         await bot.notice(
             checkin.room_id,
             "checkins/low_mood",
-            job=(bot.name, "low", str(checkin.id)),
+            job=(bot.name, "low", cause),
             lang=member.lang,
             countries=_countries(rooms),
             alert=member.alert,
@@ -588,7 +601,8 @@ class CheckinsBot(Bot):
     async def _alert(self, bot: BotContext, member: Member, cause: str) -> None:
         """Mood 1 twice in a row, with the member's consent given at opt-in: the supporters
         get the member's name only (no answer, no mood)."""
-        supporters = [s for s in await self.store.supporters([member.club]) if s != member.user_id]
+        rooms = [r for r in await self.support_rooms(bot, member.user_id) if r.club == member.club]
+        supporters = await self._supporters(bot, rooms, member.user_id)
         for supporter in supporters:
             await bot.dm(
                 supporter,
@@ -676,9 +690,7 @@ class CheckinsBot(Bot):
         rooms = await self.support_rooms(ctx.bot, ctx.sender)
         lang = await self.lang_of(ctx, rooms)
         countries = _countries(rooms)
-        supporters = [
-            s for s in await self.store.supporters([r.club for r in rooms]) if s != ctx.sender
-        ]
+        supporters = await self._supporters(ctx.bot, rooms, ctx.sender)
         if not ctx.in_dm:
             # Words typed in a club room are not carried anywhere; the rest happens privately.
             await ctx.bot.dm(
@@ -718,9 +730,7 @@ class CheckinsBot(Bot):
             await self.answer_to(ctx, "checkins/dm_only", lang)
             return
         text = await self.store.take_help(ctx.sender, self.clock.now())
-        supporters = [
-            s for s in await self.store.supporters([r.club for r in rooms]) if s != ctx.sender
-        ]
+        supporters = await self._supporters(ctx.bot, rooms, ctx.sender)
         if not supporters:
             await self.answer_to(
                 ctx, "checkins/help", lang, countries=_countries(rooms), supporters=0, text=""
