@@ -32,7 +32,7 @@ from clubs.bots.base import Bot, on_event
 from clubs.bots.checkins.aggregate import weekly_figures
 from clubs.bots.checkins.box import Box
 from clubs.bots.checkins.buddies import Buddies
-from clubs.bots.checkins.clubconf import ClubCheckins, club_checkins
+from clubs.bots.checkins.clubconf import MAX_QUESTIONS, ClubCheckins, club_checkins
 from clubs.bots.checkins.journal import Journal
 from clubs.bots.checkins.parse import Alert, CheckinUsage, OptIn, Pause, Simple, parse_checkin
 from clubs.bots.checkins.store import Checkin, CheckinStore, Member
@@ -360,7 +360,7 @@ class CheckinsBot(Bot):
             iso_week(parse_slot_key(slot)),
             room,
             job.now,
-            questions=conf.questions,
+            questions=await self._questions(bot, member, conf),
         )
         remind_key = f"{member.token}@{slot}"
         # Sends are named by the member's token and the slot, not by the job: whichever job
@@ -509,15 +509,17 @@ class CheckinsBot(Bot):
         job: tuple[str, ...],
         lang: str,
     ) -> None:
-        """Text question n: the club's own, or the default one in the member's language."""
+        """Text question n: the club's own (or a supporter's), else the default one in the
+        member's language, numbered."""
         questions = checkin.content.questions
-        of = checkin.content.count
-        if questions is None:
-            await bot.notice(room, TEXT_QUESTIONS[n - 1], job=job, lang=lang, n=n, of=of)
-        else:
-            await bot.notice(
-                room, "checkins/q_custom", job=job, lang=lang, n=n, of=of, text=questions[n - 1]
-            )
+        text = (
+            questions[n - 1]
+            if questions is not None
+            else bot.render(TEXT_QUESTIONS[n - 1], lang).body
+        )
+        await bot.notice(
+            room, "checkins/question", job=job, lang=lang, n=n, of=checkin.content.count, text=text
+        )
 
     async def _edit(
         self,
@@ -571,6 +573,16 @@ class CheckinsBot(Bot):
                 alerted = True
         answered = mood is not None or bool(checkin.content.answers)
         await self.store.save(replace(checkin, answered=answered, alerted=alerted))
+
+    async def _questions(
+        self, bot: BotContext, member: Member, conf: ClubCheckins
+    ) -> tuple[str, ...] | None:
+        """The club's questions (None: the defaults); a peer supporter of the club is also
+        asked about their own load (supporters burn out too), as the last question."""
+        if member.user_id not in await self.store.supporters([member.club]):
+            return conf.questions
+        asked = conf.questions or tuple(bot.render(k, member.lang).body for k in TEXT_QUESTIONS)
+        return (*asked, bot.render("checkins/q_load", member.lang).body)
 
     async def _supporters(
         self, bot: BotContext, rooms: list[SupportRoom], member: UserId
@@ -628,7 +640,7 @@ class CheckinsBot(Bot):
         aliases=("поделиться",),
         help_key="checkins/share.help",
         params=(
-            Int("answer", minimum=1, maximum=len(TEXT_QUESTIONS)),
+            Int("answer", minimum=1, maximum=MAX_QUESTIONS + 1),
             Choice(
                 "how",
                 options=("anon", "named"),

@@ -407,6 +407,9 @@ async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
         assert await bot.store.member(member.user_id) == chosen
         (job,) = await jobs.pending(CHECKIN)
         assert job.due_at == utc(11, 6, 16)  # Friday 20:00 in Tbilisi (+04)
+        # The supporter checks in too, and is asked about their own load as well.
+        await send_text(sup, sup_dm, "!checkin on fri 20:00 Asia/Tbilisi")
+        await said(sup, bot_user, sup_dm, "Check-ins are on")
 
         # The journal: never from a club room, privately in the DM.
         await send_text(mem, support, "!win not here")
@@ -427,6 +430,13 @@ async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
         await said(mem, bot_user, dm, INTRO_EN)
         first = await sent_checkin(bot, chosen.token)
         assert first.poll_id is not None
+        assert first.content.questions is None  # the default questions, in the member's language
+        await said(sup, bot_user, sup_dm, "Question 1 of 4. Did you talk with someone at home")
+        helper = await bot.store.member(facilitator.user_id)
+        assert helper is not None
+        questions = (await sent_checkin(bot, helper.token)).content.questions
+        assert questions is not None
+        assert questions[-1].startswith("How is your load as a peer supporter?")
         await mem.send_poll_response(RoomID(dm), first.poll_id, ["a1"])
         await said(mem, bot_user, dm, "It sounds like a very hard week")
         said_yes = await send_text(mem, dm, "yes")
