@@ -92,6 +92,7 @@ class Chat:
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
     migrated_to: int | None = None
     next_id: int = 1
+    bot_member: bool = True
 
 
 @dataclass
@@ -209,6 +210,11 @@ class FakeTelegram:
             raise _Refused(_answer(400, "Bad Request: message to delete not found"))
         return True
 
+    async def _m_leaveChat(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params.get("chat_id"))
+        chat.bot_member = False
+        return True
+
     def _chat(self, chat_id: object) -> Chat:
         try:
             cid = int(str(chat_id))
@@ -290,6 +296,26 @@ class FakeTelegram:
         del service["text"]
         service["migrate_to_chat_id"] = new
         await self.push("message", service)
+
+    async def bot_added(self, chat_id: int, by: dict[str, Any]) -> None:
+        """Someone adds the bot to a chat (a `my_chat_member` update)."""
+        chat = self.chats.get(chat_id) or self.add_chat(chat_id, "group")
+        chat.bot_member = True
+        async with self._changed:
+            self.updates.append(
+                {
+                    "update_id": self.next_update,
+                    "my_chat_member": {
+                        "chat": {"id": chat.id, "type": chat.type, "title": chat.title},
+                        "from": by,
+                        "date": int(time.time()),
+                        "old_chat_member": {"user": self.bot, "status": "left"},
+                        "new_chat_member": {"user": self.bot, "status": "member"},
+                    },
+                }
+            )
+            self.next_update += 1
+            self._changed.notify_all()
 
     def fail_next(
         self, method: str, code: int = 429, *, retry_after: int | None = None, times: int = 1

@@ -3,9 +3,10 @@
 Which rooms: the bridge's bot (`@tg_bridge`) is invited into a room by its admins. It joins,
 reads the room's locator and looks it up among the network file's bridged rooms (`Portal`s).
 It stays only in a designated, unencrypted club room; anywhere else it leaves again, and an
-encrypted room is refused with a notice (and a warning in the log), since relaying would move
-its content out of end-to-end encryption. A room that turns encrypted later stops being relayed
-at once. Staff, cohort and support rooms are refused here too, whatever the network file says.
+encrypted room is refused with a notice (and a warning in the log) before it leaves, since
+relaying would move its content out of end-to-end encryption. A room that turns encrypted later
+stops being relayed at once. Staff, cohort and support rooms are refused here too, whatever the
+network file says.
 
 Matrix → Telegram (both modes): messages (text, notices, emotes) as "**Name**: text", where the
 name is the sender's display name in the room, never their Matrix id; edits edit the Telegram
@@ -16,7 +17,8 @@ Telegram → Matrix (relay mode): messages and captions are sent by the sender's
 (`@tg_<id>`), created through the application service with their Telegram name
 ("Имя (Telegram)"), with the Telegram message's time; edits become Matrix edits. The Bot API
 reports no deletions, so those are not followed. A group that becomes a supergroup moves its
-portal to the new chat id, from the service message or from a refused send.
+portal to the new chat id, from the service message or from a refused send. Added to a chat that
+no room bridges, the bot leaves it.
 
 Nothing here logs content, names or tokens: ids, types and counts only.
 """
@@ -253,6 +255,10 @@ class Relay:
             )
         except Exception as e:
             log.warning("could not post the refusal notice in %s: %s", portal.room_id, _describe(e))
+        try:  # staying would bring the room's (encrypted) traffic to the bridge for nothing
+            await self.matrix.leave(portal.room_id, self.bot)
+        except Exception as e:
+            log.warning("could not leave %s: %s", portal.room_id, _describe(e))
 
     async def _set(self, portal: PortalRow) -> None:
         await self.store.set_portal(portal)
@@ -367,11 +373,30 @@ class Relay:
         return len(updates)
 
     async def handle_update(self, update: Mapping[str, Any]) -> None:
+        member = update.get("my_chat_member")
+        if isinstance(member, dict):
+            await self._on_bot_membership(member)
+            return
         for kind in ("message", "channel_post", "edited_message", "edited_channel_post"):
             message = update.get(kind)
             if isinstance(message, dict):
                 await self._on_telegram(message, edited=kind.startswith("edited_"))
                 return
+
+    async def _on_bot_membership(self, update: Mapping[str, Any]) -> None:
+        """The bot was added to a chat: it leaves any chat the network file does not bridge, so
+        that nobody can make it read (or post into) a chat of their choosing."""
+        chat = update.get("chat")
+        new = update.get("new_chat_member")
+        chat_id = chat.get("id") if isinstance(chat, dict) else None
+        status = new.get("status") if isinstance(new, dict) else None
+        if not isinstance(chat_id, int) or status not in ("member", "administrator", "restricted"):
+            return
+        known = {p.chat for p in self.portals} | {p.chat_id for p in self._rooms.values()}
+        if chat_id in known:
+            return
+        log.warning("added to Telegram chat %d, which no room bridges: leaving it", chat_id)
+        await self.telegram.leave_chat(chat_id)
 
     async def _on_telegram(self, message: Mapping[str, Any], *, edited: bool) -> None:
         chat = message.get("chat")

@@ -29,7 +29,13 @@ from clubs.core.errors import ClubsError
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 300
-ALLOWED_UPDATES = ("message", "edited_message", "channel_post", "edited_channel_post")
+ALLOWED_UPDATES = (
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "my_chat_member",
+)
 _TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError, ValueError)
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -184,6 +190,9 @@ class BotApi:
             if e.code == 400 and "not modified" in e.description:
                 return
             raise
+
+    async def leave_chat(self, chat_id: int) -> None:
+        await self.call("leaveChat", {"chat_id": chat_id})
 
     async def delete_message(self, chat_id: int, message_id: int) -> bool:
         """Delete a message; False when Telegram no longer allows it (gone, or older than 48 h)."""
