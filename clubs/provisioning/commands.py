@@ -216,6 +216,15 @@ def cmd_validate(file: Path, out: TextIO = sys.stdout) -> int:
         f"{rooms} club spaces and rooms, {len(checked.warnings)} warning(s)",
         file=out,
     )
+    for _, club in checked.network.clubs():
+        for room in club.rooms:
+            if room.bridge is not None:
+                way = "both ways" if room.bridge.mode == "relay" else "one way, to Telegram"
+                print(
+                    f"  {club.key}/{room.key}: bridged to Telegram chat {room.bridge.chat} "
+                    f"({room.bridge.mode}: {way})",
+                    file=out,
+                )
     return EXIT_OK
 
 

@@ -74,3 +74,16 @@ def test_the_bridge_is_off_without_a_deployment_file(
     assert code == 1
     assert "the Telegram bridge is off" in capsys.readouterr().err
     assert not (tmp_path / "bridge").exists()
+
+
+def test_validate_lists_what_leaves_matrix(tmp_path: Path) -> None:
+    from clubs.provisioning.commands import cmd_validate
+
+    path = tmp_path / "network.yaml"
+    path.write_text(NETWORK)
+    out = io.StringIO()
+    assert cmd_validate(path, out) == 0
+    assert out.getvalue().splitlines()[1:] == [
+        "  almaty/news: bridged to Telegram chat -1001234567890 (mirror: one way, to Telegram)",
+        "  astana/general: bridged to Telegram chat -42 (relay: both ways)",
+    ]
