@@ -137,13 +137,21 @@ class Relay:
 
     async def run_inbox(self) -> None:
         pruned = 0.0
+        backoff = 1.0
         while True:
             self._wake.clear()
-            await self.drain()
-            if time.time() - pruned > PRUNE_EVERY_S:
-                await self.store.prune(time.time())
-                pruned = time.time()
-            next_at = await self.store.next_due_at()
+            try:
+                await self.drain()
+                if time.time() - pruned > PRUNE_EVERY_S:
+                    await self.store.prune(time.time())
+                    pruned = time.time()
+                next_at = await self.store.next_due_at()
+                backoff = 1.0
+            except Exception as e:  # the store itself failing (a full disk): wait, try again
+                log.warning("the inbox failed (%s); again in %.0f s", _describe(e), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(POLL_BACKOFF_MAX_S, backoff * 2)
+                continue
             timeout = None if next_at is None else max(0.05, next_at - time.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)

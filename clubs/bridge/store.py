@@ -14,6 +14,7 @@ What it guarantees:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from typing import Any, Literal
 
 from clubs.core.db import Database, Migration
 from clubs.core.ids import EventId, RoomId
-from clubs.core.sealed import Sealer
+from clubs.core.sealed import Sealer, SealError
+
+log = logging.getLogger(__name__)
 
 COMPONENT = "bridge"
 MAP_KEEP_S = 7 * 24 * 3600
@@ -137,10 +140,19 @@ class BridgeStore:
             "SELECT seq, sealed, attempts FROM bridge_inbox WHERE due_at <= ? ORDER BY seq LIMIT ?",
             (now, limit),
         )
-        return [
-            InboxItem(int(r["seq"]), self._sealer.open_json(r["sealed"]), int(r["attempts"]))
-            for r in rows
-        ]
+        items = []
+        for r in rows:
+            try:
+                event = self._sealer.open_json(r["sealed"])
+            except (SealError, ValueError):
+                # Sealed with another key, or damaged: it can never be handled, so it must not
+                # block the ones behind it.
+                log.warning("inbox row %d cannot be opened: dropped", r["seq"])
+                await self.db.execute("DELETE FROM bridge_inbox WHERE seq = ?", (r["seq"],))
+                continue
+            if isinstance(event, dict):
+                items.append(InboxItem(int(r["seq"]), event, int(r["attempts"])))
+        return items
 
     async def next_due_at(self) -> float | None:
         row = await self.db.fetchone("SELECT MIN(due_at) AS d FROM bridge_inbox")

@@ -69,3 +69,16 @@ async def test_old_map_rows_and_transactions_are_pruned(store: BridgeStore) -> N
     await store.prune(time.time() + max(MAP_KEEP_S, TXN_KEEP_S) + 1)
     assert await store.parts_of("$e1") == []
     assert not await store.txn_seen("old")
+
+
+async def test_a_row_that_cannot_be_opened_never_blocks_the_others(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "other.db")
+    try:
+        first = await BridgeStore.open(db, Sealer(Fernet.generate_key()))
+        await first.accept("1", [event(1)])
+        rekeyed = BridgeStore(db, Sealer(Fernet.generate_key()))  # a vault restored wrongly
+        await rekeyed.accept("2", [event(2)])
+        assert [i.event["event_id"] for i in await rekeyed.due(time.time())] == ["$e2"]
+        assert await rekeyed.inbox_size() == 1
+    finally:
+        await db.close()
