@@ -44,9 +44,8 @@ def _scheduling(services: HostServices) -> Bot:
 
 
 def _checkins(services: HostServices) -> Bot:
-    # The answers' AES-GCM key is its own vault entry (the vault beside the bots' data, as
-    # the host opens it): HostServices carries a Fernet sealer, not the vault.
-    vault = Vault(services.data_dir.parent / "secrets" / "vault")
+    # The answers' AES-GCM key is its own vault entry.
+    vault = services.vault or Vault(services.data_dir.parent / "secrets" / "vault")
     return CheckinsBot(services.db, Box.from_vault(vault), services.clock)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clubs.bots.attachstore import AttachmentState, AttachmentStore
+from clubs.bots.joined import person_language
 from clubs.bots.outbox import Outbox
 from clubs.bots.polls import Poll, PollUpdate, Vote
 from clubs.bots.pollstore import PollStore
@@ -274,7 +275,9 @@ class BotContext:
         **values: Any,
     ) -> EventId | None:
         room_id = await self.dm_room(user_id)
-        return await self.notice(room_id, key, job=job, lang=lang or "ru", **values)
+        if lang is None:
+            lang = await person_language(self.client, self.rooms, user_id) or "ru"
+        return await self.notice(room_id, key, job=job, lang=lang, **values)
 
     async def poll(
         self,
@@ -318,7 +321,7 @@ class BotContext:
     def polls(self) -> PollTracker:
         """The polls this bot started (their votes follow from sync and `/relations`)."""
         if self._polls is None:
-            store = PollStore(self.store.db, self.name)
+            store = PollStore(self.store.db, self.name, self.sealer)
             self._polls = PollTracker(
                 store, self.client, self.http, self.rooms, self.clock.now, self.send, self.render
             )
@@ -472,3 +475,9 @@ class CommandContext(EventContext):
     power: int = 0
     in_dm: bool = False
     invoked_as: str = ""
+    dm_language: str | None = None
+    """In a DM: the sender's club language (a DM room has none of its own)."""
+
+    @property
+    def lang(self) -> str:
+        return (self.dm_language if self.in_dm else None) or self.room.language

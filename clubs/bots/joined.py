@@ -1,5 +1,5 @@
-"""Questions about the rooms a bot has joined: which one is the staff's, and whether a user
-shares a managed room with the bot."""
+"""Questions about the rooms a bot has joined: which one is the staff's, whether a user shares a
+managed room with the bot, and which language to speak to a person in (their club's)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,15 @@ async def shares_managed_room(client: E2eeClient, rooms: RoomDirectory, user: Us
         if (await rooms.info(room_id)).managed and user in await client.members(room_id):
             return True
     return False
+
+
+async def person_language(client: E2eeClient, rooms: RoomDirectory, user: UserId) -> str | None:
+    """The language of the first club the person is in with the bot (a DM has no club of its
+    own: the bot answers there in the person's club's language); None if they share none."""
+    for room_id in client.joined_rooms():
+        info = await rooms.info(room_id)
+        if info.club is None or info.settings.get("language") not in ("ru", "en"):
+            continue
+        if user in await client.members(room_id):
+            return info.language
+    return None

@@ -2,7 +2,9 @@
 
 Who voted for what is data about members. Only what the tally needs is kept: the poll's answer
 ids and rules (never the question or the answers' texts), and per person the one vote that
-counts now (event id, timestamp, the answer ids it selects — never a vote it replaced). Once a
+counts now (event id, timestamp, the answer ids it selects — never a vote it replaced). The
+answer ids a person selected are sealed at rest when the store has a sealer (a mood poll's
+answer is the mood): readable by the bot, not by whoever copies its database file. Once a
 poll has ended its final counts are kept with the poll and its votes are deleted
 `VOTES_KEEP_AFTER_END_S` later (the window in which a late end or a re-count can still change
 them); votes of a poll that never ends are deleted `VOTES_KEEP_OPEN_S` after it started.
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from clubs.bots.polls import Poll, Results, Vote
 from clubs.core.db import Database, Migration
 from clubs.core.ids import EventId, RoomId, UserId
+from clubs.core.sealed import Sealer
 
 COMPONENT = "polls"
 MIGRATIONS: Sequence[Migration] = (
@@ -58,9 +61,23 @@ class StoredPoll:
 class PollStore:
     """One bot's polls inside the shared service database."""
 
-    def __init__(self, db: Database, bot: str) -> None:
+    def __init__(self, db: Database, bot: str, sealer: Sealer | None = None) -> None:
         self.db = db
         self.bot = bot
+        self.sealer = sealer
+
+    def _answers_in(self, answers: Sequence[str]) -> str | bytes:
+        if self.sealer is None:
+            return json.dumps(list(answers))
+        return self.sealer.seal_json(list(answers))
+
+    def _answers_out(self, stored: str | bytes) -> tuple[str, ...]:
+        """Sealed (bytes) or, from before sealing or without a sealer, plain JSON (text)."""
+        if isinstance(stored, bytes):
+            if self.sealer is None:
+                raise ValueError("sealed votes need the store's sealer")
+            return tuple(self.sealer.open_json(stored))
+        return tuple(json.loads(stored))
 
     @staticmethod
     async def migrate(db: Database) -> None:
@@ -113,7 +130,7 @@ class PollStore:
                 UserId(r["sender"]),
                 EventId(r["event_id"]),
                 int(r["ts"]),
-                tuple(json.loads(r["answers"])),
+                self._answers_out(r["answers"]),
             )
             for r in rows
         ]
@@ -127,7 +144,14 @@ class PollStore:
             "ON CONFLICT (bot, poll_id, sender) DO UPDATE SET event_id = excluded.event_id, "
             "ts = excluded.ts, answers = excluded.answers "
             "WHERE (excluded.ts, excluded.event_id) > (poll_votes.ts, poll_votes.event_id)",
-            (self.bot, poll_id, vote.sender, vote.event_id, vote.ts, json.dumps(vote.answers)),
+            (
+                self.bot,
+                poll_id,
+                vote.sender,
+                vote.event_id,
+                vote.ts,
+                self._answers_in(vote.answers),
+            ),
         )
         return changed > 0
 
@@ -154,7 +178,7 @@ class PollStore:
                         vote.sender,
                         vote.event_id,
                         vote.ts,
-                        json.dumps(vote.answers),
+                        self._answers_in(vote.answers),
                     ),
                 )
             if end_ts is not None and final is not None:

@@ -60,7 +60,7 @@ from clubs.bots.descriptions import Descriptions
 from clubs.bots.descriptions import RoomKey as RoomKey
 from clubs.bots.identity import IdentityChanges
 from clubs.bots.jobs import JobRunner, JobStore, collect_job_handlers
-from clubs.bots.joined import shares_managed_room
+from clubs.bots.joined import person_language, shares_managed_room
 from clubs.bots.outbox import Outbox
 from clubs.bots.polls import collect_poll_handlers
 from clubs.bots.ratelimit import RateLimiter
@@ -548,7 +548,16 @@ class BotRuntime:
     ) -> None:
         power = await self._power(event.sender, room, in_dm)
         ctx = CommandContext(
-            self.ctx, event, room, message, power=power, in_dm=in_dm, invoked_as=invoked_as
+            self.ctx,
+            event,
+            room,
+            message,
+            power=power,
+            in_dm=in_dm,
+            invoked_as=invoked_as,
+            dm_language=await person_language(self.client, self.rooms, event.sender)
+            if in_dm
+            else None,
         )
         if not confirmed:
             verdict = self._limiter.check((event.room_id, event.sender))

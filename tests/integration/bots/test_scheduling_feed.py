@@ -127,8 +127,8 @@ async def test_a_members_feed_has_their_clubs_sessions_and_only_their_places_add
         await send_text(mem, dm_room, "!feed")
 
         async def link() -> list[str]:
-            # A DM has no club: the bot answers in the network's first language (Russian).
-            return dms(mem, bot_user, club_rooms, "Ваша ссылка на календарь")
+            # A DM has no club: the bot answers in the member's club's language (English here).
+            return dms(mem, bot_user, club_rooms, "Your calendar link")
 
         (message,) = await eventually(link, within=30)
         url = next(w for w in message.split() if w.startswith(public))
@@ -157,7 +157,7 @@ async def test_a_members_feed_has_their_clubs_sessions_and_only_their_places_add
         await send_text(mem, dm_room, "!feed off")
 
         async def revoked() -> list[str]:
-            return dms(mem, bot_user, club_rooms, "Ссылка на календарь отключена")
+            return dms(mem, bot_user, club_rooms, "Your calendar link is revoked")
 
         await eventually(revoked, within=30)
         async with web.get(url) as resp:

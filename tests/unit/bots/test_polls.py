@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ from clubs.bots.polls import (
 from clubs.bots.pollstore import VOTES_KEEP_AFTER_END_S, PollStore
 from clubs.core.db import Database
 from clubs.core.ids import EventId, RoomId, UserId
+from clubs.core.sealed import Sealer
 
 ABC = Poll(("a", "b", "c"), max_selections=1)
 REL = {"rel_type": "m.reference", "event_id": "$poll"}
@@ -220,3 +222,21 @@ async def test_store_keeps_latest_vote_and_prunes_after_end(tmp_path: Path) -> N
     assert again is not None
     assert again.final == results  # the final counts outlive the votes
     await db.close()
+
+
+async def test_with_a_sealer_a_persons_answer_is_not_in_the_database_file(tmp_path: Path) -> None:
+    """A mood poll's answer is the mood: sealed at rest; a vote stored before sealing (plain
+    JSON) still reads."""
+    db = await Database.open(tmp_path / "p.db")
+    await PollStore.migrate(db)
+    plain = PollStore(db, "bot")
+    sealed = PollStore(db, "bot", Sealer(Fernet.generate_key()))
+    poll_id = EventId("$poll")
+    await sealed.add(RoomId("!r"), poll_id, ABC, now=1000)
+    await plain.put_vote(poll_id, vote("@old", 1, "a"))  # from before sealing
+    await sealed.put_vote(poll_id, vote("@new", 2, "answer-c-secret"))
+    votes = {v.sender: v.answers for v in await sealed.votes(poll_id)}
+    assert votes == {"@old": ("a",), "@new": ("answer-c-secret",)}
+    await db.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("p.db"))
+    assert b"answer-c-secret" not in raw
