@@ -180,7 +180,13 @@ class FakeTelegram:
     async def _m_sendMessage(self, params: dict[str, Any]) -> Any:
         chat = self._chat(params.get("chat_id"))
         text = self._text(params)
-        message = self._message(chat, self.bot, text)
+        answered = None
+        reply = params.get("reply_parameters")
+        if isinstance(reply, dict):
+            answered = chat.messages.get(int(reply.get("message_id", 0)))
+            if answered is None and not reply.get("allow_sending_without_reply"):
+                raise _Refused(_answer(400, "Bad Request: message to be replied not found"))
+        message = self._message(chat, self.bot, text, reply_to=answered)
         message["html"] = params.get("text")
         return _public(message)
 
@@ -250,14 +256,24 @@ class FakeTelegram:
             raise _Refused(_answer(400, "Bad Request: message is too long"))
         return text
 
-    def _message(self, chat: Chat, sender: dict[str, Any], text: str) -> dict[str, Any]:
-        message = {
+    def _message(
+        self,
+        chat: Chat,
+        sender: dict[str, Any],
+        text: str,
+        reply_to: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {
             "message_id": chat.next_id,
             "date": int(time.time()),
             "chat": {"id": chat.id, "type": chat.type, "title": chat.title},
             "from": sender,
             "text": text,
         }
+        if reply_to is not None:
+            message["reply_to_message"] = _public(
+                {k: v for k, v in reply_to.items() if k != "reply_to_message"}
+            )
         chat.next_id += 1
         chat.messages[message["message_id"]] = message
         return message
@@ -275,9 +291,12 @@ class FakeTelegram:
             self.next_update += 1
             self._changed.notify_all()
 
-    async def user_says(self, chat_id: int, user: dict[str, Any], text: str) -> int:
+    async def user_says(
+        self, chat_id: int, user: dict[str, Any], text: str, reply_to: int | None = None
+    ) -> int:
         chat = self.chats[chat_id]
-        message = self._message(chat, user, text)
+        answered = chat.messages[reply_to] if reply_to is not None else None
+        message = self._message(chat, user, text, reply_to=answered)
         await self.push("message", message)
         return int(message["message_id"])
 

@@ -10,7 +10,9 @@ network file says.
 
 Matrix → Telegram (both modes): messages (text, notices, emotes) as "**Name**: text", where the
 name is the sender's display name in the room, never their Matrix id; edits edit the Telegram
-message(s); redactions delete them (Telegram allows deleting for 48 hours). Each part sent is
+message(s); redactions delete them (Telegram allows deleting for 48 hours). A reply stays a reply
+when the message it answers crossed the bridge (either way); otherwise it is sent plain, without
+the quote. Each part sent is
 recorded at once, so a retried event never sends a part twice.
 
 Telegram → Matrix (relay mode): messages and captions are sent by the sender's ghost
@@ -287,21 +289,38 @@ class Relay:
         if parts is None:
             return
         done = {s.part for s in await self.store.parts_of(event_id)}
+        reply_to = await self._reply_target(portal, content)
         for i, html in enumerate(parts):
             if i in done:
                 continue  # sent before a crash or a retry
-            message_id, chat = await self._send(portal, html)
+            message_id, chat = await self._send(portal, html, reply_to if i == 0 else None)
             await self.store.record([Sent(event_id, i, portal.room_id, chat, message_id, "matrix")])
             crashpoint("bridge_part_recorded")  # this part sent and recorded, the event not done
         self.health.relayed_to_telegram += 1
 
-    async def _send(self, portal: PortalRow, html: str) -> tuple[int, int]:
+    async def _reply_target(self, portal: PortalRow, content: Mapping[str, Any]) -> int | None:
+        """The Telegram message a Matrix reply answers, if that message crossed the bridge (a
+        reply to anything else is sent as a plain message: no older history is quoted)."""
+        relates = content.get("m.relates_to")
+        reply = relates.get("m.in_reply_to") if isinstance(relates, dict) else None
+        target = as_event_id(reply.get("event_id")) if isinstance(reply, dict) else None
+        if target is None:
+            return None
+        parts = await self.store.parts_of(target)
+        if not parts or parts[0].chat_id != self._rooms[portal.room_id].chat_id:
+            return None
+        return parts[0].message_id
+
+    async def _send(
+        self, portal: PortalRow, html: str, reply_to: int | None = None
+    ) -> tuple[int, int]:
         chat = self._rooms[portal.room_id].chat_id
         try:
-            return await self.telegram.send_message(chat, html), chat
+            return await self.telegram.send_message(chat, html, reply_to=reply_to), chat
         except ChatMigrated as e:
             await self._migrate(chat, e.new_chat_id)
-            return await self.telegram.send_message(e.new_chat_id, html), e.new_chat_id
+            new = e.new_chat_id
+            return await self.telegram.send_message(new, html, reply_to=reply_to), new
 
     async def _migrate(self, old: int, new: int) -> None:
         moved = await self.store.move_chat(old, new)
@@ -444,10 +463,16 @@ class Relay:
         if await self.store.event_of(chat_id, message_id) is not None:
             return  # relayed before a crash
         date = message.get("date")
+        content = to_matrix(text)
+        answered = message.get("reply_to_message")
+        if isinstance(answered, dict) and isinstance(answered.get("message_id"), int):
+            original = await self.store.event_of(chat_id, answered["message_id"])
+            if original is not None:  # only a message that crossed the bridge is linked
+                content["m.relates_to"] = {"m.in_reply_to": {"event_id": original.event_id}}
         event_id = await self.matrix.send(
             portal.room_id,
             "m.room.message",
-            to_matrix(text),
+            content,
             txn_id("tg", str(chat_id), str(message_id)),
             user=ghost,
             ts_ms=date * 1000 if isinstance(date, int) else None,

@@ -158,17 +158,21 @@ class BotApi:
             return []
         return [u for u in result if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
 
-    async def send_message(self, chat_id: int, html: str) -> int:
-        """Send one HTML message (at most 4,096 characters of text); returns its message id."""
-        result = await self.call(
-            "sendMessage",
-            {
-                "chat_id": chat_id,
-                "text": html,
-                "parse_mode": "HTML",
-                "link_preview_options": {"is_disabled": True},
-            },
-        )
+    async def send_message(self, chat_id: int, html: str, *, reply_to: int | None = None) -> int:
+        """Send one HTML message (at most 4,096 characters of text), as a reply to `reply_to`
+        if given (sent anyway if that message is gone); returns its message id."""
+        params: dict[str, Any] = {
+            "chat_id": chat_id,
+            "text": html,
+            "parse_mode": "HTML",
+            "link_preview_options": {"is_disabled": True},
+        }
+        if reply_to is not None:
+            params["reply_parameters"] = {
+                "message_id": reply_to,
+                "allow_sending_without_reply": True,
+            }
+        result = await self.call("sendMessage", params)
         message_id = result.get("message_id") if isinstance(result, dict) else None
         if not isinstance(message_id, int):
             raise TelegramError("sendMessage", 0, "no message id in the answer")

@@ -128,6 +128,30 @@ async def test_relay_round_trip_with_edits_and_deletions(
     [edit] = await eventually(edited, within=15)
     assert edit["content"]["m.new_content"]["body"] == "Здравствуйте все!"
 
+    # Replies stay replies when what they answer crossed the bridge.
+    await say(
+        anna,
+        room,
+        {
+            "msgtype": "m.text",
+            "body": f"> <{ghost_event['sender']}> Здравствуйте все!\n\nи вам",
+            "m.relates_to": {"m.in_reply_to": {"event_id": ghost_event["event_id"]}},
+        },
+    )
+    await eventually(lambda: _async("Анна: и вам" in telegram.texts(chat)))
+    [answer] = [m for m in telegram.sent(chat) if m["text"] == "Анна: и вам"]
+    assert answer["reply_to_message"]["message_id"] == mid
+    await telegram.user_says(chat, IVAN, "спасибо", reply_to=answer["message_id"])
+
+    async def thanked() -> list[dict[str, Any]]:
+        return [e for e in await from_ghost() if e["content"].get("body") == "спасибо"]
+
+    [thanks] = await eventually(thanked, within=15)
+    anna_reply = [e for e in await messages(anna, room) if "и вам" in e["content"].get("body", "")]
+    assert thanks["content"]["m.relates_to"] == {
+        "m.in_reply_to": {"event_id": anna_reply[0]["event_id"]}
+    }
+
     # A moderator's redaction of the ghost's message deletes it in Telegram too.
     assert "Здравствуйте все!" in telegram.texts(chat)
     await bridge_world.synapse.admin.http.put(
@@ -135,8 +159,8 @@ async def test_relay_round_trip_with_edits_and_deletions(
     )
     await eventually(lambda: _async("Здравствуйте все!" not in telegram.texts(chat)))
     # Nothing the bridge said went back across: the Matrix side has only Ivan's two events.
-    assert len(await from_ghost()) == 2
-    assert len(telegram.method_calls("sendMessage")) == 1
+    assert len(await from_ghost()) == 3  # Ivan's message, his edit, his thanks
+    assert len(telegram.method_calls("sendMessage")) == 2
 
 
 async def _async(value: object) -> object:
