@@ -159,14 +159,19 @@ class Relay:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def drain(self) -> None:
-        """Handle every inbox event that is due, in order."""
+        """Handle every inbox event that is due, in order; an event put off holds back the later
+        events of its room, so a room's messages reach Telegram in the order they were sent."""
         while True:
             items = await self.store.due(time.time())
             if not items:
                 return
             progressed = False
+            held: set[str] = set()
             for item in items:
                 event_id = str(item.event.get("event_id"))
+                room = str(item.event.get("room_id"))
+                if room in held:
+                    continue
                 try:
                     forget = await self.handle_event(item.event)
                 except Exception as e:
@@ -177,7 +182,8 @@ class Relay:
                         delay += random.uniform(0, 0.5)  # noqa: S311 - jitter
                         log.info("event %s postponed %.1f s: %s", event_id, delay, type(e).__name__)
                         self.health.telegram_ok = not isinstance(e, TelegramError)
-                        await self.store.postpone(item.seq, time.time() + delay)
+                        await self.store.postpone(item.seq, room, time.time() + delay)
+                        held.add(room)
                         continue
                     log.warning("event %s dropped: %s", event_id, _describe(e))
                     self.health.dropped += 1

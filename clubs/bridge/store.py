@@ -124,10 +124,17 @@ class BridgeStore:
                 "INSERT INTO bridge_txns (txn_id, received_at) VALUES (?, ?)", (txn_id, now)
             )
             for event in events:
+                # Behind an event of its room that was put off, never before it.
                 await self.db.execute(
-                    "INSERT OR IGNORE INTO bridge_inbox (event_id, room_id, sealed) "
-                    "VALUES (?, ?, ?)",
-                    (event["event_id"], event["room_id"], self._sealer.seal_json(event)),
+                    "INSERT OR IGNORE INTO bridge_inbox (event_id, room_id, sealed, due_at) "
+                    "VALUES (?, ?, ?, (SELECT COALESCE(MAX(due_at), 0) FROM bridge_inbox "
+                    "WHERE room_id = ?))",
+                    (
+                        event["event_id"],
+                        event["room_id"],
+                        self._sealer.seal_json(event),
+                        event["room_id"],
+                    ),
                 )
         return True
 
@@ -162,11 +169,17 @@ class BridgeStore:
         row = await self.db.fetchone("SELECT COUNT(*) AS n FROM bridge_inbox")
         return int(row["n"]) if row else 0
 
-    async def postpone(self, seq: int, due_at: float) -> None:
-        await self.db.execute(
-            "UPDATE bridge_inbox SET attempts = attempts + 1, due_at = ? WHERE seq = ?",
-            (due_at, seq),
-        )
+    async def postpone(self, seq: int, room_id: str, due_at: float) -> None:
+        """Try the event again at `due_at`; the room's later events wait for it (order kept)."""
+        async with self.db.transaction():
+            await self.db.execute(
+                "UPDATE bridge_inbox SET attempts = attempts + 1, due_at = ? WHERE seq = ?",
+                (due_at, seq),
+            )
+            await self.db.execute(
+                "UPDATE bridge_inbox SET due_at = MAX(due_at, ?) WHERE room_id = ? AND seq > ?",
+                (due_at, room_id, seq),
+            )
 
     async def done(self, seq: int, sent: Sequence[Sent] = (), forget: Sequence[str] = ()) -> None:
         """The event is handled: drop it from the inbox and record what it sent (or deleted),

@@ -43,13 +43,19 @@ async def test_a_handled_event_leaves_the_inbox_with_its_effects(store: BridgeSt
     assert await store.parts_of("$e0") == []
 
 
-async def test_a_postponed_event_waits_for_its_time(store: BridgeStore) -> None:
-    await store.accept("1", [event(1)])
-    [item] = await store.due(time.time())
-    await store.postpone(item.seq, time.time() + 60)
-    assert await store.due(time.time()) == []
-    [later] = await store.due(time.time() + 61)
-    assert later.attempts == 1
+async def test_a_postponed_event_waits_for_its_time_and_its_room_with_it(
+    store: BridgeStore,
+) -> None:
+    other = {**event(3), "room_id": "!other"}
+    await store.accept("1", [event(1), event(2), other])
+    first, *_ = await store.due(time.time())
+    await store.postpone(first.seq, ROOM, time.time() + 60)
+    assert [i.event["event_id"] for i in await store.due(time.time())] == ["$e3"]
+    later = await store.due(time.time() + 61)
+    assert [i.event["event_id"] for i in later] == ["$e1", "$e2", "$e3"]
+    assert [i.attempts for i in later] == [1, 0, 0]
+    await store.accept("2", [event(4)])  # arrives later: still behind the room's first
+    assert [i.event["event_id"] for i in await store.due(time.time())] == ["$e3"]
 
 
 async def test_a_migrated_chat_takes_its_portals_and_messages(store: BridgeStore) -> None:
