@@ -8,8 +8,7 @@ will not carry out get a usage reply and change nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,25 +16,11 @@ from zoneinfo import ZoneInfo
 
 from mautrix.types import RoomID
 
-from clubs.bots.scheduling.bot import SchedulingBot
 from clubs.bots.scheduling.store import Changes, Occurrence
-from clubs.core.clock import ManualClock
 from tests.harness import SynapseHarness, eventually
-from tests.integration.bots.support import (
-    create_bot_account,
-    joined,
-    new_network,
-    send_text,
-)
-from tests.integration.bots.test_scheduling import (
-    accepting_invites,
-    dms,
-    in_rooms,
-    make_club_rooms,
-    pinned,
-    scheduling_host,
-)
-from tests.mautrix_client import mautrix_peer
+from tests.integration.bots.schedscene import club_scene
+from tests.integration.bots.support import send_text
+from tests.integration.bots.test_scheduling import dms, in_rooms, pinned
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -47,36 +32,11 @@ def key_of(local: datetime) -> str:
 async def test_a_moved_evening_keeps_its_poll_and_reminds_at_the_new_time_then_the_rest_changes(
     synapse: SynapseHarness, tmp_path: Path
 ) -> None:
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "scheduling")
-    bot_user = account.user_id
-    facilitator = await synapse.new_user("facil")
-    member = await synapse.new_user("mem")
-    rooms = await make_club_rooms(
-        synapse,
-        network,
-        bot_user,
-        [facilitator, member],
-        powers={facilitator.user_id: 50},
-        settings={"name": "Berlin"},
-    )
-    announcements, sessions = rooms["announcements"], rooms["sessions"]
-    club_rooms = {announcements, sessions}
-    clock = ManualClock(start=time.time())
-    holder: list[SchedulingBot] = []
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(
-            scheduling_host(
-                synapse, tmp_path, account, network, holder, clock=clock, many_commands=True
-            )
-        )
-        fac = await stack.enter_async_context(mautrix_peer(facilitator, synapse.url))
-        mem = await stack.enter_async_context(mautrix_peer(member, synapse.url))
-        await stack.enter_async_context(accepting_invites([member]))
-        (bot,) = holder
-        for room in club_rooms:
-            await eventually(lambda room=room: joined(facilitator, room, bot_user), within=20)
-
+    async with club_scene(synapse, tmp_path, settings={"name": "Berlin"}) as s:
+        bot, bot_user, clock, fac, mem = s.bot, s.bot_user, s.clock, s.fac, s.mem
+        facilitator = s.facilitator
+        announcements, sessions = s.rooms["announcements"], s.rooms["sessions"]
+        club_rooms = set(s.rooms.values())
         await send_text(fac, sessions, "!session Club evening; every Thursday 19:00; 2h; online")
         now_local = datetime.fromtimestamp(clock.now(), BERLIN).replace(tzinfo=None)
         days = (3 - now_local.weekday()) % 7 or 7
@@ -86,9 +46,8 @@ async def test_a_moved_evening_keeps_its_poll_and_reminds_at_the_new_time_then_t
         if thursday <= now_local:
             thursday += timedelta(days=7)
 
-        async def announced(key: str, series: int = 1) -> Occurrence | None:
-            occ = await bot.store.occurrence(series, key)
-            return occ if occ is not None and occ.poll_event else None
+        def announced(key: str, series: int = 1) -> Awaitable[Occurrence | None]:
+            return s.announced(series, key)
 
         occ = await eventually(lambda: announced(key_of(thursday)), within=30)
         await mem.send_poll_response(RoomID(sessions), str(occ.poll_event), ["a1"])

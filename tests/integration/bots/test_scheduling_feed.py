@@ -5,9 +5,7 @@ links are all 404."""
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +13,12 @@ import aiohttp
 import icalendar
 from mautrix.types import RoomID
 
-from clubs.bots.host import BotFactory, HostServices
 from clubs.bots.httpd import serving
-from clubs.bots.runtime import RuntimeSettings
-from clubs.bots.scheduling.bot import SchedulingBot
-from clubs.bots.scheduling.store import Occurrence
-from clubs.core.clock import ManualClock
 from clubs.core.homeserver import find_free_port
 from tests.harness import SynapseHarness, eventually
-from tests.integration.bots.support import (
-    bot_host,
-    create_bot_account,
-    joined,
-    new_network,
-    send_text,
-)
-from tests.integration.bots.test_scheduling import accepting_invites, dms, make_club_rooms
-from tests.mautrix_client import mautrix_peer
+from tests.integration.bots.schedscene import club_scene
+from tests.integration.bots.support import joined, send_text
+from tests.integration.bots.test_scheduling import dms, make_club_rooms
 
 VENUE = f"Linden Court {secrets.randbelow(900) + 100}"
 
@@ -39,66 +26,32 @@ VENUE = f"Linden Court {secrets.randbelow(900) + 100}"
 async def test_a_members_feed_has_their_clubs_sessions_and_only_their_places_address(
     synapse: SynapseHarness, tmp_path: Path
 ) -> None:
-    network = new_network()
-    account = await create_bot_account(synapse, tmp_path, "scheduling")
-    bot_user = account.user_id
-    facilitator = await synapse.new_user("facil")
-    member = await synapse.new_user("mem")
-    ours = await make_club_rooms(
-        synapse,
-        network,
-        bot_user,
-        [facilitator, member],
-        powers={facilitator.user_id: 50},
-        settings={"name": "Vilnius"},
-    )
-    theirs = await make_club_rooms(
-        synapse, network, bot_user, [facilitator], club="c2", powers={facilitator.user_id: 50}
-    )
-    club_rooms = set(ours.values()) | set(theirs.values())
     port = find_free_port()
     public = f"http://127.0.0.1:{port}"
-    holder: list[SchedulingBot] = []
-
-    def make(services: HostServices) -> SchedulingBot:
-        assert services.sealer is not None
-        bot = SchedulingBot(services.db, services.sealer, services.clock, public_url=public + "/")
-        holder.append(bot)
-        return bot
-
-    factories: dict[str, BotFactory] = {"scheduling": make}
-    clock = ManualClock(start=time.time())
-    async with contextlib.AsyncExitStack() as stack:
-        host = await stack.enter_async_context(
-            bot_host(
-                synapse,
-                tmp_path,
-                [account],
-                factories,
-                network=network,
-                clock=clock,
-                settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
-            )
+    async with (
+        club_scene(synapse, tmp_path, settings={"name": "Vilnius"}, public_url=public + "/") as s,
+        serving(s.host.runtimes, "127.0.0.1", port),
+        aiohttp.ClientSession() as web,
+    ):
+        bot, bot_user, fac, mem, ours = s.bot, s.bot_user, s.fac, s.mem, s.rooms
+        # Another club of the same bot, which the member is not in.
+        theirs = await make_club_rooms(
+            synapse,
+            s.network,
+            bot_user,
+            [s.facilitator],
+            club="c2",
+            powers={s.facilitator.user_id: 50},
         )
-        await stack.enter_async_context(serving(host.runtimes, "127.0.0.1", port))
-        web = await stack.enter_async_context(aiohttp.ClientSession())
-        fac = await stack.enter_async_context(mautrix_peer(facilitator, synapse.url))
-        mem = await stack.enter_async_context(mautrix_peer(member, synapse.url))
-        await stack.enter_async_context(accepting_invites([member]))
-        (bot,) = holder
-        for room in club_rooms:
-            await eventually(lambda room=room: joined(facilitator, room, bot_user), within=20)
-
+        for room in theirs.values():
+            await eventually(lambda room=room: joined(s.facilitator, room, bot_user), within=20)
+        club_rooms = set(ours.values()) | set(theirs.values())
         await send_text(
             fac, ours["sessions"], f"!session Tea evening; 2030-05-02 18:00; offline; venue {VENUE}"
         )
         await send_text(fac, theirs["sessions"], "!session Other club lecture; 2030-05-03 18:00")
 
-        async def announced() -> Occurrence | None:
-            occ = await bot.store.occurrence(1, "2030-05-02T18:00")
-            return occ if occ is not None and occ.poll_event else None
-
-        occ = await eventually(announced, within=30)
+        occ = await eventually(lambda: s.announced(1, "2030-05-02T18:00"), within=30)
         await eventually(lambda: _is(bot.store.occurrence(2, "2030-05-03T18:00")), within=30)
         await mem.send_poll_response(RoomID(ours["sessions"]), str(occ.poll_event), ["a1"])
 
