@@ -327,6 +327,15 @@ class BotContext:
             )
         return self._polls
 
+    async def forget_person(self, user_id: UserId) -> int:
+        """What the runtime keeps about a person for this bot, deleted: their votes in its polls
+        and the runtime's own rows about them (a bot's `!forget-me` calls it after deleting its
+        own data). Returns how many rows went. A poll re-counted from the server later can bring
+        a vote back until the poll's votes are pruned (a week after it ends): end the person's
+        polls first."""
+        votes = await PollStore(self.store.db, self.name, self.sealer).forget(user_id)
+        return votes + await self.store.forget_person(user_id)
+
     async def end_poll(
         self, room_id: RoomId, poll_id: EventId, *, job: Iterable[str]
     ) -> PollUpdate | None:

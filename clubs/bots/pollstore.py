@@ -189,6 +189,12 @@ class PollStore:
                     (end_ts, json.dumps(summary), int(now), self.bot, poll_id),
                 )
 
+    async def forget(self, sender: str) -> int:
+        """Delete a person's votes in this bot's polls (the counts already posted stay)."""
+        return await self.db.execute(
+            "DELETE FROM poll_votes WHERE bot = ? AND sender = ?", (self.bot, sender)
+        )
+
     async def prune(self, now: float) -> int:
         """Delete the votes of polls that ended `VOTES_KEEP_AFTER_END_S` ago or started
         `VOTES_KEEP_OPEN_S` ago; returns how many votes went."""

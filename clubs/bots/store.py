@@ -354,6 +354,20 @@ class RuntimeStore:
         )
         return str(row["room_id"]) if row else None
 
+    async def forget_person(self, user_id: str) -> int:
+        """Delete this bot's rows about a person that only serve the runtime (notices sent to
+        them, commands of theirs held for a confirmation, a DM being opened). The DM room's
+        record stays: the conversation goes on in the same room. Returns how many rows went."""
+        gone = 0
+        async with self.db.transaction():
+            for sql in (
+                "DELETE FROM utd_notices WHERE bot = ? AND sender = ?",
+                "DELETE FROM confirmations WHERE bot = ? AND sender = ?",
+                "DELETE FROM dm_intents WHERE bot = ? AND user_id = ?",
+            ):
+                gone += await self.db.execute(sql, (self.bot, user_id))
+        return gone
+
     async def dm_rooms(self) -> dict[str, str]:
         rows = await self.db.fetchall(
             "SELECT user_id, room_id FROM dm_rooms WHERE bot = ?", (self.bot,)

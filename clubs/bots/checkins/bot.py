@@ -801,6 +801,7 @@ class CheckinsBot(Bot):
                 # Ended, the poll's vote rows are pruned by the runtime a week later.
                 await ctx.bot.end_poll(latest.room_id, _event(latest.poll_id), job=ctx.job("end"))
         gone = await self.store.forget(ctx.sender)
+        await ctx.bot.forget_person(ctx.sender)  # votes, and the runtime's rows about them
         buddy = await self.buddies.store.state(ctx.sender) is not None
         partner = await self.buddies.store.leave(ctx.sender)
         if partner is not None:

@@ -309,6 +309,10 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
             text = " ".join(str(tuple(r)) for r in rows)
             assert almaty_member.user_id not in text, table
             assert token not in text, table
+        # Nor do the runtime's rows about them (their mood votes, notices, held commands).
+        for table in ("poll_votes", "utd_notices", "confirmations", "dm_intents"):
+            rows = await db.fetchall(f"SELECT * FROM {table} WHERE bot = 'checkins'")  # noqa: S608
+            assert almaty_member.user_id not in " ".join(str(tuple(r)) for r in rows), table
         pending = [j for j in await jobs.pending() if j.key.startswith(token)]
         assert pending == []
         assert await bot.store.member(berlin_member.user_id) is not None  # others untouched
