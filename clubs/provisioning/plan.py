@@ -36,7 +36,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
+from clubs.core.namespace import CLUB_SESSIONS, CLUB_SETTINGS, LOCATOR
 from clubs.provisioning.actual import Actual, ActualRoom, StateKey, locator_ref
 from clubs.provisioning.desired import (
     POWER_THRESHOLDS,
@@ -367,11 +367,38 @@ def _describe(event_type: str, keys: list[str], want: Mapping[str, Any], have: A
     for k in keys:
         if event_type == PL and k == "users":
             parts.append("users changed")  # no mxids in the one-line summary
-        elif event_type == CLUB_SETTINGS and k == "moderation":
+        elif event_type == CLUB_SETTINGS and isinstance(want_n.get(k, have_n.get(k)), Mapping):
             parts += _changed_settings(k, have_n.get(k), want_n.get(k))
+        elif event_type == CLUB_SESSIONS and k == "sessions":
+            parts.append(_changed_sessions(have_n.get(k), want_n.get(k)))
         else:
-            parts.append(f"{k}: {json.dumps(have_n.get(k))} → {json.dumps(want_n.get(k))}")
+            parts.append(f"{k}: {_shown(have_n.get(k))} → {_shown(want_n.get(k))}")
     return f"{event_type}: " + ", ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON, letters as they are (a Cyrillic name reads as a name)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _changed_sessions(have: Any, want: Any) -> str:
+    """Declared sessions by their keys: which were added, removed or changed."""
+
+    def by_key(items: Any) -> dict[str, Any]:
+        if not isinstance(items, list):
+            return {}
+        return {str(i.get("key")): i for i in items if isinstance(i, Mapping)}
+
+    old, new = by_key(have), by_key(want)
+    added = sorted(set(new) - set(old))
+    removed = sorted(set(old) - set(new))
+    changed = sorted(k for k in set(old) & set(new) if _plain(old[k]) != _plain(new[k]))
+    said = [
+        f"{word} {', '.join(keys)}"
+        for word, keys in (("added", added), ("removed", removed), ("changed", changed))
+        if keys
+    ]
+    return "sessions: " + ("; ".join(said) or "reordered")
 
 
 def _changed_settings(name: str, have: Any, want: Any) -> list[str]:

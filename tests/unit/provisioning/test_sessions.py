@@ -374,6 +374,10 @@ def test_changed_and_removed_sessions_are_ordinary_updates() -> None:
         CLUB_SESSIONS,
     )
     assert not update.security
+    # The plan names the session that changed, not the whole list as escaped JSON.
+    text = render_text(plan(changed, applied(with_sessions)))
+    assert f"~ update {SESSIONS_REF}: {CLUB_SESSIONS}: sessions: changed weekly" in text
+    assert "\\u04" not in text
 
     removed = compiled(None)
     p = plan(removed, applied(with_sessions))
