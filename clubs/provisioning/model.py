@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Literal
 
-from clubs.core.namespace import CLUB_SETTINGS, LOCATOR
+from clubs.core.namespace import CLUB_SESSIONS, CLUB_SETTINGS, LOCATOR
 from clubs.core.yamlconf import Origin
 from clubs.provisioning.desired import (
     Audience,
@@ -113,6 +113,7 @@ DEFAULT_POWER_LEVELS = PowerLevels(
         "m.room.retention": 100,
         LOCATOR: 100,
         CLUB_SETTINGS: 100,
+        CLUB_SESSIONS: 100,  # declared sessions: the network file's, not a facilitator's
     },
     notifications={"room": 50},
 )

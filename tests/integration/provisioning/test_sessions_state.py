@@ -94,7 +94,7 @@ async def test_declared_sessions_are_the_sessions_rooms_state_and_leave_it_with_
     assert astana[(CLUB_SESSIONS, "")] == {"sessions": []}
     assert (CLUB_SESSIONS, "") not in general
     power = almaty[("m.room.power_levels", "")]
-    assert CLUB_SESSIONS not in power["events"]  # state_default: the provisioner writes it
+    assert power["events"][CLUB_SESSIONS] == 100  # only the provisioner writes it
     assert plan(declared, actual).empty
 
     removed = network(net_id, synapse.server_name, "")

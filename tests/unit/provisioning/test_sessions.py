@@ -217,10 +217,12 @@ def test_a_club_without_sessions_publishes_an_empty_list_and_no_room_no_event() 
     assert not any((CLUB_SESSIONS, "") in r.state for r in net.rooms)
 
 
-def test_the_event_has_state_default_power_only_the_provisioner_writes_it() -> None:
+def test_only_the_provisioner_writes_the_declared_sessions() -> None:
+    """Level 100 (the provisioner's): facilitators and the bots (50) cannot overwrite what the
+    network file declares."""
     sessions_room = room(compiled(WEEKLY), SESSIONS_REF)
     power = sessions_room.power_levels
-    assert CLUB_SESSIONS not in power["events"]
+    assert power["events"][CLUB_SESSIONS] == 100
     assert power["state_default"] == 50
 
 
