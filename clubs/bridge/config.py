@@ -12,6 +12,8 @@ Which rooms are bridged is not decided here: the network file's `bridge:` entrie
     telegram:
       api: https://api.telegram.org          # the Bot API (a fake one in tests)
       poll_timeout_s: 30                     # long-polling timeout of getUpdates
+    as_token_from: [10.0.0.0/8]              # where the homeserver accepts the as_token from
+                                             # (default: loopback when the homeserver is)
 
 Secrets are never in this file: the Telegram bot token and the application service tokens are
 in the vault (`clubs bridge token` stores the first; the others are generated).
@@ -19,6 +21,7 @@ in the vault (`clubs bridge token` stores the first; the others are generated).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,22 @@ CONFIG_ENV = "CLUBS_BRIDGE_CONFIG"
 DEFAULT_CONFIG = Path("config/bridge.yaml")
 DEFAULT_PORT = 29317
 TELEGRAM_API = "https://api.telegram.org"
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _network(value: str) -> str | None:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return f"expected a network like 10.0.0.0/8 or 127.0.0.1/32; got {shown(value)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,17 @@ class BridgeConfig:
     )
     telegram_api: str = TELEGRAM_API
     poll_timeout_s: int = 30
+    as_token_from: tuple[str, ...] | None = None
+    """Networks the homeserver accepts the as_token from (`ip_range_whitelist`); None: loopback
+    if the homeserver is on loopback, else anywhere."""
+
+    def token_ranges(self) -> tuple[str, ...]:
+        if self.as_token_from is not None:
+            return self.as_token_from
+        host = urlsplit(self.homeserver).hostname or ""
+        if host == "localhost" or _is_loopback(host):
+            return LOOPBACK
+        return ()
 
 
 def config_path(given: Path | None = None) -> Path:
@@ -102,7 +132,15 @@ def _server_name(value: str) -> str | None:
 def _build(root: Node) -> BridgeConfig:
     d = BridgeConfig()
     f = root.mapping(
-        optional=("enabled", "listen", "url", "homeserver", "server_name", "telegram"),
+        optional=(
+            "enabled",
+            "listen",
+            "url",
+            "homeserver",
+            "server_name",
+            "telegram",
+            "as_token_from",
+        ),
     )
     host, port = d.host, d.port
     if n := f.get("listen"):
@@ -124,6 +162,11 @@ def _build(root: Node) -> BridgeConfig:
         server_name=(s.string(_server_name) if (s := f.get("server_name")) else d.server_name),
         telegram_api=api,
         poll_timeout_s=timeout,
+        as_token_from=(
+            tuple(item.string(_network) for item in n.sequence())
+            if (n := f.get("as_token_from"))
+            else None
+        ),
     )
     root.report.raise_for_errors()
     return config

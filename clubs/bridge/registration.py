@@ -76,7 +76,7 @@ def in_namespace(user_id: str, server_name: str) -> bool:
 
 def render(config: BridgeConfig, tokens: Tokens) -> str:
     """The registration document (YAML) for this deployment."""
-    doc = {
+    doc: dict[str, object] = {
         "id": SERVICE_ID,
         "url": config.url,
         "as_token": tokens.as_token,
@@ -90,6 +90,8 @@ def render(config: BridgeConfig, tokens: Tokens) -> str:
             "rooms": [],
         },
     }
+    if ranges := config.token_ranges():
+        doc["ip_range_whitelist"] = list(ranges)  # Synapse: the as_token works from there only
     return yaml.safe_dump(doc, sort_keys=False)
 
 

@@ -52,3 +52,24 @@ def test_every_problem_is_reported_where_it_is() -> None:
         'got "https://api.telegram.org/?token=1"',
         "bridge.yaml:4:54: telegram.poll: unknown key; expected one of api, poll_timeout_s",
     ]
+
+
+def test_the_as_token_is_accepted_from_loopback_only_when_the_homeserver_is_there() -> None:
+    assert parse_config("homeserver: http://127.0.0.1:8008\n").token_ranges() == (
+        "127.0.0.0/8",
+        "::1/128",
+    )
+    assert parse_config("homeserver: http://synapse:8008\n").token_ranges() == ()
+    explicit = parse_config("homeserver: http://synapse:8008\nas_token_from: [172.16.0.0/12]\n")
+    assert explicit.token_ranges() == ("172.16.0.0/12",)
+
+
+def test_a_wrong_network_is_reported() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("as_token_from: [10.0.0.1/8, everywhere]\n", "bridge.yaml")
+    assert str(caught.value).splitlines() == [
+        "bridge.yaml:1:17: as_token_from[0]: expected a network like 10.0.0.0/8 or "
+        '127.0.0.1/32; got "10.0.0.1/8"',
+        "bridge.yaml:1:29: as_token_from[1]: expected a network like 10.0.0.0/8 or "
+        '127.0.0.1/32; got "everywhere"',
+    ]

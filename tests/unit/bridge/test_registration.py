@@ -23,7 +23,12 @@ from clubs.bridge.registration import (
 )
 from clubs.core.secrets import Vault
 
-CONFIG = BridgeConfig(enabled=True, server_name="club.example", url="http://127.0.0.1:29317")
+CONFIG = BridgeConfig(
+    enabled=True,
+    server_name="club.example",
+    url="http://127.0.0.1:29317",
+    homeserver="https://matrix.club.example",
+)
 
 
 def vault(tmp_path: Path) -> Vault:
@@ -57,6 +62,13 @@ def test_the_registration_is_what_synapse_needs(tmp_path: Path) -> None:
     assert re.fullmatch(users["regex"], ghost_user(123, "club.example"))
     assert not re.fullmatch(users["regex"], "@tg_1:clubXexample")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "ip_range_whitelist" not in doc  # the homeserver is not on loopback here
+
+
+def test_on_loopback_the_as_token_works_from_loopback_only(tmp_path: Path) -> None:
+    config = BridgeConfig(enabled=True, homeserver="http://127.0.0.1:8008")
+    doc = yaml.safe_load(write_registration(config, vault(tmp_path), tmp_path).read_text())
+    assert doc["ip_range_whitelist"] == ["127.0.0.0/8", "::1/128"]
 
 
 def test_it_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:
