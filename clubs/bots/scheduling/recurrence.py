@@ -18,7 +18,9 @@ it keeps matching.
 
 Rules come from facilitators and from calendar files, so they are treated as hostile: only the
 parts a club schedule needs are accepted (see :func:`check_rule`), the rule text and COUNT are
-bounded, and nothing is produced more than :data:`HORIZON_DAYS` after the series' start.
+bounded, and nothing is produced more than :data:`HORIZON_DAYS` after the series' start or the
+time asked about, whichever is later (a weekly series goes on for years; a rule whose next
+occurrence is further away than that has none).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ MAX_OCCURRENCES = 520
 """A rule whose COUNT is above this is refused: ten years of weekly sessions is plenty."""
 
 HORIZON_DAYS = 730
-"""Occurrences later than this many days after the series' start are never produced; a rule
-without an end (or with a later UNTIL) is cut there rather than refused."""
+"""Occurrences later than this many days after the series' start (or after the time asked
+about, if later) are never produced; a rule without an end (or with a later UNTIL) is cut there
+rather than refused."""
 
 MAX_RULE_CHARS = 200
 """Longer rule text is refused before it is looked at."""
@@ -303,11 +306,11 @@ def to_utc(local: datetime, tz: ZoneInfo) -> datetime:
     return local.replace(tzinfo=tz, fold=0).astimezone(UTC)
 
 
-def _locals(start: datetime, rule: Rule | None) -> Iterator[datetime]:
+def _locals(start: datetime, rule: Rule | None, since: datetime) -> Iterator[datetime]:
     if rule is None:
         yield start
         return
-    end = start + timedelta(days=HORIZON_DAYS)
+    end = max(start, since) + timedelta(days=HORIZON_DAYS)
     for local in _dateutil_rule(rule, start):
         if local > end:
             return
@@ -344,7 +347,8 @@ def occurrences(
     out: list[Occurrence] = []
     if limit <= 0:
         return out
-    for local in _locals(start, rule):
+    since = after.astimezone(tz).replace(tzinfo=None)
+    for local in _locals(start, rule, since):
         utc = to_utc(local, tz)
         if until is not None and utc > until:
             break

@@ -150,12 +150,16 @@ def test_rule_shapes(rule: str, days: list[int]) -> None:
     assert all(o.local.time() == FIRST_TH.time() for o in occ)
 
 
-def test_nothing_beyond_the_horizon() -> None:
+def test_nothing_beyond_the_horizon_from_the_time_asked_about() -> None:
     occ = occurrences(FIRST_TH, "Asia/Almaty", WEEKLY_TH, after=LONG_AGO, limit=1000)
     assert len(occ) == HORIZON_DAYS // 7 + 1
     assert occ[-1].local <= FIRST_TH + timedelta(days=HORIZON_DAYS)
-    far = FIRST_TH.replace(tzinfo=UTC) + timedelta(days=HORIZON_DAYS + 7)
-    assert occurrences(FIRST_TH, "Asia/Almaty", WEEKLY_TH, after=far) == []
+    # Years later a weekly series still goes on: the horizon counts from the time asked about.
+    later = FIRST_TH.replace(tzinfo=UTC) + timedelta(days=HORIZON_DAYS * 3)
+    (nxt,) = occurrences(FIRST_TH, "Asia/Almaty", WEEKLY_TH, after=later, limit=1)
+    assert later < nxt.start <= later + timedelta(days=7)
+    assert nxt.local.weekday() == FIRST_TH.weekday()
+    assert (nxt.local.hour, nxt.local.minute) == (FIRST_TH.hour, FIRST_TH.minute)
 
 
 def test_count_at_the_limit_is_fine() -> None:
