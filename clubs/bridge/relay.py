@@ -378,8 +378,11 @@ class Relay:
                 raise
             except Exception as e:
                 self.health.telegram_ok = False
-                log.warning("Telegram polling failed (%s); again in %.0f s", _describe(e), backoff)
-                await asyncio.sleep(backoff)
+                wait = backoff
+                if isinstance(e, TelegramRateLimited):
+                    wait = max(wait, float(e.retry_after))
+                log.warning("Telegram polling failed (%s); again in %.0f s", _describe(e), wait)
+                await asyncio.sleep(wait)
                 backoff = min(POLL_BACKOFF_MAX_S, backoff * 2)
 
     async def poll_once(self) -> int:

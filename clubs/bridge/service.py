@@ -74,7 +74,9 @@ class Bridge:
         db = await Database.open(data_dir / "bridge.db")
         store = await BridgeStore.open(db, Sealer.from_vault(vault, STORE_KEY))
         http = MatrixHttp(config.homeserver, tokens.as_token)
-        telegram = BotApi(bot_token, config.telegram_api)
+        # A 429 is not waited out inside the call (that would hold every portal): the relay
+        # puts the event off for at least `retry_after` and goes on with other rooms.
+        telegram = BotApi(bot_token, config.telegram_api, max_retries=0)
         relay = Relay(
             matrix=AsMatrix(http),
             telegram=telegram,
