@@ -47,7 +47,7 @@ def add_parsers(sub: Any) -> None:
             "--config",
             type=Path,
             default=None,
-            help=f"the deployment's bridge.yaml (default ${CONFIG_ENV} or config/bridge.yaml)",
+            help=f"the deployment's bridge.yaml (default ${CONFIG_ENV}, else config/bridge.yaml)",
         )
         p.add_argument("--var-dir", type=Path, default=Path(os.environ.get("CLUBS_VAR_DIR", "var")))
 

@@ -1,6 +1,8 @@
 """The bridge's deployment settings (`bridge.yaml`) and the rooms it bridges (`Portal`).
 
 The bridge is off unless a deployment file says `enabled: true`; without the file it stays off.
+The file is the one given, else `$CLUBS_BRIDGE_CONFIG`, else `bridge.yaml` in the config
+directory (`config/`, or `$CLUBS_CONFIG_DIR`).
 Which rooms are bridged is not decided here: the network file's `bridge:` entries are read by the
 `clubs` command and handed in as `Portal`s (the bridge never imports the provisioning code).
 
@@ -30,11 +32,11 @@ from urllib.parse import urlsplit
 
 from clubs.core.homeserver import default_homeserver_url
 from clubs.core.ids import is_server_name
+from clubs.core.paths import config_dir
 from clubs.core.yamlconf import DEFAULT_LIMITS, Limits, Node, parse_yaml, read_yaml, shown
 
 Mode = Literal["mirror", "relay"]
 CONFIG_ENV = "CLUBS_BRIDGE_CONFIG"
-DEFAULT_CONFIG = Path("config/bridge.yaml")
 DEFAULT_PORT = 29317
 TELEGRAM_API = "https://api.telegram.org"
 LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -92,11 +94,12 @@ class BridgeConfig:
 
 
 def config_path(given: Path | None = None) -> Path:
-    """The deployment file: the one given, else `$CLUBS_BRIDGE_CONFIG`, else config/bridge.yaml."""
+    """The deployment file: the one given, else `$CLUBS_BRIDGE_CONFIG`, else `bridge.yaml` in
+    the config directory (`config/`, or `$CLUBS_CONFIG_DIR`)."""
     if given is not None:
         return given
     env = os.environ.get(CONFIG_ENV)
-    return Path(env) if env else DEFAULT_CONFIG
+    return Path(env) if env else config_dir() / "bridge.yaml"
 
 
 def load_config(path: Path | None = None, limits: Limits = DEFAULT_LIMITS) -> BridgeConfig:

@@ -73,3 +73,17 @@ def test_a_wrong_network_is_reported() -> None:
         "bridge.yaml:1:29: as_token_from[1]: expected a network like 10.0.0.0/8 or "
         '127.0.0.1/32; got "everywhere"',
     ]
+
+
+def test_the_file_is_found_in_the_config_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLUBS_BRIDGE_CONFIG", raising=False)
+    monkeypatch.setenv("CLUBS_CONFIG_DIR", str(tmp_path))
+    assert load_config().enabled is False
+    (tmp_path / "bridge.yaml").write_text("enabled: true\n")
+    assert load_config().enabled is True
+    other = tmp_path / "other.yaml"
+    other.write_text("enabled: false\n")
+    monkeypatch.setenv("CLUBS_BRIDGE_CONFIG", str(other))
+    assert load_config().enabled is False
