@@ -24,6 +24,7 @@ from clubs.bots.scheduling.core import (
 )
 from clubs.bots.scheduling.options import SessionUsage, parse_session
 from clubs.bots.scheduling.recurrence import (
+    RuleError,
     occurrence_key,
     parse_key,
     zone,
@@ -51,7 +52,11 @@ class SessionCommands(ScheduleCore):
             await ctx.reply("scheduling/not_a_club")
             return
         tz = ctx.room.time_zone
-        now_local = datetime.fromtimestamp(self.clock.now(), zone(tz)).replace(tzinfo=None)
+        try:
+            now_local = datetime.fromtimestamp(self.clock.now(), zone(tz)).replace(tzinfo=None)
+        except RuleError:  # the club's settings name no real zone: nothing can be scheduled
+            await ctx.reply("scheduling/usage", problem="when", detail="the club's time zone")
+            return
         try:
             draft = parse_session(details, now_local)
         except SessionUsage as e:

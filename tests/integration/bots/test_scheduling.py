@@ -384,12 +384,24 @@ async def test_hostile_session_commands_get_a_usage_reply_and_store_nothing(
         powers=powers,
     )
     await facilitator.http.post(path(*CS, "join", sessions), {})
+    # A club whose settings name a zone that does not exist (state is input like any other).
+    nowhere = await managed_room(
+        synapse,
+        network,
+        invite=[account.user_id, facilitator.user_id],
+        key="sessions",
+        club="c2",
+        powers=powers,
+        settings={"time_zone": "Mars/Olympus"},
+    )
+    await facilitator.http.post(path(*CS, "join", nowhere), {})
     holder: list[SchedulingBot] = []
     async with (
         scheduling_host(synapse, tmp_path, account, network, holder, many_commands=True),
         mautrix_peer(facilitator, synapse.url) as peer,
     ):
         await eventually(lambda: joined(facilitator, sessions, account.user_id), within=20)
+        await eventually(lambda: joined(facilitator, nowhere, account.user_id), within=20)
         hostile = [
             "!session Evening; at some point",
             "!session Evening; every Thursday 25:00",
@@ -402,6 +414,7 @@ async def test_hostile_session_commands_get_a_usage_reply_and_store_nothing(
             "!session only a title",
         ]
         sent = [await send_text(peer, sessions, text) for text in hostile]
+        sent.append(await send_text(peer, nowhere, "!session Evening; every Thursday 19:00"))
 
         async def answered() -> list[Any]:
             replies = {r.reply_to: r.body for r in peer.received if r.reply_to in sent}
