@@ -46,6 +46,7 @@ from clubs.bridge.formatting import (
     to_telegram,
 )
 from clubs.bridge.matrix import AsMatrix
+from clubs.bridge.pacing import Pacer
 from clubs.bridge.registration import PREFIX, ghost_user, in_namespace
 from clubs.bridge.store import BridgeStore, PortalRow, Sent
 from clubs.bridge.telegram import (
@@ -80,6 +81,14 @@ class Retry(Exception):
     """The event could not be handled now (Telegram or the homeserver away): try it later."""
 
 
+class Throttled(Exception):
+    """Sending now would exceed Telegram's per-chat limit: try again in `wait_s`."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"throttled for {wait_s:.1f} s")
+        self.wait_s = wait_s
+
+
 def _transient(e: BaseException) -> bool:
     return isinstance(e, TelegramUnavailable | TelegramRateLimited) or is_transient(e)
 
@@ -105,6 +114,7 @@ class Relay:
     bot: UserId
     poll_timeout_s: int = 30
     health: Health = field(default_factory=Health)
+    pacer: Pacer = field(default_factory=Pacer)
     telegram_bot_id: int | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _rooms: dict[RoomId, PortalRow] = field(default_factory=dict)
@@ -174,6 +184,11 @@ class Relay:
                     continue
                 try:
                     forget = await self.handle_event(item.event)
+                except Throttled as e:  # not a failure: no attempt is counted
+                    due = time.time() + e.wait_s + random.uniform(0, 0.2)  # noqa: S311
+                    await self.store.postpone(item.seq, room, due, count=False)
+                    held.add(room)
+                    continue
                 except Exception as e:
                     if _transient(e) and item.attempts + 1 < MAX_ATTEMPTS:
                         delay = min(BACKOFF_MAX_S, 2.0 ** (item.attempts + 1))
@@ -321,15 +336,21 @@ class Relay:
         self, portal: PortalRow, html: str, reply_to: int | None = None
     ) -> tuple[int, int]:
         chat = self._rooms[portal.room_id].chat_id
+        wait = self.pacer.wait_for(chat, time.monotonic())
+        if wait > 0:
+            raise Throttled(wait)
         try:
-            return await self.telegram.send_message(chat, html, reply_to=reply_to), chat
+            message_id = await self.telegram.send_message(chat, html, reply_to=reply_to)
         except ChatMigrated as e:
             await self._migrate(chat, e.new_chat_id)
-            new = e.new_chat_id
-            return await self.telegram.send_message(new, html, reply_to=reply_to), new
+            chat = e.new_chat_id
+            message_id = await self.telegram.send_message(chat, html, reply_to=reply_to)
+        self.pacer.sent(chat, time.monotonic())
+        return message_id, chat
 
     async def _migrate(self, old: int, new: int) -> None:
         moved = await self.store.move_chat(old, new)
+        self.pacer.moved(old, new)
         for room, p in list(self._rooms.items()):
             if p.chat_id == old:
                 self._rooms[room] = replace(p, chat_id=new)

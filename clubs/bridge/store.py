@@ -169,12 +169,13 @@ class BridgeStore:
         row = await self.db.fetchone("SELECT COUNT(*) AS n FROM bridge_inbox")
         return int(row["n"]) if row else 0
 
-    async def postpone(self, seq: int, room_id: str, due_at: float) -> None:
-        """Try the event again at `due_at`; the room's later events wait for it (order kept)."""
+    async def postpone(self, seq: int, room_id: str, due_at: float, *, count: bool = True) -> None:
+        """Try the event again at `due_at` (`count`: as one more failed attempt); the room's
+        later events wait for it (order kept)."""
         async with self.db.transaction():
             await self.db.execute(
-                "UPDATE bridge_inbox SET attempts = attempts + 1, due_at = ? WHERE seq = ?",
-                (due_at, seq),
+                "UPDATE bridge_inbox SET attempts = attempts + ?, due_at = ? WHERE seq = ?",
+                (1 if count else 0, due_at, seq),
             )
             await self.db.execute(
                 "UPDATE bridge_inbox SET due_at = MAX(due_at, ?) WHERE room_id = ? AND seq > ?",

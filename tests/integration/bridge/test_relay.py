@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from clubs.bridge.pacing import Pacer
 from clubs.bridge.registration import ensure_tokens
 from clubs.bridge.service import Bridge
 from clubs.core.http import RoomId, cs
@@ -264,6 +265,14 @@ async def test_mirror_mode_relays_one_way_only(
     await say(anna, room, {"msgtype": "m.text", "body": "два"})
     await eventually(lambda: _async(len(telegram.texts(chat)) == 4), within=15)
     assert telegram.texts(chat)[-2:] == ["Анна: раз", "Анна: два"]
+    # Paced below the chat's limit (here 2 in 2 s): the rest wait, in order, without a 429.
+    bridge.relay.pacer = Pacer(per_minute=2, window_s=2.0)
+    for n in ("три", "четыре", "пять", "шесть"):
+        await say(anna, room, {"msgtype": "m.text", "body": n})
+    await eventually(lambda: _async(len(telegram.texts(chat)) == 8), within=15)
+    assert telegram.texts(chat)[-4:] == ["Анна: три", "Анна: четыре", "Анна: пять", "Анна: шесть"]
+    calls = telegram.method_calls("sendMessage")[-4:]
+    assert calls[2].at - calls[0].at >= 1.9
 
 
 async def test_an_encrypted_room_is_refused_and_an_undesignated_one_left(
