@@ -93,6 +93,7 @@ class Chat:
     migrated_to: int | None = None
     next_id: int = 1
     bot_member: bool = True
+    banned: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -214,6 +215,16 @@ class FakeTelegram:
         chat = self._chat(params.get("chat_id"))
         if chat.messages.pop(int(params.get("message_id", 0)), None) is None:
             raise _Refused(_answer(400, "Bad Request: message to delete not found"))
+        return True
+
+    async def _m_banChatMember(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params.get("chat_id"))
+        chat.banned.add(int(params["user_id"]))
+        return True
+
+    async def _m_unbanChatMember(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params.get("chat_id"))
+        chat.banned.discard(int(params["user_id"]))
         return True
 
     async def _m_leaveChat(self, params: dict[str, Any]) -> Any:

@@ -47,7 +47,7 @@ from clubs.bridge.formatting import (
 )
 from clubs.bridge.matrix import AsMatrix
 from clubs.bridge.pacing import Pacer
-from clubs.bridge.registration import PREFIX, ghost_user, in_namespace
+from clubs.bridge.registration import PREFIX, ghost_id, ghost_user, in_namespace
 from clubs.bridge.store import BridgeStore, PortalRow, Sent
 from clubs.bridge.telegram import (
     BotApi,
@@ -231,6 +231,10 @@ class Relay:
         return []
 
     async def _on_membership(self, room: RoomId, event: Mapping[str, Any]) -> None:
+        telegram_id = ghost_id(str(event.get("state_key")), self.server_name)
+        if telegram_id is not None:
+            await self._on_ghost_membership(room, telegram_id, event)
+            return
         if event.get("state_key") != self.bot:
             return
         membership = event["content"].get("membership")
@@ -261,6 +265,33 @@ class Relay:
             return
         await self._set(row)
         log.info("bridging %s (%s) to a Telegram chat", room, spec.mode)
+
+    async def _on_ghost_membership(
+        self, room: RoomId, telegram_id: int, event: Mapping[str, Any]
+    ) -> None:
+        """A ban of a ghost (a moderator's, or the moderation bot's network-wide one) bans the
+        Telegram user in the chat too; lifting it lifts that ban. The bot must be an admin of
+        the chat; if it is not, Telegram refuses and the refusal is logged."""
+        membership = event["content"].get("membership")
+        if membership != "join":  # left, kicked or banned: joined again before it speaks
+            self._joined.discard((room, ghost_user(telegram_id, self.server_name)))
+        portal = self._rooms.get(room)
+        if portal is None or portal.state != "active":
+            return
+        unsigned = event.get("unsigned")
+        prev = unsigned.get("prev_content") if isinstance(unsigned, dict) else None
+        was_banned = isinstance(prev, dict) and prev.get("membership") == "ban"
+        try:
+            if membership == "ban":
+                await self.telegram.ban_chat_member(portal.chat_id, telegram_id)
+                log.info("a ghost was banned in %s: banned in its Telegram chat too", room)
+            elif was_banned and membership == "leave":
+                await self.telegram.unban_chat_member(portal.chat_id, telegram_id)
+                log.info("a ghost's ban was lifted in %s: lifted in Telegram too", room)
+        except TelegramError as e:
+            if _transient(e):
+                raise
+            log.warning("Telegram refused to follow a ban in %s: %s", room, _describe(e))
 
     def _designated(self, locator: Mapping[str, Any]) -> Portal | None:
         if locator.get("network") != self.network or locator.get("kind") != "club_room":

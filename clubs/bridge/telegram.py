@@ -195,6 +195,14 @@ class BotApi:
                 return
             raise
 
+    async def ban_chat_member(self, chat_id: int, user_id: int) -> None:
+        await self.call("banChatMember", {"chat_id": chat_id, "user_id": user_id})
+
+    async def unban_chat_member(self, chat_id: int, user_id: int) -> None:
+        await self.call(
+            "unbanChatMember", {"chat_id": chat_id, "user_id": user_id, "only_if_banned": True}
+        )
+
     async def leave_chat(self, chat_id: int) -> None:
         await self.call("leaveChat", {"chat_id": chat_id})
 

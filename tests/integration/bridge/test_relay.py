@@ -153,6 +153,22 @@ async def test_relay_round_trip_with_edits_and_deletions(
         "m.in_reply_to": {"event_id": anna_reply[0]["event_id"]}
     }
 
+    # A ban of the ghost bans the Telegram user in the chat; lifting it lifts that ban.
+    admin = bridge_world.synapse.admin.http
+    await admin.post(cs("rooms", room, "ban"), {"user_id": ghost_event["sender"]})
+    await eventually(lambda: _async(telegram.chats[chat].banned == {IVAN["id"]}), within=15)
+    await telegram.user_says(chat, IVAN, "меня не слышно")  # banned: not relayed
+    await eventually(lambda: _async(telegram.updates == []), within=10)  # handled and confirmed
+    await admin.post(cs("rooms", room, "unban"), {"user_id": ghost_event["sender"]})
+    await eventually(lambda: _async(telegram.chats[chat].banned == set()), within=15)
+    await telegram.user_says(chat, IVAN, "снова здесь")  # the ghost joins again to say it
+
+    async def back() -> list[dict[str, Any]]:
+        return [e for e in await from_ghost() if e["content"].get("body") == "снова здесь"]
+
+    await eventually(back, within=15)
+    assert not [e for e in await from_ghost() if e["content"].get("body") == "меня не слышно"]
+
     # A moderator's redaction of the ghost's message deletes it in Telegram too.
     assert "Здравствуйте все!" in telegram.texts(chat)
     await bridge_world.synapse.admin.http.put(
@@ -160,7 +176,7 @@ async def test_relay_round_trip_with_edits_and_deletions(
     )
     await eventually(lambda: _async("Здравствуйте все!" not in telegram.texts(chat)))
     # Nothing the bridge said went back across: the Matrix side has only Ivan's two events.
-    assert len(await from_ghost()) == 3  # Ivan's message, his edit, his thanks
+    assert len(await from_ghost()) == 4  # Ivan's message, his edit, his thanks, his return
     assert len(telegram.method_calls("sendMessage")) == 2
 
 
