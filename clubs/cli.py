@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bridge":
             from clubs.bridge.commands import run as run_bridge_command
 
-            result = run_bridge_command(args, _bridged_rooms)
+            result = run_bridge_command(args, _bridged_rooms, _provisioner)
             return result if isinstance(result, int) else _run_until_interrupted(result)
         if args.command in PROVISIONING_COMMANDS:
             from clubs.provisioning.commands import run
@@ -183,6 +183,15 @@ def _bridged_rooms(network_file: Path) -> tuple[str, list[Any]]:
         if room.bridge is not None
     ]
     return network.key, portals
+
+
+@contextlib.asynccontextmanager
+async def _provisioner(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any]]:
+    """The provisioner's client and user id (it is an admin of every managed room)."""
+    from clubs.provisioning.commands import connect
+
+    async with connect(args) as conn:
+        yield conn.http, conn.provisioner
 
 
 def _postgres_from_env() -> dict[str, str] | None:

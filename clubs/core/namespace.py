@@ -46,6 +46,15 @@ DM_MARKER = f"{NS}.dm"
 purpose. A bot that crashed between creating the room and recording it finds the room again by
 this marker instead of creating a second one."""
 
+BRIDGE_CONSENT = f"{NS}.bridge_consent"
+"""State event (state_key "") in an encrypted bridged room: its admins' consent to relaying it
+to Telegram (written by `clubs bridge consent`, which takes the writer's power level 100).
+
+Content: `telegram_chat` (the chat id the consent is for), `by` (the admin's user id) and `at`
+(milliseconds). An empty content is a withdrawn consent. The Telegram bridge acts on it only
+when its sender has power 100 (or is a creator of a v12 room) and the chat matches its portal's,
+and relays only events sent after the event itself (its `origin_server_ts`)."""
+
 LOCATOR_SCHEMA = 1
 
 ROOM_KINDS = (

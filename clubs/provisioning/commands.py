@@ -238,7 +238,20 @@ async def _plan(args: argparse.Namespace, conn: Connection) -> tuple[Plan, Any]:
         actual = await discover(conn.http, desired, conn.provisioner, tokens=store)
     finally:
         store.close()
-    p = plan(desired, actual, reinvite=args.reinvite, prune=args.prune, destroy=args.destroy)
+    bridged = {
+        f"club:{club.key}/{room.key}": room.bridge.chat
+        for _, club in checked.network.clubs()
+        for room in club.rooms
+        if room.bridge is not None
+    }
+    p = plan(
+        desired,
+        actual,
+        reinvite=args.reinvite,
+        prune=args.prune,
+        destroy=args.destroy,
+        bridged=bridged,
+    )
     return p, desired
 
 

@@ -36,7 +36,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from clubs.core.namespace import CLUB_SESSIONS, CLUB_SETTINGS, LOCATOR
+from clubs.core.namespace import BRIDGE_CONSENT, CLUB_SESSIONS, CLUB_SETTINGS, LOCATOR
 from clubs.provisioning.actual import Actual, ActualRoom, StateKey, locator_ref
 from clubs.provisioning.desired import (
     POWER_THRESHOLDS,
@@ -425,9 +425,13 @@ def plan(
     reinvite: bool = False,
     prune: bool = False,
     destroy: bool = False,
+    bridged: Mapping[str, int] | None = None,
 ) -> Plan:
     """Compare and order: users and tokens → security fixes → creates (parents first) → other
-    state and space edges → archives → invites → kicks → destroys."""
+    state and space edges → archives → invites → kicks → destroys.
+
+    `bridged` (room ref → Telegram chat id, the network file's `bridge:` keys) adds a note per
+    existing encrypted bridged room: whether its admins recorded consent to bridging."""
     server = desired.server_name
     me = actual.provisioner
     bot_names = {mxid: name for name, mxid in desired.bots.items()}
@@ -607,6 +611,8 @@ def plan(
         parent = _parent_of(have, desired, matched, actual)
         archives += _archive(key, have, parent, ids)
 
+    notes += _bridge_notes(bridged or {}, actual)
+
     ordered = (
         actions
         + security
@@ -618,6 +624,30 @@ def plan(
         + destroys
     )
     return Plan(desired.network, tuple(ordered), tuple(notes))
+
+
+def _bridge_notes(bridged: Mapping[str, int], actual: Actual) -> list[Note]:
+    """Encrypted bridged rooms: the Telegram bridge refuses them unless their admins consented
+    (`org.commclubs.bridge_consent` for the same chat; the bridge also checks its writer)."""
+    notes: list[Note] = []
+    for ref, chat in sorted(bridged.items()):
+        have = actual.rooms.get(ref)
+        if have is None or have.archived or ("m.room.encryption", "") not in have.state:
+            continue
+        consent = have.state.get((BRIDGE_CONSENT, ""), {})
+        if consent.get("telegram_chat") == chat:
+            detail = (
+                f"encrypted; consent to relay new messages to Telegram chat {chat} recorded by "
+                f"{_shown(consent.get('by'))}"
+            )
+        else:
+            room = ref.removeprefix("club:")
+            detail = (
+                f"encrypted and bridged to Telegram chat {chat} WITHOUT the admins' consent: "
+                f"the bridge refuses it (clubs bridge consent --room {room} --yes)"
+            )
+        notes.append(Note("bridge", ref, detail))
+    return notes
 
 
 def _immutable(room: DesiredRoom, have: ActualRoom, notes: list[Note]) -> None:
