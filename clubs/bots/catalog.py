@@ -9,6 +9,7 @@ from __future__ import annotations
 from clubs.bots.base import Bot
 from clubs.bots.checkins.bot import CheckinsBot
 from clubs.bots.checkins.box import Box
+from clubs.bots.facilitation.bot import FacilitationBot
 from clubs.bots.host import BotFactory, HostServices
 from clubs.bots.moderation.bot import ModerationBot
 from clubs.bots.moderation.network import Network
@@ -49,5 +50,16 @@ def _checkins(services: HostServices) -> Bot:
     return CheckinsBot(services.db, Box.from_vault(vault), services.clock)
 
 
+def _facilitation(services: HostServices) -> Bot:
+    if services.sealer is None:
+        raise ClubsError("the facilitation bot needs a sealer: sessions and notes are sealed")
+    return FacilitationBot(services.db, services.sealer, services.clock)
+
+
 def default_factories() -> dict[str, BotFactory]:
-    return {"moderation": _moderation, "scheduling": _scheduling, "checkins": _checkins}
+    return {
+        "moderation": _moderation,
+        "scheduling": _scheduling,
+        "checkins": _checkins,
+        "facilitation": _facilitation,
+    }

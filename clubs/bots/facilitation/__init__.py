@@ -1,0 +1,2 @@
+"""The facilitation bot: running a club session in a room (agenda, speaking queue, rounds,
+tagged notes and minutes without names)."""

@@ -1,0 +1,142 @@
+"""The store seals sessions and the parking lot; every facilitation text renders in both
+languages; the minutes carry the tagged lines and no author."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from clubs.bots.facilitation.bot import METHODS, _duration
+from clubs.bots.facilitation.session import Session, minutes_sections
+from clubs.bots.facilitation.store import FacilitationStore
+from clubs.core.db import Database
+from clubs.core.i18n import LANGUAGES, Catalog
+from clubs.core.sealed import Sealer
+
+SECRET = "canary-Мама-8842"
+USER = "@starter-canary:test.local"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[FacilitationStore]:
+    db = await Database.open(tmp_path / "bots.db")
+    try:
+        yield await FacilitationStore.open(db, "facilitation", Sealer(Fernet.generate_key()))
+    finally:
+        await db.close()
+
+
+async def test_a_session_is_sealed_at_rest(store: FacilitationStore, tmp_path: Path) -> None:
+    s = Session("$start", SECRET, 0.0, USER)
+    s.add_item(SECRET, 600, 0.0)
+    s.take_notes(f"#info {SECRET}")
+    await store.save("!room:t", s, 0.0)
+    assert await store.session("!room:t") == s
+    await store.db.execute("PRAGMA wal_checkpoint(FULL)")
+    for file in tmp_path.iterdir():
+        data = file.read_bytes()
+        assert SECRET.encode() not in data
+        assert USER.encode() not in data
+
+
+async def test_ending_keeps_only_the_parking_lot(store: FacilitationStore) -> None:
+    await store.save("!room:t", Session("$s", "t", 0.0, USER), 0.0)
+    await store.end("!room:t", ["вернуться к теме"], 10.0)
+    assert await store.session("!room:t") is None
+    assert await store.parking("!room:t") == ["вернуться к теме"]
+    await store.end("!room:t", [], 20.0)
+    assert await store.parking("!room:t") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10m", 600), ("10", 600), ("90s", 90), ("1h", 3600), ("5м", 300), ("x", None), ("", None)],
+)
+def test_durations(text: str, seconds: int | None) -> None:
+    assert _duration(text) == seconds
+
+
+KEYS_WITHOUT_VALUES = (
+    "no_session",
+    "chairs_only",
+    "already",
+    "untitled",
+    "too_many",
+    "agenda_usage",
+    "extend_usage",
+    "round_usage",
+    "speaker_time",
+    "turn_time",
+    "methods",
+    *(f"method_{m}" for m in METHODS),
+    *(
+        f"{c}.help"
+        for c in (
+            "start",
+            "end",
+            "cochair",
+            "agenda",
+            "next",
+            "ack",
+            "extend",
+            "lower",
+            "round",
+            "pass",
+            "method",
+        )
+    ),
+)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("key", KEYS_WITHOUT_VALUES)
+def test_every_text_renders(key: str, lang: str) -> None:
+    body = Catalog().render(f"facilitation/{key}", lang).body
+    assert body.strip()
+    assert "{{" not in body
+    assert "{%" not in body
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_status_shows_item_time_speaker_and_queue(lang: str) -> None:
+    body = (
+        Catalog()
+        .render(
+            "facilitation/status",
+            lang,
+            title="Клуб",
+            item="Знакомство",
+            number=1,
+            items=2,
+            left=7,
+            speaker="anna",
+            queue=[{"who": "boris", "direct": True}, {"who": "vera", "direct": False}],
+            more=0,
+            turn=None,
+            turns_left=0,
+            upcoming=["Разбор"],
+        )
+        .body
+    )
+    for part in ("Клуб", "Знакомство", "7", "anna", "boris", "vera", "Разбор"):
+        assert part in body
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_minutes_have_every_tagged_line_and_nothing_else(lang: str) -> None:
+    s = Session("$s", "Клуб", 0.0, USER)
+    s.take_notes("болтовня\n#info A1\n#idea <b>B2</b>\n#action C3\n#решено D4\n#потом E5")
+    s.take_notes("ещё болтовня")
+    values = {"title": "Клуб", "date": "2026-12-06", "sections": minutes_sections(s.notes)}
+    catalog = Catalog()
+    html = catalog.render("facilitation/minutes", lang, **values)
+    md = catalog.render("facilitation/minutes_md", lang, **values).body
+    for text in (html.body, md):
+        for part in ("A1", "B2", "C3", "D4", "E5"):
+            assert part in text
+        assert "болтовня" not in text
+        assert "starter-canary" not in text
+    assert "<b>B2</b>" not in html.html  # the words are escaped, not markup
