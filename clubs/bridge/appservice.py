@@ -30,6 +30,7 @@ from aiohttp import web
 from clubs.bridge.store import BridgeStore
 from clubs.core.crash import crashpoint
 from clubs.core.ids import as_event_id, as_room_id, as_user_id
+from clubs.core.namespace import BRIDGE_CONSENT
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,15 @@ PREFIX = "/_matrix/app/v1"
 MAX_BODY = 16 * 1024 * 1024
 MAX_TXN_ID = 255
 HANDLED_TYPES = frozenset(
-    {"m.room.message", "m.room.redaction", "m.room.member", "m.room.encryption"}
+    {
+        "m.room.message",
+        "m.room.encrypted",
+        "m.room.redaction",
+        "m.room.member",
+        "m.room.encryption",
+        "m.room.power_levels",
+        BRIDGE_CONSENT,
+    }
 )
 
 UserQuery = Callable[[str], Awaitable[bool]]
@@ -47,9 +56,10 @@ Health = Callable[[], Mapping[str, Any]]
 def relevant(event: object, is_ours: Callable[[str], bool]) -> dict[str, Any] | None:
     """The event if the bridge acts on it and its ids are well formed, else None.
 
-    Kept: messages and redactions (relayed), the encryption event (a room becomes encrypted),
-    and membership events about the bridge's own users (its invitations). Anything malformed is
-    dropped here, so a hostile event never reaches the worker.
+    Kept: messages (encrypted ones too) and redactions (relayed), the encryption event (a room
+    becomes encrypted), the consent and the power levels (consent withdrawn, or its writer no
+    longer an admin), and membership events about the bridge's own users (its invitations).
+    Anything malformed is dropped here, so a hostile event never reaches the worker.
     """
     if not isinstance(event, dict):
         return None

@@ -13,7 +13,7 @@ import logging
 import secrets
 from typing import Any
 
-from clubs.core.errors import Forbidden, MatrixError
+from clubs.core.errors import Forbidden, MatrixError, NotFound
 from clubs.core.http import JsonDict, MatrixHttp, cs, path
 from clubs.core.ids import EventId, RoomId, UserId
 
@@ -78,6 +78,19 @@ class AsMatrix:
         return await self.http.get_list(
             cs("rooms", room, "state"), query={"user_id": user}, label="room state"
         )
+
+    async def pin(self, room: RoomId, event_id: EventId, user: UserId) -> None:
+        """Add `event_id` to the room's pinned events (first), keeping the others."""
+        url = cs("rooms", room, "state", "m.room.pinned_events", "")
+        try:
+            current = await self.http.get(url, query={"user_id": user}, label="pinned events")
+        except NotFound:
+            current = {}
+        pinned = current.get("pinned")
+        old = [e for e in pinned if isinstance(e, str)] if isinstance(pinned, list) else []
+        if event_id in old:
+            return
+        await self.http.put(url, {"pinned": [event_id, *old]}, query={"user_id": user}, label="pin")
 
     async def event_sender(self, room: RoomId, event_id: EventId, user: UserId) -> str | None:
         """Who sent an event (None if it cannot be read)."""

@@ -2,11 +2,16 @@
 
 Which rooms: the bridge's bot (`@tg_bridge`) is invited into a room by its admins. It joins,
 reads the room's locator and looks it up among the network file's bridged rooms (`Portal`s).
-It stays only in a designated, unencrypted club room; anywhere else it leaves again, and an
-encrypted room is refused with a notice (and a warning in the log) before it leaves, since
-relaying would move its content out of end-to-end encryption. A room that turns encrypted later
-stops being relayed at once. Staff, cohort and support rooms are refused here too, whatever the
-network file says.
+It stays only in a designated club room; anywhere else it leaves again. An encrypted room is
+refused with a notice (and a warning in the log) before it leaves, since relaying would move
+its content out of end-to-end encryption, unless its admins recorded consent
+(`clubs.bridge.consent`) and the bot's own E2EE device is open (`clubs.bridge.crypto`). Then the
+device decrypts the room's new messages (only those the homeserver received after the consent
+event), Telegram messages come in encrypted from the bot as "Имя (Telegram): …", and the bot
+posts and pins a notice, once, that messages here leave Matrix's encryption. A room that turns
+encrypted later without consent, or whose consent is withdrawn (or whose writer loses power
+100), stops being relayed at once. Staff, cohort and support rooms are refused here too,
+whatever the network file says.
 
 Matrix → Telegram (both modes): messages (text, notices, emotes) as "**Name**: text", where the
 name is the sender's display name in the room, never their Matrix id; edits edit the Telegram
@@ -38,6 +43,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clubs.bridge.config import Portal
+from clubs.bridge.consent import valid_consent
+from clubs.bridge.crypto import BridgeDevice, DeviceNotReady, KeyPending
 from clubs.bridge.formatting import (
     matrix_edit,
     telegram_name,
@@ -59,7 +66,7 @@ from clubs.bridge.telegram import (
 from clubs.core.crash import crashpoint
 from clubs.core.errors import is_transient
 from clubs.core.ids import EventId, RoomId, UserId, as_event_id
-from clubs.core.namespace import LOCATOR
+from clubs.core.namespace import BRIDGE_CONSENT, LOCATOR
 from clubs.core.txn import txn_id
 
 log = logging.getLogger(__name__)
@@ -69,9 +76,20 @@ BACKOFF_MAX_S = 300.0
 POLL_BACKOFF_MAX_S = 60.0
 REFUSED_ENCRYPTED = (
     "Этот чат зашифрован, поэтому он не связан с Telegram: пересылка вывела бы сообщения "
-    "из сквозного шифрования. / This room is end-to-end encrypted, so it is not bridged to "
-    "Telegram: relaying would take its messages out of end-to-end encryption."
+    "из сквозного шифрования. Администратор комнаты может дать согласие (clubs bridge consent). "
+    "/ This room is end-to-end encrypted, so it is not bridged to Telegram: relaying would take "
+    "its messages out of end-to-end encryption. A room admin can consent (clubs bridge consent)."
 )
+BRIDGED_NOTICE = (
+    "⚠️ Эта комната связана с Telegram. Новые сообщения отсюда пересылаются в Telegram-чат и "
+    "выходят из сквозного шифрования Matrix: их могут читать Telegram и все участники того чата "
+    "(и их телефоны). Старые сообщения не пересылаются. / ⚠️ This room is bridged to Telegram. "
+    "New messages here are relayed to a Telegram chat and leave Matrix's end-to-end "
+    "encryption: Telegram and every member of that chat (and their phones) can read them. "
+    "Earlier messages are not relayed."
+)
+KEY_WAIT_FIRST_S = 0.5
+"""An encrypted event whose room key is still on its way is tried again after 0.5, 1, 2… s."""
 NEVER_BRIDGED_KINDS = frozenset({"cohort_room", "cohort_space", "club_space", "country_space"})
 OFFSET_KEY = "telegram_offset"
 PRUNE_EVERY_S = 3600.0
@@ -90,7 +108,9 @@ class Throttled(Exception):
 
 
 def _transient(e: BaseException) -> bool:
-    return isinstance(e, TelegramUnavailable | TelegramRateLimited) or is_transient(e)
+    return isinstance(
+        e, TelegramUnavailable | TelegramRateLimited | KeyPending | DeviceNotReady
+    ) or is_transient(e)
 
 
 @dataclass
@@ -116,6 +136,8 @@ class Relay:
     health: Health = field(default_factory=Health)
     pacer: Pacer = field(default_factory=Pacer)
     telegram_bot_id: int | None = None
+    device: BridgeDevice | None = None
+    """The bot's E2EE device; None: encrypted rooms are refused whatever their consent."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _rooms: dict[RoomId, PortalRow] = field(default_factory=dict)
     _joined: set[tuple[RoomId, UserId]] = field(default_factory=set)
@@ -137,6 +159,7 @@ class Relay:
             "relayed_to_telegram": h.relayed_to_telegram,
             "relayed_to_matrix": h.relayed_to_matrix,
             "dropped": h.dropped,
+            "e2ee_device": self.device is not None,
         }
 
     def portal_for_chat(self, chat_id: int) -> PortalRow | None:
@@ -192,6 +215,8 @@ class Relay:
                 except Exception as e:
                     if _transient(e) and item.attempts + 1 < MAX_ATTEMPTS:
                         delay = min(BACKOFF_MAX_S, 2.0 ** (item.attempts + 1))
+                        if isinstance(e, KeyPending | DeviceNotReady):
+                            delay = min(BACKOFF_MAX_S, KEY_WAIT_FIRST_S * 2.0**item.attempts)
                         if isinstance(e, TelegramRateLimited):
                             delay = max(delay, float(e.retry_after))
                         delay += random.uniform(0, 0.5)  # noqa: S311 - jitter
@@ -219,15 +244,33 @@ class Relay:
         if portal is None or portal.state != "active":
             return []
         if kind == "m.room.encryption":
-            await self._refuse(portal, "the room became encrypted")
+            if not portal.encrypted:
+                await self._refuse(portal, "the room became encrypted")
+            return []
+        if kind in (BRIDGE_CONSENT, "m.room.power_levels"):
+            if portal.encrypted:
+                await self._recheck_consent(portal)
             return []
         sender = str(event.get("sender", ""))
         if in_namespace(sender, self.server_name):
             return []  # our own bot and ghosts: never relayed back
         if kind == "m.room.redaction":
             return await self._on_redaction(portal, event)
-        if kind == "m.room.message":
-            await self._on_message(portal, event)
+        if kind not in ("m.room.message", "m.room.encrypted"):
+            return []
+        if portal.encrypted:
+            ts = event.get("origin_server_ts")
+            since = portal.consent_since or 0
+            if not isinstance(ts, int) or isinstance(ts, bool) or ts < since:
+                log.info("event %s predates the consent: not relayed", event.get("event_id"))
+                return []
+        if kind == "m.room.encrypted":
+            if not portal.encrypted or self.device is None:
+                return []
+            event = await self.device.decrypt(event)
+            if event.get("type") != "m.room.message":
+                return []
+        await self._on_message(portal, event)
         return []
 
     async def _on_membership(self, room: RoomId, event: Mapping[str, Any]) -> None:
@@ -261,7 +304,16 @@ class Relay:
             return
         row = PortalRow(room, spec.chat, spec.mode, spec.club, spec.room, "active")
         if by_type.get(("m.room.encryption", "")):
-            await self._refuse(row, "the room is encrypted")
+            consent = valid_consent(state, spec.chat)
+            if consent is None:
+                await self._refuse(row, "the room is encrypted and its admins did not consent")
+                return
+            if self.device is None:
+                await self._refuse(row, "the room is encrypted and the bridge has no E2EE device")
+                return
+            await self._set(replace(row, consent_since=consent.since_ms))
+            log.info("bridging encrypted %s (%s) with its admins' consent", room, spec.mode)
+            await self.post_notices()
             return
         await self._set(row)
         log.info("bridging %s (%s) to a Telegram chat", room, spec.mode)
@@ -292,6 +344,49 @@ class Relay:
             if _transient(e):
                 raise
             log.warning("Telegram refused to follow a ban in %s: %s", room, _describe(e))
+
+    async def _recheck_consent(self, portal: PortalRow) -> None:
+        """The consent or the power levels changed: stop if the consent no longer holds."""
+        spec = next(
+            (p for p in self.portals if p.club == portal.club and p.room == portal.room_key), None
+        )
+        state = await self.matrix.state(portal.room_id, self.bot)
+        chats = {portal.chat_id} | ({spec.chat} if spec is not None else set())
+        if not any(valid_consent(state, chat) for chat in chats):
+            await self._refuse(portal, "the admins' consent was withdrawn or no longer holds")
+
+    async def post_notices(self) -> None:
+        """Post and pin the notice in every consented encrypted portal that lacks it (once: the
+        bot never edits or posts it again). A room the device has not synced yet waits."""
+        if self.device is None:
+            return
+        for portal in list(self._rooms.values()):
+            if portal.state != "active" or not portal.encrypted:
+                continue
+            try:
+                await self._notice(portal)
+            except DeviceNotReady:
+                continue
+            except Exception as e:
+                log.warning("notice in %s not posted yet: %s", portal.room_id, _describe(e))
+
+    async def _notice(self, portal: PortalRow) -> None:
+        if self.device is None:
+            return
+        room = portal.room_id
+        notice = await self.store.get_setting(f"notice:{room}")
+        if notice is None:
+            notice = await self.device.send(
+                room,
+                "m.room.message",
+                {"msgtype": "m.notice", "body": BRIDGED_NOTICE, "m.mentions": {}},
+                txn_id("bridge", "notice", room),
+            )
+            await self.store.set_setting(f"notice:{room}", notice)
+        if await self.store.get_setting(f"pinned:{room}") is None:
+            await self.matrix.pin(room, EventId(notice), self.bot)
+            await self.store.set_setting(f"pinned:{room}", "1")
+            log.info("posted and pinned the bridging notice in %s", room)
 
     def _designated(self, locator: Mapping[str, Any]) -> Portal | None:
         if locator.get("network") != self.network or locator.get("kind") != "club_room":
@@ -507,18 +602,24 @@ class Relay:
         text = telegram_text(message)
         if text is None:
             return
-        ghost = await self._ghost(sender, portal.room_id)
+        ghost: UserId | None = None
+        if portal.encrypted:
+            # No ghosts in encrypted rooms: the bot's cross-signed device speaks for them.
+            if self.device is None:
+                return
+            text = f"{telegram_name(sender)}: {text}"
+        else:
+            ghost = await self._ghost(sender, portal.room_id)
         if edited:
             original = await self.store.event_of(chat_id, message_id)
             if original is None or original.origin != "telegram":
                 return
             edit_date = message.get("edit_date")
-            await self.matrix.send(
-                portal.room_id,
-                "m.room.message",
+            await self._post(
+                portal,
                 matrix_edit(original.event_id, text),
                 txn_id("tg-edit", str(chat_id), str(message_id), str(edit_date)),
-                user=ghost,
+                ghost,
             )
             return
         if await self.store.event_of(chat_id, message_id) is not None:
@@ -530,18 +631,35 @@ class Relay:
             original = await self.store.event_of(chat_id, answered["message_id"])
             if original is not None:  # only a message that crossed the bridge is linked
                 content["m.relates_to"] = {"m.in_reply_to": {"event_id": original.event_id}}
-        event_id = await self.matrix.send(
-            portal.room_id,
-            "m.room.message",
+        event_id = await self._post(
+            portal,
             content,
             txn_id("tg", str(chat_id), str(message_id)),
-            user=ghost,
+            ghost,
             ts_ms=date * 1000 if isinstance(date, int) else None,
         )
         await self.store.record(
             [Sent(event_id, 0, portal.room_id, chat_id, message_id, "telegram")]
         )
         self.health.relayed_to_matrix += 1
+
+    async def _post(
+        self,
+        portal: PortalRow,
+        content: dict[str, Any],
+        txn: str,
+        ghost: UserId | None,
+        *,
+        ts_ms: int | None = None,
+    ) -> EventId:
+        """A Telegram message into the room: by its ghost, or encrypted by the bot's device."""
+        if ghost is not None:
+            return await self.matrix.send(
+                portal.room_id, "m.room.message", content, txn, user=ghost, ts_ms=ts_ms
+            )
+        if self.device is None:  # never: callers check first
+            raise DeviceNotReady("no E2EE device")
+        return await self.device.send(portal.room_id, "m.room.message", content, txn)
 
     async def _ghost(self, user: Mapping[str, Any], room: RoomId) -> UserId:
         """The sender's ghost, registered, named and joined to the room."""

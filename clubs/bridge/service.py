@@ -3,8 +3,11 @@
 Start-up order: the store (migrations), the bot account (registered through the application
 service, no password), the HTTP listener (so the homeserver can deliver), a ping through the
 homeserver (which also makes it retry transactions it held back while we were down), then the
-two workers: the inbox (Matrix → Telegram) and the poller (Telegram → Matrix). Stopping cancels
-both and closes the listener; whatever was accepted and not yet handled stays in the inbox.
+two workers: the inbox (Matrix → Telegram) and the poller (Telegram → Matrix), and the bot's
+E2EE device's sync (room keys for the encrypted rooms whose admins consented). Stopping cancels
+them and closes the listener; whatever was accepted and not yet handled stays in the inbox. A
+device that cannot be opened is logged as an error and the bridge runs without it: encrypted
+rooms are then refused, consent or not.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from aiohttp import web
 
 from clubs.bridge.appservice import AppService
 from clubs.bridge.config import BridgeConfig, Portal
+from clubs.bridge.crypto import BridgeDevice
 from clubs.bridge.matrix import AsMatrix
 from clubs.bridge.registration import (
     BOT_LOCALPART,
@@ -51,6 +55,9 @@ class Bridge:
     db: Database
     http: MatrixHttp
     telegram: BotApi
+    vault: Vault | None = None
+    device_dir: Path | None = None
+    device: BridgeDevice | None = None
     runner: web.AppRunner | None = None
     tasks: tuple[asyncio.Task[None], ...] = ()
 
@@ -63,7 +70,9 @@ class Bridge:
         *,
         vault: Vault,
         data_dir: Path,
+        device_dir: Path | None = None,
     ) -> Bridge:
+        """`device_dir`: the E2EE device's store (default `data_dir/device`)."""
         tokens = ensure_tokens(vault)
         bot_token = vault.get(TELEGRAM_TOKEN)
         if not bot_token:
@@ -96,11 +105,15 @@ class Bridge:
             wake=relay.wake,
             health=relay.health_view,
         )
-        return cls(config, relay, service, db, http, telegram)
+        return cls(
+            config, relay, service, db, http, telegram, vault, device_dir or data_dir / "device"
+        )
 
     async def start(self) -> None:
         if await self.relay.matrix.ensure_registered(BOT_LOCALPART):
             await self.relay.matrix.set_displayname(self.relay.bot, BOT_NAME)
+        self.device = await self._open_device()
+        self.relay.device = self.device
         self.runner = web.AppRunner(self.service.app(), access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, self.config.host, self.config.port).start()
@@ -112,6 +125,33 @@ class Bridge:
             asyncio.create_task(self.relay.run_inbox(), name="bridge-inbox"),
             asyncio.create_task(self.relay.run_poller(), name="bridge-poller"),
         )
+        if self.device is not None:
+            self.tasks += (
+                asyncio.create_task(self.device.run(self._after_sync), name="bridge-device"),
+            )
+
+    async def _open_device(self) -> BridgeDevice | None:
+        if self.vault is None or self.device_dir is None:
+            return None
+        try:
+            return await BridgeDevice.open(
+                self.config.homeserver,
+                self.http,
+                self.vault,
+                self.relay.bot,
+                self.device_dir,
+                self.relay.store,
+            )
+        except Exception as e:  # the bridge still serves unencrypted rooms
+            detail = str(e) if isinstance(e, ClubsError) else type(e).__name__
+            log.error(
+                "the bridge's E2EE device is not open (%s): encrypted rooms are refused", detail
+            )
+            return None
+
+    async def _after_sync(self) -> None:
+        self.relay.wake()  # events waiting for a room key may decrypt now
+        await self.relay.post_notices()
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -127,6 +167,10 @@ class Bridge:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        if self.device is not None:
+            await self.device.close()
+            self.device = None
+            self.relay.device = None
         await self.telegram.close()
         await self.http.close()
         await self.db.close()

@@ -69,6 +69,11 @@ MIGRATIONS = (
         CREATE TABLE bridge_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)
         """,
     ),
+    Migration(
+        2,
+        "encrypted portals: since when the admins' consent lets events cross",
+        "ALTER TABLE bridge_portals ADD COLUMN consent_since INTEGER",
+    ),
 )
 
 
@@ -87,6 +92,13 @@ class PortalRow:
     club: str
     room_key: str
     state: PortalState
+    consent_since: int | None = None
+    """An encrypted room relayed with its admins' consent: only events the homeserver received
+    at or after this time (ms) cross. None: an unencrypted room."""
+
+    @property
+    def encrypted(self) -> bool:
+        return self.consent_since is not None
 
 
 @dataclass(frozen=True)
@@ -225,7 +237,8 @@ class BridgeStore:
     async def set_portal(self, portal: PortalRow) -> None:
         await self.db.execute(
             "INSERT OR REPLACE INTO bridge_portals "
-            "(room_id, chat_id, mode, club, room_key, state) VALUES (?, ?, ?, ?, ?, ?)",
+            "(room_id, chat_id, mode, club, room_key, state, consent_since) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 portal.room_id,
                 portal.chat_id,
@@ -233,6 +246,7 @@ class BridgeStore:
                 portal.club,
                 portal.room_key,
                 portal.state,
+                portal.consent_since,
             ),
         )
 
@@ -246,6 +260,7 @@ class BridgeStore:
                 str(r["club"]),
                 str(r["room_key"]),
                 "refused" if r["state"] == "refused" else "active",
+                None if r["consent_since"] is None else int(r["consent_since"]),
             )
             for r in rows
         ]

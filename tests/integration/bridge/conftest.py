@@ -56,7 +56,14 @@ class BridgeWorld:
             telegram_api=telegram.url,
             poll_timeout_s=1,
         )
-        bridge = await Bridge.build(config, portals, NETWORK, vault=self.vault, data_dir=data_dir)
+        bridge = await Bridge.build(
+            config,
+            portals,
+            NETWORK,
+            vault=self.vault,
+            data_dir=data_dir,
+            device_dir=self.tmp / "device",  # one E2EE device for the session's bridges
+        )
         await bridge.start()
         return bridge
 

@@ -1,0 +1,151 @@
+"""An encrypted bridged room with its admins' consent, against a real Synapse, the fake Telegram
+and an independent E2EE client (mautrix, Element's trust rules: room keys only for cross-signed
+devices) standing in for the member: refused before consent, then the bridge's own cross-signed
+device pins a notice, decrypts the member's new messages for Telegram and posts Telegram's
+messages encrypted as "Имя (Telegram): …"; a message sent before the consent never crosses.
+
+(Named so that it runs before test_kills.py, whose bridge processes work on a copy of the vault.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mautrix.types import RoomID, TrustState
+
+from clubs.bridge.consent import record_consent
+from clubs.bridge.relay import BRIDGED_NOTICE
+from clubs.bridge.service import Bridge
+from clubs.core.errors import NotFound
+from clubs.core.http import RoomId, UserId, cs
+from tests.faketelegram import FakeTelegram
+from tests.harness import eventually
+from tests.integration.bridge.conftest import BridgeWorld, unique_key
+from tests.mautrix_client import Received, mautrix_peer
+
+pytestmark = pytest.mark.integration
+
+IVAN = {"id": 5550007, "is_bot": False, "first_name": "Иван", "last_name": "П."}
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_an_encrypted_room_with_consent_is_relayed_from_the_bots_own_device(
+    bridge_world: BridgeWorld, telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    world = bridge_world
+    synapse = world.synapse
+    admin = synapse.admin
+    chat = -1001000000070
+    telegram.add_chat(chat)
+    key = unique_key()
+    anna = await synapse.new_user("anna", displayname="Анна")
+    bridge: Bridge = await world.bridge(telegram, [world.portal(key, chat)], tmp_path)
+    try:
+        assert bridge.device is not None, "the bridge's E2EE device did not open"
+        bot = bridge.relay.bot
+        async with mautrix_peer(anna, synapse.url) as peer:
+            # Without consent: refused, as before.
+            room = await world.room(key, [anna], encrypted=True)
+
+            async def state() -> str | None:
+                portal = bridge.relay._rooms.get(room)
+                return portal.state if portal is not None else None
+
+            assert await eventually(state, within=15) == "refused"
+
+            async def bot_left() -> bool:
+                members = await admin.http.get(cs("rooms", room, "members"))
+                return any(
+                    e["state_key"] == bot and e["content"]["membership"] == "leave"
+                    for e in members["chunk"]
+                )
+
+            await eventually(bot_left, within=15)
+            await peer.send_text(RoomID(room), "сказано до согласия")
+
+            # A member (power 0) cannot record consent; the admin (power 100) does.
+            with pytest.raises(Exception, match="not an admin"):
+                await record_consent(anna.http, room, UserId(anna.user_id), chat)
+            await record_consent(admin.http, room, UserId(admin.user_id), chat)
+            await admin.http.post(cs("rooms", room, "invite"), {"user_id": bot})
+
+            async def consented() -> bool:
+                portal = bridge.relay._rooms.get(room)
+                return portal is not None and portal.state == "active" and portal.encrypted
+
+            await eventually(consented, within=15)
+
+            # The notice: posted once by the bot's device, encrypted, pinned, readable and
+            # trusted by the member's client (the device is cross-signed).
+            async def pinned() -> list[str]:
+                try:
+                    content = await admin.http.get(
+                        cs("rooms", room, "state", "m.room.pinned_events", "")
+                    )
+                except NotFound:
+                    return []
+                return list(content.get("pinned", []))
+
+            [notice_id] = await eventually(pinned, within=20)
+
+            def from_bot() -> list[Received]:
+                return [r for r in peer.received if r.room_id == room and r.sender == bot]
+
+            async def notice_seen() -> list[Received]:
+                return [r for r in from_bot() if r.event_id == notice_id]
+
+            [notice] = await eventually(notice_seen, within=15)
+            assert notice.body == BRIDGED_NOTICE
+            assert notice.msgtype == "m.notice"
+            assert notice.trust >= TrustState.CROSS_SIGNED_TOFU
+
+            # Matrix → Telegram: the member's encrypted message arrives decrypted.
+            await peer.send_text(RoomID(room), "Привет <всем> из Matrix")
+            await eventually(
+                lambda: _true(telegram.texts(chat) == ["Анна: Привет <всем> из Matrix"]),
+                within=20,
+            )
+
+            # Telegram → Matrix: from the bot, encrypted, "Имя (Telegram): …", trusted.
+            await telegram.user_says(chat, IVAN, "Привет из Telegram")
+
+            async def relayed() -> list[Received]:
+                return [r for r in from_bot() if r.event_id != notice_id]
+
+            [incoming] = await eventually(relayed, within=20)
+            assert incoming.body == "Иван П. (Telegram): Привет из Telegram"
+            assert incoming.trust >= TrustState.CROSS_SIGNED_TOFU
+            trust = await peer.trust_of(bot, bridge.device.device_id)
+            assert trust >= TrustState.CROSS_SIGNED_TOFU
+
+            # On the server, every message the bot sent since the consent is ciphertext, and no
+            # ghost was created in the encrypted room.
+            events = await _timeline(admin.http, room)
+            after = [e for e in events if e["origin_server_ts"] >= _consent_ts(events)]
+            sent = [e for e in after if e["sender"] == bot and "state_key" not in e]
+            assert {e["type"] for e in sent} == {"m.room.encrypted"}
+            assert len(sent) == 2  # the notice and Ivan's message
+            assert not [e for e in events if e["sender"].startswith("@tg_5550007:")]
+
+            # Nothing from before the consent crossed, and nothing was relayed twice.
+            texts = [str(m["text"]) for m in telegram.sent(chat)]
+            assert texts == ["Анна: Привет <всем> из Matrix"]
+            assert not [t for t in texts if "до согласия" in t]
+            assert len(peer.received) == len({r.event_id for r in peer.received})
+    finally:
+        await bridge.stop()
+
+
+async def _timeline(http: Any, room: RoomId) -> list[dict[str, Any]]:
+    resp = await http.get(cs("rooms", room, "messages"), query={"dir": "b", "limit": "200"})
+    return [e for e in resp.get("chunk", []) if isinstance(e, dict)][::-1]
+
+
+def _consent_ts(events: list[dict[str, Any]]) -> int:
+    [ts] = [e["origin_server_ts"] for e in events if e["type"] == "org.commclubs.bridge_consent"]
+    return int(ts)
