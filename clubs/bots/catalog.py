@@ -53,7 +53,12 @@ def _checkins(services: HostServices) -> Bot:
 def _facilitation(services: HostServices) -> Bot:
     if services.sealer is None:
         raise ClubsError("the facilitation bot needs a sealer: sessions and notes are sealed")
-    return FacilitationBot(services.db, services.sealer, services.clock)
+    return FacilitationBot(
+        services.db,
+        services.sealer,
+        services.clock,
+        service_accounts=services.service_accounts,
+    )
 
 
 def default_factories() -> dict[str, BotFactory]:

@@ -85,8 +85,17 @@ def _who(user: str) -> str:
 class FacilitationBot(Bot):
     name = "facilitation"
 
-    def __init__(self, db: Database, sealer: Sealer, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        sealer: Sealer,
+        clock: Clock,
+        *,
+        service_accounts: frozenset[str] = frozenset(),
+    ) -> None:
         self.db = db
+        self.service_accounts = service_accounts
+        """The network's bots and provisioner: never given a turn in a round."""
         self.sealer = sealer
         self.clock = clock
         self.store = FacilitationStore(db, self.name, sealer)
@@ -398,7 +407,7 @@ class FacilitationBot(Bot):
                     await ctx.reply("facilitation/round_usage")
                     return
             members = await ctx.bot.client.members(ctx.room_id)
-            people = [m for m in members if m != ctx.bot.user_id]
+            people = [m for m in members if m != ctx.bot.user_id and m not in self.service_accounts]
             try:
                 session.start_round(
                     people,

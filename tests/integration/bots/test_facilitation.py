@@ -1,0 +1,263 @@
+"""The facilitation bot in a club's sessions room, with a manual clock: a chair starts a
+session, builds an agenda, members raise hands (one as a direct response) and take notes; the
+item runs over and the chairs are warned once; a round gets a pass; the bot is stopped and
+started again mid-session (agenda, queue and notes intact, the status message the same one);
+at the end the minutes (HTML message and encrypted .md) hold every tagged line and no untagged
+message, and no author.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from clubs.bots.facilitation.bot import FacilitationBot
+from clubs.bots.host import BotAccount, BotFactory, HostServices
+from clubs.bots.runtime import RuntimeSettings
+from clubs.core.clock import ManualClock
+from clubs.core.errors import NotFound
+from clubs.core.http import path
+from tests.harness import SynapseHarness, eventually
+from tests.integration.bots.support import (
+    CS,
+    bot_host,
+    create_bot_account,
+    joined,
+    managed_room,
+    new_network,
+    send_text,
+)
+from tests.mautrix_client import MautrixPeer, Received, mautrix_peer
+
+T = TypeVar("T")
+
+
+def factory(holder: list[FacilitationBot]) -> BotFactory:
+    def make(services: HostServices) -> FacilitationBot:
+        assert services.sealer is not None
+        bot = FacilitationBot(
+            services.db,
+            services.sealer,
+            services.clock,
+            service_accounts=services.service_accounts,
+        )
+        holder.append(bot)
+        return bot
+
+    return make
+
+
+def host(
+    synapse: SynapseHarness,
+    tmp_path: Path,
+    account: BotAccount,
+    network: str,
+    holder: list[FacilitationBot],
+    clock: ManualClock,
+) -> Any:
+    return bot_host(
+        synapse,
+        tmp_path,
+        [account],
+        {"facilitation": factory(holder)},
+        network=network,
+        clock=clock,
+        settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+    )
+
+
+async def until(probe: Callable[[], T], *, within: float = 30) -> T:
+    """`eventually` for a plain (not awaitable) probe."""
+
+    async def wrapped() -> T:
+        return probe()
+
+    return await eventually(wrapped, within=within)
+
+
+async def pinned(account: Any, room: str) -> list[str]:
+    try:
+        state = await account.http.get(
+            path(*CS, "rooms", room, "state", "m.room.pinned_events", "")
+        )
+    except NotFound:
+        return []
+    return list(state.get("pinned", []))
+
+
+def from_bot(peer: MautrixPeer, bot: str, room: str) -> list[Received]:
+    return [r for r in peer.received if r.sender == bot and r.room_id == room]
+
+
+def is_edit(r: Received) -> bool:
+    return (r.content.get("m.relates_to") or {}).get("rel_type") == "m.replace"
+
+
+def status_messages(peer: MautrixPeer, bot: str, room: str) -> list[Received]:
+    return [r for r in from_bot(peer, bot, room) if r.body.startswith("▶") and not is_edit(r)]
+
+
+def latest_status(peer: MautrixPeer, bot: str, room: str) -> str:
+    edits = [r for r in from_bot(peer, bot, room) if is_edit(r)]
+    if edits:
+        return str(edits[-1].content.get("m.new_content", {}).get("body", ""))
+    first = status_messages(peer, bot, room)
+    return first[0].body if first else ""
+
+
+async def test_a_scripted_session_with_a_restart_in_the_middle(
+    synapse: SynapseHarness, tmp_path: Path
+) -> None:
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "facilitation")
+    bot_user = account.user_id
+    chair = await synapse.new_user("chair")
+    anna = await synapse.new_user("anna")
+    boris = await synapse.new_user("boris")
+    people = [chair, anna, boris]
+    room = await managed_room(
+        synapse,
+        network,
+        invite=[bot_user, *(p.user_id for p in people)],
+        key="sessions",
+        powers={bot_user: 50, chair.user_id: 50},
+    )
+    for person in people:
+        await person.http.post(path(*CS, "join", room), {})
+
+    clock = ManualClock(start=time.time())
+    holder: list[FacilitationBot] = []
+    async with contextlib.AsyncExitStack() as peers_stack:
+        ch, an, bo = [
+            await peers_stack.enter_async_context(mautrix_peer(p, synapse.url)) for p in people
+        ]
+        async with host(synapse, tmp_path, account, network, holder, clock):
+            await eventually(lambda: joined(chair, room, bot_user), within=20)
+            bot = holder[-1]
+            await send_text(ch, room, "!start Club evening")
+            (status,) = await until(lambda: status_messages(an, bot_user, room), within=30)
+
+            async def pinned_now() -> bool:
+                return await pinned(chair, room) == [status.event_id]
+
+            await eventually(pinned_now, within=30)
+
+            await send_text(ch, room, "!agenda add 10m Intro")
+            await send_text(ch, room, "!agenda add 5m Stories")
+            await until(
+                lambda: "Item 1 of 2: Intro" in latest_status(an, bot_user, room), within=30
+            )
+            # A member who is not a chair cannot change the agenda; nothing is stored.
+            await send_text(an, room, "!agenda add 5m Hijack")
+            await until(
+                lambda: any(
+                    "Only the session's chairs" in r.body for r in from_bot(an, bot_user, room)
+                ),
+                within=30,
+            )
+
+            await send_text(an, room, "+")
+            await until(lambda: "anna" in latest_status(an, bot_user, room), within=30)
+            await send_text(bo, room, "!q+ dr")
+            await send_text(an, room, "just chatting, untagged-canary")
+            await send_text(an, room, "#info tagged-one")
+            await send_text(bo, room, "#решено tagged-two")
+            await send_text(ch, room, "#later tagged-three")
+
+            async def noted() -> bool:
+                s = await bot.store.session(room)
+                return s is not None and len(s.notes) == 3
+
+            await eventually(noted, within=30)
+            session = await bot.store.session(room)
+            assert session is not None
+            assert [(e.user, e.direct) for e in session.queue] == [
+                (boris.user_id, True),
+                (anna.user_id, False),
+            ]
+            assert [i.title for i in session.agenda] == ["Intro", "Stories"]
+
+            # The item runs over: the chairs are warned once, not again on later ticks.
+            def warnings() -> list[Received]:
+                return [
+                    r
+                    for r in from_bot(ch, bot_user, room)
+                    if r.body.startswith("Chairs: the time for")
+                ]
+
+            await clock.advance(11 * 60)
+            await until(warnings)
+            await clock.advance(60)
+            await until(lambda: "min over" in latest_status(an, bot_user, room), within=30)
+            assert len(warnings()) == 1
+
+            await send_text(ch, room, "!ack")
+            await until(lambda: "Speaking: boris" in latest_status(an, bot_user, room), within=30)
+            await send_text(ch, room, "!next item")
+            await until(
+                lambda: "Item 2 of 2: Stories" in latest_status(an, bot_user, room), within=30
+            )
+
+            # A round: everyone but the bot, in order of their ids; boris passes ahead of time.
+            await send_text(ch, room, "!round 1m")
+
+            async def round_started() -> Any:
+                s = await bot.store.session(room)
+                return s.round if s is not None else None
+
+            rnd = await eventually(round_started, within=30)
+            assert rnd.order == sorted(p.user_id for p in people)
+            await send_text(bo, room, "!pass")
+
+            async def passed() -> bool:
+                s = await bot.store.session(room)
+                return s is not None and s.round is not None and boris.user_id in s.round.passed
+
+            await eventually(passed, within=30)
+            before = await bot.store.session(room)
+
+        # The bot stops mid-session and starts again: everything is where it was.
+        async with host(synapse, tmp_path, account, network, holder, clock):
+            bot = holder[-1]
+            after = await bot.store.session(room)
+            assert after == before
+            await send_text(an, room, "+")
+            await until(lambda: "Queue: anna" in latest_status(bo, bot_user, room), within=30)
+            await clock.advance(35)
+            await send_text(ch, room, "!end")
+
+            def minutes() -> list[Received]:
+                return [r for r in from_bot(bo, bot_user, room) if "tagged-one" in r.body]
+
+            (html,) = await until(minutes)
+            files = await until(
+                lambda: [r for r in from_bot(bo, bot_user, room) if r.msgtype == "m.file"],
+                within=30,
+            )
+            _, md = await bo.download_encrypted(files[0].content["file"])
+            for text in (html.body, html.formatted_body or "", md.decode()):
+                for tagged in ("tagged-one", "tagged-two", "tagged-three"):
+                    assert tagged in text
+                assert "untagged-canary" not in text
+                for person in people:
+                    assert person.user_id not in text
+
+            async def ended() -> bool:
+                return await bot.store.session(room) is None
+
+            await eventually(ended, within=30)
+            assert await bot.store.parking(room) == ["tagged-three"]
+
+            # One status message in all, edited in place; unpinned at the end.
+            assert len(status_messages(an, bot_user, room)) == 1
+            edits = [r for r in from_bot(an, bot_user, room) if is_edit(r)]
+            assert edits
+            assert {r.content["m.relates_to"]["event_id"] for r in edits} == {status.event_id}
+
+            async def unpinned() -> bool:
+                return status.event_id not in await pinned(chair, room)
+
+            await eventually(unpinned, within=30)
