@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mautrix.types import RoomID, TrustState
+from mautrix.types import EventType, MessageType, RoomID, TextMessageEventContent, TrustState
 
-from clubs.bridge.consent import record_consent
+from clubs.bridge.consent import find_room, record_consent
 from clubs.bridge.relay import BRIDGED_NOTICE
 from clubs.bridge.service import Bridge
 from clubs.core.errors import NotFound
 from clubs.core.http import RoomId, UserId, cs
 from tests.faketelegram import FakeTelegram
 from tests.harness import eventually
-from tests.integration.bridge.conftest import BridgeWorld, unique_key
+from tests.integration.bridge.conftest import NETWORK, BridgeWorld, unique_key
 from tests.mautrix_client import Received, mautrix_peer
 
 pytestmark = pytest.mark.integration
@@ -52,11 +52,11 @@ async def test_an_encrypted_room_with_consent_is_relayed_from_the_bots_own_devic
             # Without consent: refused, as before.
             room = await world.room(key, [anna], encrypted=True)
 
-            async def state() -> str | None:
+            async def refused() -> bool:
                 portal = bridge.relay._rooms.get(room)
-                return portal.state if portal is not None else None
+                return portal is not None and portal.state == "refused"
 
-            assert await eventually(state, within=15) == "refused"
+            await eventually(refused, within=15)
 
             async def bot_left() -> bool:
                 members = await admin.http.get(cs("rooms", room, "members"))
@@ -104,8 +104,27 @@ async def test_an_encrypted_room_with_consent_is_relayed_from_the_bots_own_devic
             assert notice.msgtype == "m.notice"
             assert notice.trust >= TrustState.CROSS_SIGNED_TOFU
 
-            # Matrix → Telegram: the member's encrypted message arrives decrypted.
-            await peer.send_text(RoomID(room), "Привет <всем> из Matrix")
+            # Matrix → Telegram: the member's encrypted message arrives decrypted, and so does
+            # her edit of it (its m.relates_to travels in the clear).
+            first = await peer.client.send_message_event(
+                RoomID(room),
+                EventType.ROOM_MESSAGE,
+                TextMessageEventContent(msgtype=MessageType.TEXT, body="Привет <всем>"),
+            )
+            await eventually(
+                lambda: _true(telegram.texts(chat) == ["Анна: Привет <всем>"]), within=20
+            )
+            edit: dict[str, Any] = {
+                "msgtype": "m.text",
+                "body": "* Привет <всем> из Matrix",
+                "m.new_content": {"msgtype": "m.text", "body": "Привет <всем> из Matrix"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": first},
+            }
+            await peer.client.send_message_event(
+                RoomID(room),
+                EventType.ROOM_MESSAGE,
+                edit,
+            )
             await eventually(
                 lambda: _true(telegram.texts(chat) == ["Анна: Привет <всем> из Matrix"]),
                 within=20,
@@ -137,6 +156,12 @@ async def test_an_encrypted_room_with_consent_is_relayed_from_the_bots_own_devic
             assert texts == ["Анна: Привет <всем> из Matrix"]
             assert not [t for t in texts if "до согласия" in t]
             assert len(peer.received) == len({r.event_id for r in peer.received})
+
+            # What `clubs bridge consent` does, by the room's locator; then withdrawn: refused.
+            assert await find_room(admin.http, NETWORK, "almaty", key) == room
+            await record_consent(admin.http, room, UserId(admin.user_id), chat, withdraw=True)
+            await eventually(refused, within=15)
+            await eventually(bot_left, within=15)
     finally:
         await bridge.stop()
 
