@@ -87,3 +87,31 @@ def test_validate_lists_what_leaves_matrix(tmp_path: Path) -> None:
         "  almaty/news: bridged to Telegram chat -1001234567890 (mirror: one way, to Telegram)",
         "  astana/general: bridged to Telegram chat -42 (relay: both ways)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--room", "almaty"], "write it as CLUB/ROOM"),
+        (["--room", "almaty/news/x"], "write it as CLUB/ROOM"),
+        (["--room", "almaty/general"], "has no bridge: key"),
+        (["--room", "almaty/news"], "Pass --yes to confirm"),
+    ],
+)
+def test_consent_with_bad_input_says_why_and_never_connects(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    says: str,
+) -> None:
+    path = tmp_path / "network.yaml"
+    path.write_text(NETWORK)
+    # No homeserver anywhere: a command that tried to connect would fail differently.
+    monkeypatch.setenv("CLUBS_HOMESERVER_URL", "http://127.0.0.1:9")
+    argv = ["bridge", "consent", "--network", str(path), "--var-dir", str(tmp_path), *extra]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert says in err
+    assert "Connection" not in err
+    assert not (tmp_path / "secrets").exists()  # nothing written, not even a vault
