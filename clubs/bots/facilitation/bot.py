@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +50,7 @@ CHAIR = 50
 TICK = "tick"
 TICK_S = 30.0
 DEFAULT_TURN_S = 120
+MAX_QUESTION_CHARS = 1000
 METHODS = ("listening", "asking", "story", "values", "roleplay", "ending")
 METHOD_ALIASES = {
     "слушание": "listening",
@@ -429,6 +431,58 @@ class FacilitationBot(Bot):
                 return
             if session.pass_turn(ctx.sender, self.clock.now()):
                 await self.commit(ctx, session)
+
+    # --- anonymous questions --------------------------------------------------------------
+
+    @command(
+        "ask",
+        aliases=("вопрос",),
+        help_key="facilitation/ask.help",
+        params=(FreeText("question", max_length=MAX_QUESTION_CHARS),),
+        dm=True,
+    )
+    async def ask(self, ctx: CommandContext, question: str) -> None:
+        """Post a member's question in the running session's thread without any trace of who
+        asked: the bot sends it, its txn id comes from a random id (not from the DM's event),
+        and neither the session nor a log records the sender or the DM's event id."""
+        if not ctx.in_dm:
+            await ctx.reply("facilitation/ask_in_dm")
+            return
+        question = " ".join(question.split())
+        rooms = [
+            RoomId(r)
+            for r in await self.store.rooms()
+            if ctx.sender in await ctx.bot.client.members(RoomId(r))
+        ]
+        if len(rooms) != 1:
+            await ctx.reply("facilitation/ask_where", sessions=len(rooms))
+            return
+        (room_id,) = rooms
+        lang = (await ctx.bot.rooms.info(room_id)).language
+        async with self.lock(room_id):
+            session = await self.store.session(room_id)
+            if session is None:
+                await ctx.reply("facilitation/ask_where", sessions=0)
+                return
+            thread = (
+                {
+                    "rel_type": "m.thread",
+                    "event_id": session.status_event,
+                    "is_falling_back": True,
+                    "m.in_reply_to": {"event_id": session.status_event},
+                }
+                if session.status_event is not None
+                else None
+            )
+            await ctx.bot.notice(
+                room_id,
+                "facilitation/question",
+                job=(self.name, "question", session.sid, secrets.token_hex(16)),
+                lang=lang,
+                relates_to=thread,
+                text=question,
+            )
+        await ctx.reply("facilitation/asked")
 
     # --- methods ---------------------------------------------------------------------------
 

@@ -60,6 +60,13 @@ class FacilitationStore:
             return None
         return Session.from_json(self.sealer.open_json(row["sealed"]))
 
+    async def rooms(self) -> list[str]:
+        """The rooms with a running session."""
+        rows = await self.db.fetchall(
+            "SELECT room_id FROM fa_sessions WHERE bot = ? ORDER BY room_id", (self.bot,)
+        )
+        return [str(r["room_id"]) for r in rows]
+
     async def save(self, room_id: str, session: Session, now: float) -> None:
         await self.db.execute(
             "INSERT INTO fa_sessions (bot, room_id, sid, sealed, updated_at) "

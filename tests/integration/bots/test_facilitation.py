@@ -9,10 +9,14 @@ message, and no author.
 from __future__ import annotations
 
 import contextlib
+import logging
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from clubs.bots.facilitation.bot import FacilitationBot
 from clubs.bots.host import BotAccount, BotFactory, HostServices
@@ -20,7 +24,7 @@ from clubs.bots.runtime import RuntimeSettings
 from clubs.core.clock import ManualClock
 from clubs.core.errors import NotFound
 from clubs.core.http import path
-from tests.harness import SynapseHarness, eventually
+from tests.harness import Account, SynapseHarness, eventually
 from tests.integration.bots.support import (
     CS,
     bot_host,
@@ -261,3 +265,98 @@ async def test_a_scripted_session_with_a_restart_in_the_middle(
                 return status.event_id not in await pinned(chair, room)
 
             await eventually(unpinned, within=30)
+
+
+async def open_dm(member: Account, bot_user: str) -> str:
+    """An encrypted DM from the member to the bot, as Element creates one."""
+    created = await member.http.post(
+        path(*CS, "createRoom"),
+        {
+            "preset": "trusted_private_chat",
+            "is_direct": True,
+            "invite": [bot_user],
+            "initial_state": [
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ],
+        },
+    )
+    room_id = str(created["room_id"])
+    await eventually(lambda: joined(member, room_id, bot_user), within=20)
+    return room_id
+
+
+async def test_an_anonymous_question_leaves_no_trace_of_who_asked(
+    synapse: SynapseHarness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    network = new_network()
+    account = await create_bot_account(synapse, tmp_path, "facilitation")
+    bot_user = account.user_id
+    chair = await synapse.new_user("chair")
+    asker = await synapse.new_user("asker")
+    room = await managed_room(
+        synapse,
+        network,
+        invite=[bot_user, chair.user_id, asker.user_id],
+        key="sessions",
+        powers={bot_user: 50, chair.user_id: 50},
+    )
+    for person in (chair, asker):
+        await person.http.post(path(*CS, "join", room), {})
+    canary = f"canary-{secrets.token_hex(6)}"
+    holder: list[FacilitationBot] = []
+    async with (
+        mautrix_peer(chair, synapse.url) as ch,
+        mautrix_peer(asker, synapse.url) as ask,
+        host(synapse, tmp_path, account, network, holder, ManualClock(start=time.time())),
+    ):
+        bot = holder[-1]
+        await eventually(lambda: joined(chair, room, bot_user), within=20)
+        await send_text(ch, room, "!start Q&A")
+        (status,) = await until(lambda: status_messages(ch, bot_user, room))
+        dm = await open_dm(asker, bot_user)
+        asked = await send_text(ask, dm, f"!ask What if my mother asks {canary}?")
+
+        def posted() -> list[Received]:
+            return [r for r in from_bot(ch, bot_user, room) if canary in r.body]
+
+        (question,) = await until(posted)
+        await until(lambda: from_bot(ask, bot_user, dm))
+        # In the room: from the bot, in the status message's thread, nothing about the asker.
+        assert question.body.startswith("Anonymous question:")
+        relation = question.content["m.relates_to"]
+        assert relation["rel_type"] == "m.thread"
+        assert relation["event_id"] == status.event_id
+        assert asker.user_id not in str(question.content)
+        assert asked not in str(question.content)
+        raw = await chair.http.get(path(*CS, "rooms", room, "event", question.event_id))
+        assert raw["sender"] == bot_user
+        assert asker.user_id not in str(raw)
+        # The session the bot keeps names neither the asker nor the DM's event.
+        session = await bot.store.session(room)
+        assert session is not None
+        assert asker.user_id not in str(session.to_json())
+        assert asked not in str(session.to_json())
+    # The question is sealed in every file the bot wrote, and in no log line at DEBUG.
+    for file in tmp_path.rglob("*"):
+        if file.is_file():
+            assert canary.encode() not in file.read_bytes(), file
+    # The members' clients (mautrix, `mau.*`) run in this process too and log their own syncs.
+    logged = "\n".join(
+        f"{r.name}: {r.getMessage()}" for r in caplog.records if not r.name.startswith("mau")
+    )
+    assert canary not in logged
+    # No log line of the facilitation bot, the outbox or the runtime names the asker or the
+    # DM's event. (At DEBUG, nio logs whole sync responses and aiosqlite every statement: those
+    # lines hold the DM event's id and sender, as for every event; see docs/facilitation.md.)
+    ours = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith(("clubs.bots.facilitation", "clubs.bots.outbox", "clubs.bots.runtime"))
+    ]
+    assert ours  # the runtime did log at DEBUG: the check below is not vacuous
+    assert all(asker.user_id not in line and asked not in line for line in ours)

@@ -71,6 +71,8 @@ KEYS_WITHOUT_VALUES = (
     "speaker_time",
     "turn_time",
     "methods",
+    "ask_in_dm",
+    "asked",
     *(f"method_{m}" for m in METHODS),
     *(
         f"{c}.help"
@@ -86,6 +88,7 @@ KEYS_WITHOUT_VALUES = (
             "round",
             "pass",
             "method",
+            "ask",
         )
     ),
 )
@@ -140,3 +143,15 @@ def test_the_minutes_have_every_tagged_line_and_nothing_else(lang: str) -> None:
         assert "болтовня" not in text
         assert "starter-canary" not in text
     assert "<b>B2</b>" not in html.html  # the words are escaped, not markup
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("sessions", [0, 2])
+def test_the_asker_is_told_why_a_question_cannot_go(lang: str, sessions: int) -> None:
+    assert Catalog().render("facilitation/ask_where", lang, sessions=sessions).body.strip()
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_question_shows_only_its_words(lang: str) -> None:
+    body = Catalog().render("facilitation/question", lang, text="Как начать?").body
+    assert body.endswith("Как начать?")
