@@ -32,7 +32,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from clubs.bots.args import Choice, Duration, FreeText, User
+from clubs.bots.args import Choice, Duration, FreeText, Int, User
 from clubs.bots.base import Bot, on_event
 from clubs.bots.commands import command
 from clubs.bots.context import BotContext, CommandContext, EventContext
@@ -459,30 +459,111 @@ class FacilitationBot(Bot):
             return
         (room_id,) = rooms
         lang = (await ctx.bot.rooms.info(room_id)).language
+        qid = secrets.token_hex(16)
         async with self.lock(room_id):
             session = await self.store.session(room_id)
             if session is None:
                 await ctx.reply("facilitation/ask_where", sessions=0)
                 return
-            thread = (
-                {
-                    "rel_type": "m.thread",
-                    "event_id": session.status_event,
-                    "is_falling_back": True,
-                    "m.in_reply_to": {"event_id": session.status_event},
-                }
-                if session.status_event is not None
-                else None
-            )
-            await ctx.bot.notice(
-                room_id,
-                "facilitation/question",
-                job=(self.name, "question", session.sid, secrets.token_hex(16)),
-                lang=lang,
-                relates_to=thread,
-                text=question,
-            )
-        await ctx.reply("facilitation/asked")
+            if not session.approve:
+                await self.post_question(ctx.bot, room_id, session, question, lang, qid)
+                await ctx.reply("facilitation/asked")
+                return
+            try:
+                number = session.hold_question(question)
+            except Refused as e:
+                await ctx.reply(e.reason, **e.values)
+                return
+            await self.store.save(room_id, session, self.clock.now())
+            for chair in dict.fromkeys((session.starter, *session.cochairs)):
+                await ctx.bot.dm(
+                    UserId(chair),
+                    "facilitation/question_waiting",
+                    job=(self.name, "waiting", session.sid, qid, chair),
+                    lang=lang,
+                    number=number,
+                    text=question,
+                )
+        await ctx.reply("facilitation/asked_waiting")
+
+    async def post_question(
+        self,
+        bot: BotContext,
+        room_id: RoomId,
+        session: Session,
+        text: str,
+        lang: str,
+        qid: str,
+    ) -> None:
+        thread = (
+            {
+                "rel_type": "m.thread",
+                "event_id": session.status_event,
+                "is_falling_back": True,
+                "m.in_reply_to": {"event_id": session.status_event},
+            }
+            if session.status_event is not None
+            else None
+        )
+        await bot.notice(
+            room_id,
+            "facilitation/question",
+            job=(self.name, "question", session.sid, qid),
+            lang=lang,
+            relates_to=thread,
+            text=text,
+        )
+
+    @command(
+        "questions",
+        aliases=("вопросы",),
+        help_key="facilitation/questions.help",
+        params=(Choice("approval", options=("on", "off"), synonyms={"вкл": "on", "выкл": "off"}),),
+    )
+    async def questions(self, ctx: CommandContext, approval: str) -> None:
+        async with self.lock(ctx.room_id):
+            session = await self.running(ctx, chair=True)
+            if session is None:
+                return
+            session.approve = approval == "on"
+            await self.commit(ctx, session)
+        await ctx.reply("facilitation/approval", on=approval == "on")
+
+    @command(
+        "approve",
+        aliases=("одобрить",),
+        help_key="facilitation/approve.help",
+        params=(Int("number", minimum=1, maximum=1_000_000),),
+    )
+    async def approve(self, ctx: CommandContext, number: int) -> None:
+        await self._decide(ctx, number, post=True)
+
+    @command(
+        "reject",
+        aliases=("отклонить",),
+        help_key="facilitation/reject.help",
+        params=(Int("number", minimum=1, maximum=1_000_000),),
+    )
+    async def reject(self, ctx: CommandContext, number: int) -> None:
+        await self._decide(ctx, number, post=False)
+
+    async def _decide(self, ctx: CommandContext, number: int, *, post: bool) -> None:
+        async with self.lock(ctx.room_id):
+            session = await self.running(ctx, chair=True)
+            if session is None or ctx.event.event_id in session.applied:
+                return
+            text = session.take_question(number)
+            if text is None:
+                await ctx.reply("facilitation/no_such_question", number=number)
+                return
+            if post:
+                # The txn comes from the chair's command: a replay posts it once.
+                await self.post_question(
+                    ctx.bot, ctx.room_id, session, text, ctx.lang, ctx.event.event_id
+                )
+            await self.commit(ctx, session)
+        if not post:
+            await ctx.react("✅")
 
     # --- methods ---------------------------------------------------------------------------
 

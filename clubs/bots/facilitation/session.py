@@ -21,6 +21,7 @@ MAX_NOTES = 300
 MAX_NOTE_CHARS = 1000
 MAX_ROUND = 100
 MAX_APPLIED = 64
+MAX_PENDING = 50
 SPEAKER_LIMIT_S = 180
 """A speaker's time before the one gentle notice."""
 
@@ -68,6 +69,14 @@ class Note:
 
 
 @dataclass
+class Pending:
+    """An anonymous question waiting for a chair's approval: a number and its words only."""
+
+    number: int
+    text: str
+
+
+@dataclass
 class Round:
     order: list[str]
     pos: int
@@ -105,6 +114,10 @@ class Session:
     """The txn parts the status message was first sent with (to find it again after a wait)."""
     status_text: str = ""
     status_seq: int = 0
+    approve: bool = False
+    """Anonymous questions wait for a chair's `!approve` before they are posted."""
+    pending: list[Pending] = field(default_factory=list)
+    next_question: int = 1
     applied: list[str] = field(default_factory=list)
     """The latest command events already applied (a replay after a crash does not repeat)."""
 
@@ -119,6 +132,7 @@ class Session:
         data["agenda"] = [Item(**i) for i in data.get("agenda", [])]
         data["queue"] = [Entry(**e) for e in data.get("queue", [])]
         data["notes"] = [Note(**n) for n in data.get("notes", [])]
+        data["pending"] = [Pending(**p) for p in data.get("pending", [])]
         rnd = data.get("round")
         data["round"] = Round(**rnd) if rnd else None
         return cls(**data)
@@ -294,6 +308,24 @@ class Session:
             return False
         rnd.noticed = True
         return True
+
+    # --- anonymous questions waiting for approval -----------------------------------------
+
+    def hold_question(self, text: str) -> int:
+        if len(self.pending) >= MAX_PENDING:
+            raise Refused("facilitation/too_many")
+        number = self.next_question
+        self.next_question += 1
+        self.pending.append(Pending(number, text))
+        return number
+
+    def take_question(self, number: int) -> str | None:
+        """The waiting question `number`, no longer waiting (None if there is none)."""
+        for i, pending in enumerate(self.pending):
+            if pending.number == number:
+                del self.pending[i]
+                return pending.text
+        return None
 
     # --- notes -----------------------------------------------------------------------------
 

@@ -238,3 +238,22 @@ def test_the_applied_events_are_bounded() -> None:
         s.mark_applied(f"${i}")
     assert len(s.applied) == 64
     assert s.applied[-1] == "$999"
+
+
+def test_waiting_questions_are_numbered_and_taken_once() -> None:
+    s = new()
+    assert s.hold_question("first?") == 1
+    assert s.hold_question("second?") == 2
+    assert s.take_question(2) == "second?"
+    assert s.take_question(2) is None
+    assert Session.from_json(s.to_json()).pending == s.pending
+    assert s.hold_question("third?") == 3
+
+
+def test_waiting_questions_are_bounded() -> None:
+    s = new()
+    for i in range(50):
+        s.hold_question(f"q{i}")
+    with pytest.raises(Refused):
+        s.hold_question("one too many")
+    assert len(s.pending) == 50

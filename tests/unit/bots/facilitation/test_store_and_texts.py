@@ -73,6 +73,7 @@ KEYS_WITHOUT_VALUES = (
     "methods",
     "ask_in_dm",
     "asked",
+    "asked_waiting",
     *(f"method_{m}" for m in METHODS),
     *(
         f"{c}.help"
@@ -89,6 +90,9 @@ KEYS_WITHOUT_VALUES = (
             "pass",
             "method",
             "ask",
+            "questions",
+            "approve",
+            "reject",
         )
     ),
 )
@@ -155,3 +159,14 @@ def test_the_asker_is_told_why_a_question_cannot_go(lang: str, sessions: int) ->
 def test_a_question_shows_only_its_words(lang: str) -> None:
     body = Catalog().render("facilitation/question", lang, text="Как начать?").body
     assert body.endswith("Как начать?")
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_texts_of_approval(lang: str) -> None:
+    catalog = Catalog()
+    assert catalog.render("facilitation/approval", lang, on=True).body
+    assert catalog.render("facilitation/approval", lang, on=False).body
+    assert "7" in catalog.render("facilitation/no_such_question", lang, number=7).body
+    waiting = catalog.render("facilitation/question_waiting", lang, number=3, text="Как?").body
+    assert "3" in waiting
+    assert "Как?" in waiting
