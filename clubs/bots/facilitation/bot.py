@@ -36,11 +36,19 @@ from clubs.bots.args import Choice, Duration, FreeText, Int, User
 from clubs.bots.base import Bot, on_event
 from clubs.bots.commands import command
 from clubs.bots.context import BotContext, CommandContext, EventContext
-from clubs.bots.facilitation.session import MAX_TITLE_CHARS, Refused, Session, minutes_sections
+from clubs.bots.facilitation.session import (
+    MAX_TITLE_CHARS,
+    QuickPoll,
+    Refused,
+    Session,
+    minutes_sections,
+    parse_poll,
+)
 from clubs.bots.facilitation.store import FacilitationStore
 from clubs.bots.jobs import JobContext, on_job, on_missed_job
 from clubs.core.clock import Clock
 from clubs.core.db import Database
+from clubs.core.errors import Unreachable
 from clubs.core.ids import EventId, RoomId, UserId
 from clubs.core.sealed import Sealer
 
@@ -48,6 +56,7 @@ log = logging.getLogger(__name__)
 
 CHAIR = 50
 TICK = "tick"
+POLL_END = "poll_end"
 TICK_S = 30.0
 DEFAULT_TURN_S = 120
 MAX_QUESTION_CHARS = 1000
@@ -62,6 +71,10 @@ METHOD_ALIASES = {
 }
 RAISE = {"+", "!q+", "!рука", "!hand"}
 DIRECT = {"!q+ dr", "!ответ", "!dr"}
+
+
+class NotSentYet(Unreachable):
+    """A send waits in the outbox (the room is not synced yet): the job is tried again."""
 
 
 def _duration(text: str) -> int | None:
@@ -564,6 +577,84 @@ class FacilitationBot(Bot):
             await self.commit(ctx, session)
         if not post:
             await ctx.react("✅")
+
+    # --- quick polls ----------------------------------------------------------------------
+
+    @command(
+        "poll",
+        aliases=("опрос",),
+        help_key="facilitation/poll.help",
+        params=(FreeText("poll", max_length=2000),),
+    )
+    async def quick_poll(self, ctx: CommandContext, poll: str) -> None:
+        """An encrypted poll in the session; its end (a job) posts the results."""
+        session = await self.running(ctx, chair=True)
+        if session is None:
+            return
+        try:
+            spec = parse_poll(poll, _duration)
+        except Refused as e:
+            await ctx.reply(e.reason, **e.values)
+            return
+        parts = (self.name, "poll", ctx.event.event_id)
+        await self._send_poll(ctx.bot, ctx.room_id, spec, parts)
+        payload = {
+            "room": ctx.room_id,
+            "job": list(parts),
+            "question": spec.question,
+            "answers": list(spec.answers),
+            "disclosed": spec.disclosed,
+            "multiple": spec.multiple,
+            "lang": ctx.lang,
+        }
+        await ctx.bot.jobs.schedule(
+            POLL_END, ctx.event.event_id, self.clock.now() + spec.seconds, payload, grace_s=86400
+        )
+
+    @staticmethod
+    async def _send_poll(
+        bot: BotContext, room_id: RoomId, spec: QuickPoll, parts: tuple[str, ...]
+    ) -> EventId | None:
+        return await bot.poll(
+            room_id,
+            spec.question,
+            spec.answers,
+            job=parts,
+            disclosed=spec.disclosed,
+            max_selections=len(spec.answers) if spec.multiple else 1,
+        )
+
+    @on_job(POLL_END, grace_s=86400)
+    async def end_quick_poll(self, job: JobContext) -> None:
+        p = job.payload
+        room_id = RoomId(str(p["room"]))
+        spec = QuickPoll(
+            str(p["question"]),
+            tuple(str(a) for a in p["answers"]),
+            bool(p["disclosed"]),
+            bool(p["multiple"]),
+            0,
+        )
+        # The same txn as when it was asked: the poll's event id (sent by now, or not yet).
+        poll_id = await self._send_poll(job.bot, room_id, spec, tuple(p["job"]))
+        if poll_id is None:
+            raise NotSentYet("the poll waits in the outbox")
+        result = await job.bot.end_poll(room_id, poll_id, job=job.txn("end"))
+        if result is None:
+            raise NotSentYet("the poll's room is not synced yet")
+        await job.bot.notice(
+            room_id,
+            "facilitation/poll_results",
+            job=job.txn("results"),
+            lang=str(p.get("lang", "ru")),
+            question=spec.question,
+            results=[
+                {"answer": a, "votes": result.counts.get(f"a{i}", 0)}
+                for i, a in enumerate(spec.answers, 1)
+            ],
+            voters=result.voters,
+            relates_to={"m.in_reply_to": {"event_id": poll_id}},
+        )
 
     # --- methods ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -364,3 +364,52 @@ def minutes_sections(notes: list[Note]) -> dict[str, list[str]]:
     for note in notes:
         sections[note.kind].append(note.text)
     return sections
+
+
+@dataclass(frozen=True)
+class QuickPoll:
+    question: str
+    answers: tuple[str, ...]
+    disclosed: bool
+    multiple: bool
+    seconds: int
+
+
+POLL_OPEN = {"open", "открытый"}
+POLL_MULTI = {"multi", "несколько"}
+MAX_POLL_ANSWERS = 20
+MAX_POLL_TEXT = 300
+
+
+def parse_poll(spec: str, duration: Callable[[str], int | None]) -> QuickPoll:
+    """`[open] [multi] [5m] Question? | answer | answer …` (2–20 answers; 1–60 minutes,
+    5 by default; undisclosed unless `open`)."""
+    head, bar, rest = spec.partition("|")
+    if not bar:
+        raise Refused("facilitation/poll_usage")
+    words = head.split()
+    disclosed = multiple = False
+    seconds = 300
+    while words:
+        word = words[0].lower()
+        if word in POLL_OPEN:
+            disclosed = True
+        elif word in POLL_MULTI:
+            multiple = True
+        elif (value := duration(word)) is not None:
+            seconds = value
+        else:
+            break
+        words.pop(0)
+    question = " ".join(words)
+    answers = tuple(" ".join(a.split()) for a in rest.split("|"))
+    if (
+        not question
+        or len(question) > MAX_POLL_TEXT
+        or not 2 <= len(answers) <= MAX_POLL_ANSWERS
+        or any(not a or len(a) > MAX_POLL_TEXT for a in answers)
+        or len(set(answers)) != len(answers)
+        or not 60 <= seconds <= 3600
+    ):
+        raise Refused("facilitation/poll_usage")
+    return QuickPoll(question, answers, disclosed, multiple, seconds)

@@ -17,13 +17,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from mautrix.types import RoomID
 
 from clubs.bots.facilitation.bot import FacilitationBot
 from clubs.bots.host import BotAccount, BotFactory, HostServices
+from clubs.bots.polls import POLL_START
 from clubs.bots.runtime import RuntimeSettings
 from clubs.core.clock import ManualClock
 from clubs.core.errors import NotFound
 from clubs.core.http import path
+from clubs.core.ids import EventId, RoomId
+from clubs.core.txn import txn_id
 from tests.harness import Account, SynapseHarness, eventually
 from tests.integration.bots.support import (
     CS,
@@ -139,7 +143,7 @@ async def test_a_scripted_session_with_a_restart_in_the_middle(
         ch, an, bo = [
             await peers_stack.enter_async_context(mautrix_peer(p, synapse.url)) for p in people
         ]
-        async with host(synapse, tmp_path, account, network, holder, clock):
+        async with host(synapse, tmp_path, account, network, holder, clock) as running:
             await eventually(lambda: joined(chair, room, bot_user), within=20)
             bot = holder[-1]
             await send_text(ch, room, "!start Club evening")
@@ -222,6 +226,32 @@ async def test_a_scripted_session_with_a_restart_in_the_middle(
                 return s is not None and s.round is not None and boris.user_id in s.round.passed
 
             await eventually(passed, within=30)
+
+            # A quick poll: a secret one for a minute; at its end the results are posted.
+            asked = await send_text(ch, room, "!poll 1m Good pace? | yes | no")
+            rt = running.runtime("facilitation")
+
+            async def poll_id() -> str | None:
+                row = await rt.ctx.outbox.find(
+                    txn_id(POLL_START, "facilitation", "poll", str(asked))
+                )
+                return row.event_id if row is not None else None
+
+            poll = await eventually(poll_id, within=30)
+            await an.send_poll_response(RoomID(room), poll, ["a1"])
+            await bo.send_poll_response(RoomID(room), poll, ["a1"])
+
+            async def counted() -> bool:
+                result = await rt.ctx.poll_results(RoomId(room), EventId(poll))
+                return result is not None and result.voters == 2
+
+            await eventually(counted, within=30)
+            await clock.advance(61)
+            (results,) = await until(
+                lambda: [r for r in from_bot(an, bot_user, room) if r.body.startswith("Results")]
+            )
+            assert "• yes: 2" in results.body
+            assert "• no: 0" in results.body
             before = await bot.store.session(room)
 
         # The bot stops mid-session and starts again: everything is where it was.

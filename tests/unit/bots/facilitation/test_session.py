@@ -257,3 +257,41 @@ def test_waiting_questions_are_bounded() -> None:
     with pytest.raises(Refused):
         s.hold_question("one too many")
     assert len(s.pending) == 50
+
+
+def test_a_quick_poll_is_read_with_its_options_in_either_language() -> None:
+    from clubs.bots.facilitation.bot import _duration
+    from clubs.bots.facilitation.session import parse_poll
+
+    poll = parse_poll("open multi 2m Когда? | пн | вт | ср", _duration)
+    assert poll.question == "Когда?"
+    assert poll.answers == ("пн", "вт", "ср")
+    assert poll.disclosed
+    assert poll.multiple
+    assert poll.seconds == 120
+    plain = parse_poll("Темп нормальный? | да | нет", _duration)
+    assert not plain.disclosed
+    assert not plain.multiple
+    assert plain.seconds == 300
+    assert parse_poll("открытый несколько 1м Да? | да | нет", _duration).disclosed
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "no answers",
+        "Q? | only one",
+        "| a | b",
+        "Q? | a | a",
+        "Q? | a | ",
+        "90m Q? | a | b",
+        "Q? | " + " | ".join(str(i) for i in range(21)),
+        "Q? | " + "x" * 301 + " | b",
+    ],
+)
+def test_a_bad_quick_poll_is_refused(spec: str) -> None:
+    from clubs.bots.facilitation.bot import _duration
+    from clubs.bots.facilitation.session import parse_poll
+
+    with pytest.raises(Refused):
+        parse_poll(spec, _duration)

@@ -74,6 +74,7 @@ KEYS_WITHOUT_VALUES = (
     "ask_in_dm",
     "asked",
     "asked_waiting",
+    "poll_usage",
     *(f"method_{m}" for m in METHODS),
     *(
         f"{c}.help"
@@ -93,6 +94,7 @@ KEYS_WITHOUT_VALUES = (
             "questions",
             "approve",
             "reject",
+            "poll",
         )
     ),
 )
