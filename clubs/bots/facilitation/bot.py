@@ -312,12 +312,16 @@ class FacilitationBot(Bot):
                 return
             words = change.split(None, 2)
             verb = words[0].lower()
+            before = session.current
             try:
                 if verb in ("add", "добавить") and len(words) == 3:
                     seconds = _duration(words[1])
                     if seconds is None:
                         raise Refused("facilitation/agenda_usage")
-                    session.add_item(words[2], seconds, self.clock.now())
+                    title, method = words[2], self.method_of(words[2])
+                    if method is not None:
+                        title = self.method_title(ctx.bot, method, ctx.lang)
+                    session.add_item(title, seconds, self.clock.now(), method=method)
                 elif verb in ("move", "переместить") and len(words) == 3:
                     frm, to = words[1], words[2]
                     if not (frm.isdigit() and to.isdigit() and len(frm + to) < 8):
@@ -332,6 +336,7 @@ class FacilitationBot(Bot):
                 return
             await self.commit(ctx, session)
             await ctx.react("✅")
+            await self.show_method(ctx, session, before)
 
     @command(
         "next",
@@ -347,6 +352,7 @@ class FacilitationBot(Bot):
             if session is None or ctx.event.event_id in session.applied:
                 return
             now = self.clock.now()
+            before = session.current
             if what == "item" or (session.round is None and not session.queue):
                 session.next_item(now)
                 session.speaker = None
@@ -355,6 +361,7 @@ class FacilitationBot(Bot):
             else:
                 session.next_speaker(now)
             await self.commit(ctx, session)
+            await self.show_method(ctx, session, before)
 
     @command("ack", aliases=("слово",), help_key="facilitation/ack.help")
     async def ack(self, ctx: CommandContext) -> None:
@@ -657,6 +664,27 @@ class FacilitationBot(Bot):
         )
 
     # --- methods ---------------------------------------------------------------------------
+
+    @staticmethod
+    def method_of(text: str) -> str | None:
+        """`method listening` / `метод слушание` as an agenda title: the method's name."""
+        words = text.lower().split()
+        if len(words) != 2 or words[0] not in ("method", "метод"):
+            return None
+        name = METHOD_ALIASES.get(words[1], words[1])
+        return name if name in METHODS else None
+
+    @staticmethod
+    def method_title(bot: BotContext, method: str, lang: str) -> str:
+        """The exercise's name: its text's first line up to the bracket."""
+        first = bot.render(f"facilitation/method_{method}", lang).body.splitlines()[0]
+        return first.split(" (", 1)[0].rstrip(".")
+
+    async def show_method(self, ctx: CommandContext, session: Session, before: int) -> None:
+        """Post the exercise's text when an agenda item that is a method starts."""
+        item = session.item
+        if session.current != before and item is not None and item.method is not None:
+            await ctx.reply(f"facilitation/method_{item.method}", part="method")
 
     @command(
         "method",

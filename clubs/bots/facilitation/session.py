@@ -54,6 +54,8 @@ class Refused(Exception):
 class Item:
     title: str
     duration_s: int
+    method: str | None = None
+    """A methods library exercise: its text is shown when the item starts."""
 
 
 @dataclass
@@ -154,7 +156,9 @@ class Session:
     def item(self) -> Item | None:
         return self.agenda[self.current] if 0 <= self.current < len(self.agenda) else None
 
-    def add_item(self, title: str, duration_s: int, now: float) -> int:
+    def add_item(
+        self, title: str, duration_s: int, now: float, *, method: str | None = None
+    ) -> int:
         title = " ".join(title.split())
         if not title or len(title) > MAX_TITLE_CHARS:
             raise Refused("facilitation/agenda_usage")
@@ -162,7 +166,7 @@ class Session:
             raise Refused("facilitation/agenda_usage")
         if len(self.agenda) >= MAX_ITEMS:
             raise Refused("facilitation/too_many")
-        self.agenda.append(Item(title, duration_s))
+        self.agenda.append(Item(title, duration_s, method))
         if self.current < 0:
             self.start_item(len(self.agenda) - 1, now)
         return len(self.agenda)

@@ -172,3 +172,38 @@ def test_the_texts_of_approval(lang: str) -> None:
     waiting = catalog.render("facilitation/question_waiting", lang, number=3, text="Как?").body
     assert "3" in waiting
     assert "Как?" in waiting
+
+
+class _Render:
+    def render(self, key: str, lang: str | None, **values: object) -> object:
+        return Catalog().render(key, lang, **values)
+
+
+@pytest.mark.parametrize(
+    ("text", "method"),
+    [
+        ("method listening", "listening"),
+        ("Метод слушание", "listening"),
+        ("метод роль", "roleplay"),
+        ("method nothing", None),
+        ("Listening practice", None),
+        ("method listening twice", None),
+    ],
+)
+def test_an_agenda_title_can_name_a_method(text: str, method: str | None) -> None:
+    from clubs.bots.facilitation.bot import FacilitationBot
+
+    assert FacilitationBot.method_of(text) == method
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_method_item_is_titled_by_the_exercise(lang: str, method: str) -> None:
+    from typing import cast
+
+    from clubs.bots.context import BotContext
+    from clubs.bots.facilitation.bot import FacilitationBot
+
+    title = FacilitationBot.method_title(cast(BotContext, _Render()), method, lang)
+    assert 3 <= len(title) <= 60
+    assert "(" not in title
