@@ -168,6 +168,22 @@ async def test_a_scripted_session_with_a_restart_in_the_middle(
                 within=30,
             )
 
+            # Hostile input: usage replies or refusals, nothing stored, the bot goes on.
+            await send_text(an, room, "!start Takeover")
+            await send_text(ch, room, "!agenda add 10m " + "x" * 10240)
+            await send_text(ch, room, "!agenda add 10m " + "я" * 300)
+            await send_text(ch, room, "!round nonsense")
+            await until(
+                lambda: any("!round [shuffle] [2m]" in r.body for r in from_bot(ch, bot_user, room))
+            )
+            await until(
+                lambda: any("power level 50" in r.body for r in from_bot(an, bot_user, room))
+            )
+            hostile = await bot.store.session(room)
+            assert hostile is not None
+            assert [i.title for i in hostile.agenda] == ["Intro", "Your own story"]
+            assert hostile.title == "Club evening"
+
             await send_text(an, room, "+")
             await until(lambda: "anna" in latest_status(an, bot_user, room), within=30)
             await send_text(bo, room, "!q+ dr")
