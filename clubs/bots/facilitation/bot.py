@@ -140,6 +140,11 @@ class FacilitationBot(Bot):
         if chair and not self.is_chair(ctx, session):
             await ctx.reply("facilitation/chairs_only")
             return None
+        if chair and ctx.event.encrypted and not ctx.event.sender_trusted:
+            # As the runtime does for commands that need power: a chair's command only from a
+            # session its owner verified (co-chairs may have no power in the room).
+            await ctx.reply("bots/untrusted_device", command=ctx.invoked_as)
+            return None
         return session
 
     # --- the status message ----------------------------------------------------------------

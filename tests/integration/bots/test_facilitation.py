@@ -74,7 +74,11 @@ def host(
         {"facilitation": factory(holder)},
         network=network,
         clock=clock,
-        settings=RuntimeSettings(sync_timeout_ms=1000, commands_per_window=100),
+        settings=RuntimeSettings(
+            sync_timeout_ms=1000,
+            commands_per_window=100,
+            stale_command_s=86400,  # the manual clock runs ahead of the server's
+        ),
     )
 
 
@@ -323,6 +327,14 @@ async def test_a_scripted_session_with_a_restart_in_the_middle(
                 return status.event_id not in await pinned(chair, room)
 
             await eventually(unpinned, within=30)
+
+            # The next session in the room starts with what was parked for later.
+            await send_text(ch, room, "!start Next evening")
+            (parked,) = await until(
+                lambda: [r for r in from_bot(an, bot_user, room) if r.body.startswith("Parked")]
+            )
+            assert "tagged-three" in parked.body
+            assert "tagged-one" not in parked.body
 
 
 async def open_dm(member: Account, bot_user: str) -> str:
