@@ -174,6 +174,8 @@ async def test_a_scripted_session_with_a_restart_in_the_middle(
 
             # Hostile input: usage replies or refusals, nothing stored, the bot goes on.
             await send_text(an, room, "!start Takeover")
+            for attempt in ("!end", "!next item", f"!cochair {anna.user_id}", "!extend 5m"):
+                await send_text(an, room, attempt)
             await send_text(ch, room, "!agenda add 10m " + "x" * 10240)
             await send_text(ch, room, "!agenda add 10m " + "я" * 300)
             await send_text(ch, room, "!round nonsense")
@@ -183,8 +185,22 @@ async def test_a_scripted_session_with_a_restart_in_the_middle(
             await until(
                 lambda: any("power level 50" in r.body for r in from_bot(an, bot_user, room))
             )
+            await until(
+                lambda: (
+                    len(
+                        [
+                            r
+                            for r in from_bot(an, bot_user, room)
+                            if "Only the session's chairs" in r.body
+                        ]
+                    )
+                    == 5
+                )  # the agenda change above and these four
+            )
             hostile = await bot.store.session(room)
             assert hostile is not None
+            assert hostile.cochairs == []
+            assert hostile.current == 0
             assert [i.title for i in hostile.agenda] == ["Intro", "Your own story"]
             assert hostile.title == "Club evening"
 
