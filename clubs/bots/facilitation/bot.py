@@ -255,6 +255,10 @@ class FacilitationBot(Bot):
             await self.finish(ctx, session)
 
     async def finish(self, ctx: CommandContext, session: Session) -> None:
+        for i, question in enumerate(session.outgoing):  # asked since the last tick
+            await self.post_question(
+                ctx.bot, ctx.room_id, session, question, ctx.lang, f"{ctx.event.event_id}:{i}"
+            )
         sections = minutes_sections(session.notes)
         date = datetime.fromtimestamp(session.started_at, UTC).date().isoformat()
         values: dict[str, Any] = {"title": session.title, "date": date, "sections": sections}
@@ -468,8 +472,8 @@ class FacilitationBot(Bot):
     )
     async def ask(self, ctx: CommandContext, question: str) -> None:
         """Post a member's question in the running session's thread without any trace of who
-        asked: the bot sends it, its txn id comes from a random id (not from the DM's event),
-        and neither the session nor a log records the sender or the DM's event id."""
+        asked: the bot sends it at the next tick (its txn id from the tick, not from the DM's
+        event), and neither the session nor a log records the sender or the DM's event id."""
         if not ctx.in_dm:
             await ctx.reply("facilitation/ask_in_dm")
             return
@@ -491,7 +495,14 @@ class FacilitationBot(Bot):
                 await ctx.reply("facilitation/ask_where", sessions=0)
                 return
             if not session.approve:
-                await self.post_question(ctx.bot, room_id, session, question, lang, qid)
+                # Posted by the next tick (within 30 s, with any others asked meanwhile), so the
+                # post's time is not the DM's.
+                try:
+                    session.queue_question(question)
+                except Refused as e:
+                    await ctx.reply(e.reason, **e.values)
+                    return
+                await self.store.save(room_id, session, self.clock.now())
                 await ctx.reply("facilitation/asked")
                 return
             try:
@@ -772,6 +783,11 @@ class FacilitationBot(Bot):
                 await job.bot.notice(
                     room_id, "facilitation/turn_time", job=job.txn("turn"), lang=lang
                 )
+            for i, question in enumerate(session.outgoing):
+                await self.post_question(
+                    job.bot, room_id, session, question, lang, f"{job.job.key}:{i}"
+                )
+            session.outgoing = []
             await self.store.save(room_id, session, now)
             await self.refresh(job.bot, room_id, session, lang, job.txn("status"))
             await self.store.save(room_id, session, now)

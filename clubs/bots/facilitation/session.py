@@ -119,6 +119,8 @@ class Session:
     approve: bool = False
     """Anonymous questions wait for a chair's `!approve` before they are posted."""
     pending: list[Pending] = field(default_factory=list)
+    outgoing: list[str] = field(default_factory=list)
+    """Anonymous questions the next tick posts (their words only)."""
     next_question: int = 1
     applied: list[str] = field(default_factory=list)
     """The latest command events already applied (a replay after a crash does not repeat)."""
@@ -314,6 +316,11 @@ class Session:
         return True
 
     # --- anonymous questions waiting for approval -----------------------------------------
+
+    def queue_question(self, text: str) -> None:
+        if len(self.outgoing) >= MAX_PENDING:
+            raise Refused("facilitation/too_many")
+        self.outgoing.append(text)
 
     def hold_question(self, text: str) -> int:
         if len(self.pending) >= MAX_PENDING:

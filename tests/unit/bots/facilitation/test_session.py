@@ -295,3 +295,12 @@ def test_a_bad_quick_poll_is_refused(spec: str) -> None:
 
     with pytest.raises(Refused):
         parse_poll(spec, _duration)
+
+
+def test_questions_to_post_are_bounded_and_survive_serialisation() -> None:
+    s = new()
+    for i in range(50):
+        s.queue_question(f"q{i}")
+    with pytest.raises(Refused):
+        s.queue_question("one too many")
+    assert Session.from_json(s.to_json()).outgoing == [f"q{i}" for i in range(50)]
