@@ -24,6 +24,7 @@ rows and unsent outbox rows, so it says which side lost or doubled it.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -36,6 +37,8 @@ from mautrix.types import RoomID
 
 from clubs.core.http import path
 from clubs.core.namespace import CLUB_SESSIONS
+from clubs.core.sealed import Sealer
+from clubs.core.secrets import Vault
 from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.schedhost import SchedProcess
 from tests.integration.bots.support import (
@@ -271,11 +274,16 @@ async def vote(bp: SchedProcess, peers: Sequence[MautrixPeer], *, week: int) -> 
     for peer, answers in zip(peers, VOTES, strict=True):
         for answer in answers:
             await peer.send_poll_response(RoomID(room), poll_id, [answer])
-    want = {str(p.user_id): f'["{a[-1]}"]' for p, a in zip(peers, VOTES, strict=True)}
+    want = {str(p.user_id): [a[-1]] for p, a in zip(peers, VOTES, strict=True)}
+    sealer = Sealer.from_vault(Vault(bp.var_dir / "secrets" / "vault"))
+
+    def answers_of(stored: str | bytes) -> Any:
+        """A vote's answer ids: sealed at rest (bytes), or JSON text from before sealing."""
+        return sealer.open_json(stored) if isinstance(stored, bytes) else json.loads(stored)
 
     async def counted() -> bool:
         got = rows(bp, "SELECT sender, answers FROM poll_votes WHERE poll_id = ?", [poll_id])
-        return {str(s): str(a).replace(" ", "") for s, a in got} == want
+        return {str(s): answers_of(a) for s, a in got} == want
 
     await eventually(counted, within=30)
 
