@@ -16,7 +16,15 @@ import re
 import sys
 
 # Loggers of libraries that print bodies, URLs with tokens or event content when chatty.
-TAMED_LOGGERS = ("nio", "aiohttp.access", "aiohttp.client", "aiohttp.server", "peewee", "mautrix")
+TAMED_LOGGERS = (
+    "nio",
+    "aiohttp.access",
+    "aiohttp.client",
+    "aiohttp.server",
+    "peewee",
+    "mautrix",
+    "aiosqlite",  # at DEBUG: every statement with its parameters (user ids, event ids)
+)
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Synapse access/refresh tokens and registration tokens.
