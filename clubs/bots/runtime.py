@@ -262,6 +262,9 @@ class BotRuntime:
                 since = await self._first_sync()
             else:
                 await self._restore_waiting()
+                # Before `start` and the due jobs: which rooms we are in (the first sync of a
+                # resumed run comes later; until then the client would know none).
+                await self.client.load_joined_rooms()
                 self._spawn(self._warm_up(), "warm-up")
             await self.bot.start(self.ctx)
             self._spawn(self.outbox.run_retries, "outbox retries")

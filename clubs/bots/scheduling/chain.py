@@ -58,9 +58,20 @@ class SessionChain(ScheduleCore):
         series, key = await self._job_series(job)
         if series is None or key in (await self.store.changes(series.id)).skipped:
             return
-        if await self.store.occurrence(series.id, key) is not None:
-            return  # announced already (a moved occurrence the chain reached again)
         ctx = job.bot
+        announced = await self.store.occurrence(series.id, key)
+        if announced is not None:
+            # Announced already: a moved occurrence the chain reached again, or this job run
+            # again after a crash that came after the record. Its follow-ups again (their keys
+            # carry its generation: the ones that exist are kept as they are).
+            if announced.state == "upcoming":
+                home = await ctx.rooms.info(series.room_id)
+                offsets = self._offsets(home.settings)
+                for kind, job_key, due, payload, grace in self._occurrence_jobs(
+                    series, key, announced.gen, offsets
+                ):
+                    job.then(kind, job_key, due, payload, grace_s=grace)
+            return
         start = start_of(series, key)
         where: dict[str, tuple[RoomId, RoomId]] = {}
         for club in series.clubs:
