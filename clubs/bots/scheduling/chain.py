@@ -145,6 +145,20 @@ class SessionChain(ScheduleCore):
         )
         if poll is None:
             raise NotSentYet("the poll waits in the outbox")
+        # The discussion: a thread under the poll (members cannot post in the announcements
+        # room; the sessions room is theirs).
+        await ctx.notice(
+            poll_room,
+            "scheduling/thread",
+            job=job.txn("thread", *parts),
+            relates_to={
+                "rel_type": "m.thread",
+                "event_id": poll,
+                "is_falling_back": True,
+                "m.in_reply_to": {"event_id": poll},
+            },
+            title=series.title,
+        )
         return Post(club, announce_room, announced, poll_room, poll)
 
     @on_job(REMIND)

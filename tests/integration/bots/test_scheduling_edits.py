@@ -50,6 +50,20 @@ async def test_a_moved_evening_keeps_its_poll_and_reminds_at_the_new_time_then_t
             return s.announced(series, key)
 
         occ = await eventually(lambda: announced(key_of(thursday)), within=30)
+
+        async def thread() -> list[Any]:
+            # The discussion: a thread under the poll, as Element shows threads.
+            return [
+                r
+                for r in mem.received
+                if r.sender == bot_user
+                and r.room_id == sessions
+                and r.content.get("m.relates_to", {}).get("rel_type") == "m.thread"
+                and r.content["m.relates_to"].get("event_id") == occ.poll_event
+            ]
+
+        (opened,) = await eventually(thread, within=30)
+        assert "Club evening" in opened.body
         await mem.send_poll_response(RoomID(sessions), str(occ.poll_event), ["a1"])
 
         async def counted() -> bool:

@@ -17,7 +17,7 @@ Counted on the server after every instant and at the end, never through a client
 the bot's events in each member's DM rooms (reminders: one per occurrence and offset to each
 member going or maybe, none to the one not going), in the announcements room (one announcement
 per occurrence; the RSVP count edits are relations and not counted) and in the sessions room
-(one poll and one "starting now" per occurrence, one poll end). A failure prints the bot's job
+(one poll, one discussion thread and one "starting now" per occurrence, one poll end). A failure prints the bot's job
 rows and unsent outbox rows, so it says which side lost or doubled it.
 """
 
@@ -114,12 +114,13 @@ async def test_the_scheduling_bots_jobs_happen_exactly_once_across_kills_around_
         await vote(bp, peers, week=1)
         await settled(bp)
         counts = await server.counts()
-        assert counts == {"announcements": 1, "sessions": 1}, counts  # week 1: announced
+        # week 1: announced (the poll, and the discussion thread under it)
+        assert counts == {"announcements": 1, "sessions": 1, "sessions related": 1}, counts
         kills = await walk(bp, server, peers, counts)
         await bp.stop()
 
     final = await server.counts()
-    expected = {"announcements": 2, "sessions": 4, "sessions related": 1}
+    expected = {"announcements": 2, "sessions": 4, "sessions related": 3}
     expected |= {f"dm {members[i].user_id}": 4 for i in REMINDED}
     dup = {k: n - expected.get(k, 0) for k, n in final.items() if n > expected.get(k, 0)}
     miss = {k: n - final.get(k, 0) for k, n in expected.items() if final.get(k, 0) < n}
@@ -200,8 +201,8 @@ def expected_delta(kinds: set[str], server: Server) -> Counter[str]:
         want.update(f"dm {server.member_ids[i]}" for i in REMINDED)
     if "start" in kinds:
         want["sessions"] += 1  # "starting now"
-    if "finish" in kinds:  # the poll ended; the next week announced and its poll posted
-        want.update({"sessions related": 1, "announcements": 1, "sessions": 1})
+    if "finish" in kinds:  # the poll ended; the next week announced, its poll and thread posted
+        want.update({"sessions related": 2, "announcements": 1, "sessions": 1})
     return want
 
 
