@@ -59,6 +59,7 @@ from clubs.provisioning.desired import (
 from clubs.provisioning.model import (
     SESSIONS_ROOM,
     STAFF_ROLES,
+    Calls,
     Checkins,
     Club,
     Cohort,
@@ -208,6 +209,9 @@ class _Compiler:
             if club.checkins.questions:
                 checkins["questions"] = list(club.checkins.questions)
             settings["checkins"] = checkins
+        calls = club.calls or self.net.defaults.calls
+        if calls != Calls():
+            settings["calls"] = {"provider": calls.provider, "jitsi_url": calls.jitsi_url}
         if club.reminders != Reminders():
             settings["reminders"] = {
                 "before_s": list(club.reminders.before_s),

@@ -47,6 +47,7 @@ import yaml
 from clubs.bots.scheduling.recurrence import RuleError, check_rule
 from clubs.bots.scheduling.reminders import MAX_REMINDERS, REMINDER_MAX_S, REMINDER_MIN_S, TARGETS
 from clubs.bots.scheduling.when import When, WhenError, parse_duration, parse_when
+from clubs.bots.scheduling.widget import CALL_PROVIDERS, CALL_SERVICE
 from clubs.core import checks
 from clubs.core.yamlconf import (
     DEFAULT_LIMITS,
@@ -91,6 +92,7 @@ from clubs.provisioning.model import (
     THRESHOLDS,
     Bot,
     BridgeMode,
+    Calls,
     Checkins,
     Club,
     Cohort,
@@ -197,6 +199,13 @@ def duration_ms(value: str) -> int | None:
     """ "180d" → milliseconds; None if it is not a duration."""
     m = _DURATION.fullmatch(value)
     return int(m.group(1)) * _UNIT_MS[m.group(2)] if m else None
+
+
+def _call_service(value: str) -> str | None:
+    if not CALL_SERVICE.fullmatch(value):
+        example = "https://meet.example.org"
+        return f"expected an https URL of a Jitsi server like {example}; got {shown(value)}"
+    return None
 
 
 def _duration(value: str) -> str | None:
@@ -340,6 +349,7 @@ class _Loader:
                 "room_name_format",
                 "cohort_room_name_format",
                 "identity_policy",
+                "calls",
             )
         )
         encryption = d.encryption
@@ -395,7 +405,15 @@ class _Loader:
                 if (i := f.get("identity_policy"))
                 else d.identity_policy
             ),
+            calls=self._calls(c, d.calls) if (c := f.get("calls")) else d.calls,
         )
+
+    def _calls(self, node: Node, base: Calls) -> Calls:
+        """`calls: {provider: jitsi|element_call, jitsi_url: https://…}`."""
+        f = node.mapping(optional=("provider", "jitsi_url"))
+        provider = p.choice(CALL_PROVIDERS) if (p := f.get("provider")) else base.provider
+        url = u.string(_call_service) if (u := f.get("jitsi_url")) else base.jitsi_url
+        return Calls(provider, url.rstrip("/"))
 
     def _moderation(self, node: Node, base: Moderation) -> Moderation:
         """A `moderation` mapping over `base` (the network's defaults, for a club)."""
@@ -633,6 +651,7 @@ class _Loader:
                 "sessions",
                 "call_widget",
                 "reminders",
+                "calls",
                 "checkins",
             ),
         )
@@ -675,6 +694,7 @@ class _Loader:
             sessions=self._sessions(f, rooms),
             call_widget=w.boolean() if (w := f.get("call_widget")) else False,
             reminders=self._reminders(r) if (r := f.get("reminders")) else Reminders(),
+            calls=self._calls(c, d.calls) if (c := f.get("calls")) else None,
             checkins=self._checkins(c) if (c := f.get("checkins")) else Checkins(),
         )
 

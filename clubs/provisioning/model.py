@@ -155,6 +155,17 @@ class Moderation:
 
 
 @dataclass(frozen=True)
+class Calls:
+    """Where online sessions meet: a room on a Jitsi server (a new one per session), or the
+    sessions room's own Element Call."""
+
+    provider: str = "jitsi"
+    """`jitsi` or `element_call`."""
+    jitsi_url: str = "https://meet.jit.si"
+    """The Jitsi server (the network's own, self-hosted, is the better choice)."""
+
+
+@dataclass(frozen=True)
 class Defaults:
     room_version: str = "12"
     encryption: Encryption = Encryption()
@@ -175,6 +186,8 @@ class Defaults:
     identity_policy: IdentityPolicy = "accept"
     """What the bots do when a member's identity changes: `accept` it at once, or `hold` room
     keys back from it until a moderator sends `!trust @user`."""
+    calls: Calls = Calls()
+    """The call provider of online sessions, for every club that does not choose its own."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +351,8 @@ class Club:
     """Online sessions show their call as a widget in the sessions room (the call link then
     becomes room state, readable by the server): the club's choice, off by default."""
     reminders: Reminders = Reminders()
+    calls: Calls | None = None
+    """The club's own call provider (None: the network's)."""
     checkins: Checkins = Checkins()
 
     def people(self) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from clubs.bots.scheduling.recurrence import (
 )
 from clubs.bots.scheduling.store import Changes, NewSeries
 from clubs.bots.scheduling.timefmt import describe_rule
+from clubs.bots.scheduling.widget import call_link
 from clubs.core.errors import MatrixError
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class SessionCommands(ScheduleCore):
             await _keep_private(ctx)
         link = draft.link
         if draft.online and link is None:
-            link = f"{self.call_service}/clubs-{secrets.token_urlsafe(12)}"
+            token = secrets.token_urlsafe(12)
+            link = call_link(ctx.room.settings, self.call_service, ctx.room_id, token)
         series = await self.store.add_series(
             NewSeries(
                 club=club,

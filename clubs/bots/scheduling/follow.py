@@ -14,6 +14,7 @@ from clubs.bots.scheduling.core import (
 )
 from clubs.bots.scheduling.declared import declared_sessions, source_of
 from clubs.bots.scheduling.store import Changes, NewSeries
+from clubs.bots.scheduling.widget import call_link
 from clubs.core.errors import NotFound
 from clubs.core.http import cs
 from clubs.core.ids import RoomId, UserId
@@ -60,7 +61,8 @@ class DeclaredFollower(ScheduleCore):
         for d in declared:
             if await self.store.series_by_source(d.source) is not None:
                 continue
-            link = f"{self.call_service}/clubs-{secrets.token_urlsafe(12)}" if d.online else None
+            token = secrets.token_urlsafe(12)
+            link = call_link(info.settings, self.call_service, room_id, token) if d.online else None
             series = await self.store.add_series(
                 NewSeries(
                     club=info.club,

@@ -7,6 +7,9 @@ Element reads `im.vector.modular.widgets` (state key = widget id) and rebuilds i
 wrapper from `data.domain` and `data.conferenceId`; `io.element.widgets.layout` pins it to the
 top. Removing it is the same state key with empty content. Only Jitsi-style links
 (`https://<domain>/<room>`) make a widget; anything else stays a link in the messages.
+
+Which call a new online session gets is the club's setting too (`calls`, from the network
+file): a room on a Jitsi server, or the sessions room's own Element Call (`call_link`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+
+CALL_SERVICE = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+"""A call service URL the bot will put into links: https, a host name, an optional path."""
 
 WIDGETS = "im.vector.modular.widgets"
 LAYOUT = "io.element.widgets.layout"
@@ -64,3 +70,21 @@ def pinned_layout(current: Mapping[str, Any] | None, wid: str, *, on: bool) -> d
 
 def accepts_widgets(settings: Mapping[str, Any]) -> bool:
     return settings.get("call_widget") is True
+
+
+JITSI, ELEMENT_CALL = "jitsi", "element_call"
+CALL_PROVIDERS = (JITSI, ELEMENT_CALL)
+
+
+def call_link(settings: Mapping[str, Any], default_service: str, room_id: str, token: str) -> str:
+    """The call of a new online session as the club's settings say (`calls`): a room on the
+    Jitsi server (the network's, or the bot's default), or the sessions room's own Element Call,
+    reached through a matrix.to link to the room (Element starts the call there). Anything
+    malformed in the settings counts as not set."""
+    calls = settings.get("calls")
+    calls = calls if isinstance(calls, Mapping) else {}
+    if calls.get("provider") == ELEMENT_CALL:
+        return f"https://matrix.to/#/{room_id}"
+    url = calls.get("jitsi_url")
+    service = url if isinstance(url, str) and CALL_SERVICE.fullmatch(url) else default_service
+    return f"{service.rstrip('/')}/clubs-{token}"

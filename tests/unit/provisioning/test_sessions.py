@@ -477,3 +477,38 @@ def test_a_wrong_reminders_option_is_a_located_error(reminders: str, message: st
     problem = str(caught.value)
     assert message in problem
     assert "n.yaml:14:" in problem  # the line of the club's `reminders:`
+
+
+def test_the_networks_call_provider_reaches_every_club_unless_it_chooses_its_own() -> None:
+    text = NETWORK_WITH_WIDGET.replace(
+        "club_template:",
+        "defaults: {calls: {provider: element_call}}\nclub_template:",
+    ).replace(
+        "        call_widget: true\n",
+        "        call_widget: true\n        calls: {jitsi_url: 'https://meet.club.org/'}\n",
+    )
+    net = compile_network(parse_network(text, "n.yaml"), "hs.test")
+    own = net.room("club:almaty/sessions").state[(CLUB_SETTINGS, "")]
+    network_wide = net.room("club:astana/sessions").state[(CLUB_SETTINGS, "")]
+    assert own["calls"] == {"provider": "element_call", "jitsi_url": "https://meet.club.org"}
+    assert network_wide["calls"] == {"provider": "element_call", "jitsi_url": "https://meet.jit.si"}
+    plain = compile_network(parse_network(NETWORK_WITH_WIDGET, "n.yaml"), "hs.test")
+    assert "calls" not in plain.room("club:astana/sessions").state[(CLUB_SETTINGS, "")]
+
+
+@pytest.mark.parametrize(
+    ("calls", "message"),
+    [
+        ("{provider: zoom}", 'expected one of jitsi, element_call; got "zoom"'),
+        ("{jitsi_url: 'http://meet.club.org'}", "expected an https URL of a Jitsi server"),
+        ("{jitsi_url: 'https://x.org/a?b=c'}", "expected an https URL of a Jitsi server"),
+        ("{url: 'https://x.org'}", "unknown key"),
+    ],
+)
+def test_a_wrong_calls_option_is_a_located_error(calls: str, message: str) -> None:
+    text = NETWORK_WITH_WIDGET.replace("        call_widget: true\n", f"        calls: {calls}\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_network(text, "n.yaml")
+    problem = str(caught.value)
+    assert message in problem
+    assert "n.yaml:13:" in problem  # the line of the club's `calls:`

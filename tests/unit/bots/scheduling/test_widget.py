@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from clubs.bots.scheduling.widget import (
     accepts_widgets,
+    call_link,
     jitsi_widget,
     pinned_layout,
     widget_id,
@@ -52,3 +55,26 @@ def test_only_clubs_that_said_so_get_widgets() -> None:
     assert accepts_widgets({"call_widget": True})
     assert not accepts_widgets({})
     assert not accepts_widgets({"call_widget": "yes"})
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, "https://meet.jit.si/clubs-tok"),
+        (
+            {"calls": {"provider": "jitsi", "jitsi_url": "https://meet.club.org/"}},
+            "https://meet.club.org/clubs-tok",
+        ),
+        ({"calls": {"provider": "element_call"}}, "https://matrix.to/#/!room:hs"),
+        ({"calls": {"jitsi_url": "javascript:alert(1)"}}, "https://meet.jit.si/clubs-tok"),
+        (
+            {"calls": {"jitsi_url": "https://evil.org/x?y=<script>"}},
+            "https://meet.jit.si/clubs-tok",
+        ),
+        ({"calls": "jitsi"}, "https://meet.jit.si/clubs-tok"),
+    ],
+)
+def test_a_new_online_sessions_call_follows_the_clubs_settings(
+    settings: dict[str, Any], expected: str
+) -> None:
+    assert call_link(settings, "https://meet.jit.si", "!room:hs", "tok") == expected
