@@ -10,15 +10,15 @@ widget, the start, the end with the next week's announcement) across two weeks. 
 those instants the process is started armed with a kill point and dies there (exit 137 as after
 a SIGKILL, `clubs/core/crash.py`): a job claimed but not run (`job_claimed`), a send on the wire
 but not recorded (`after_send`), a job run but not completed (`job_ran`), a job completed
-(`job_completed`); two kills per instant, ten in all. Then it is started again and the instant settles (no job due or running,
-nothing unsent).
+(`job_completed`); two kills per instant, ten in all. Then it is started again and the instant
+settles (no job due or running, nothing unsent).
 
 Counted on the server after every instant and at the end, never through a client's decryption:
 the bot's events in each member's DM rooms (reminders: one per occurrence and offset to each
 member going or maybe, none to the one not going), in the announcements room (one announcement
 per occurrence; the RSVP count edits are relations and not counted) and in the sessions room
-(one poll, one discussion thread and one "starting now" per occurrence, one poll end). A failure prints the bot's job
-rows and unsent outbox rows, so it says which side lost or doubled it.
+(one poll, one discussion thread and one "starting now" per occurrence, one poll end). A failure
+prints the bot's job rows and unsent outbox rows, so it says which side lost or doubled it.
 """
 
 from __future__ import annotations
