@@ -398,3 +398,25 @@ async def device_count(synapse_url: str, var_dir: Path, user_id: str) -> int:
     async with MatrixHttp(synapse_url, token) as http:
         devices = await http.get(path(*CS, "devices"))
     return len(devices.get("devices", []))
+
+
+async def open_dm(member: Account, bot_user: str) -> str:
+    """An encrypted DM from the member to the bot, as Element creates one."""
+    created = await member.http.post(
+        path(*CS, "createRoom"),
+        {
+            "preset": "trusted_private_chat",
+            "is_direct": True,
+            "invite": [bot_user],
+            "initial_state": [
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ],
+        },
+    )
+    room_id = str(created["room_id"])
+    await eventually(lambda: joined(member, room_id, bot_user), within=20)
+    return room_id

@@ -31,18 +31,19 @@ from clubs.core.e2ee import (
 )
 from clubs.core.http import path
 from clubs.core.secrets import Vault
-from tests.harness import Account, SynapseHarness, eventually
+from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.support import (
     CS,
     bot_process,
     create_bot_account,
     echo_room,
     joined,
+    open_dm,
     replies_per_command,
     send_text,
     wait_replies,
 )
-from tests.mautrix_client import MautrixPeer, mautrix_peer
+from tests.mautrix_client import mautrix_peer
 
 
 def files_containing(root: Path, needle: bytes) -> list[str]:
@@ -51,28 +52,6 @@ def files_containing(root: Path, needle: bytes) -> list[str]:
         for p in root.rglob("*")
         if p.is_file() and needle in p.read_bytes()
     )
-
-
-async def open_dm(member: Account, peer: MautrixPeer, bot_user: str) -> str:
-    """An encrypted DM from the member to the bot, as Element creates one."""
-    created = await member.http.post(
-        path(*CS, "createRoom"),
-        {
-            "preset": "trusted_private_chat",
-            "is_direct": True,
-            "invite": [bot_user],
-            "initial_state": [
-                {
-                    "type": "m.room.encryption",
-                    "state_key": "",
-                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-                }
-            ],
-        },
-    )
-    room_id = str(created["room_id"])
-    await eventually(lambda: joined(member, room_id, bot_user), within=20)
-    return room_id
 
 
 async def test_a_canary_reaches_no_log_and_no_file(synapse: SynapseHarness, tmp_path: Path) -> None:
@@ -119,7 +98,7 @@ async def test_a_canary_reaches_no_log_and_no_file(synapse: SynapseHarness, tmp_
         counts = await wait_replies(peer, account.user_id, room, [too_long, echoed], within=20)
         assert any(canary in r.body for r in peer.received if r.reply_to == echoed)
 
-        dm = await open_dm(member, peer, account.user_id)
+        dm = await open_dm(member, account.user_id)
         in_dm = await send_text(peer, dm, f"!echo {canary}")
         await wait_replies(peer, account.user_id, dm, [in_dm], within=30)
         await bp.stop()

@@ -44,6 +44,7 @@ from tests.integration.bots.support import (
     joined,
     managed_room,
     new_network,
+    open_dm,
     send_text,
 )
 from tests.mautrix_client import MautrixPeer, mautrix_peer
@@ -66,28 +67,6 @@ def factory(holder: list[CheckinsBot]) -> BotFactory:
         return bot
 
     return make
-
-
-async def open_dm(member: Account, bot_user: str) -> str:
-    """An encrypted DM from the member to the bot, as Element creates one."""
-    created = await member.http.post(
-        path(*CS, "createRoom"),
-        {
-            "preset": "trusted_private_chat",
-            "is_direct": True,
-            "invite": [bot_user],
-            "initial_state": [
-                {
-                    "type": "m.room.encryption",
-                    "state_key": "",
-                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-                }
-            ],
-        },
-    )
-    room_id = str(created["room_id"])
-    await eventually(lambda: joined(member, room_id, bot_user), within=20)
-    return room_id
 
 
 def from_bot(peer: MautrixPeer, bot: str, room: str, prefix: str = "") -> list[str]:

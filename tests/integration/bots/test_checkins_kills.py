@@ -41,9 +41,9 @@ from tests.integration.bots.support import (
     joined,
     managed_room,
     new_network,
+    open_dm,
     send_text,
 )
-from tests.integration.bots.test_checkins import open_dm
 from tests.integration.bots.test_scheduling_kills import (
     ADMIN,
     killed_at_the_end,

@@ -28,7 +28,7 @@ from clubs.core.errors import NotFound
 from clubs.core.http import path
 from clubs.core.ids import EventId, RoomId
 from clubs.core.txn import txn_id
-from tests.harness import Account, SynapseHarness, eventually
+from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.support import (
     CS,
     bot_host,
@@ -36,6 +36,7 @@ from tests.integration.bots.support import (
     joined,
     managed_room,
     new_network,
+    open_dm,
     send_text,
 )
 from tests.integration.bots.test_scheduling import accepting_invites
@@ -351,28 +352,6 @@ async def test_a_scripted_session_with_a_restart_in_the_middle(
             )
             assert "tagged-three" in parked.body
             assert "tagged-one" not in parked.body
-
-
-async def open_dm(member: Account, bot_user: str) -> str:
-    """An encrypted DM from the member to the bot, as Element creates one."""
-    created = await member.http.post(
-        path(*CS, "createRoom"),
-        {
-            "preset": "trusted_private_chat",
-            "is_direct": True,
-            "invite": [bot_user],
-            "initial_state": [
-                {
-                    "type": "m.room.encryption",
-                    "state_key": "",
-                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-                }
-            ],
-        },
-    )
-    room_id = str(created["room_id"])
-    await eventually(lambda: joined(member, room_id, bot_user), within=20)
-    return room_id
 
 
 async def test_an_anonymous_question_leaves_no_trace_of_who_asked(
