@@ -41,3 +41,16 @@ async def person_language(client: E2eeClient, rooms: RoomDirectory, user: UserId
         if user in await client.members(room_id):
             return info.language
     return None
+
+
+async def club_room(client: E2eeClient, rooms: RoomDirectory, club: str, key: str) -> RoomId | None:
+    """The club's room with this key (its locator's) among the rooms the bot is in."""
+    for room_id in client.joined_rooms():
+        info = await rooms.info(room_id)
+        if (
+            info.club == club
+            and info.kind == "club_room"
+            and (info.locator or {}).get("key") == key
+        ):
+            return room_id
+    return None

@@ -47,6 +47,7 @@ from clubs.bots.checkins.week import (
 from clubs.bots.commands import command
 from clubs.bots.context import BotContext, CommandContext, EventContext
 from clubs.bots.jobs import JobContext, on_job, on_missed_job
+from clubs.bots.joined import club_room as joined_club_room
 from clubs.bots.polls import PollUpdate, on_poll
 from clubs.bots.rooms import RoomInfo
 from clubs.core.clock import Clock
@@ -146,11 +147,8 @@ class CheckinsBot(Bot):
         return found
 
     async def club_room(self, bot: BotContext, club: str) -> RoomId | None:
-        for room_id in bot.client.joined_rooms():
-            info = await bot.rooms.info(room_id)
-            if info.club == club and (info.locator or {}).get("key") == SUPPORT_ROOM:
-                return room_id
-        return None
+        """The club's support room, if this bot is in it."""
+        return await joined_club_room(bot.client, bot.rooms, club, SUPPORT_ROOM)
 
     async def lang_of(self, ctx: CommandContext, rooms: list[SupportRoom]) -> str:
         if ctx.room.managed:

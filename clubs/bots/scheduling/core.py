@@ -12,6 +12,7 @@ from typing import Any
 from clubs.bots.base import Bot
 from clubs.bots.context import BotContext, CommandContext
 from clubs.bots.jobs import JobContext
+from clubs.bots.joined import club_room as joined_club_room
 from clubs.bots.polls import Vote
 from clubs.bots.rooms import RoomInfo
 from clubs.bots.scheduling import places as pl
@@ -388,15 +389,7 @@ def start_of(series: Series, key: str) -> datetime:
 
 async def club_room(ctx: BotContext, club: str, key: str) -> RoomId | None:
     """The club's room with this key among the rooms the bot is in."""
-    for room_id in ctx.client.joined_rooms():
-        info = await ctx.rooms.info(room_id)
-        if (
-            info.club == club
-            and info.kind == "club_room"
-            and (info.locator or {}).get("key") == key
-        ):
-            return room_id
-    return None
+    return await joined_club_room(ctx.client, ctx.rooms, club, key)
 
 
 def edit_content(new: Mapping[str, Any], original: EventId) -> dict[str, Any]:
