@@ -22,20 +22,21 @@ small wins.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from clubs.bots.args import Choice, FreeText, Int
-from clubs.bots.base import Bot, on_event
+from clubs.bots.args import FreeText, Int
+from clubs.bots.base import Bot
 from clubs.bots.checkins.aggregate import weekly_figures
+from clubs.bots.checkins.answers import MOODS, TEXT_QUESTIONS, Answers
 from clubs.bots.checkins.box import Box
 from clubs.bots.checkins.buddies import Buddies
-from clubs.bots.checkins.clubconf import MAX_QUESTIONS, ClubCheckins, club_checkins
+from clubs.bots.checkins.clubconf import ClubCheckins, club_checkins
 from clubs.bots.checkins.journal import Journal
 from clubs.bots.checkins.parse import Alert, CheckinUsage, OptIn, Pause, Simple, parse_checkin
-from clubs.bots.checkins.store import Checkin, CheckinStore, Member
+from clubs.bots.checkins.store import CheckinStore, Member
+from clubs.bots.checkins.support import FACILITATOR, Support
 from clubs.bots.checkins.week import (
     DAY_CODES,
     WeeklyPlan,
@@ -45,10 +46,9 @@ from clubs.bots.checkins.week import (
     parse_slot_key,
 )
 from clubs.bots.commands import command
-from clubs.bots.context import BotContext, CommandContext, EventContext
+from clubs.bots.context import BotContext, CommandContext
 from clubs.bots.jobs import JobContext, on_job, on_missed_job
 from clubs.bots.joined import club_room as joined_club_room
-from clubs.bots.polls import PollUpdate, on_poll
 from clubs.bots.rooms import RoomInfo
 from clubs.core.clock import Clock
 from clubs.core.db import Database
@@ -59,16 +59,10 @@ log = logging.getLogger(__name__)
 
 CHECKIN, REMIND, PRUNE = "checkin", "remind", "prune"
 SUPPORT_ROOM = "support"
-FACILITATOR = 50
-TEXT_QUESTIONS = ("checkins/q_talked", "checkins/q_how", "checkins/q_share")
-"""The default text questions, asked one by one after the mood poll."""
-MOODS = 5
 WEEK_S = 7 * 24 * 3600
 DAY_S = 24 * 3600
 REMIND_AFTER_S = DAY_S
 CHECKIN_GRACE_S = 6 * 3600.0
-HELP_PENDING_S = 3600.0
-MAX_ANSWER_CHARS = 4000
 STATS_WEEKS = 5
 
 
@@ -105,6 +99,10 @@ class CheckinsBot(Bot):
         self.remind_after_s = remind_after_s
         self.store = CheckinStore(db, self.name, box)
         """Replaced at `start` by the store of the bot's account, migrated."""
+        self.answers = Answers(self)
+        self.register_handler_class(self.answers)
+        self.support = Support(self)
+        self.register_handler_class(self.support)
         self.register_handler_class(Journal(self))
         self.buddies = Buddies(self)
         self.register_handler_class(self.buddies)
@@ -369,7 +367,7 @@ class CheckinsBot(Bot):
             # This slot's check-in went out already (this job re-run after a crash, or a plan
             # changed to the same slot): never a second one. Question 1 is asked again with its
             # transaction id, which is a no-op unless a crash came between the poll and it.
-            await self._ask(bot, room, checkin, 1, job=(*txn, "q", "1"), lang=lang)
+            await self.answers.ask(bot, room, checkin, 1, job=(*txn, "q", "1"), lang=lang)
             job.then(REMIND, remind_key, job.now + self.remind_after_s, {"id": checkin.id})
             return
         previous = await self.store.before(member.token, checkin.id)
@@ -385,7 +383,7 @@ class CheckinsBot(Bot):
         # Recorded before question 1 goes out: a vote is read only for a known poll.
         await self.store.set_sent(checkin.id, poll_id)
         checkin = replace(checkin, poll_id=poll_id, step=1)
-        await self._ask(bot, room, checkin, 1, job=(*txn, "q", "1"), lang=lang)
+        await self.answers.ask(bot, room, checkin, 1, job=(*txn, "q", "1"), lang=lang)
         job.then(REMIND, remind_key, job.now + self.remind_after_s, {"id": checkin.id})
         log.info("%s: check-in sent (%s)", bot.name, slot)
 
@@ -443,135 +441,6 @@ class CheckinsBot(Bot):
         )
         await self.answer_to(ctx, "checkins/snoozed", lang, hours=hours, moved=moved)
 
-    # --- answers ---------------------------------------------------------------------------
-
-    @on_event("m.room.message")
-    async def answer(self, ctx: EventContext) -> None:
-        """A member's words in their DM while a check-in is open: the answer to the current
-        question; an edit of an earlier answer replaces it. Chat in club rooms is never read."""
-        if ctx.room.managed or not ctx.event.encrypted:
-            return  # club chat is not ours to read; plaintext in a DM only a server could send
-        content = ctx.event.content
-        if content.get("msgtype") != "m.text":
-            return
-        member = await self.store.member(ctx.sender)
-        if member is None:
-            return  # nothing is kept about someone who did not opt in
-        checkin = await self.store.latest(member.token)
-        if checkin is None or checkin.room_id != ctx.room_id:
-            return
-        relates = content.get("m.relates_to")
-        if isinstance(relates, Mapping) and relates.get("rel_type") == "m.replace":
-            await self._edit(ctx, member, checkin, relates, content.get("m.new_content"))
-            return
-        body = _answer_text(content)
-        if body is None or body.startswith("!") or ctx.event.event_id in checkin.content.events:
-            return
-        n = checkin.step
-        if not 1 <= n <= checkin.content.count:
-            return
-        if len(body) > MAX_ANSWER_CHARS:
-            await ctx.bot.notice(
-                ctx.room_id,
-                "checkins/too_long",
-                job=ctx.job("long"),
-                lang=member.lang,
-                limit=MAX_ANSWER_CHARS,
-            )
-            return
-        # Send first, then store: a crash in between sends the same (deduplicated) question
-        # again instead of never asking it.
-        if n < checkin.content.count:
-            await self._ask(
-                ctx.bot, ctx.room_id, checkin, n + 1, job=ctx.job("next"), lang=member.lang
-            )
-        else:
-            await ctx.bot.notice(
-                ctx.room_id,
-                "checkins/thanks",
-                job=ctx.job("thanks"),
-                lang=member.lang,
-                answered=sorted({*checkin.content.answers, n}),
-            )
-        checkin.content.answers[n] = body
-        checkin.content.events[ctx.event.event_id] = n
-        await self.store.save(replace(checkin, step=n + 1, answered=True))
-
-    async def _ask(
-        self,
-        bot: BotContext,
-        room: RoomId,
-        checkin: Checkin,
-        n: int,
-        *,
-        job: tuple[str, ...],
-        lang: str,
-    ) -> None:
-        """Text question n: the club's own (or a supporter's), else the default one in the
-        member's language, numbered."""
-        questions = checkin.content.questions
-        text = (
-            questions[n - 1]
-            if questions is not None
-            else bot.render(TEXT_QUESTIONS[n - 1], lang).body
-        )
-        await bot.notice(
-            room, "checkins/question", job=job, lang=lang, n=n, of=checkin.content.count, text=text
-        )
-
-    async def _edit(
-        self,
-        ctx: EventContext,
-        member: Member,
-        checkin: Checkin,
-        relates: Mapping[str, Any],
-        new: Any,
-    ) -> None:
-        n = checkin.content.events.get(str(relates.get("event_id")))
-        if n is None or not isinstance(new, Mapping):
-            return
-        body = new.get("body")
-        if not isinstance(body, str) or not body.strip() or len(body) > MAX_ANSWER_CHARS:
-            return
-        body = body.strip()
-        if checkin.content.answers.get(n) == body:
-            return
-        # Told first, then stored: a replay after a crash in between tells again (the same
-        # transaction) and stores.
-        await ctx.bot.notice(
-            ctx.room_id, "checkins/edited", job=ctx.job("edited"), lang=member.lang, n=n
-        )
-        checkin.content.answers[n] = body
-        await self.store.save(checkin)
-
-    @on_poll
-    async def mood(self, bot: BotContext, update: PollUpdate) -> None:
-        """The member's mood vote (the latest counts), until the next check-in."""
-        checkin = await self.store.by_poll(update.poll_id)
-        if checkin is None:
-            return
-        member = await self.store.member_by_token(checkin.token)
-        latest = await self.store.latest(checkin.token)
-        if member is None or latest is None or latest.id != checkin.id:
-            return
-        mood: int | None = None
-        for vote in await bot.poll_ballots(update.room_id, update.poll_id):
-            if vote.sender == member.user_id:
-                mood = _mood_of(vote.answers)
-        checkin.content.mood = mood
-        cause = update.cause or "count"
-        alerted = checkin.alerted
-        if mood == 1:
-            if not checkin.content.told_low:
-                await self._low_mood(bot, member, checkin, cause)
-                checkin.content.told_low = True
-            previous = await self.store.before(member.token, checkin.id)
-            if member.alert and not alerted and previous is not None and previous.content.mood == 1:
-                await self._alert(bot, member, cause)
-                alerted = True
-        answered = mood is not None or bool(checkin.content.answers)
-        await self.store.save(replace(checkin, answered=answered, alerted=alerted))
-
     async def _questions(
         self, bot: BotContext, member: Member, conf: ClubCheckins
     ) -> tuple[str, ...] | None:
@@ -581,204 +450,6 @@ class CheckinsBot(Bot):
             return conf.questions
         asked = conf.questions or tuple(bot.render(k, member.lang).body for k in TEXT_QUESTIONS)
         return (*asked, bot.render("checkins/q_load", member.lang).body)
-
-    async def _supporters(
-        self, bot: BotContext, rooms: list[SupportRoom], member: UserId
-    ) -> list[UserId]:
-        """The volunteer supporters of these clubs who are still in the club's support room
-        (never the member themself)."""
-        found: list[UserId] = []
-        for room in rooms:
-            present = await bot.client.members(room.room_id)
-            for s in await self.store.supporters([room.club]):
-                if s != member and s in present and s not in found:
-                    found.append(s)
-        return found
-
-    async def _low_mood(
-        self, bot: BotContext, member: Member, checkin: Checkin, cause: str
-    ) -> None:
-        rooms = await self.support_rooms(bot, member.user_id)
-        await bot.notice(
-            checkin.room_id,
-            "checkins/low_mood",
-            job=(bot.name, "low", cause),
-            lang=member.lang,
-            countries=_countries(rooms),
-            alert=member.alert,
-        )
-
-    async def _alert(self, bot: BotContext, member: Member, cause: str) -> None:
-        """Mood 1 twice in a row, with the member's consent given at opt-in: the supporters
-        get the member's name only (no answer, no mood)."""
-        rooms = [r for r in await self.support_rooms(bot, member.user_id) if r.club == member.club]
-        supporters = await self._supporters(bot, rooms, member.user_id)
-        for supporter in supporters:
-            await bot.dm(
-                supporter,
-                "checkins/alert_supporter",
-                job=(bot.name, "alert", cause, supporter),
-                lang=member.lang,
-                member=member.user_id,
-            )
-        room = await bot.dm_room(member.user_id)
-        await bot.notice(
-            room,
-            "checkins/alerted",
-            job=(bot.name, "alerted", cause),
-            lang=member.lang,
-            n=len(supporters),
-        )
-        log.info("%s: low-mood alert sent to %d supporter(s)", bot.name, len(supporters))
-
-    # --- sharing ---------------------------------------------------------------------------
-
-    @command(
-        "share",
-        aliases=("поделиться",),
-        help_key="checkins/share.help",
-        params=(
-            Int("answer", minimum=1, maximum=MAX_QUESTIONS + 1),
-            Choice(
-                "how",
-                options=("anon", "named"),
-                synonyms={
-                    "анонимно": "anon",
-                    "аноним": "anon",
-                    "имя": "named",
-                    "name": "named",
-                },
-                default="anon",
-            ),
-        ),
-        dm=True,
-    )
-    async def share(self, ctx: CommandContext, answer: int, how: str) -> None:
-        """One answer of the member's latest check-in, posted to the club's support room."""
-        member = await self.store.member(ctx.sender)
-        lang = member.lang if member is not None else ctx.lang
-        if not ctx.in_dm:
-            await self.answer_to(ctx, "checkins/dm_only", lang)
-            return
-        checkin = await self.store.latest(member.token) if member is not None else None
-        text = checkin.content.answers.get(answer) if checkin is not None else None
-        if member is None or checkin is None or text is None:
-            await self.answer_to(ctx, "checkins/share_nothing", lang, n=answer)
-            return
-        room = await self.club_room(ctx.bot, checkin.club)
-        if room is None:
-            await self.answer_to(ctx, "checkins/no_club", lang)
-            return
-        await ctx.bot.notice(
-            room,
-            "checkins/shared",
-            job=ctx.job("share"),
-            text=text,
-            who=ctx.sender if how == "named" else None,
-            mention=(),
-        )
-        if answer not in checkin.content.shared:
-            checkin.content.shared.append(answer)
-            await self.store.save(checkin)
-        await self.answer_to(ctx, "checkins/share_done", lang, n=answer, named=how == "named")
-
-    # --- "I need support" ------------------------------------------------------------------
-
-    @command(
-        "help-me",
-        aliases=("нужна", "помогите", "helpme"),
-        help_key="checkins/helpme.help",
-        params=(FreeText("text", default="", max_length=2000),),
-        dm=True,
-    )
-    async def help_me(self, ctx: CommandContext, text: str) -> None:
-        if ctx.invoked_as == "нужна":
-            first, _, rest = text.partition(" ")
-            if first.lower().strip() in ("поддержка", "помощь"):
-                text = rest
-        text = text.strip()
-        rooms = await self.support_rooms(ctx.bot, ctx.sender)
-        lang = await self.lang_of(ctx, rooms)
-        countries = _countries(rooms)
-        supporters = await self._supporters(ctx.bot, rooms, ctx.sender)
-        if not ctx.in_dm:
-            # Words typed in a club room are not carried anywhere; the rest happens privately.
-            await ctx.bot.dm(
-                ctx.sender,
-                "checkins/help",
-                job=ctx.job("dm"),
-                lang=lang,
-                countries=countries,
-                supporters=len(supporters),
-                text="",
-            )
-            await self.answer_to(ctx, "checkins/help_in_dm", lang)
-            return
-        if supporters and text:
-            await self.store.set_help(ctx.sender, text, self.clock.now() + HELP_PENDING_S)
-        await self.answer_to(
-            ctx,
-            "checkins/help",
-            lang,
-            countries=countries,
-            supporters=len(supporters),
-            text=text,
-        )
-
-    @command(
-        "send-help",
-        aliases=("отправить",),
-        help_key="checkins/sendhelp.help",
-        dm=True,
-    )
-    async def send_help(self, ctx: CommandContext) -> None:
-        """The member's consent: the words given with `!help-me` (or none: "please contact
-        me") go to the club's peer supporters by DM, and nothing else."""
-        rooms = await self.support_rooms(ctx.bot, ctx.sender)
-        lang = await self.lang_of(ctx, rooms)
-        if not ctx.in_dm:
-            await self.answer_to(ctx, "checkins/dm_only", lang)
-            return
-        text = await self.store.take_help(ctx.sender, self.clock.now())
-        supporters = await self._supporters(ctx.bot, rooms, ctx.sender)
-        if not supporters:
-            await self.answer_to(
-                ctx, "checkins/help", lang, countries=_countries(rooms), supporters=0, text=""
-            )
-            return
-        for supporter in supporters:
-            await ctx.bot.dm(
-                supporter,
-                "checkins/help_request",
-                job=ctx.job("supporter", supporter),
-                lang=lang,
-                member=ctx.sender,
-                text=text or "",
-            )
-        log.info("%s: a request for support went to %d supporter(s)", ctx.bot.name, len(supporters))
-        await self.answer_to(ctx, "checkins/help_sent", lang, n=len(supporters))
-
-    @command(
-        "supporter",
-        aliases=("поддерживаю",),
-        help_key="checkins/supporter.help",
-        params=(Choice("on", options=("on", "off"), synonyms={"вкл": "on", "выкл": "off"}),),
-        dm=True,
-    )
-    async def supporter(self, ctx: CommandContext, on: str) -> None:
-        """A facilitator or moderator of the club (power 50 in its support room) volunteers as
-        a peer supporter, or stops."""
-        rooms = await self.support_rooms(ctx.bot, ctx.sender)
-        lang = await self.lang_of(ctx, rooms)
-        if ctx.room.managed:
-            rooms = [r for r in rooms if r.club == ctx.room.club]
-        clubs = [r.club for r in rooms if r.info.power(ctx.sender) >= FACILITATOR]
-        if not clubs:
-            await self.answer_to(ctx, "checkins/supporter_refused", lang)
-            return
-        for club in clubs:
-            await self.store.set_supporter(club, ctx.sender, on == "on", self.clock.now())
-        await self.answer_to(ctx, "checkins/supporter", lang, on=on == "on", clubs=clubs)
 
     # --- forgetting ------------------------------------------------------------------------
 
@@ -835,33 +506,3 @@ def _utc(at: float) -> datetime:
 
 def _event(event_id: str) -> EventId:
     return EventId(event_id)
-
-
-def _countries(rooms: list[SupportRoom]) -> list[str]:
-    return sorted({r.country for r in rooms if r.country})
-
-
-def _mood_of(answers: tuple[str, ...]) -> int | None:
-    if len(answers) != 1:
-        return None
-    answer = answers[0]
-    if len(answer) == 2 and answer[0] == "a" and answer[1].isdigit():
-        n = int(answer[1])
-        return n if 1 <= n <= MOODS else None
-    return None
-
-
-def _answer_text(content: Mapping[str, Any]) -> str | None:
-    """The member's words, without a reply fallback (`> …` quote lines) if the client added
-    one."""
-    body = content.get("body")
-    if not isinstance(body, str):
-        return None
-    relates = content.get("m.relates_to")
-    if isinstance(relates, Mapping) and "m.in_reply_to" in relates and body.startswith("> "):
-        lines = body.split("\n")
-        while lines and lines[0].startswith(">"):
-            lines.pop(0)
-        body = "\n".join(lines)
-    body = body.strip()
-    return body or None
