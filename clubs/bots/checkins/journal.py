@@ -4,7 +4,9 @@ privately (`!win …` / `!успех …`, in a DM only), and reads it back over
 Once a month, if they asked for it (`!wins monthly on`), the bot sends them last month's
 entries and their count per month. Entries they mark for the club (`!wins share <n>`) go, without
 name or date, into an anonymous digest posted in the club's support room on the first of the next
-month. Entries are sealed (AES-GCM) and kept until the member deletes them (`!forget-me`).
+month. Entries are sealed (AES-GCM) and kept until the member deletes them: one entry with
+`!wins delete <n>`, all with `!forget-me`. `!wins export` sends the whole journal back as a
+Markdown file, an encrypted attachment in the member's DM (the server keeps only ciphertext).
 """
 
 from __future__ import annotations
@@ -110,12 +112,16 @@ class Journal:
                 await self.bot.answer_to(ctx, "checkins/wins_usage", lang)
                 return
             await self._monthly(ctx, lang, tz, words[1] in ("on", "вкл"))
-        elif len(words) == 2 and words[0] in ("share", "поделиться"):
+        elif len(words) == 2 and words[0] in ("share", "поделиться", "delete", "удалить"):
             n = int(words[1]) if words[1].isascii() and words[1].isdigit() else 0
             if not 1 <= n <= SHOWN:
                 await self.bot.answer_to(ctx, "checkins/wins_usage", lang)
-                return
-            await self._share(ctx, lang, rooms, n)
+            elif words[0] in ("share", "поделиться"):
+                await self._share(ctx, lang, rooms, n)
+            else:
+                await self._delete(ctx, lang, n)
+        elif words in (["export"], ["экспорт"]):
+            await self._export(ctx, lang, tz)
         else:
             await self.bot.answer_to(ctx, "checkins/wins_usage", lang)
 
@@ -178,6 +184,44 @@ class Journal:
                 grace_s=DIGEST_GRACE_S,
             )
         await self.bot.answer_to(ctx, "checkins/wins_shared", lang, n=n, again=not shared)
+
+    async def _delete(self, ctx: CommandContext, lang: str, n: int) -> None:
+        """Entry n as `!wins` numbers it (1 = newest). A command replayed after a crash finds
+        the list shifted; the store remembers the command's event, so it deletes nothing more."""
+        store = self.bot.store
+        entries = await store.wins(ctx.sender, SHOWN)
+        if n > len(entries):
+            await self.bot.answer_to(ctx, "checkins/wins_usage", lang)
+            return
+        await store.delete_win(
+            ctx.sender, entries[n - 1].id, source=ctx.event.event_id, now=self.bot.clock.now()
+        )
+        await self.bot.answer_to(
+            ctx, "checkins/wins_deleted", lang, n=n, left=await store.count_wins(ctx.sender)
+        )
+
+    async def _export(self, ctx: CommandContext, lang: str, tz: str) -> None:
+        """The whole journal as Markdown, an encrypted file in the member's DM."""
+        entries = await self.bot.store.all_wins(ctx.sender)
+        listed = [
+            {
+                "date": datetime.fromtimestamp(e.created_at, UTC)
+                .astimezone(ZoneInfo(tz))
+                .strftime("%Y-%m-%d"),
+                "text": e.text,
+            }
+            for e in entries
+        ]
+        body = ctx.bot.render("checkins/wins_export", lang, entries=listed).body
+        today = datetime.fromtimestamp(self.bot.clock.now(), UTC).astimezone(ZoneInfo(tz))
+        await ctx.bot.send_file(
+            ctx.room_id,
+            f"wins-{today.strftime('%Y-%m-%d')}.md",
+            body.encode(),
+            "text/markdown",
+            job=ctx.job("export"),
+        )
+        await self.bot.answer_to(ctx, "checkins/wins_exported", lang, n=len(entries))
 
     @on_job(DIGEST, grace_s=DIGEST_GRACE_S)
     async def monthly(self, job: JobContext) -> None:

@@ -115,6 +115,18 @@ MIGRATIONS: Sequence[Migration] = (
         CREATE UNIQUE INDEX ci_wins_source ON ci_wins (bot, source)
         """,
     ),
+    Migration(
+        4,
+        "which entry a `!wins delete` command deleted (a replay deletes no other)",
+        """
+        CREATE TABLE ci_win_deletes (
+            bot TEXT NOT NULL,
+            source TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (bot, source)
+        )
+        """,
+    ),
 )
 
 
@@ -487,6 +499,31 @@ class CheckinStore:
             )
             for r in rows
         ]
+
+    async def all_wins(self, user_id: str) -> list[Win]:
+        """Every entry of the member's journal, oldest first (for their own export)."""
+        return await self.wins_between(user_id, float("-inf"), float("inf"))
+
+    async def delete_win(self, user_id: str, win_id: int, *, source: str, now: float) -> bool:
+        """One entry gone for good (also from a club digest not posted yet), once per command
+        event (`source`): a replayed command, whose list has shifted since, deletes nothing.
+        False if this command had deleted already."""
+        async with self.db.transaction():
+            done = await self.db.execute(
+                "INSERT OR IGNORE INTO ci_win_deletes (bot, source, at) VALUES (?, ?, ?)",
+                (self.bot, source, now),
+            )
+            if done:
+                await self.db.execute(
+                    "DELETE FROM ci_wins WHERE bot = ? AND user_id = ? AND id = ?",
+                    (self.bot, user_id, win_id),
+                )
+                # The record of a delete is needed only while its event can be replayed.
+                await self.db.execute(
+                    "DELETE FROM ci_win_deletes WHERE bot = ? AND at < ?",
+                    (self.bot, now - 8 * 24 * 3600),
+                )
+        return bool(done)
 
     async def share_win(self, user_id: str, win_id: int, club: str, month: str) -> bool:
         """Mark an entry for the club's anonymous digest of `month` (once)."""

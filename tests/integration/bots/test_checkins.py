@@ -407,6 +407,28 @@ async def test_choices_sharing_edits_the_journal_alerts_and_bad_input(
         await said(mem, bot_user, dm, "Entry 1 goes into the club's anonymous digest")
         await send_text(mem, dm, "!wins monthly on")
         await said(mem, bot_user, dm, "All right: on the first of each month")
+        # One entry deleted for good, by its number in the list (1 = newest); the whole
+        # journal exported as an encrypted Markdown file only the member's DM gets.
+        await send_text(mem, dm, "!win written by mistake")
+        await said(mem, bot_user, dm, "Noted. Entries in your journal: 2.")
+        await send_text(mem, dm, "!wins delete 1")
+        await said(mem, bot_user, dm, "Entry 1 is deleted for good; 1 left in your journal")
+        (kept,) = await bot.store.all_wins(member.user_id)
+        assert kept.text == "mum asked a question back"
+        await send_text(mem, dm, "!wins delete 7")
+        await said(mem, bot_user, dm, "I did not understand")
+        await send_text(mem, dm, "!wins export")
+        await said(mem, bot_user, dm, "Above is your whole journal (1 entries)")
+        (export,) = [
+            r
+            for r in mem.received
+            if r.sender == bot_user and r.room_id == dm and r.msgtype == "m.file"
+        ]
+        assert export.content["body"] == "wins-2026-11-02.md"
+        stored, markdown = await mem.download_encrypted(export.content["file"])
+        assert b"mum asked a question back" not in stored
+        assert "- **2026-11-02**: mum asked a question back" in markdown.decode()
+        assert "written by mistake" not in markdown.decode()
 
         # Week 1: mood 1, an answer edited, one too long, a malformed message, one shared.
         await clock.set(utc(11, 6, 16))

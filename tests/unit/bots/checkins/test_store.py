@@ -34,6 +34,21 @@ async def test_a_replayed_win_command_adds_no_second_entry(store: CheckinStore) 
     assert await store.count_wins(USER) == 1
 
 
+async def test_a_replayed_delete_command_deletes_no_second_entry(store: CheckinStore) -> None:
+    for n in range(3):
+        await store.add_win(USER, f"entry {n}", float(n), source=f"$add{n}")
+    newest, middle, _ = await store.wins(USER, 30)
+    assert await store.delete_win(USER, newest.id, source="$del", now=10.0)
+    # The replay after a crash sees the list shifted: "1" is now the middle entry.
+    assert not await store.delete_win(USER, middle.id, source="$del", now=11.0)
+    assert [w.text for w in await store.all_wins(USER)] == ["entry 0", "entry 1"]
+    # Someone else's entry is never deleted by a member's command.
+    await store.add_win("@boris:test.local", "his", 1.0, source="$b")
+    (his,) = await store.wins("@boris:test.local", 30)
+    assert await store.delete_win(USER, his.id, source="$del2", now=12.0)
+    assert await store.count_wins("@boris:test.local") == 1
+
+
 async def test_saving_answers_never_undoes_what_a_job_recorded(store: CheckinStore) -> None:
     member = await store.opt_in(USER, "almaty", "ru", PLAN, 1.0)
     stale = await store.add_checkin(member.token, "almaty", "2026-10-22T19:00", "W", "!r", 1.0)
