@@ -34,7 +34,15 @@ from clubs.bots.checkins.box import Box
 from clubs.bots.checkins.buddies import Buddies
 from clubs.bots.checkins.clubconf import ClubCheckins, club_checkins
 from clubs.bots.checkins.journal import Journal
-from clubs.bots.checkins.parse import Alert, CheckinUsage, OptIn, Pause, Simple, parse_checkin
+from clubs.bots.checkins.parse import (
+    Alert,
+    CheckinUsage,
+    Language,
+    OptIn,
+    Pause,
+    Simple,
+    parse_checkin,
+)
 from clubs.bots.checkins.store import CheckinStore, Member
 from clubs.bots.checkins.support import FACILITATOR, Support
 from clubs.bots.checkins.week import (
@@ -200,6 +208,9 @@ class CheckinsBot(Bot):
         if isinstance(request, Alert):
             await self.store.set_alert(ctx.sender, request.consent, now)
             await self.answer_to(ctx, "checkins/alert", lang, consent=request.consent)
+        elif isinstance(request, Language):
+            await self.store.set_lang(ctx.sender, request.lang, now)
+            await self.answer_to(ctx, "checkins/lang", request.lang)
         elif isinstance(request, Pause):
             until = now + request.weeks * WEEK_S
             member = await self.store.set_state(ctx.sender, on=True, paused_until=until, now=now)

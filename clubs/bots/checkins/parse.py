@@ -7,6 +7,7 @@
     !checkin alert on|off              сигнал вкл|выкл  consent: mood 1 twice in a row tells
                                        the club's peer supporters
     !checkin stats                     итоги  facilitators: the club's weekly aggregates
+    !checkin lang ru|en                язык ru|en  the language the bot writes to the member in
     !checkin                           статус  what is set now
 
 Days: `mon,thu` / `пн,чт` (also full names, separated by commas or blanks); time `19:00`,
@@ -60,7 +61,11 @@ _ACTIONS = {
     "итоги": "stats",
     "status": "status",
     "статус": "status",
+    "lang": "lang",
+    "language": "lang",
+    "язык": "lang",
 }
+_LANGS = {"ru": "ru", "рус": "ru", "русский": "ru", "en": "en", "англ": "en", "english": "en"}
 _ON_OFF = {"on": True, "вкл": True, "off": False, "выкл": False}
 _TIME = re.compile(r"([01]?\d|2[0-3])[:.]([0-5]\d)")
 _CLUB_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -101,7 +106,12 @@ class Alert:
     consent: bool
 
 
-Request = OptIn | Simple | Pause | Alert
+@dataclass(frozen=True)
+class Language:
+    lang: str
+
+
+Request = OptIn | Simple | Pause | Alert | Language
 
 
 def parse_checkin(text: str, clubs: Iterable[str] = ()) -> Request:
@@ -137,6 +147,10 @@ def parse_checkin(text: str, clubs: Iterable[str] = ()) -> Request:
         if len(rest) != 1 or rest[0].lower() not in _ON_OFF:
             raise CheckinUsage("alert")
         return Alert(_ON_OFF[rest[0].lower()])
+    if action == "lang":
+        if len(rest) != 1 or rest[0].lower() not in _LANGS:
+            raise CheckinUsage("lang")
+        return Language(_LANGS[rest[0].lower()])
     if rest:
         raise CheckinUsage("extra")
     return Simple(action, club)

@@ -277,13 +277,15 @@ class CheckinStore:
     async def opt_in(
         self, user_id: str, club: str, lang: str, plan: WeeklyPlan, now: float
     ) -> Member:
-        """Opt in, or change the plan: on, not paused, a new version (older jobs go stale)."""
+        """Opt in, or change the plan: on, not paused, a new version (older jobs go stale).
+        `lang` is the language of a new member (their club's); an existing member keeps theirs
+        (`set_lang`)."""
         async with self.db.transaction():
             await self.db.execute(
                 "INSERT INTO ci_members (bot, user_id, token, club, lang, tz, days, hour, minute, "
                 "state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'on', ?) "
                 "ON CONFLICT (bot, user_id) DO UPDATE SET club = excluded.club, "
-                "lang = excluded.lang, tz = excluded.tz, days = excluded.days, "
+                "tz = excluded.tz, days = excluded.days, "
                 "hour = excluded.hour, minute = excluded.minute, state = 'on', "
                 "paused_until = 0, version = version + 1, updated_at = excluded.updated_at",
                 (
@@ -313,6 +315,19 @@ class CheckinStore:
             ("on" if on else "off", paused_until, now, self.bot, user_id),
         )
         return await self.member(user_id)
+
+    async def set_lang(self, user_id: str, lang: str, now: float) -> bool:
+        """The language the bot writes to the member in: check-ins, reminders, digests."""
+        async with self.db.transaction():
+            changed = await self.db.execute(
+                "UPDATE ci_members SET lang = ?, updated_at = ? WHERE bot = ? AND user_id = ?",
+                (lang, now, self.bot, user_id),
+            )
+            await self.db.execute(
+                "UPDATE ci_digests SET lang = ? WHERE bot = ? AND user_id = ?",
+                (lang, self.bot, user_id),
+            )
+        return bool(changed)
 
     async def set_alert(self, user_id: str, consent: bool, now: float) -> bool:
         return bool(

@@ -250,6 +250,17 @@ async def test_weekly_check_ins_across_dst_answers_help_and_forgetting(
         await eventually(third_week, within=30)
         assert intros(ala, ala_dm, INTRO_RU) == 2
 
+        # The Berlin member would rather read Russian: the language is theirs, not the club's,
+        # and changing the plan again keeps it.
+        await send_text(ber, ber_dm, "!checkin lang ru")
+        await said(ber, bot_user, ber_dm, "Хорошо: теперь я пишу вам по-русски")
+        await send_text(ber, ber_dm, "!checkin on thu 19:00")
+        await said(ber, bot_user, ber_dm, "Чек-ины включены")
+        member_b = await bot.store.member(berlin_member.user_id)
+        assert member_b is not None
+        assert member_b.lang == "ru"
+        await eventually(third_week, within=30)
+
         # Figures: the facilitator sees only suppressed weeks (one answer); a member may not ask.
         await send_text(fac, almaty, "!чекин итоги")
         (stats,) = await said(fac, bot_user, almaty, "Чек-ины клуба")
