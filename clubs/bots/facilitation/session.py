@@ -122,6 +122,8 @@ class Session:
     outgoing: list[str] = field(default_factory=list)
     """Anonymous questions the next tick posts (their words only)."""
     next_question: int = 1
+    asked: list[str] = field(default_factory=list)
+    """The anonymous questions posted so far (their words only): the upvote poll's answers."""
     applied: list[str] = field(default_factory=list)
     """The latest command events already applied (a replay after a crash does not repeat)."""
 
@@ -329,6 +331,9 @@ class Session:
         self.next_question += 1
         self.pending.append(Pending(number, text))
         return number
+
+    def record_asked(self, text: str) -> None:
+        self.asked = [*self.asked, text][-MAX_PENDING:]
 
     def take_question(self, number: int) -> str | None:
         """The waiting question `number`, no longer waiting (None if there is none)."""

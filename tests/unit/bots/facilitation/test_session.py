@@ -260,7 +260,7 @@ def test_waiting_questions_are_bounded() -> None:
 
 
 def test_a_quick_poll_is_read_with_its_options_in_either_language() -> None:
-    from clubs.bots.facilitation.bot import _duration
+    from clubs.bots.facilitation.parse import duration as _duration
     from clubs.bots.facilitation.session import parse_poll
 
     poll = parse_poll("open multi 2m Когда? | пн | вт | ср", _duration)
@@ -290,7 +290,7 @@ def test_a_quick_poll_is_read_with_its_options_in_either_language() -> None:
     ],
 )
 def test_a_bad_quick_poll_is_refused(spec: str) -> None:
-    from clubs.bots.facilitation.bot import _duration
+    from clubs.bots.facilitation.parse import duration as _duration
     from clubs.bots.facilitation.session import parse_poll
 
     with pytest.raises(Refused):

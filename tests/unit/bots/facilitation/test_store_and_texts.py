@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from clubs.bots.facilitation.bot import METHODS, _duration
+from clubs.bots.facilitation.methods import METHODS
+from clubs.bots.facilitation.parse import duration as _duration
 from clubs.bots.facilitation.session import Session, minutes_sections
 from clubs.bots.facilitation.store import FacilitationStore
 from clubs.core.db import Database
@@ -70,11 +71,12 @@ KEYS_WITHOUT_VALUES = (
     "round_usage",
     "speaker_time",
     "turn_time",
-    "methods",
     "ask_in_dm",
     "asked",
     "asked_waiting",
     "poll_usage",
+    "vote_usage",
+    "vote_question",
     *(f"method_{m}" for m in METHODS),
     *(
         f"{c}.help"
@@ -95,6 +97,7 @@ KEYS_WITHOUT_VALUES = (
             "approve",
             "reject",
             "poll",
+            "vote",
         )
     ),
 )
@@ -107,6 +110,31 @@ def test_every_text_renders(key: str, lang: str) -> None:
     assert body.strip()
     assert "{{" not in body
     assert "{%" not in body
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_methods_list_names_the_clubs_own_and_an_unknown_name(lang: str) -> None:
+    plain = Catalog().render("facilitation/methods", lang, club=[], unknown=False).body
+    assert "gratitude" not in plain
+    club = [{"name": "gratitude", "title": "Благодарность"}]
+    body = Catalog().render("facilitation/methods", lang, club=club, unknown=True).body
+    assert "gratitude (Благодарность)" in body
+    assert body.startswith(("Такого упражнения нет.", "There is no such exercise."))
+    assert len(body) > len(plain)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_upvote_results_rank_the_questions(lang: str) -> None:
+    results = [{"answer": "Как начать?", "votes": 3}, {"answer": "Когда звонить?", "votes": 1}]
+    body = (
+        Catalog()
+        .render("facilitation/vote_results", lang, question="q", results=results, voters=3)
+        .body
+    )
+    assert "1. Как начать? — 3" in body
+    assert "2. Когда звонить? — 1" in body
+    few = Catalog().render("facilitation/vote_few", lang, asked=1).body
+    assert "1" in few and "2" in few
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -191,9 +219,9 @@ class _Render:
     ],
 )
 def test_an_agenda_title_can_name_a_method(text: str, method: str | None) -> None:
-    from clubs.bots.facilitation.bot import FacilitationBot
+    from clubs.bots.facilitation.methods import agenda_method
 
-    assert FacilitationBot.method_of(text) == method
+    assert agenda_method(text) == method
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -202,8 +230,8 @@ def test_a_method_item_is_titled_by_the_exercise(lang: str, method: str) -> None
     from typing import cast
 
     from clubs.bots.context import BotContext
-    from clubs.bots.facilitation.bot import FacilitationBot
+    from clubs.bots.facilitation.methods import builtin_title
 
-    title = FacilitationBot.method_title(cast(BotContext, _Render()), method, lang)
+    title = builtin_title(cast(BotContext, _Render()), method, lang)
     assert 3 <= len(title) <= 60
     assert "(" not in title

@@ -1,0 +1,136 @@
+"""Opening and closing a session: `!start`, `!end`, `!cochair`, and the minutes at the end.
+
+`!start [title]` / `!старт` (power 50 in the room) opens a session, posts and pins the status
+message and shows the parking lot; `!end` / `!конец` (chairs) posts the minutes (an HTML notice
+and an encrypted `.md` file), edits the status to "ended", unpins it and deletes the session.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from clubs.bots.args import FreeText, User
+from clubs.bots.commands import command
+from clubs.bots.context import BotContext, CommandContext
+from clubs.bots.facilitation.parse import who
+from clubs.bots.facilitation.session import MAX_TITLE_CHARS, Refused, Session, minutes_sections
+from clubs.bots.facilitation.status import status_text
+from clubs.core.ids import EventId, RoomId, UserId
+
+if TYPE_CHECKING:
+    from clubs.bots.facilitation.bot import FacilitationBot
+
+CHAIR = 50
+TICK = "tick"
+TICK_S = 30.0
+
+
+class Sessions:
+    def __init__(self, bot: FacilitationBot) -> None:
+        self.bot = bot
+
+    @command(
+        "start",
+        aliases=("старт",),
+        help_key="facilitation/start.help",
+        params=(FreeText("title", default="", max_length=MAX_TITLE_CHARS),),
+        min_power=CHAIR,
+    )
+    async def start_session(self, ctx: CommandContext, title: str) -> None:
+        fb = self.bot
+        async with fb.lock(ctx.room_id):
+            existing = await fb.store.session(ctx.room_id)
+            if existing is not None:
+                if existing.sid != ctx.event.event_id:
+                    await ctx.reply("facilitation/already")
+                return
+            now = fb.clock.now()
+            title = (
+                " ".join(title.split()) or ctx.bot.render("facilitation/untitled", ctx.lang).body
+            )
+            session = Session(ctx.event.event_id, title, now, ctx.sender)
+            session.status_job = list(ctx.job("status"))
+            parked = await fb.store.parking(ctx.room_id)
+            await fb.store.save(ctx.room_id, session, now)
+            await ctx.bot.jobs.schedule(
+                TICK, f"{session.sid}:1", now + TICK_S, {"room": ctx.room_id}, grace_s=86400
+            )
+            text = status_text(ctx.bot, session, ctx.lang, now)
+            event_id = await ctx.bot.notice(
+                ctx.room_id,
+                "facilitation/status_wrap",
+                job=ctx.job("status"),
+                lang=ctx.lang,
+                body=text.body,
+            )
+            if event_id is not None:
+                session.status_event = event_id
+                session.status_text = text.body
+                await ctx.bot.pin(ctx.room_id, event_id)
+            await fb.store.save(ctx.room_id, session, now)
+            if parked:
+                await ctx.reply("facilitation/parked", notes=parked, part="parked")
+
+    @command("end", aliases=("конец",), help_key="facilitation/end.help")
+    async def end_session(self, ctx: CommandContext) -> None:
+        async with self.bot.lock(ctx.room_id):
+            session = await self.bot.running(ctx, chair=True)
+            if session is None:
+                return
+            await self.finish(ctx.bot, ctx.room_id, session, ctx.lang, ctx.job())
+
+    async def finish(
+        self,
+        bot: BotContext,
+        room_id: RoomId,
+        session: Session,
+        lang: str,
+        job: tuple[str, ...],
+    ) -> None:
+        """Post what still waits, the minutes, the ended status; then delete the session.
+        `job` names this end (the `!end` event, or the job that ended it): every send's txn id
+        derives from it, so a replay posts nothing twice."""
+        fb = self.bot
+        for i, question in enumerate(session.outgoing):  # asked since the last tick
+            await fb.questions.post_question(
+                bot, room_id, session, question, lang, f"{':'.join(job[1:])}:{i}"
+            )
+        sections = minutes_sections(session.notes)
+        date = datetime.fromtimestamp(session.started_at, UTC).date().isoformat()
+        values: dict[str, Any] = {"title": session.title, "date": date, "sections": sections}
+        await bot.notice(
+            room_id, "facilitation/minutes", job=(*job, "minutes"), lang=lang, **values
+        )
+        markdown = bot.render("facilitation/minutes_md", lang, **values).body
+        await bot.send_file(
+            room_id,
+            f"minutes-{date}.md",
+            markdown.encode(),
+            "text/markdown",
+            job=(*job, "minutes_file"),
+        )
+        if session.status_event is not None:
+            ended = bot.render("facilitation/status_ended", lang, title=session.title)
+            await bot.edit(room_id, EventId(session.status_event), ended, job=(*job, "status_end"))
+            await bot.unpin(room_id, EventId(session.status_event))
+        await fb.store.end(room_id, sections["later"], fb.clock.now())
+
+    @command(
+        "cochair",
+        aliases=("соведущий",),
+        help_key="facilitation/cochair.help",
+        params=(User("user"),),
+    )
+    async def cochair(self, ctx: CommandContext, user: UserId) -> None:
+        async with self.bot.lock(ctx.room_id):
+            session = await self.bot.running(ctx, chair=True)
+            if session is None:
+                return
+            try:
+                session.add_cochair(user)
+            except Refused as e:
+                await ctx.reply(e.reason, **e.values)
+                return
+            await self.bot.commit(ctx, session)
+            await ctx.reply("facilitation/cochair_added", who=who(user))
