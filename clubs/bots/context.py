@@ -104,10 +104,18 @@ class BotContext:
         return await self.outbox.send(room_id, event_type, content, txn_id(event_type, *job))
 
     async def send_file(
-        self, room_id: RoomId, filename: str, data: bytes, mimetype: str, *, job: Iterable[str]
+        self,
+        room_id: RoomId,
+        filename: str,
+        data: bytes,
+        mimetype: str,
+        *,
+        job: Iterable[str],
+        image: tuple[int, int] | None = None,
     ) -> EventId | None:
         """Send a file end-to-end encrypted: an `m.file` whose `file` is an `EncryptedFile`; the
-        homeserver only ever gets the ciphertext. Returns like `send`.
+        homeserver only ever gets the ciphertext. Returns like `send`. With `image` (width,
+        height) it is an `m.image`, which clients show inline.
 
         Crash-safe without duplicates: the mxc is reserved and recorded with the file's sealed
         key and IV under the job's txn id before anything is uploaded. A retry of the job re-uses
@@ -135,6 +143,9 @@ class BotContext:
             await files.mark_uploaded(txn)
         file = encrypted_file(record.mxc, record.keys)
         content = file_content(filename, mimetype, len(data), file)
+        if image is not None:
+            content["msgtype"] = "m.image"
+            content["info"].update(w=image[0], h=image[1])
         event_id = await self.send(room_id, "m.room.message", content, job=job)
         if event_id is not None:
             await files.mark_sent(txn, event_id)
