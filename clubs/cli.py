@@ -135,8 +135,10 @@ def _homeserver(args: argparse.Namespace) -> int:
     from clubs.bridge.config import load_config
     from clubs.bridge.registration import app_service_files
     from clubs.core.homeserver import Homeserver, Settings, render_config
+    from clubs.core.postgres import choose_database
 
     var_dir = args.var_dir.resolve()
+    db = choose_database(var_dir)  # $CLUBS_DB: sqlite (default) or postgres
     settings = Settings(
         data_dir=(args.var_dir / "synapse").resolve(),
         port=args.port,
@@ -147,7 +149,7 @@ def _homeserver(args: argparse.Namespace) -> int:
         federation_allowlist=tuple(
             d for d in os.environ.get("CLUBS_FEDERATION_ALLOWLIST", "").split(",") if d
         ),
-        postgres=_postgres_from_env(),
+        postgres=db.postgres,
         # The Telegram bridge's registration, when a bridge.yaml enables it (off by default).
         app_service_config_files=app_service_files(
             load_config(), var_dir / "secrets" / "vault", var_dir
@@ -159,12 +161,18 @@ def _homeserver(args: argparse.Namespace) -> int:
     hs = Homeserver(settings)
 
     async def serve() -> int:
-        hs.start()
-        print(f"Synapse is running on {hs.url} (Ctrl-C stops it)", flush=True)
+        if db.embedded is not None:
+            db.embedded.start()  # PostgreSQL of our own, stopped after Synapse
         try:
-            await asyncio.Event().wait()
+            hs.start()
+            print(f"Synapse is running on {hs.url} (Ctrl-C stops it)", flush=True)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                hs.stop()
         finally:
-            hs.stop()
+            if db.embedded is not None:
+                db.embedded.stop()
         return 0
 
     return _run_until_interrupted(serve())
@@ -192,20 +200,6 @@ async def _provisioner(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any
 
     async with connect(args) as conn:
         yield conn.http, conn.provisioner
-
-
-def _postgres_from_env() -> dict[str, str] | None:
-    """PostgreSQL settings from CLUBS_PG_* (docker-compose); SQLite when CLUBS_PG_HOST is unset."""
-    host = os.environ.get("CLUBS_PG_HOST")
-    if not host:
-        return None
-    password_file = os.environ.get("CLUBS_PG_PASSWORD_FILE")
-    return {
-        "host": host,
-        "user": os.environ.get("CLUBS_PG_USER", "synapse"),
-        "dbname": os.environ.get("CLUBS_PG_DB", "synapse"),
-        "password": Path(password_file).read_text().strip() if password_file else "",
-    }
 
 
 def _run_until_interrupted(coro: Coroutine[Any, Any, int]) -> int:

@@ -8,10 +8,15 @@ not matter. Users and rooms are never shared between tests: every `new_user()` i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
+import shutil
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from clubs.core.admin import (
@@ -20,8 +25,9 @@ from clubs.core.admin import (
     register_shared_secret,
     silence_push,
 )
-from clubs.core.homeserver import Homeserver
+from clubs.core.homeserver import Homeserver, Settings
 from clubs.core.http import MatrixHttp, path
+from clubs.core.postgres import EmbeddedPostgres
 
 T = TypeVar("T")
 
@@ -115,3 +121,45 @@ async def room_state(user: Account, room_id: str, event_type: str, state_key: st
     return await user.http.get(
         path("_matrix", "client", "v3", "rooms", room_id, "state", event_type, state_key)
     )
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[EmbeddedPostgres]:
+    """A throw-away PostgreSQL cluster from the wheel (`nobody` runs it when we are root).
+
+    It lives in its own /tmp directory: pytest's temporary tree is private to root (0700),
+    which the server's unprivileged user could not pass through."""
+    base = Path(tempfile.mkdtemp(prefix="clubs-pg-"))
+    base.chmod(0o755)
+    pg = EmbeddedPostgres(
+        base / "postgres", base / "secrets", os_user="nobody" if os.geteuid() == 0 else None
+    )
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def synapse_on(
+    data_dir: Path, postgres: EmbeddedPostgres | None = None
+) -> AsyncIterator[SynapseHarness]:
+    """A started Synapse with its admin account, on SQLite or on `postgres`."""
+    hs = Homeserver(
+        Settings(
+            data_dir=data_dir,
+            server_name="test.local",
+            port=0,
+            postgres=postgres.synapse_args() if postgres is not None else None,
+        )
+    )
+    hs.start()
+    try:
+        server = SynapseHarness(hs, await bootstrap_admin(hs))
+        yield server
+        await server.admin.http.close()
+        await server.close()
+    finally:
+        hs.stop()

@@ -233,6 +233,11 @@ class Homeserver:
         """Prepare, start Synapse and wait until it answers. Raises HomeserverError."""
         self.prepare()
         check_port_free(self.settings.bind_host, self.port)
+        if self.settings.postgres is not None:
+            # Wrong password, missing database, wrong locale: one located error, no Synapse.
+            from clubs.core.postgres import check_database
+
+            check_database(self.settings.postgres, config=self.config_file)
         console = self.settings.console_file.open("wb")
         cmd = [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_file)]
         log.info("starting Synapse on %s", self.url)
