@@ -12,8 +12,17 @@ never sent (edit, delete), an edit that changes nothing ("message is not modifie
 that became a supergroup (400 with `migrate_to_chat_id`). `getUpdates` confirms updates below
 `offset` and long-polls up to `timeout` seconds (capped by `poll_cap_s`).
 
-Test helpers: `user_says`, `user_edits`, `migrate`, `fail_next` (inject a 429 or any error),
-`texts(chat)` (what the chat shows now, tags stripped) and `calls` (every method called).
+Files, as the Bot API documents them: `sendPhoto` and `sendDocument` take a multipart upload
+(photos at most 10 MB, other files 50 MB: larger ones get 413 "Request Entity Too Large"; a
+caption at most 1,024 characters after parsing); their messages carry `photo` (an array of
+PhotoSize: file_id, file_unique_id, width, height, file_size) or `document` (file_id,
+file_unique_id, file_name, mime_type, file_size). `getFile` answers a File (file_id,
+file_unique_id, file_size, file_path) and refuses files over 20 MB ("file is too big"); the
+bytes are served at `/file/bot<token>/<file_path>`.
+
+Test helpers: `user_says`, `user_edits`, `user_sends_photo`, `user_sends_document`, `migrate`,
+`fail_next` (inject a 429 or any error), `texts(chat)` (what the chat shows now, tags stripped),
+`files` (every stored file's bytes by file id) and `calls` (every method called).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import io
 import json
 import re
 import time
@@ -30,6 +40,11 @@ from typing import Any
 from aiohttp import web
 
 LIMIT = 4096
+CAPTION_LIMIT = 1024
+MB = 1024 * 1024
+PHOTO_UPLOAD_MAX = 10 * MB
+DOCUMENT_UPLOAD_MAX = 50 * MB
+DOWNLOAD_MAX = 20 * MB
 TAGS = frozenset(
     {
         "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler",
@@ -116,12 +131,17 @@ class FakeTelegram:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.files: dict[str, bytes] = {}
+        """Every file the fake holds (uploaded by the bot or sent by users), by file id."""
+        self._paths: dict[str, str] = {}
+        self._next_file = 1
 
     # --- server --------------------------------------------------------------------------------
 
     async def start(self) -> str:
-        app = web.Application()
+        app = web.Application(client_max_size=DOCUMENT_UPLOAD_MAX + MB)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -147,7 +167,13 @@ class FakeTelegram:
                     return _fail(400, "Bad Request: invalid JSON")
                 params.update(body if isinstance(body, dict) else {})
             else:
-                params.update(dict(await request.post()))
+                for key, value in (await request.post()).items():
+                    if isinstance(value, web.FileField):
+                        params[key] = Upload(value.filename, value.content_type, value.file.read())
+                    elif key in ("reply_parameters",):
+                        params[key] = json.loads(str(value))
+                    else:
+                        params[key] = value
         self.calls.append(Call(method, params, time.monotonic()))
         faults = self._faults.get(method)
         if faults:
@@ -190,6 +216,80 @@ class FakeTelegram:
         message = self._message(chat, self.bot, text, reply_to=answered)
         message["html"] = params.get("text")
         return _public(message)
+
+    async def _m_sendPhoto(self, params: dict[str, Any]) -> Any:
+        return self._send_file(params, "photo", PHOTO_UPLOAD_MAX)
+
+    async def _m_sendDocument(self, params: dict[str, Any]) -> Any:
+        return self._send_file(params, "document", DOCUMENT_UPLOAD_MAX)
+
+    def _send_file(self, params: dict[str, Any], field: str, limit: int) -> Any:
+        chat = self._chat(params.get("chat_id"))
+        upload = params.get(field)
+        if not isinstance(upload, Upload) or not upload.data:
+            raise _Refused(_answer(400, f"Bad Request: there is no {field} in the request"))
+        if len(upload.data) > limit:
+            raise _Refused(_answer(413, "Request Entity Too Large"))
+        caption = None
+        if params.get("caption"):
+            caption = self._text(
+                {"text": params["caption"], "parse_mode": params.get("parse_mode")}
+            )
+            if utf16_len(caption) > CAPTION_LIMIT:
+                raise _Refused(_answer(400, "Bad Request: message caption is too long"))
+        answered = None
+        reply = params.get("reply_parameters")
+        if isinstance(reply, dict):
+            answered = chat.messages.get(int(reply.get("message_id", 0)))
+        message = self._message(chat, self.bot, None, reply_to=answered)
+        message.update(self._file_fields(field, upload.data, upload.filename, upload.content_type))
+        if caption is not None:
+            message["caption"] = caption
+            message["html"] = params.get("caption")
+        return _public(message)
+
+    def _file_fields(
+        self, field: str, data: bytes, filename: str | None, mime_type: str | None
+    ) -> dict[str, Any]:
+        file_id = f"F{self._next_file:06d}x" + "A" * 20
+        self._next_file += 1
+        self.files[file_id] = data
+        self._paths[file_id] = f"{'photos' if field == 'photo' else 'documents'}/file_{file_id}"
+        common = {"file_id": file_id, "file_unique_id": file_id[:8], "file_size": len(data)}
+        if field == "photo":
+            width, height = _dimensions(data)
+            return {"photo": [{**common, "width": width, "height": height}]}
+        return {
+            "document": {
+                **common,
+                "file_name": filename or "file",
+                "mime_type": mime_type or "application/octet-stream",
+            }
+        }
+
+    async def _m_getFile(self, params: dict[str, Any]) -> Any:
+        file_id = str(params.get("file_id", ""))
+        data = self.files.get(file_id)
+        if data is None:
+            raise _Refused(_answer(400, "Bad Request: invalid file_id"))
+        if len(data) > DOWNLOAD_MAX:
+            raise _Refused(_answer(400, "Bad Request: file is too big"))
+        return {
+            "file_id": file_id,
+            "file_unique_id": file_id[:8],
+            "file_size": len(data),
+            "file_path": self._paths[file_id],
+        }
+
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _fail(401, "Unauthorized")
+        wanted = request.match_info["path"]
+        self.calls.append(Call("file", {"path": wanted}, time.monotonic()))
+        for file_id, path in self._paths.items():
+            if path == wanted and len(self.files[file_id]) <= DOWNLOAD_MAX:
+                return web.Response(body=self.files[file_id])
+        return web.Response(status=404, text="Not Found")
 
     async def _m_editMessageText(self, params: dict[str, Any]) -> Any:
         chat = self._chat(params.get("chat_id"))
@@ -271,7 +371,7 @@ class FakeTelegram:
         self,
         chat: Chat,
         sender: dict[str, Any],
-        text: str,
+        text: str | None,
         reply_to: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -279,8 +379,9 @@ class FakeTelegram:
             "date": int(time.time()),
             "chat": {"id": chat.id, "type": chat.type, "title": chat.title},
             "from": sender,
-            "text": text,
         }
+        if text is not None:
+            message["text"] = text
         if reply_to is not None:
             message["reply_to_message"] = _public(
                 {k: v for k, v in reply_to.items() if k != "reply_to_message"}
@@ -310,6 +411,47 @@ class FakeTelegram:
         message = self._message(chat, user, text, reply_to=answered)
         await self.push("message", message)
         return int(message["message_id"])
+
+    async def user_sends_photo(
+        self, chat_id: int, user: dict[str, Any], data: bytes, caption: str | None = None
+    ) -> int:
+        """A user sends a photo. Telegram keeps several sizes; the fake keeps a thumbnail-sized
+        entry (same bytes, announced 90x90) and the full one, as `photo` lists them."""
+        chat = self.chats[chat_id]
+        message = self._message(chat, user, None)
+        fields = self._file_fields("photo", data, None, None)
+        [full] = fields["photo"]
+        thumb = {**full, "width": 90, "height": 90}
+        message["photo"] = [thumb, full]
+        if caption is not None:
+            message["caption"] = caption
+        await self.push("message", message)
+        return int(message["message_id"])
+
+    async def user_sends_document(
+        self,
+        chat_id: int,
+        user: dict[str, Any],
+        data: bytes,
+        file_name: str,
+        mime_type: str,
+        caption: str | None = None,
+    ) -> int:
+        chat = self.chats[chat_id]
+        message = self._message(chat, user, None)
+        message.update(self._file_fields("document", data, file_name, mime_type))
+        if caption is not None:
+            message["caption"] = caption
+        await self.push("message", message)
+        return int(message["message_id"])
+
+    def photos(self, chat_id: int) -> list[bytes]:
+        """The bytes of every photo the bot posted in a chat, oldest first."""
+        return [
+            self.files[m["photo"][-1]["file_id"]]
+            for m in self.chats[chat_id].messages.values()
+            if m["from"] is self.bot and "photo" in m
+        ]
 
     async def user_edits(self, chat_id: int, message_id: int, text: str) -> None:
         message = self.chats[chat_id].messages[message_id]
@@ -361,7 +503,10 @@ class FakeTelegram:
         self._faults.setdefault(method, []).extend([answer] * times)
 
     def texts(self, chat_id: int) -> list[str]:
-        return [str(m.get("text", "")) for m in self.chats[chat_id].messages.values()]
+        """What each message shows: its text, or its caption (media)."""
+        return [
+            str(m.get("text", m.get("caption", ""))) for m in self.chats[chat_id].messages.values()
+        ]
 
     def sent(self, chat_id: int) -> list[dict[str, Any]]:
         """The bot's own messages in a chat, oldest first."""
@@ -373,6 +518,26 @@ class FakeTelegram:
 
     def method_calls(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
+
+
+@dataclass
+class Upload:
+    """A file in a multipart request."""
+
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+def _dimensions(data: bytes) -> tuple[int, int]:
+    """Width and height as Telegram reports them (it decodes the photo)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.width), int(im.height)
+    except Exception:
+        raise _Refused(_answer(400, "Bad Request: IMAGE_PROCESS_FAILED")) from None
 
 
 class _Refused(Exception):

@@ -12,17 +12,29 @@ from __future__ import annotations
 import logging
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
-from clubs.core.errors import Forbidden, MatrixError, NotFound
+import aiohttp
+
+from clubs.core.attachments import parse_mxc
+from clubs.core.errors import ClubsError, Forbidden, MatrixError, NotFound, Unreachable
 from clubs.core.http import JsonDict, MatrixHttp, cs, path
 from clubs.core.ids import EventId, RoomId, UserId
 
 log = logging.getLogger(__name__)
 
 
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=120)
+
+
+class TooLarge(ClubsError):
+    """A file bigger than the bridge reads or the homeserver accepts."""
+
+
 class AsMatrix:
     def __init__(self, http: MatrixHttp) -> None:
         self.http = http
+        self._upload_max: int | None = None
 
     async def ensure_registered(self, localpart: str) -> bool:
         """Register a namespaced account (no password, no login). True if it was created."""
@@ -133,6 +145,64 @@ class AsMatrix:
             cs("rooms", room, "send", event_type, txn), content, query=query, label="send"
         )
         return EventId(str(resp.get("event_id", "")))
+
+    async def download(self, mxc: str, user: UserId, limit: int) -> bytes:
+        """A file from the media repository (authenticated media, as `user`), at most `limit`
+        bytes: `TooLarge` beyond that, `NotFound` when it is not there."""
+        server, media_id = parse_mxc(mxc)
+        url = self.http.base_url + path(
+            "_matrix", "client", "v1", "media", "download", server, media_id
+        )
+        headers = {"Authorization": f"Bearer {self.http.access_token}"}
+        try:
+            async with self.http.session.get(
+                url, params={"user_id": user}, headers=headers, timeout=DOWNLOAD_TIMEOUT
+            ) as resp:
+                if resp.status == 404:
+                    raise NotFound(404, "M_NOT_FOUND", "no such media", method="GET", path="media")
+                if resp.status >= 500:
+                    raise Unreachable(f"GET media: {resp.status}")
+                if resp.status >= 400:
+                    raise MatrixError(
+                        resp.status, "M_UNKNOWN", "media download failed", method="GET",
+                        path="media",
+                    )  # fmt: skip
+                chunks: list[bytes] = []
+                total = 0
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    total += len(chunk)
+                    if total > limit:
+                        raise TooLarge(f"the file is over {limit} bytes")
+                    chunks.append(chunk)
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+            raise Unreachable(f"GET media: {type(e).__name__}") from None
+        return b"".join(chunks)
+
+    async def upload(self, data: bytes, mimetype: str, user: UserId) -> str:
+        """Upload `data` as `user`; returns its mxc URI. Over the homeserver's limit (read once,
+        `m.upload.size`): `TooLarge`, before anything is sent."""
+        if self._upload_max is None:
+            config = await self.http.get(
+                path("_matrix", "client", "v1", "media", "config"),
+                query={"user_id": user},
+                label="media/config",
+            )
+            limit = config.get("m.upload.size")
+            self._upload_max = limit if isinstance(limit, int) and limit > 0 else 0
+        if self._upload_max and len(data) > self._upload_max:
+            raise TooLarge(f"the homeserver takes at most {self._upload_max} bytes")
+        resp = await self.http.request_bytes(
+            "POST",
+            path("_matrix", "media", "v3", "upload") + "?" + urlencode({"user_id": user}),
+            data,
+            content_type=mimetype,
+            label="media/upload",
+        )
+        uri = resp.get("content_uri")
+        if not isinstance(uri, str):
+            raise MatrixError(500, "M_UNKNOWN", "no content_uri", method="POST", path="upload")
+        parse_mxc(uri)
+        return uri
 
     async def ping(self, service_id: str) -> int | None:
         """Ask the homeserver to ping us (it also retries transactions it holds back)."""

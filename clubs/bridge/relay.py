@@ -38,7 +38,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,25 +46,47 @@ from clubs.bridge.config import Portal
 from clubs.bridge.consent import valid_consent
 from clubs.bridge.crypto import BridgeDevice, DeviceNotReady, KeyPending
 from clubs.bridge.formatting import (
+    clean_name,
+    escape,
     matrix_edit,
+    split,
     telegram_name,
     telegram_text,
     to_matrix,
     to_telegram,
+    utf16_len,
 )
-from clubs.bridge.matrix import AsMatrix
+from clubs.bridge.matrix import AsMatrix, TooLarge
+from clubs.bridge.media import (
+    CAPTION_MAX,
+    MATRIX_DOWNLOAD_MAX,
+    TELEGRAM_DOCUMENT_MAX,
+    TELEGRAM_DOWNLOAD_MAX,
+    TELEGRAM_PHOTO_MAX,
+    CleanImage,
+    MatrixMedia,
+    MediaRefused,
+    TelegramFile,
+    decrypt_file,
+    image_content,
+    matrix_media,
+    strip_image,
+    telegram_media,
+)
 from clubs.bridge.pacing import Pacer
 from clubs.bridge.registration import PREFIX, ghost_id, ghost_user, in_namespace
 from clubs.bridge.store import BridgeStore, PortalRow, Sent
 from clubs.bridge.telegram import (
     BotApi,
     ChatMigrated,
+    FileTooLarge,
     TelegramError,
     TelegramRateLimited,
     TelegramUnavailable,
 )
+from clubs.core.attachments import encrypt, encrypted_file
 from clubs.core.crash import crashpoint
-from clubs.core.errors import is_transient
+from clubs.core.errors import NotFound, is_transient
 from clubs.core.ids import EventId, RoomId, UserId, as_event_id
 from clubs.core.namespace import BRIDGE_CONSENT, LOCATOR
 from clubs.core.txn import txn_id
@@ -121,6 +143,7 @@ class Health:
     relayed_to_matrix: int = 0
     refused_rooms: int = 0
     dropped: int = 0
+    media_refused: int = 0
 
 
 @dataclass
@@ -159,6 +182,7 @@ class Relay:
             "relayed_to_telegram": h.relayed_to_telegram,
             "relayed_to_matrix": h.relayed_to_matrix,
             "dropped": h.dropped,
+            "media_refused": h.media_refused,
             "e2ee_device": self.device is not None,
         }
 
@@ -432,11 +456,19 @@ class Relay:
                 await self._edit(portal, target, str(event.get("sender")), new)
             return
         name = await self.matrix.member_name(portal.room_id, str(event["sender"]), self.bot)
+        media = matrix_media(content)
+        if media is not None:
+            await self._media_to_telegram(portal, event_id, name or "Участник", media, content)
+            return
         parts = to_telegram(name or "Участник", content)
         if parts is None:
             return
+        await self._send_parts(portal, event_id, parts, await self._reply_target(portal, content))
+
+    async def _send_parts(
+        self, portal: PortalRow, event_id: EventId, parts: Sequence[str], reply_to: int | None
+    ) -> None:
         done = {s.part for s in await self.store.parts_of(event_id)}
-        reply_to = await self._reply_target(portal, content)
         for i, html in enumerate(parts):
             if i in done:
                 continue  # sent before a crash or a retry
@@ -444,6 +476,76 @@ class Relay:
             await self.store.record([Sent(event_id, i, portal.room_id, chat, message_id, "matrix")])
             crashpoint("bridge_part_recorded")  # this part sent and recorded, the event not done
         self.health.relayed_to_telegram += 1
+
+    async def _media_to_telegram(
+        self,
+        portal: PortalRow,
+        event_id: EventId,
+        name: str,
+        media: MatrixMedia,
+        content: Mapping[str, Any],
+    ) -> None:
+        """An image, stripped of its metadata, as a Telegram photo with "**Name**: caption";
+        any other file is refused and only its caption (if any) crosses, as text."""
+        if await self.store.parts_of(event_id):
+            return  # sent before a crash or a retry
+        head = f"<b>{escape(clean_name(name))}</b>"
+        reply_to = await self._reply_target(portal, content)
+        try:
+            image = await self._matrix_image(portal, media)
+        except MediaRefused as e:
+            log.info("media of %s not relayed: %s", event_id, e.reason)
+            self.health.media_refused += 1
+            if media.caption:
+                parts = to_telegram(name, {"msgtype": "m.text", "body": media.caption})
+                if parts:
+                    await self._send_parts(portal, event_id, parts, reply_to)
+            return
+        text = media.caption or ""
+        rest: list[str] = []
+        if text and utf16_len(clean_name(name)) + 2 + utf16_len(text) > CAPTION_MAX:
+            rest = split(text)  # too long for a caption: the text follows as messages
+            text = ""
+        caption_html = f"{head}: {escape(text)}" if text else head
+
+        async def upload(chat: int, reply: int | None) -> int:
+            return await self.telegram.send_file(
+                chat,
+                image.data,
+                filename=image.filename,
+                mimetype=image.mimetype,
+                caption_html=caption_html,
+                as_photo=len(image.data) <= TELEGRAM_PHOTO_MAX,
+                reply_to=reply,
+            )
+
+        message_id, chat = await self._paced(portal, upload, reply_to)
+        await self.store.record([Sent(event_id, 0, portal.room_id, chat, message_id, "matrix")])
+        for i, part in enumerate(rest, start=1):
+            message_id, chat = await self._send(portal, escape(part))
+            await self.store.record([Sent(event_id, i, portal.room_id, chat, message_id, "matrix")])
+        self.health.relayed_to_telegram += 1
+
+    async def _matrix_image(self, portal: PortalRow, media: MatrixMedia) -> CleanImage:
+        """The image of a Matrix media message, downloaded, decrypted if need be, stripped."""
+        if media.msgtype != "m.image":
+            raise MediaRefused("not_an_image")
+        if media.size is not None and media.size > MATRIX_DOWNLOAD_MAX:
+            raise MediaRefused("too_large")
+        if media.file is None and portal.encrypted:
+            raise MediaRefused("damaged")  # a plain file in an encrypted room: not expected
+        try:
+            data = await self.matrix.download(media.url, self.bot, MATRIX_DOWNLOAD_MAX)
+        except TooLarge:
+            raise MediaRefused("too_large") from None
+        except NotFound:
+            raise MediaRefused("damaged") from None
+        if media.file is not None:
+            data = decrypt_file(data, media.file)
+        image = strip_image(data)
+        if len(image.data) > TELEGRAM_DOCUMENT_MAX:
+            raise MediaRefused("too_large")
+        return image
 
     async def _reply_target(self, portal: PortalRow, content: Mapping[str, Any]) -> int | None:
         """The Telegram message a Matrix reply answers, if that message crossed the bridge (a
@@ -461,16 +563,28 @@ class Relay:
     async def _send(
         self, portal: PortalRow, html: str, reply_to: int | None = None
     ) -> tuple[int, int]:
+        async def send(chat: int, reply: int | None) -> int:
+            return await self.telegram.send_message(chat, html, reply_to=reply)
+
+        return await self._paced(portal, send, reply_to)
+
+    async def _paced(
+        self,
+        portal: PortalRow,
+        send: Callable[[int, int | None], Awaitable[int]],
+        reply_to: int | None,
+    ) -> tuple[int, int]:
+        """One send into the portal's chat within the pace, following a migration."""
         chat = self._rooms[portal.room_id].chat_id
         wait = self.pacer.wait_for(chat, time.monotonic())
         if wait > 0:
             raise Throttled(wait)
         try:
-            message_id = await self.telegram.send_message(chat, html, reply_to=reply_to)
+            message_id = await send(chat, reply_to)
         except ChatMigrated as e:
             await self._migrate(chat, e.new_chat_id)
             chat = e.new_chat_id
-            message_id = await self.telegram.send_message(chat, html, reply_to=reply_to)
+            message_id = await send(chat, reply_to)
         self.pacer.sent(chat, time.monotonic())
         return message_id, chat
 
@@ -600,19 +714,24 @@ class Relay:
         if sender.get("id") == self.telegram_bot_id:
             return
         text = telegram_text(message)
-        if text is None:
+        media = None if edited else telegram_media(message)
+        if media == "refused":
+            log.info("media of Telegram message %d not relayed: not an image", message_id)
+            self.health.media_refused += 1
+            media = None
+        if text is None and media is None:
             return
         ghost: UserId | None = None
         if portal.encrypted:
             # No ghosts in encrypted rooms: the bot's cross-signed device speaks for them.
             if self.device is None:
                 return
-            text = f"{telegram_name(sender)}: {text}"
+            text = f"{telegram_name(sender)}: {text}" if text is not None else None
         else:
             ghost = await self._ghost(sender, portal.room_id)
         if edited:
             original = await self.store.event_of(chat_id, message_id)
-            if original is None or original.origin != "telegram":
+            if original is None or original.origin != "telegram" or text is None:
                 return
             edit_date = message.get("edit_date")
             await self._post(
@@ -625,7 +744,16 @@ class Relay:
         if await self.store.event_of(chat_id, message_id) is not None:
             return  # relayed before a crash
         date = message.get("date")
-        content = to_matrix(text)
+        content: dict[str, Any] | None = None
+        if isinstance(media, TelegramFile):
+            caption = (
+                text if text is not None else telegram_name(sender) if portal.encrypted else ""
+            )
+            content = await self._telegram_image(portal, media, caption, ghost, message_id)
+        if content is None:
+            if text is None:
+                return
+            content = to_matrix(text)
         answered = message.get("reply_to_message")
         if isinstance(answered, dict) and isinstance(answered.get("message_id"), int):
             original = await self.store.event_of(chat_id, answered["message_id"])
@@ -642,6 +770,34 @@ class Relay:
             [Sent(event_id, 0, portal.room_id, chat_id, message_id, "telegram")]
         )
         self.health.relayed_to_matrix += 1
+
+    async def _telegram_image(
+        self, portal: PortalRow, media: TelegramFile, caption: str, ghost: UserId | None, mid: int
+    ) -> dict[str, Any] | None:
+        """A Telegram image as Matrix `m.image` content, stripped of its metadata, uploaded by
+        the ghost (or, for an encrypted room, encrypted and uploaded by the bot); None when it
+        is refused (then only the caption crosses)."""
+        try:
+            if media.size is not None and media.size > TELEGRAM_DOWNLOAD_MAX:
+                raise MediaRefused("too_large")
+            try:
+                data = await self.telegram.download(media.file_id, TELEGRAM_DOWNLOAD_MAX)
+            except FileTooLarge:
+                raise MediaRefused("too_large") from None
+            image = strip_image(data)
+            if ghost is not None:
+                url = await self.matrix.upload(image.data, image.mimetype, ghost)
+                return image_content(image, caption or image.filename, url=url)
+            sealed = encrypt(image.data)
+            url = await self.matrix.upload(sealed.ciphertext, "application/octet-stream", self.bot)
+            return image_content(image, caption, file=encrypted_file(url, sealed.keys))
+        except TooLarge:
+            reason = "too_large"
+        except MediaRefused as e:
+            reason = e.reason
+        log.info("media of Telegram message %d not relayed: %s", mid, reason)
+        self.health.media_refused += 1
+        return None
 
     async def _post(
         self,

@@ -1,4 +1,4 @@
-"""A small Telegram Bot API client (aiohttp): long polling, send, edit, delete.
+"""A small Telegram Bot API client (aiohttp): long polling, send, edit, delete, files.
 
 Wire format: `POST {api}/bot{token}/{method}` with a JSON body; the answer is
 `{"ok": true, "result": …}` or `{"ok": false, "error_code": N, "description": "…",
@@ -10,6 +10,9 @@ Wire format: `POST {api}/bot{token}/{method}` with a JSON body; the answer is
   the caller moves the portal to the new id and sends again.
 - A failed connection, a timeout or a 5xx raises `TelegramUnavailable` (worth retrying later).
 
+Files: `sendPhoto` / `sendDocument` upload multipart (photos up to 10 MB, other files 50 MB);
+`download` asks `getFile` for a path and reads `{api}/file/bot{token}/{path}` (20 MB at most).
+
 The bot token is part of every URL, so no URL, query or body is ever logged or put into an
 exception: messages name the method only. `description` texts come from Telegram and never
 quote message content.
@@ -18,6 +21,7 @@ quote message content.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -57,6 +61,10 @@ class TelegramRateLimited(TelegramError):
     def __init__(self, method: str, retry_after: int) -> None:
         super().__init__(method, 429, f"retry after {retry_after}")
         self.retry_after = retry_after
+
+
+class FileTooLarge(TelegramError):
+    """A file bigger than a bot may download (20 MB)."""
 
 
 class ChatMigrated(TelegramError):
@@ -104,12 +112,39 @@ class BotApi:
         self, method: str, params: Mapping[str, Any], *, timeout_s: float | None = None
     ) -> Any:
         """Call one method and return its `result`, retrying after 429s."""
+        return await self._call(method, lambda: {"json": dict(params)}, timeout_s)
+
+    async def call_multipart(
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        field: str,
+        filename: str,
+        data: bytes,
+        mimetype: str,
+    ) -> Any:
+        """Call one method with a file upload (multipart/form-data, as the Bot API takes new
+        files); other parameters as form fields (objects as JSON)."""
+
+        def body() -> dict[str, Any]:
+            form = aiohttp.FormData()
+            for key, value in params.items():
+                text = value if isinstance(value, str) else json.dumps(value)
+                form.add_field(key, text)
+            form.add_field(field, data, filename=filename, content_type=mimetype)
+            return {"data": form}
+
+        return await self._call(method, body, None)
+
+    async def _call(
+        self, method: str, body: Callable[[], dict[str, Any]], timeout_s: float | None
+    ) -> Any:
         url = f"{self._api}/bot{self._token}/{method}"
         timeout = aiohttp.ClientTimeout(total=timeout_s or self._timeout_s)
         attempt = 0
         while True:
             try:
-                async with self.session.post(url, json=dict(params), timeout=timeout) as resp:
+                async with self.session.post(url, timeout=timeout, **body()) as resp:
                     status = resp.status
                     try:
                         answer = await resp.json(content_type=None)
@@ -194,6 +229,64 @@ class BotApi:
             if e.code == 400 and "not modified" in e.description:
                 return
             raise
+
+    async def send_file(
+        self,
+        chat_id: int,
+        data: bytes,
+        *,
+        filename: str,
+        mimetype: str,
+        caption_html: str | None = None,
+        as_photo: bool = True,
+        reply_to: int | None = None,
+    ) -> int:
+        """Upload one file (`sendPhoto`, or `sendDocument` with `as_photo=False`) with an HTML
+        caption (at most 1,024 characters of text); returns the message id."""
+        method, field = ("sendPhoto", "photo") if as_photo else ("sendDocument", "document")
+        params: dict[str, Any] = {"chat_id": chat_id}
+        if caption_html:
+            params["caption"] = caption_html
+            params["parse_mode"] = "HTML"
+        if reply_to is not None:
+            params["reply_parameters"] = {
+                "message_id": reply_to,
+                "allow_sending_without_reply": True,
+            }
+        result = await self.call_multipart(method, params, field, filename, data, mimetype)
+        message_id = result.get("message_id") if isinstance(result, dict) else None
+        if not isinstance(message_id, int):
+            raise TelegramError(method, 0, "no message id in the answer")
+        return message_id
+
+    async def download(self, file_id: str, limit: int) -> bytes:
+        """A file's bytes: `getFile` for its path, then `{api}/file/bot<token>/<path>`.
+        `FileTooLarge` when it is (or announces itself) bigger than `limit` bytes."""
+        info = await self.call("getFile", {"file_id": file_id})
+        file_path = info.get("file_path") if isinstance(info, dict) else None
+        size = info.get("file_size") if isinstance(info, dict) else None
+        if isinstance(size, int) and size > limit:
+            raise FileTooLarge("getFile", 400, "file is too big")
+        if not isinstance(file_path, str) or not file_path or ".." in file_path:
+            raise TelegramError("getFile", 0, "no file path in the answer")
+        url = f"{self._api}/file/bot{self._token}/{file_path}"
+        timeout = aiohttp.ClientTimeout(total=self._timeout_s * 4)
+        try:
+            async with self.session.get(url, timeout=timeout) as resp:
+                if resp.status >= 500:
+                    raise TelegramUnavailable("file", resp.status, "download failed")
+                if resp.status != 200:
+                    raise TelegramError("file", resp.status, "download refused")
+                chunks: list[bytes] = []
+                total = 0
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    total += len(chunk)
+                    if total > limit:
+                        raise FileTooLarge("file", 400, "file is too big")
+                    chunks.append(chunk)
+        except _TRANSPORT_ERRORS as e:
+            raise TelegramUnavailable("file", 0, type(e).__name__) from None
+        return b"".join(chunks)
 
     async def ban_chat_member(self, chat_id: int, user_id: int) -> None:
         await self.call("banChatMember", {"chat_id": chat_id, "user_id": user_id})

@@ -173,3 +173,27 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
 
 def unique_key() -> str:
     return "r" + secrets.token_hex(4)
+
+
+async def say(user: Account, room: RoomId, content: dict[str, Any]) -> str:
+    """A member sends a message (plain: the bridge tests' rooms are unencrypted unless told)."""
+    resp = await user.http.put(
+        cs("rooms", room, "send", "m.room.message", secrets.token_hex(8)), content
+    )
+    return str(resp["event_id"])
+
+
+async def messages(user: Account, room: RoomId) -> list[dict[str, Any]]:
+    """The room's messages as `user` reads them, oldest first (the last 100)."""
+    resp = await user.http.get(cs("rooms", room, "messages"), query={"dir": "b", "limit": "100"})
+    return [e for e in resp.get("chunk", []) if e.get("type") == "m.room.message"][::-1]
+
+
+async def active(bridge: Bridge, room: RoomId) -> bool:
+    portal = bridge.relay._rooms.get(room)
+    return portal is not None and portal.state == "active"
+
+
+async def holds(value: object) -> object:
+    """`value` as an awaitable, for `eventually(lambda: holds(…))` on plain conditions."""
+    return value
