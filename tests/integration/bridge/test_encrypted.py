@@ -2,7 +2,8 @@
 and an independent E2EE client (mautrix, Element's trust rules: room keys only for cross-signed
 devices) standing in for the member: refused before consent, then the bridge's own cross-signed
 device pins a notice, decrypts the member's new messages for Telegram and posts Telegram's
-messages encrypted as "Имя (Telegram): …"; a message sent before the consent never crosses.
+messages encrypted as "Имя (Telegram): …"; images cross both ways as encrypted attachments
+without their metadata; a message sent before the consent never crosses.
 
 (Named so that it runs before test_kills.py, whose bridge processes work on a copy of the vault.)
 """
@@ -18,12 +19,14 @@ from mautrix.types import EventType, MessageType, RoomID, TextMessageEventConten
 from clubs.bridge.consent import find_room, record_consent
 from clubs.bridge.relay import BRIDGED_NOTICE
 from clubs.bridge.service import Bridge
+from clubs.core.attachments import encrypt, encrypted_file
 from clubs.core.errors import NotFound
-from clubs.core.http import RoomId, UserId, cs
+from clubs.core.http import RoomId, UserId, cs, path
 from tests.faketelegram import FakeTelegram
 from tests.harness import eventually
 from tests.integration.bridge.conftest import NETWORK, BridgeWorld, unique_key
 from tests.mautrix_client import Received, mautrix_peer
+from tests.unit.bridge.test_media import photo_with_gps
 
 pytestmark = pytest.mark.integration
 
@@ -156,6 +159,39 @@ async def test_an_encrypted_room_with_consent_is_relayed_from_the_bots_own_devic
             assert texts == ["Анна: Привет <всем> из Matrix"]
             assert not [t for t in texts if "до согласия" in t]
             assert len(peer.received) == len({r.event_id for r in peer.received})
+
+            # Images cross as encrypted attachments, without their metadata, both ways.
+            photo = photo_with_gps()
+            sealed = encrypt(photo)
+            uploaded = await anna.http.request_bytes(
+                "POST", path("_matrix", "media", "v3", "upload"), sealed.ciphertext
+            )
+            file = encrypted_file(str(uploaded["content_uri"]), sealed.keys)
+            await peer.client.send_message_event(
+                RoomID(room),
+                EventType.ROOM_MESSAGE,
+                {"msgtype": "m.image", "body": "фото", "filename": "IMG.jpg", "file": file},
+            )
+            await eventually(lambda: _true(len(telegram.photos(chat)) == 1), within=20)
+            [relayed_photo] = telegram.photos(chat)
+            assert b"Exif" not in relayed_photo
+            assert b"CanaryPhone" not in relayed_photo
+            assert telegram.texts(chat)[-1] == "Анна: фото"
+            await telegram.user_sends_photo(chat, IVAN, photo_with_gps(size=(16, 8)))
+
+            async def image_in() -> list[Received]:
+                return [r for r in from_bot() if r.msgtype == "m.image"]
+
+            [image] = await eventually(image_in, within=20)
+            assert image.body == "Иван П. (Telegram)"  # the caption names the sender
+            assert image.trust >= TrustState.CROSS_SIGNED_TOFU
+            events = await _timeline(admin.http, room)
+            since = _consent_ts(events)
+            assert {
+                e["type"]
+                for e in events
+                if e["sender"] == bot and "state_key" not in e and e["origin_server_ts"] >= since
+            } == {"m.room.encrypted"}
 
             # What `clubs bridge consent` does, by the room's locator; then withdrawn: refused.
             assert await find_room(admin.http, NETWORK, "almaty", key) == room
