@@ -15,6 +15,8 @@ from clubs.bots.moderation.bot import ModerationBot
 from clubs.bots.moderation.network import Network
 from clubs.bots.scheduling.bot import SchedulingBot
 from clubs.bots.scheduling.feed import feed_key
+from clubs.bots.strategy.box import StrategyBox
+from clubs.bots.strategy.strategies import Strategies
 from clubs.core.errors import ClubsError
 from clubs.core.secrets import Vault
 
@@ -53,12 +55,23 @@ def _checkins(services: HostServices) -> Bot:
 def _facilitation(services: HostServices) -> Bot:
     if services.sealer is None:
         raise ClubsError("the facilitation bot needs a sealer: sessions and notes are sealed")
-    return FacilitationBot(
+    bot = FacilitationBot(
         services.db,
         services.sealer,
         services.clock,
         service_accounts=services.service_accounts,
     )
+    # Cohort members' strategies: their own AES-GCM key in the vault.
+    vault = services.vault or Vault(services.data_dir.parent / "secrets" / "vault")
+    bot.register_handler_class(
+        Strategies(
+            services.db,
+            StrategyBox.from_vault(vault),
+            services.clock,
+            service_accounts=services.service_accounts,
+        )
+    )
+    return bot
 
 
 def default_factories() -> dict[str, BotFactory]:

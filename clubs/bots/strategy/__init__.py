@@ -1,0 +1,1 @@
+"""Cohort members' individual communication strategies (on the facilitation bot's account)."""
