@@ -85,18 +85,21 @@ async def managed_room(
     encrypted: bool = True,
     audience: str | None = None,
     settings: Mapping[str, Any] | None = None,
+    cohort: str | None = None,
 ) -> str:
     """A room as the provisioner creates it: locator and settings in initial_state
     (`audience="staff"`: the club's staff-only moderators room; `settings`: more club settings,
-    e.g. `{"moderation": {...}}`)."""
+    e.g. `{"moderation": {...}}`; `cohort`: a room of that cohort of the club)."""
     locator: dict[str, Any] = {
         "network": network,
-        "kind": "club_room",
+        "kind": "club_room" if cohort is None else "cohort_room",
         "club": club,
         "key": key,
         "schema": 1,
         "state": "active",
     }
+    if cohort is not None:
+        locator["cohort"] = cohort
     if audience is not None:
         locator["audience"] = audience
     initial_state: list[dict[str, Any]] = [
