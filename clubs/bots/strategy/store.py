@@ -469,14 +469,17 @@ class StrategyStore:
 
     # --- forgetting ------------------------------------------------------------------------
 
+    async def shares_involving(self, user_id: str) -> list[Share]:
+        """The member's shares and the shares made to them as a facilitator."""
+        owner = self.owner(user_id)
+        return await self._shares("(owner = ? OR viewer = ?)", (owner, owner))
+
     async def forget(self, user_id: str) -> Forgotten:
-        """Every row about the member: their people, log, shares (theirs, returned with the
-        views to redact) and update counts; shares made *to* them as a facilitator go too."""
+        """Every row about the member: their people, log, shares (theirs, and those made *to*
+        them as a facilitator; returned) and update counts."""
         owner = self.owner(user_id)
         member = await self.member(user_id)
-        people = await self.people(user_id)
-        shares = [s for p in people for s in await self.shares_of(user_id, p.id)]
-        shares += await self.shares_for(user_id)
+        shares = await self.shares_involving(user_id)
         async with self.db.transaction():
             entries = await self.db.execute(
                 "DELETE FROM st_entries WHERE bot = ? AND owner = ?", (self.bot, owner)

@@ -249,12 +249,15 @@ class Strategies:
         elif isinstance(request, Person) and request.action == "chart":
             await self._chart(ctx, store, person)
         elif isinstance(request, Person) and request.action == "delete":
-            shares = await store.delete_person(ctx.sender, person)
-            await self._withdraw(ctx, shares)
+            # What the facilitators were shown goes first: a crash in between leaves the
+            # share, and the replayed command redacts again (same txn ids) and deletes.
+            await self._withdraw(ctx, await store.shares_of(ctx.sender, person.id))
+            await store.delete_person(ctx.sender, person)
             await ctx.reply("strategy/deleted", n=person.no, label=person.label)
         elif isinstance(request, Person) and request.action == "unshare":
-            shares = await store.unshare(ctx.sender, person)
+            shares = await store.shares_of(ctx.sender, person.id)
             await self._withdraw(ctx, shares)
+            await store.unshare(ctx.sender, person)
             await ctx.reply("strategy/unshared", n=person.no, count=len(shares))
 
     async def _updated(self, ctx: CommandContext, store: StrategyStore, person: Strategy) -> None:
@@ -434,6 +437,11 @@ class Strategies:
         await ctx.reply("strategy/shared_list", shares=listed)
 
     async def _read(self, ctx: CommandContext, store: StrategyStore, code: str) -> None:
+        if ctx.event.encrypted and not ctx.event.sender_trusted:
+            # Someone else's words: only to a session its owner verified (as the runtime does
+            # for commands that need power).
+            await ctx.reply("bots/untrusted_device", command=ctx.invoked_as)
+            return
         share = await store.share_by_code(code)
         person = (
             await self._readable(ctx.bot, store, share, ctx.sender) if share is not None else None
@@ -456,16 +464,29 @@ class Strategies:
     async def _withdraw(self, ctx: CommandContext, shares: Iterable[Shared]) -> None:
         """Shares that ended: what the bot showed the facilitators is redacted, and they are
         told (without the content)."""
-        reason = ctx.bot.render("strategy/redact_reason", ctx.lang).body
         for share in shares:
-            for room, event in share.views:
-                await ctx.bot.redact(RoomId(room), EventId(event), reason)
+            await self._redact_views(ctx.bot, share, ctx.lang)
             await ctx.bot.dm(
                 share.viewer_user,
                 "strategy/revoked_in",
                 job=ctx.job("revoked", share.code),
                 member=share.owner_user,
             )
+
+    async def _redact_views(self, bot: BotContext, share: Shared, lang: str | None) -> None:
+        """Redact every message that showed the shared strategy (the bot's own, in the
+        facilitator's DM; asking twice is one redaction). One that cannot be redacted (the
+        facilitator left the DM) is logged, and the rest go on."""
+        reason = bot.render("strategy/redact_reason", lang).body
+        for room, event in share.views:
+            try:
+                await bot.redact(RoomId(room), EventId(event), reason)
+            except ClubsError as e:
+                log.warning(
+                    "%s: a shared strategy's view could not be redacted (%s)",
+                    bot.name,
+                    type(e).__name__,
+                )
 
     # --- figures for organisers ------------------------------------------------------------
 
@@ -575,14 +596,11 @@ class Strategies:
 
     async def forget(self, bot: BotContext, user: UserId) -> int:
         store = await self.store(bot)
+        # Views first (theirs shown to facilitators, and others' shown to them as one):
+        # a crash before the rows go leaves them for the member's next `!forget-me`.
+        for share in await store.shares_involving(user):
+            await self._redact_views(bot, share, None)
         gone = await store.forget(user)
-        reason = bot.render("strategy/redact_reason", None).body
-        for share in gone.shares:
-            for room, event in share.views:
-                try:
-                    await bot.redact(RoomId(room), EventId(event), reason)
-                except ClubsError:
-                    log.warning("%s: a shared strategy's view could not be redacted", bot.name)
         if gone.token is not None:
             await self._cancel_nudges(bot, gone.token)
         log.info("%s: a member's strategies were forgotten", bot.name)
