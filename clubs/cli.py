@@ -52,6 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     _homeserver_args(run)
     render = hs_sub.add_parser("config", help="print the homeserver.yaml that would be used")
     _homeserver_args(render)
+    element = hs_sub.add_parser(
+        "element-config",
+        help="write Element Web's config.json for this homeserver ($CLUBS_PUBLIC_BASEURL)",
+    )
+    _homeserver_args(element)
+    element.add_argument("--out", type=Path, help="write it here (0644) instead of printing it")
+
+    bk = sub.add_parser(
+        "backup", help="write the whole state (database, media, keys, stores, vault), encrypted"
+    )
+    _var_arg(bk)
+    bk.add_argument("--out", type=Path, required=True, help="the backup file to write (0600)")
+    rs = sub.add_parser("restore", help="restore a backup into an empty var directory")
+    _var_arg(rs)
+    rs.add_argument("backup_file", type=Path, help="a file written by `clubs backup`")
 
     from clubs.botsrun import add_parsers as add_bot_parsers
     from clubs.bridge.commands import add_parsers as add_bridge_parsers
@@ -63,13 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _homeserver_args(p: argparse.ArgumentParser) -> None:
+def _var_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--var-dir",
         type=Path,
         default=DEFAULT_VAR,
         help="where all state lives (default: ./var, or $CLUBS_VAR_DIR)",
     )
+
+
+def _homeserver_args(p: argparse.ArgumentParser) -> None:
+    _var_arg(p)
     p.add_argument(
         "--port",
         type=_port,
@@ -112,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "homeserver":
             return _homeserver(args)
+        if args.command in ("backup", "restore"):
+            return _backup(args)
         if args.command == "bots":
             from clubs.botsrun import run as run_bots
 
@@ -137,6 +158,8 @@ def _homeserver(args: argparse.Namespace) -> int:
     from clubs.core.homeserver import Homeserver, Settings, render_config
     from clubs.core.postgres import choose_database
 
+    if args.hs_command == "element-config":
+        return _element_config(args)
     var_dir = args.var_dir.resolve()
     db = choose_database(var_dir)  # $CLUBS_DB: sqlite (default) or postgres
     settings = Settings(
@@ -176,6 +199,42 @@ def _homeserver(args: argparse.Namespace) -> int:
         return 0
 
     return _run_until_interrupted(serve())
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from clubs.backup import backup, master_key, restore
+
+    var_dir = args.var_dir.resolve()
+    if args.command == "backup":
+        done = backup(var_dir, args.out.resolve())
+        _, source = master_key(var_dir)
+        print(
+            f"backup: {done.path} ({done.size} bytes, {done.files} files, {done.database}, "
+            f"{done.seconds:.1f} s), encrypted with the master key from {source}: keep a copy "
+            "of that key apart from the backups, or they cannot be opened"
+        )
+    else:
+        done = restore(args.backup_file.resolve(), var_dir)
+        print(
+            f"restored {done.files} files and the {done.database} database into {var_dir} "
+            f"in {done.seconds:.1f} s; start it as before (`make up`)"
+        )
+    return 0
+
+
+def _element_config(args: argparse.Namespace) -> int:
+    from clubs.core.homeserver import render_element_config
+
+    base_url = os.environ.get("CLUBS_PUBLIC_BASEURL") or f"http://{args.bind}:{args.port}"
+    text = render_element_config(args.server_name, base_url)
+    if args.out is None:
+        print(text, end="")
+        return 0
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o644)  # served to browsers by the proxy: nothing secret in it
+    tmp.replace(args.out)
+    return 0
 
 
 def _bridged_rooms(network_file: Path) -> tuple[str, list[Any]]:

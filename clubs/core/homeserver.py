@@ -334,3 +334,18 @@ class Homeserver:
 
     def registration_shared_secret(self) -> str:
         return self.settings.registration_secret_file.read_text().strip()
+
+
+def render_element_config(server_name: str, base_url: str) -> str:
+    """Element Web's config.json pointing at this homeserver (pure: no files touched)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(config_dir() / "element"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - JSON; values go through tojson
+    )
+    text = env.get_template("config.json.j2").render(
+        server_name=server_name, base_url=base_url.rstrip("/")
+    )
+    json.loads(text)  # a template that does not render valid JSON fails here, not in browsers
+    return text.lstrip()
