@@ -28,6 +28,7 @@ import pytest
 from clubs.bots.base import Bot, handler_objects
 from clubs.bots.catalog import default_factories
 from clubs.bots.host import BotFactory, HostServices
+from clubs.bots.jobs import JobContext
 from clubs.bots.runtime import RuntimeSettings
 from clubs.bots.strategy.chart import HEIGHT, WIDTH
 from clubs.bots.strategy.strategies import NUDGE, Strategies, month_of
@@ -256,7 +257,16 @@ async def test_a_cohort_members_strategy_chart_sharing_counts_nudge_and_forgetti
             return [j.due_at for j in await ctx.jobs.pending(NUDGE)] == [START + 2 * WEEK]
 
         await eventually(chained, within=20)
+        # The job run again, as after a crash between its send and its completion: the same
+        # transaction id, so the member still has one nudge.
+        await strategies.nudge(JobContext(ctx, job, START + WEEK, False))
+        # (A second nudge would arrive before the answer to this.)
+        await send_text(mem, mem_dm, "!стратегия")
+        await said(mem, bot_user, mem_dm, "Ваша стратегия:")
         assert len(from_bot(mem, bot_user, mem_dm, "Неделя прошла")) == 1
+        # Nothing of it is said in a room, not even to its owner.
+        await send_text(mem, cohort, "!стратегия 1")
+        await said(mem, bot_user, cohort, "Стратегия ведётся только в личных сообщениях")
 
         # Export and forgetting, through the part's MemberData methods.
         exported = await strategies.export(ctx, UserId(member.user_id))
