@@ -155,18 +155,23 @@ class Strategies:
                 found.append(CohortRoom(info.club, cohort, room_id, info))
         return sorted(found, key=lambda c: (c.club, c.cohort, c.room_id))
 
-    async def facilitators(self, bot: BotContext, club: str, cohort: str) -> set[UserId]:
-        """Who facilitates the cohort: people with a facilitator's power in one of its rooms
-        (never a bot or the provisioner)."""
+    async def facilitators(self, bot: BotContext, member: UserId) -> set[UserId]:
+        """Who facilitates a cohort the member is in now: people with a facilitator's power in
+        one of its rooms (never a bot, the provisioner or the member)."""
+        cohorts = await self.cohort_rooms(bot)
+        theirs = {
+            (r.club, r.cohort) for r in cohorts if member in await bot.client.members(r.room_id)
+        }
         found: set[UserId] = set()
-        for room in await self.cohort_rooms(bot):
-            if (room.club, room.cohort) != (club, cohort):
+        for room in cohorts:
+            if (room.club, room.cohort) not in theirs:
                 continue
             for user in await bot.client.members(room.room_id):
                 if (
                     room.info.power(user) >= FACILITATOR
                     and user not in self.service_accounts
                     and user != bot.user_id
+                    and user != member
                 ):
                     found.add(user)
         return found
@@ -212,7 +217,11 @@ class Strategies:
         await self._handle(ctx, store, request, cohorts)
 
     async def _handle(
-        self, ctx: CommandContext, store: StrategyStore, request: Request, cohorts: list[Any]
+        self,
+        ctx: CommandContext,
+        store: StrategyStore,
+        request: Request,
+        cohorts: list[CohortRoom],
     ) -> None:
         if isinstance(request, Simple):  # list
             await self._list(ctx, store)
@@ -391,8 +400,7 @@ class Strategies:
     async def _share(
         self, ctx: CommandContext, store: StrategyStore, person: Strategy, to: UserId | None
     ) -> None:
-        facilitators = await self.facilitators(ctx.bot, person.club, person.cohort)
-        facilitators.discard(ctx.sender)
+        facilitators = await self.facilitators(ctx.bot, ctx.sender)
         if to is not None and to not in facilitators:
             await ctx.reply("strategy/not_facilitator", user=to)
             return
@@ -415,16 +423,14 @@ class Strategies:
     async def _readable(
         self, bot: BotContext, store: StrategyStore, share: Shared, viewer: str
     ) -> Strategy | None:
-        """The shared strategy, if `viewer` is the one it is shared with and still facilitates
-        its cohort; else None (the same answer whether or not the code exists)."""
+        """The shared strategy, if `viewer` is the one it is shared with and facilitates a
+        cohort its owner is in, now; else None (the same answer whether or not the code
+        exists)."""
         if share.viewer_user != viewer:
             return None
-        person = await store.person_by_id(store.owner(share.owner_user), share.person)
-        if person is None:
+        if viewer not in await self.facilitators(bot, share.owner_user):
             return None
-        if viewer not in await self.facilitators(bot, person.club, person.cohort):
-            return None
-        return person
+        return await store.person_by_id(store.owner(share.owner_user), share.person)
 
     async def _shared(self, ctx: CommandContext, store: StrategyStore) -> None:
         listed = []

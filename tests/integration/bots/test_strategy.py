@@ -34,7 +34,7 @@ from clubs.bots.strategy.chart import HEIGHT, WIDTH
 from clubs.bots.strategy.strategies import NUDGE, Strategies, month_of
 from clubs.core.clock import ManualClock
 from clubs.core.http import path
-from clubs.core.ids import UserId
+from clubs.core.ids import RoomId, UserId
 from tests.harness import Account, SynapseHarness, eventually
 from tests.integration.bots.support import (
     CS,
@@ -232,6 +232,16 @@ async def test_a_cohort_members_strategy_chart_sharing_counts_nudge_and_forgetti
         view_id = next(r.event_id for r in from_bot(fac, bot_user, fac_dm, "Стратегия "))
         assert not any(CANARY in r.body for r in out.received)
 
+        # The member leaves the cohort: the facilitator can no longer read it; the member can
+        # still take it back (and keeps their own data).
+        await member.http.post(path(*CS, "rooms", cohort, "leave"), {})
+
+        async def gone_from_cohort() -> bool:
+            return member.user_id not in await ctx.client.members(RoomId(cohort))
+
+        await eventually(gone_from_cohort, within=20)
+        await send_text(fac, fac_dm, f"!стратегия читать {code}")
+        await said(fac, bot_user, fac_dm, "Такой стратегии, открытой для вас, нет")
         await send_text(mem, mem_dm, "!стратегия отозвать 1")
         await said(mem, bot_user, mem_dm, "Доступ ведущего к стратегии 1 отозван")
         await said(fac, bot_user, fac_dm, f"{member.user_id} отозвал(а) доступ")
@@ -242,7 +252,17 @@ async def test_a_cohort_members_strategy_chart_sharing_counts_nudge_and_forgetti
 
         await eventually(redacted, within=20)
         await send_text(fac, fac_dm, f"!стратегия читать {code}")
-        await said(fac, bot_user, fac_dm, "Такой стратегии, открытой для вас, нет")
+        await said(fac, bot_user, fac_dm, "Такой стратегии, открытой для вас, нет", 2)
+        # Back in the cohort (as the provisioner re-invites a declared member).
+        await synapse.admin.http.post(
+            path(*CS, "rooms", cohort, "invite"), {"user_id": member.user_id}
+        )
+        await member.http.post(path(*CS, "join", cohort), {})
+
+        async def back_in_cohort() -> bool:
+            return member.user_id in await ctx.client.members(RoomId(cohort))
+
+        await eventually(back_in_cohort, within=20)
 
         # The weekly nudge: once, a week later; the next one is stored with it.
         await send_text(mem, mem_dm, "!стратегия напоминание вкл")
