@@ -339,8 +339,11 @@ def restore(backup_file: Path, var_dir: Path) -> Summary:
             tar.extractall(tmp, members=names, filter="data")
             if kind.startswith("postgres"):
                 tar.extract(PG_DUMP, tmp, filter="data")
-            for item in (tmp / "var").iterdir():
-                shutil.move(item, var_dir / item.name)
+            for item in sorted((tmp / "var").rglob("*")):
+                if item.is_file():  # merged file by file: var/secrets may hold the key already
+                    dest = var_dir / item.relative_to(tmp / "var")
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(item, dest)
             for d in (var_dir / "secrets", var_dir / "synapse" / "secrets"):
                 if d.exists():
                     d.chmod(0o700)

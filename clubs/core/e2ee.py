@@ -411,6 +411,10 @@ class E2eeClient:
                 self._note_withheld(resp.to_device_events)
             self._track_rooms(resp, initial=since is None)
             self._dirty_users.update(resp.device_list.changed)
+            if resp.device_key_count.signed_curve25519 == 0 and self._client.olm is not None:
+                # nio skips a count of 0 (falsy): a device whose one-time keys were all claimed,
+                # or dropped by a restore, would never upload new ones.
+                self._client.olm.uploaded_key_count = 0
             await self._housekeeping()
             if self._dirty_users:
                 await self.refresh_trust(self._dirty_users)
