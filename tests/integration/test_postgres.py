@@ -4,25 +4,30 @@ The whole suite runs on PostgreSQL with `CLUBS_DB=postgres pytest`; this module 
 representative subset on it in every run: a network validated, planned, applied and verified
 through the `clubs` CLI (the provisioning chain) and a bot answering in an encrypted room, both
 imported from their own modules and run here against a PostgreSQL-backed Synapse. Plus the
-located errors (wrong password, missing database, wrong locale) and `clubs homeserver run` with
-CLUBS_DB=postgres starting and stopping its own cluster.
+located errors (wrong password, missing database, wrong locale), and `clubs homeserver run` with
+CLUBS_DB=postgres through a backup, the loss of var/ and a restore.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import psycopg2
 import pytest
 
+from clubs.core.admin import register_shared_secret
 from clubs.core.homeserver import Homeserver, Settings
+from clubs.core.http import MatrixHttp, path
 from clubs.core.postgres import EmbeddedPostgres, PostgresError
 from tests.harness import SynapseHarness, postgres_cluster, synapse_on
-from tests.integration.bots.support import fixed_master_key
+from tests.integration.bots.support import CS, fixed_master_key
 from tests.integration.bots.test_runtime import (
     test_ping_in_managed_encrypted_room_is_answered_and_trusted as test_bot_answers_on_postgres,
 )
@@ -51,7 +56,7 @@ async def synapse(
 
 
 @pytest.fixture(autouse=True)
-def _master_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def master_key(monkeypatch: pytest.MonkeyPatch) -> None:
     fixed_master_key(monkeypatch)  # as the bots' own conftest does for the imported bot test
 
 
@@ -136,49 +141,115 @@ def test_wrong_locale_and_missing_database_are_located_errors(
     )
 
 
-async def test_homeserver_run_with_clubs_db_postgres_starts_and_stops_its_own_cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    """`clubs homeserver run` (what `CLUBS_DB=postgres make up` supervises): its own cluster
-    under var/postgres, Synapse on it, both stopped by SIGTERM."""
-    import tempfile
-
-    var = Path(tempfile.mkdtemp(prefix="clubs-var-"))  # pytest's tmp is 0700: see harness
-    var.chmod(0o755)
-    env = {**os.environ, "CLUBS_DB": "postgres", "CLUBS_PG_OS_USER": "nobody"}
+async def _homeserver_run(var: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "clubs.cli", "homeserver", "run"],
         *["--var-dir", str(var), "--port", "0", "--server-name", "pg.local"],
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 90)
-        assert line.startswith(b"Synapse is running on http://127.0.0.1:"), line
-        pid = int((var / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
-        assert "name: psycopg2" in (var / "synapse" / "homeserver.yaml").read_text()
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
-    assert proc.returncode == 0
-    assert not (var / "postgres" / "data" / "postmaster.pid").exists()
-    assert _gone(pid)
-    # SQLite now would start an empty server beside the city's: refused, nothing started.
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "clubs.cli", "homeserver", "run", "--var-dir", str(var)],
-        cwd=ROOT,
-        env={**env, "CLUBS_DB": "sqlite"},
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1
-    assert err.decode() == (
-        f"clubs: error: {var / 'postgres'}: this homeserver's database is PostgreSQL; set "
-        "CLUBS_DB=postgres (or use another var directory for SQLite)\n"
-    )
-    import shutil
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 90)).decode()
+    assert line.startswith("Synapse is running on http://127.0.0.1:"), line
+    return proc, line.split()[4]
 
-    shutil.rmtree(var, ignore_errors=True)
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+    await asyncio.wait_for(proc.wait(), 30)
+
+
+async def _clubs(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "clubs.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def _download(url: str, token: str, mxc: str) -> bytes:
+    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{url}/_matrix/client/v1/media/download/{server}/{media_id}",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp,
+    ):
+        assert resp.status == 200
+        return await resp.read()
+
+
+async def test_homeserver_run_on_postgres_backup_destroy_restore(
+    master_key: None,
+) -> None:
+    """`clubs homeserver run` with CLUBS_DB=postgres (what `CLUBS_DB=postgres make up`
+    supervises) starts its own cluster under var/postgres and stops it with Synapse; `clubs
+    backup` dumps it while it runs; after var/ is destroyed, `clubs restore` loads the dump into
+    a new cluster and the old token, the message and the upload are all there."""
+    var = Path(tempfile.mkdtemp(prefix="clubs-var-"))  # pytest's tmp is 0700: see harness
+    var.chmod(0o755)
+    backup_file = var.parent / f"{var.name}.backup"
+    env = {**os.environ, "CLUBS_DB": "postgres", "CLUBS_PG_OS_USER": "nobody"}
+    try:
+        proc, url = await _homeserver_run(var, env)
+        try:
+            pid = int((var / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
+            assert "name: psycopg2" in (var / "synapse" / "homeserver.yaml").read_text()
+            secret = (var / "synapse" / "secrets" / "registration_shared_secret").read_text()
+            async with MatrixHttp(url) as anon:
+                session = await register_shared_secret(anon, secret.strip(), "ana", "pw-ana-1")
+            async with MatrixHttp(url, session.access_token) as ana:
+                room = (await ana.post(path(*CS, "createRoom"), {"name": "drill"}))["room_id"]
+                sent = await ana.put(
+                    path(*CS, "rooms", room, "send", "m.room.message", "t1"),
+                    {"msgtype": "m.text", "body": "до копии"},
+                )
+                upload = b"\x89PNG" + os.urandom(3000)
+                mxc = (await ana.request_bytes("POST", "/_matrix/media/v3/upload", upload))[
+                    "content_uri"
+                ]
+            code, out, err = await _clubs(
+                "backup", "--var-dir", str(var), "--out", str(backup_file), env=env
+            )
+            assert code == 0, err
+            assert ", postgres-embedded, " in out
+        finally:
+            await _stop(proc)
+        assert proc.returncode == 0
+        assert not (var / "postgres" / "data" / "postmaster.pid").exists()
+        assert _gone(pid)
+        # SQLite now would start an empty server beside the city's: refused, nothing started.
+        code, _, err = await _clubs(
+            "homeserver", "run", "--var-dir", str(var), env={**env, "CLUBS_DB": "sqlite"}
+        )
+        assert code == 1
+        assert err == (
+            f"clubs: error: {var / 'postgres'}: this homeserver's database is PostgreSQL; set "
+            "CLUBS_DB=postgres (or use another var directory for SQLite)\n"
+        )
+
+        shutil.rmtree(var)  # the disaster
+        code, out, err = await _clubs("restore", "--var-dir", str(var), str(backup_file), env=env)
+        assert code == 0, err
+        assert "postgres-embedded database" in out
+        proc, url = await _homeserver_run(var, env)
+        try:
+            async with MatrixHttp(url, session.access_token) as ana:
+                assert (await ana.get(path(*CS, "account", "whoami")))["user_id"] == session.user_id
+                event = await ana.get(path(*CS, "rooms", room, "event", sent["event_id"]))
+                assert event["content"]["body"] == "до копии"
+            assert await _download(url, session.access_token, mxc) == upload
+        finally:
+            await _stop(proc)
+    finally:
+        shutil.rmtree(var, ignore_errors=True)
+        backup_file.unlink(missing_ok=True)
