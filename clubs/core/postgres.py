@@ -125,7 +125,10 @@ def unreachable_ancestor(path: Path, user: OsUser) -> Path | None:
     with contextlib.suppress(KeyError):
         groups |= {g.gr_gid for g in grp.getgrall() if user.name in g.gr_mem}
     for parent in reversed(path.resolve().parents):
-        st = parent.stat()
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            break  # created by us below, with the default mode
         if st.st_uid == user.uid:
             ok = bool(st.st_mode & stat.S_IXUSR)
         elif st.st_gid in groups:
