@@ -2,17 +2,20 @@
 
 Afterwards the provisioner's and a member's old tokens work, `clubs plan` shows no changes, the
 bot decrypts a message sent before the backup with its restored keys, and it answers a command
-in the same encrypted room. SQLite here; the PostgreSQL path (pg_dump/pg_restore into a fresh
-cluster) is in test_postgres.py.
+in the same encrypted room. On SQLite, and on the city's own PostgreSQL cluster (pg_dump while
+it runs; a new cluster and pg_restore after the loss).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from mautrix.types import RoomID
 
 from clubs.core.homeserver import Homeserver, Settings
 from clubs.core.http import MatrixHttp, RoomId, path
+from clubs.core.postgres import EmbeddedPostgres
 from tests.harness import SynapseHarness, bootstrap_admin, eventually
 from tests.integration.bots.support import (
     CS,
@@ -35,6 +39,7 @@ from tests.mautrix_client import mautrix_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = "drill.local"
+OS_USER = "nobody" if os.geteuid() == 0 else None
 
 
 async def clubs(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
@@ -60,20 +65,61 @@ def network_file(tmp_path: Path) -> Path:
     return doc
 
 
-async def test_restore_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def city(var: Path, db: str, port: int = 0) -> Iterator[Homeserver]:
+    """The city's homeserver on `var`, as `clubs homeserver run` lays it out: SQLite, or its
+    own PostgreSQL cluster under var/postgres (run by `nobody` when we are root)."""
+    pg = None
+    if db == "postgres":
+        pg = EmbeddedPostgres(var / "postgres", var / "secrets" / "postgres", os_user=OS_USER)
+        pg.start()
+    try:
+        hs = Homeserver(
+            Settings(
+                data_dir=var / "synapse",
+                server_name=SERVER,
+                port=port,
+                postgres=pg.synapse_args() if pg is not None else None,
+            )
+        )
+        hs.start()
+        try:
+            yield hs
+        finally:
+            hs.stop()
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+async def test_restore_drill(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fixed_master_key(monkeypatch)  # the master key lives outside var/, as it must
-    var = tmp_path / "var"
+    # The PostgreSQL server's user must reach var/postgres: pytest's tmp tree is 0700.
+    base = Path(tempfile.mkdtemp(prefix="clubs-drill-")) if db == "postgres" else tmp_path
+    base.chmod(0o755)
+    var = base / "var"
     backup_file = tmp_path / "city.backup"
     doc = network_file(tmp_path)
-    hs = Homeserver(Settings(data_dir=var / "synapse", server_name=SERVER, port=0))
-    hs.start()
+    env = {
+        **os.environ,
+        "CLUBS_DB": db,
+        "CLUBS_PG_OS_USER": OS_USER or "",
+        "CLUBS_VAR_DIR": str(var),
+    }
     try:
+        await drill(var, db, doc, backup_file, env)
+    finally:
+        if base != tmp_path:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+async def drill(var: Path, db: str, doc: Path, backup_file: Path, env: dict[str, str]) -> None:
+    with city(var, db) as hs:
         synapse = SynapseHarness(hs, await bootstrap_admin(hs))
-        env = {
-            **os.environ,
+        env |= {
             "CLUBS_HOMESERVER_URL": synapse.url,
             "CLUBS_ADMIN_TOKEN": synapse.admin.session.access_token,
-            "CLUBS_VAR_DIR": str(var),
             "CLUBS_SERVER_NAME": SERVER,
         }
         code, out, err = await clubs("apply", str(doc), "--yes", env=env)
@@ -96,8 +142,7 @@ async def test_restore_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             assert out.startswith(f"backup: {backup_file} (")
         await synapse.close()
         await synapse.admin.http.close()
-    finally:
-        hs.stop()
+    port = hs.port
 
     sealed = backup_file.read_bytes()
     assert sealed.startswith(b"CLUBSBK1")
@@ -108,9 +153,7 @@ async def test_restore_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert code == 0, err
     assert out.startswith("restored ")
 
-    hs = Homeserver(Settings(data_dir=var / "synapse", server_name=SERVER, port=hs.port))
-    hs.start()
-    try:
+    with city(var, db, port) as hs:
         admin = synapse.admin
         admin.http = MatrixHttp(hs.url, admin.session.access_token)
         restored = SynapseHarness(hs, admin)
@@ -153,5 +196,3 @@ async def test_restore_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             assert (reply.msgtype, reply.body) == ("m.notice", "Pong 🏓")
         await restored.close()
         await admin.http.close()
-    finally:
-        hs.stop()
