@@ -14,6 +14,9 @@ Which rooms are bridged is not decided here: the network file's `bridge:` entrie
     telegram:
       api: https://api.telegram.org          # the Bot API (a fake one in tests)
       poll_timeout_s: 30                     # long-polling timeout of getUpdates
+    hold_s: 2                                # a message waits this long (0-60 s) before it
+                                             # leaves for Telegram: the moderation bot's
+                                             # redaction comes first
     as_token_from: [10.0.0.0/8]              # where the homeserver accepts the as_token from
                                              # (default: loopback when the homeserver is)
 
@@ -80,6 +83,9 @@ class BridgeConfig:
     )
     telegram_api: str = TELEGRAM_API
     poll_timeout_s: int = 30
+    hold_s: int = 2
+    """How long a Matrix message waits before it leaves for Telegram, so that the moderation
+    bot's protections (which redact it) act first; a message redacted meanwhile never leaves."""
     as_token_from: tuple[str, ...] | None = None
     """Networks the homeserver accepts the as_token from (`ip_range_whitelist`); None: loopback
     if the homeserver is on loopback, else anywhere."""
@@ -143,6 +149,7 @@ def _build(root: Node) -> BridgeConfig:
             "server_name",
             "telegram",
             "as_token_from",
+            "hold_s",
         ),
     )
     host, port = d.host, d.port
@@ -165,6 +172,7 @@ def _build(root: Node) -> BridgeConfig:
         server_name=(s.string(_server_name) if (s := f.get("server_name")) else d.server_name),
         telegram_api=api,
         poll_timeout_s=timeout,
+        hold_s=hs_.integer(low=0, high=60) if (hs_ := f.get("hold_s")) else d.hold_s,
         as_token_from=(
             tuple(item.string(_network) for item in n.sequence())
             if (n := f.get("as_token_from"))

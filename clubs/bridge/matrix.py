@@ -115,6 +115,17 @@ class AsMatrix:
         sender = event.get("sender")
         return sender if isinstance(sender, str) else None
 
+    async def is_redacted(self, room: RoomId, event_id: EventId, user: UserId) -> bool:
+        """Whether the event was redacted (or can no longer be read)."""
+        try:
+            event = await self.http.get(
+                cs("rooms", room, "event", event_id), query={"user_id": user}, label="event"
+            )
+        except NotFound:
+            return True
+        unsigned = event.get("unsigned")
+        return isinstance(unsigned, dict) and "redacted_because" in unsigned
+
     async def member_name(self, room: RoomId, member: str, user: UserId) -> str | None:
         """The member's display name in the room, or None."""
         try:

@@ -156,6 +156,10 @@ class Relay:
     server_name: str
     bot: UserId
     poll_timeout_s: int = 30
+    hold_s: float = 0.0
+    """A Matrix message waits this long after the homeserver received it before it leaves
+    for Telegram; if it was redacted meanwhile (the moderation bot's protections), it never
+    leaves."""
     health: Health = field(default_factory=Health)
     pacer: Pacer = field(default_factory=Pacer)
     telegram_bot_id: int | None = None
@@ -288,6 +292,8 @@ class Relay:
             if not isinstance(ts, int) or isinstance(ts, bool) or ts < since:
                 log.info("event %s predates the consent: not relayed", event.get("event_id"))
                 return []
+        if self.hold_s > 0 and await self._held_or_redacted(event):
+            return []
         if kind == "m.room.encrypted":
             if not portal.encrypted or self.device is None:
                 return []
@@ -296,6 +302,20 @@ class Relay:
                 return []
         await self._on_message(portal, event)
         return []
+
+    async def _held_or_redacted(self, event: Mapping[str, Any]) -> bool:
+        """Raises Throttled while the message is younger than the hold; then True if it was
+        redacted meanwhile (by the moderation bot, a moderator or its sender)."""
+        ts = event.get("origin_server_ts")
+        if isinstance(ts, int) and not isinstance(ts, bool):
+            wait = ts / 1000 + self.hold_s - time.time()
+            if wait > 0:
+                raise Throttled(wait)
+        room, event_id = RoomId(str(event["room_id"])), EventId(str(event["event_id"]))
+        if await self.matrix.is_redacted(room, event_id, self.bot):
+            log.info("event %s was redacted while held: not relayed", event_id)
+            return True
+        return False
 
     async def _on_membership(self, room: RoomId, event: Mapping[str, Any]) -> None:
         telegram_id = ghost_id(str(event.get("state_key")), self.server_name)

@@ -95,6 +95,7 @@ class Bridge:
             server_name=config.server_name,
             bot=bot_user(config.server_name),
             poll_timeout_s=config.poll_timeout_s,
+            hold_s=float(config.hold_s),
         )
         await relay.load()
         service = AppService(

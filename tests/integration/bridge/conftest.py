@@ -44,8 +44,14 @@ class BridgeWorld:
         return Portal(NETWORK, "almaty", key, chat, mode)
 
     async def bridge(
-        self, telegram: FakeTelegram, portals: Sequence[Portal], data_dir: Path
+        self,
+        telegram: FakeTelegram,
+        portals: Sequence[Portal],
+        data_dir: Path,
+        *,
+        hold_s: int = 0,
     ) -> Bridge:
+        """A bridge in-process; `hold_s` 0 (no wait for moderation) unless a test needs it."""
         config = BridgeConfig(
             enabled=True,
             host=self.config.host,
@@ -55,6 +61,7 @@ class BridgeWorld:
             server_name=self.synapse.server_name,
             telegram_api=telegram.url,
             poll_timeout_s=1,
+            hold_s=hold_s,
         )
         bridge = await Bridge.build(
             config,

@@ -42,6 +42,7 @@ class BridgeProcess:
             f"homeserver: {world.synapse.url}\n"
             f"server_name: {world.synapse.server_name}\n"
             f"telegram: {{api: '{telegram.url}', poll_timeout_s: 1}}\n"
+            "hold_s: 0\n"
         )
         self.network = var / "network.yaml"
         self.network.write_text(
