@@ -34,6 +34,11 @@ state the planner compares whole, so a session removed from the file is removed 
 ordinary update, like the club settings). It has no power level of its own (state_default), and
 holds only what may be public: no venue, no call link.
 
+A room the file bridges to Telegram (`bridge:`) also has the bridge's bot (`@tg_bridge`) as a
+member at the bot level: it is invited (the application service receives the invitation and
+joins, or refuses an encrypted room without its admins' consent and leaves; a bot that left on
+its own is not invited again unless `--reinvite`).
+
 Power levels list staff at their role's level and the bots in the room at the bot level; never
 the creator (room version 12 gives the creator, the provisioner, infinite power and forbids
 listing it).
@@ -57,6 +62,7 @@ from clubs.provisioning.desired import (
     Locator,
 )
 from clubs.provisioning.model import (
+    BRIDGE_BOT_LOCALPART,
     SESSIONS_ROOM,
     STAFF_ROLES,
     Calls,
@@ -203,6 +209,9 @@ class _Compiler:
             settings["moderation"] = moderation
         if club.call_widget:
             settings["call_widget"] = True
+        if club.cases.approval:
+            # Read by the case library (clubs/bots/cases/clubconf.py); absent: no approval.
+            settings["cases"] = {"approval": True}
         if club.checkins != Checkins():
             # Read by the check-ins bot (clubs/bots/checkins/clubconf.py); absent: its defaults.
             checkins: dict[str, Any] = {"keep_days": club.checkins.keep_days}
@@ -307,6 +316,9 @@ class _Compiler:
             locator = replace(locator, audience="staff")
             members = staff_members
         in_cohort = locator.cohort is not None
+        if room.bridge is not None:  # the bridge's bot, invited like a member, at the bot level
+            bridge_bot = f"@{BRIDGE_BOT_LOCALPART}:{self.server_name}"
+            members = {**members, bridge_bot: self._level("bot")}
         self._add(
             ref,
             locator,

@@ -32,6 +32,8 @@ SESSIONS_ROOM = "sessions"
 """The key of the club room where declared sessions are published (and the RSVP polls run)."""
 SUPPORT_ROOM = "support"
 """The key of a club's peer-support room (never bridged, like the check-ins bot's rooms)."""
+CASES_ROOM = "cases"
+"""The key of a club's case library room: anonymous conversation cases (never bridged)."""
 BridgeMode = Literal["mirror", "relay"]
 BRIDGE_MODES: tuple[BridgeMode, ...] = ("mirror", "relay")
 """The key of the club room where declared sessions are published (and the RSVP polls run)."""
@@ -218,7 +220,7 @@ class Bot:
 DEFAULT_BOT_ROOMS: Mapping[str, Bot] = {
     "moderation": Bot(""),
     "scheduling": Bot("", frozenset({"announcements", "sessions"})),
-    "facilitation": Bot("", frozenset({"sessions"}), cohort_rooms=True),  # cohort trainings
+    "facilitation": Bot("", frozenset({"sessions", "cases"}), cohort_rooms=True),  # + cohorts
     "checkins": Bot("", frozenset({"support"})),
 }
 """Where each bot works unless its entry says `rooms:` (localparts left empty); any other bot
@@ -236,6 +238,11 @@ class Person:
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
     join: JoinMode | None = None
     """`invite` for someone who wants to choose their rooms; None: the network's default."""
+
+
+BRIDGE_BOT_LOCALPART = "tg_bridge"
+"""The Telegram bridge's bot (an application-service user): the provisioner invites it into
+every bridged room at the bot level (it invites Telegram users' ghosts and pins its notice)."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +337,15 @@ class Checkins:
 
 
 @dataclass(frozen=True)
+class Cases:
+    """A club's case library (the `cases:` option), published in the club settings the
+    facilitation bot reads."""
+
+    approval: bool = False
+    """A chair (a facilitator of the club) approves each case before it is posted."""
+
+
+@dataclass(frozen=True)
 class Club:
     key: str
     """Unique in the network."""
@@ -353,6 +369,7 @@ class Club:
     reminders: Reminders = Reminders()
     calls: Calls | None = None
     """The club's own call provider (None: the network's)."""
+    cases: Cases = Cases()
     checkins: Checkins = Checkins()
 
     def people(self) -> tuple[str, ...]:

@@ -175,3 +175,21 @@ def test_a_chat_is_bridged_to_one_room_only() -> None:
 def test_a_wrong_bridge_says_where_and_what(bridge: str, expected: list[str]) -> None:
     found = errors("          - {key: news, bridge: " + bridge + "}\n")
     assert found == ["n.yaml:" + line for line in expected]
+
+
+def test_the_provisioner_invites_the_bridges_bot_into_bridged_rooms_only() -> None:
+    from clubs.bridge.registration import BOT_LOCALPART
+    from clubs.provisioning.compile import compile_network
+    from clubs.provisioning.model import BRIDGE_BOT_LOCALPART
+
+    assert BRIDGE_BOT_LOCALPART == BOT_LOCALPART  # one account, named in two packages
+    net = network("          - {key: general, bridge: {telegram: {chat: -42, mode: relay}}}\n")
+    desired = compile_network(net, "clubs.test")
+    bot = "@tg_bridge:clubs.test"
+    rooms = {r.locator.key: r for r in desired.rooms if not r.is_space}
+    assert rooms["general"].members[bot] == 50
+    assert rooms["general"].power_levels["users"][bot] == 50
+    assert rooms["general"].power_levels["invite"] <= 50  # it invites the ghosts
+    for key in ("news", "support", "mods"):
+        assert bot not in rooms[key].members
+        assert bot not in rooms[key].power_levels["users"]
