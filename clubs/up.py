@@ -11,6 +11,9 @@ OOM-killed bot process is restarted and never takes the homeserver down:
 3. `clubs serve` on loopback (its bearer token passed in the environment, never printed) and
    `clubs bots run`, each bot on its own cross-signed device; once every bot has synced (it
    answers), the homeserver URL and the demo logins on screen.
+4. `clubs bridge run`, only when the deployment's bridge.yaml says `enabled: true`, the network
+   file bridges a room (`bridge:`) and the vault holds the Telegram bot token (`bridge_spec`);
+   the homeserver loads the bridge's registration (`clubs homeserver run` does that itself).
 
 Running it again reuses the same keys, accounts and rooms (the apply makes no writes); Ctrl-C
 stops the bots, the API, then Synapse. Children's pids are in `var/run/<name>.pid`.
@@ -92,6 +95,8 @@ def child_specs(
                 "--server-name",
                 server_name,
             ],
+            # The bridge's registration (when enabled) names users of this server.
+            env={"CLUBS_SERVER_NAME": server_name},
             ready=lambda: _answers(url + "/_matrix/client/versions"),
             essential=True,
             must_start=True,
@@ -139,6 +144,48 @@ def child_specs(
             )
         )
     return specs
+
+
+def bridge_spec(
+    var_dir: Path,
+    url: str,
+    server_name: str,
+    network_file: Path,
+    *,
+    bridged_rooms: int,
+    vault: Vault,
+    verbosity: int = 0,
+) -> ChildSpec | None:
+    """The Telegram bridge's child, or None: off unless the deployment's bridge.yaml enables it
+    (off by default), the network file bridges at least one room and the Telegram bot token is
+    in the vault (`clubs bridge token`); a missing one is a warning, never a failed start."""
+    from clubs.bridge.config import load_config
+    from clubs.bridge.registration import TELEGRAM_TOKEN
+
+    config = load_config()
+    if not config.enabled:
+        return None
+    if not bridged_rooms:
+        log.warning("the Telegram bridge is enabled but the network file bridges no room")
+        return None
+    if not vault.get(TELEGRAM_TOKEN):
+        log.warning("the Telegram bridge is enabled but has no bot token: `clubs bridge token`")
+        return None
+    health = f"http://{config.host}:{config.port}/health"
+    return ChildSpec(
+        "bridge",
+        [
+            *clubs_command(verbosity),
+            "bridge",
+            "run",
+            "--network",
+            str(network_file),
+            "--var-dir",
+            str(var_dir),
+        ],
+        env={"CLUBS_HOMESERVER_URL": url, "CLUBS_SERVER_NAME": server_name},
+        ready=lambda: _answers(health),
+    )
 
 
 def _answers(url: str) -> bool:
@@ -240,7 +287,17 @@ async def run_up(
                 api=f"http://{LOOPBACK}:{api}",
                 bots=f"http://{LOOPBACK}:{bots_port}" if running else None,
             )
-            for spec in specs[1:]:
+            bridged = sum(1 for _, c in checked.network.clubs() for r in c.rooms if r.bridge)
+            bridge = bridge_spec(
+                var_dir,
+                url,
+                server_name,
+                network_file,
+                bridged_rooms=bridged,
+                vault=vault,
+                verbosity=verbosity,
+            )
+            for spec in [*specs[1:], *([bridge] if bridge is not None else [])]:
                 supervisor.start(spec)
             # The banner says "ready" once the bots answer, not while they are still starting.
             if running and not await supervisor.wait_ready("bots"):
