@@ -74,6 +74,7 @@ from clubs.provisioning.model import (
     ALL_ROOMS,
     BOT_NAMES,
     BRIDGE_MODES,
+    CASES_ROOM,
     COHORT_ROOM_NAME_FIELDS,
     DEFAULT_BOT_ROOMS,
     DEFAULT_POWER_LEVELS,
@@ -93,6 +94,7 @@ from clubs.provisioning.model import (
     Bot,
     BridgeMode,
     Calls,
+    Cases,
     Checkins,
     Club,
     Cohort,
@@ -168,6 +170,7 @@ BRIDGE_IN_TEMPLATE = (
 BRIDGE_IN_COHORT = "cohort rooms are never bridged: what a cohort says stays on Matrix"
 BRIDGE_STAFF = "a staff room (audience: staff) is never bridged"
 BRIDGE_SUPPORT = "peer-support rooms are never bridged: what is said there stays on Matrix"
+BRIDGE_CASES = "the case library room is never bridged: cases stay on Matrix"
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 name_text = checks.text()
@@ -653,6 +656,7 @@ class _Loader:
                 "reminders",
                 "calls",
                 "checkins",
+                "cases",
             ),
         )
         key = f["key"].string(checks.slug)
@@ -696,6 +700,7 @@ class _Loader:
             reminders=self._reminders(r) if (r := f.get("reminders")) else Reminders(),
             calls=self._calls(c, d.calls) if (c := f.get("calls")) else None,
             checkins=self._checkins(c) if (c := f.get("checkins")) else Checkins(),
+            cases=_cases(c) if (c := f.get("cases")) else Cases(),
         )
 
     def _checkins(self, node: Node) -> Checkins:
@@ -878,6 +883,8 @@ class _Loader:
                     p.bridge_at.error(BRIDGE_STAFF)
                 elif p.key == SUPPORT_ROOM:
                     p.bridge_at.error(BRIDGE_SUPPORT)
+                elif p.key == CASES_ROOM:
+                    p.bridge_at.error(BRIDGE_CASES)
                 else:
                     self.bridges.append((p.bridge_at, p.key, p.bridge))
         return tuple(self._room(p, default) for p in patches.values())
@@ -991,6 +998,12 @@ class _Loader:
             else:
                 keys.append(key)
         return tuple(keys)
+
+
+def _cases(node: Node) -> Cases:
+    """`cases: {approval: true}`: a chair approves each case before it is posted."""
+    f = node.mapping(optional=("approval",))
+    return Cases(approval=f["approval"].boolean() if "approval" in f else False)
 
 
 def _bridge(node: Node) -> TelegramBridge | None:

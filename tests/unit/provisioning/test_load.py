@@ -453,7 +453,7 @@ def test_default_rooms_per_bot_and_for_other_names() -> None:
     bots = load(text).bots
     assert bots["moderation"].rooms is None
     assert bots["scheduling"].rooms == frozenset({"announcements", "sessions"})
-    assert bots["facilitation"].rooms == frozenset({"sessions"})
+    assert bots["facilitation"].rooms == frozenset({"sessions", "cases"})
     assert bots["facilitation"].cohort_rooms
     assert bots["checkins"].rooms == frozenset({"support"})
     assert bots["echo"] == Bot("e")  # not built in: every room and space
