@@ -12,7 +12,9 @@ the status message (`status.py`). Each part is a class of its own, registered wi
 | `Questions` | `questions.py` | anonymous questions by DM, approval, the upvote poll |
 | `QuickPolls` | `quickpolls.py` | polls during the session and their results |
 | `Methods` | `methods.py` | the methods library, with the club's own exercises |
-| `Ticker` | `tick.py` | the 30 s tick: timers, notices, the coarse status edit |
+| `Breakouts` | `breakout.py` | breakout groups in threads or temporary rooms, recall |
+| `Reflection` | `reflect.py` | the opt-in reflection DM after a session |
+| `Ticker` | `tick.py` | the 30 s tick: timers, notices, the coarse status edit, auto-end |
 
 Every change to a session is applied under the room's lock and stored (sealed) before anything
 is sent, and the command's event id is remembered, so a replay after a crash does not apply it
@@ -28,10 +30,12 @@ from typing import Any
 from clubs.bots.base import Bot
 from clubs.bots.context import BotContext, CommandContext, EventContext
 from clubs.bots.facilitation.agenda import Agenda
+from clubs.bots.facilitation.breakout import Breakouts
 from clubs.bots.facilitation.floor import Floor
 from clubs.bots.facilitation.methods import Methods
 from clubs.bots.facilitation.questions import Questions
 from clubs.bots.facilitation.quickpolls import QuickPolls
+from clubs.bots.facilitation.reflect import Reflection
 from clubs.bots.facilitation.session import Session
 from clubs.bots.facilitation.sessions import Sessions
 from clubs.bots.facilitation.status import refresh
@@ -70,6 +74,8 @@ class FacilitationBot(Bot):
         self.questions = Questions(self)
         self.sessions = Sessions(self)
         self.quickpolls = QuickPolls(self)
+        self.breakouts = Breakouts(self)
+        self.reflection = Reflection(self)
         for part in (
             self.sessions,
             Agenda(self),
@@ -77,6 +83,8 @@ class FacilitationBot(Bot):
             self.questions,
             self.quickpolls,
             self.methods,
+            self.breakouts,
+            self.reflection,
             Ticker(self),
         ):
             self.register_handler_class(part)

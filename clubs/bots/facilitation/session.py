@@ -92,6 +92,47 @@ class Round:
         return self.order[self.pos] if self.pos < len(self.order) else None
 
 
+AUTO_END_GRACE_S = 3600
+NO_AGENDA_END_S = 6 * 3600
+MAX_GROUPS = 10
+MAX_SUMMARY_CHARS = 300
+
+
+@dataclass
+class Group:
+    """One breakout group: its members, where it talks, and its one-line summary."""
+
+    members: list[str]
+    marker: str
+    """An opaque random token: names the group's txn ids and its room's marker state."""
+    root: str | None = None
+    """Threads: the event id of the group's thread root in the sessions room."""
+    room: str | None = None
+    """Rooms: the temporary room's id once created."""
+    summary: str | None = None
+
+
+@dataclass
+class Breakout:
+    key: str
+    """The event id of the `!breakout` command."""
+    rooms: bool
+    groups: list[Group]
+
+    def group_of(self, user: str) -> int | None:
+        return next((i for i, g in enumerate(self.groups) if user in g.members), None)
+
+
+def split_groups(people: Iterable[str], count: int, seed: str) -> list[list[str]]:
+    """`people` dealt into `count` groups of sizes differing by at most one, in an order
+    shuffled by `seed` (the command's event id: a replay gives the same groups)."""
+    order = sorted(set(people))
+    if not 2 <= count <= MAX_GROUPS or count > len(order):
+        raise Refused("facilitation/breakout_usage")
+    random.Random(seed).shuffle(order)  # noqa: S311 - who talks with whom, not a secret
+    return [sorted(order[i::count]) for i in range(count)]
+
+
 @dataclass
 class Session:
     sid: str
@@ -124,6 +165,11 @@ class Session:
     next_question: int = 1
     asked: list[str] = field(default_factory=list)
     """The anonymous questions posted so far (their words only): the upvote poll's answers."""
+    breakout: Breakout | None = None
+    series: str | None = None
+    """The scheduled series this session is an occurrence of (its parking lot is the series')."""
+    call: str | None = None
+    """The scheduled occurrence's call link, if it has one (given to breakout rooms)."""
     applied: list[str] = field(default_factory=list)
     """The latest command events already applied (a replay after a crash does not repeat)."""
 
@@ -141,6 +187,10 @@ class Session:
         data["pending"] = [Pending(**p) for p in data.get("pending", [])]
         rnd = data.get("round")
         data["round"] = Round(**rnd) if rnd else None
+        out = data.get("breakout")
+        data["breakout"] = (
+            Breakout(out["key"], out["rooms"], [Group(**g) for g in out["groups"]]) if out else None
+        )
         return cls(**data)
 
     def mark_applied(self, event_id: str) -> None:
@@ -342,6 +392,29 @@ class Session:
                 del self.pending[i]
                 return pending.text
         return None
+
+    def auto_end_at(self) -> float:
+        """When a session nobody ended ends by itself: an hour after its agenda's time (with
+        the current item's extensions), or six hours after the start without an agenda."""
+        if not self.agenda:
+            return self.started_at + NO_AGENDA_END_S
+        total = sum(i.duration_s for i in self.agenda) + self.extra_s
+        return self.started_at + total + AUTO_END_GRACE_S
+
+    # --- breakout groups -----------------------------------------------------------------
+
+    def summarise(self, user: str, text: str) -> int:
+        """The one-line summary of `user`'s group (the latest one counts); returns the group's
+        index."""
+        out = self.breakout
+        index = out.group_of(user) if out is not None else None
+        text = " ".join(text.split())
+        if out is None or index is None:
+            raise Refused("facilitation/breakout_none")
+        if not text or len(text) > MAX_SUMMARY_CHARS:
+            raise Refused("facilitation/summary_usage")
+        out.groups[index].summary = text
+        return index
 
     # --- notes -----------------------------------------------------------------------------
 

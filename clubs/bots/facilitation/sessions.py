@@ -92,6 +92,7 @@ class Sessions:
         `job` names this end (the `!end` event, or the job that ended it): every send's txn id
         derives from it, so a replay posts nothing twice."""
         fb = self.bot
+        await fb.breakouts.close(bot, room_id, session, lang, job)
         for i, question in enumerate(session.outgoing):  # asked since the last tick
             await fb.questions.post_question(
                 bot, room_id, session, question, lang, f"{':'.join(job[1:])}:{i}"
@@ -114,6 +115,7 @@ class Sessions:
             ended = bot.render("facilitation/status_ended", lang, title=session.title)
             await bot.edit(room_id, EventId(session.status_event), ended, job=(*job, "status_end"))
             await bot.unpin(room_id, EventId(session.status_event))
+        await fb.reflection.send(bot, room_id, session.title, job)
         await fb.store.end(room_id, sections["later"], fb.clock.now())
 
     @command(

@@ -38,6 +38,17 @@ MIGRATIONS: Sequence[Migration] = (
         )
         """,
     ),
+    Migration(
+        2,
+        "who asked for the reflection DM after sessions (one sealed list per bot account)",
+        """
+        CREATE TABLE fa_reflect (
+            bot TEXT NOT NULL PRIMARY KEY,
+            sealed BLOB NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """,
+    ),
 )
 
 
@@ -93,6 +104,25 @@ class FacilitationStore:
                 await self.db.execute(
                     "DELETE FROM fa_parking WHERE bot = ? AND room_id = ?", (self.bot, room_id)
                 )
+
+    async def reflecting(self) -> set[str]:
+        """The members who asked for a reflection DM after each session they were in."""
+        row = await self.db.fetchone("SELECT sealed FROM fa_reflect WHERE bot = ?", (self.bot,))
+        if row is None:
+            return set()
+        value = self.sealer.open_json(row["sealed"])
+        return {v for v in value if isinstance(v, str)} if isinstance(value, list) else set()
+
+    async def set_reflecting(self, user: str, on: bool, now: float) -> None:
+        async with self.db.transaction():
+            users = await self.reflecting()
+            users = users | {user} if on else users - {user}
+            await self.db.execute(
+                "INSERT INTO fa_reflect (bot, sealed, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (bot) DO UPDATE SET sealed = excluded.sealed, "
+                "updated_at = excluded.updated_at",
+                (self.bot, self.sealer.seal_json(sorted(users)), now),
+            )
 
     async def parking(self, room_id: str) -> list[str]:
         row = await self.db.fetchone(

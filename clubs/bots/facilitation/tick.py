@@ -44,6 +44,13 @@ class Ticker:
             if session is None or session.sid != sid:
                 return  # ended: the chain stops here
             now = job.now
+            if now >= session.auto_end_at():
+                # Left running: ended with its minutes, as `!end` would.
+                await job.bot.notice(
+                    room_id, "facilitation/auto_ended", job=job.txn("auto_end"), lang=lang
+                )
+                await fb.sessions.finish(job.bot, room_id, session, lang, job.txn())
+                return
             chairs = [UserId(u) for u in (session.starter, *session.cochairs)]
             if session.overrun_due(now) and session.item is not None:
                 await job.bot.notice(
