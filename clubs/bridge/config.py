@@ -14,6 +14,7 @@ Which rooms are bridged is not decided here: the network file's `bridge:` entrie
     telegram:
       api: https://api.telegram.org          # the Bot API (a fake one in tests)
       poll_timeout_s: 30                     # long-polling timeout of getUpdates
+      per_chat_minute: 20                    # sends into one chat per minute (Telegram's limit)
     hold_s: 2                                # a message waits this long (0-60 s) before it
                                              # leaves for Telegram: the moderation bot's
                                              # redaction comes first
@@ -83,6 +84,9 @@ class BridgeConfig:
     )
     telegram_api: str = TELEGRAM_API
     poll_timeout_s: int = 30
+    per_chat_minute: int = 20
+    """Sends into one Telegram chat in any 60 s: Telegram's limit for a group is 20; only a
+    self-hosted Bot API server or a benchmark against the fake would raise it."""
     hold_s: int = 2
     """How long a Matrix message waits before it leaves for Telegram, so that the moderation
     bot's protections (which redact it) act first; a message redacted meanwhile never leaves."""
@@ -157,11 +161,13 @@ def _build(root: Node) -> BridgeConfig:
         lf = n.mapping(optional=("host", "port"))
         host = h.string(_host) if (h := lf.get("host")) else host
         port = p.integer(low=1, high=65535) if (p := lf.get("port")) else port
-    api, timeout = d.telegram_api, d.poll_timeout_s
+    api, timeout, per_chat = d.telegram_api, d.poll_timeout_s, d.per_chat_minute
     if n := f.get("telegram"):
-        tf = n.mapping(optional=("api", "poll_timeout_s"))
+        tf = n.mapping(optional=("api", "poll_timeout_s", "per_chat_minute"))
         api = a.string(_http_url).rstrip("/") if (a := tf.get("api")) else api
         timeout = t.integer(low=0, high=50) if (t := tf.get("poll_timeout_s")) else timeout
+        if pace := tf.get("per_chat_minute"):
+            per_chat = pace.integer(low=1, high=100_000)
     shown_host = f"[{host}]" if ":" in host else host
     config = BridgeConfig(
         enabled=e.boolean() if (e := f.get("enabled")) else False,
@@ -172,6 +178,7 @@ def _build(root: Node) -> BridgeConfig:
         server_name=(s.string(_server_name) if (s := f.get("server_name")) else d.server_name),
         telegram_api=api,
         poll_timeout_s=timeout,
+        per_chat_minute=per_chat,
         hold_s=hs_.integer(low=0, high=60) if (hs_ := f.get("hold_s")) else d.hold_s,
         as_token_from=(
             tuple(item.string(_network) for item in n.sequence())

@@ -24,6 +24,7 @@ from clubs.bridge.appservice import AppService
 from clubs.bridge.config import BridgeConfig, Portal
 from clubs.bridge.crypto import BridgeDevice
 from clubs.bridge.matrix import AsMatrix
+from clubs.bridge.pacing import Pacer
 from clubs.bridge.registration import (
     BOT_LOCALPART,
     SERVICE_ID,
@@ -96,6 +97,7 @@ class Bridge:
             bot=bot_user(config.server_name),
             poll_timeout_s=config.poll_timeout_s,
             hold_s=float(config.hold_s),
+            pacer=Pacer(per_minute=config.per_chat_minute),
         )
         await relay.load()
         service = AppService(

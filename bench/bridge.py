@@ -1,0 +1,366 @@
+"""Benchmark: the Telegram bridge relaying at a steady rate both ways, against the same Synapse's
+one-hop floor in the same run.
+
+    .venv/bin/python bench/bridge.py [--rate 50] [--seconds 60] [--hold 0]
+
+One fresh Synapse (SQLite, loopback, rooms unencrypted as bridged rooms without consent must be)
+loading the bridge's registration; Telegram is the in-process fake of tests/faketelegram.py; the
+bridge runs as `clubs bridge run` in its own process (so its RSS is its own). Phases, each
+`--seconds` long at `--rate` messages a second:
+
+1. floor: a member sends into an unbridged room and an observer's /sync (long poll) receives
+   each message: the one hop any relayed message also makes (a client's send to another
+   client's delivery, here the homeserver's push to the application service);
+2. Matrix → Telegram: the member sends into the bridged room; lag = her send until the fake
+   Telegram is asked to `sendMessage` it;
+3. Telegram → Matrix: ten Telegram users (their ghosts created before, in a warm-up) write into
+   the chat through the fake's `getUpdates`; lag = the update is queued until the observer's
+   /sync holds the ghost's message.
+
+Prints p50/p95 of each, the ratios to the floor (target p95 ≤ 1.2×), messages lost or
+doubled (target 0), and the bridge process's RSS (VmRSS now, VmHWM peak).
+
+Two settings differ from a production bridge, both said in the output: the per-chat pace is
+raised (`telegram.per_chat_minute`; Telegram allows 20 sends a minute into one group, so at
+50 msg/s real Telegram would answer 429 and the bridge would queue: that is Telegram's limit,
+not the bridge's), and the moderation hold is `--hold` seconds (production default 2: each
+Matrix → Telegram message then waits that long on purpose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp
+from cryptography.fernet import Fernet
+
+from clubs.bridge.config import BridgeConfig
+from clubs.bridge.registration import TELEGRAM_TOKEN, bot_user, write_registration
+from clubs.core.admin import ensure_ratelimit_override
+from clubs.core.homeserver import Settings, find_free_port
+from clubs.core.http import MatrixHttp, RoomId, cs
+from clubs.core.namespace import LOCATOR
+from clubs.core.secrets import MASTER_KEY_ENV, Vault
+from tests.faketelegram import FakeTelegram
+from tests.harness import Account, SynapseHarness, bootstrap_admin, eventually
+from tests.integration.bridge.conftest import _UnencryptedHomeserver
+
+TARGET_RATIO = 1.2
+NETWORK = "bench"
+TOKEN = "424242:bench-fake-telegram-bot-token-0000"  # noqa: S105 - the fake's
+CHAT = -1001234500001
+USERS = [{"id": 7700000 + i, "is_bot": False, "first_name": f"T{i}"} for i in range(10)]
+
+
+def pct(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def verdict(ok: bool) -> str:
+    return "OK" if ok else "OVER TARGET"
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+class Observer:
+    """A client's /sync long poll: when each message body first arrived (monotonic)."""
+
+    def __init__(self, account: Account) -> None:
+        self.http = account.http
+        self.arrived: dict[str, float] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        since = (await self.http.get(cs("sync"), query={"timeout": "0"}))["next_batch"]
+        self.task = asyncio.create_task(self._loop(str(since)))
+
+    async def _loop(self, since: str) -> None:
+        filt = json.dumps(
+            {"room": {"timeline": {"limit": 500}, "state": {"lazy_load_members": True}}}
+        )
+        while True:
+            resp = await self.http.get(
+                cs("sync"), query={"since": since, "timeout": "30000", "filter": filt}
+            )
+            now = time.monotonic()
+            for room in resp.get("rooms", {}).get("join", {}).values():
+                for e in room.get("timeline", {}).get("events", []):
+                    body = e.get("content", {}).get("body")
+                    if e.get("type") == "m.room.message" and isinstance(body, str):
+                        self.arrived.setdefault(body, now)
+            since = str(resp["next_batch"])
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+async def room(synapse: SynapseHarness, key: str, members: Sequence[Account], bot: str) -> RoomId:
+    locator = {"network": NETWORK, "kind": "club_room", "club": "c", "key": key, "schema": 1,
+               "state": "active"}  # fmt: skip
+    created = await synapse.admin.http.post(
+        cs("createRoom"),
+        {
+            "preset": "private_chat",
+            "initial_state": [{"type": LOCATOR, "state_key": "", "content": locator}],
+            "power_level_content_override": {"users": {bot: 50}, "invite": 50},
+            "invite": [m.user_id for m in members],
+        },
+    )
+    room_id = RoomId(created["room_id"])
+    for m in members:
+        await m.http.post(cs("join", room_id), {})
+    return room_id
+
+
+async def paced(rate: float, seconds: float, send: Any) -> dict[str, float]:
+    """Call `send(tag)` `rate` times a second for `seconds`; the monotonic time of each."""
+    started: dict[str, float] = {}
+    n = int(rate * seconds)
+    t0 = time.monotonic()
+    tasks = []
+    for i in range(n):
+        due = t0 + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tag = f"{i:06d}-{secrets.token_hex(3)}"
+        started[tag] = time.monotonic()
+        tasks.append(asyncio.create_task(send(tag)))
+    await asyncio.gather(*tasks)
+    return started
+
+
+def report(name: str, started: dict[str, float], arrived: dict[str, float]) -> list[float]:
+    lags = [arrived[t] - s for t, s in started.items() if t in arrived]
+    lost = len(started) - len(lags)
+    print(
+        f"{name}: {len(started)} sent, {lost} lost; lag p50 {pct(lags, 0.5) * 1e3:.0f} ms, "
+        f"p95 {pct(lags, 0.95) * 1e3:.0f} ms, max {max(lags, default=0) * 1e3:.0f} ms"
+    )
+    return lags
+
+
+async def run(args: argparse.Namespace) -> int:
+    master = Fernet.generate_key()
+    os.environ[MASTER_KEY_ENV] = master.decode()
+    with tempfile.TemporaryDirectory(prefix="clubs-bench-bridge-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        port = find_free_port()
+        config = BridgeConfig(
+            enabled=True, port=port, url=f"http://127.0.0.1:{port}", server_name="bench.local"
+        )
+        var = tmp / "var"
+        vault = Vault(var / "secrets" / "vault", key=master)
+        vault.set(TELEGRAM_TOKEN, TOKEN)
+        registration = write_registration(config, vault, var)
+        hs = _UnencryptedHomeserver(
+            Settings(
+                data_dir=tmp / "synapse",
+                server_name="bench.local",
+                port=0,
+                app_service_config_files=(str(registration),),
+                log_level="WARNING",
+            )
+        )
+        hs.start()
+        try:
+            synapse = SynapseHarness(hs, await bootstrap_admin(hs))
+            try:
+                return await measure(synapse, var, config, args)
+            finally:
+                await synapse.admin.http.close()
+                await synapse.close()
+        finally:
+            hs.stop()
+
+
+async def measure(
+    synapse: SynapseHarness, var: Path, config: BridgeConfig, args: argparse.Namespace
+) -> int:
+    telegram = FakeTelegram(TOKEN, poll_cap_s=1.0)
+    await telegram.start()
+    telegram.add_chat(CHAT)
+    anna = await synapse.new_user("anna", displayname="Анна")
+    obs = await synapse.new_user("obs")
+    for who in (anna, obs):
+        await ensure_ratelimit_override(synapse.admin.http, who.user_id)
+    bot = bot_user(synapse.server_name)
+    (var / "bridge.yaml").write_text(
+        "enabled: true\n"
+        f"listen: {{host: 127.0.0.1, port: {config.port}}}\n"
+        f"homeserver: {synapse.url}\nserver_name: {synapse.server_name}\n"
+        f"telegram: {{api: '{telegram.url}', poll_timeout_s: 10, per_chat_minute: 100000}}\n"
+        f"hold_s: {args.hold}\n"
+    )
+    (var / "network.yaml").write_text(
+        f"version: 1\nnetwork: {NETWORK}\nname: Сеть\ncountries:\n  - key: kz\n    name: К\n"
+        "    clubs:\n      - key: c\n        name: Клуб\n        rooms:\n"
+        f"          - {{key: general, name: Общий, bridge: {{telegram: {{chat: {CHAT}, "
+        "mode: relay}}}\n"
+    )
+    log = (var / "bridge.log").open("ab")
+    proc = subprocess.Popen(  # noqa: ASYNC220 - the process under test, started once
+        [sys.executable, "-m", "clubs.cli", "bridge", "run", "--config", str(var / "bridge.yaml"),
+         "--network", str(var / "network.yaml"), "--var-dir", str(var)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    observer = Observer(obs)
+    try:
+
+        async def health() -> dict[str, Any] | None:
+            try:
+                async with aiohttp.ClientSession() as http, http.get(config.url + "/health") as r:
+                    body = await r.json()
+                    return body if isinstance(body, dict) else None
+            except aiohttp.ClientError:
+                return None
+
+        await eventually(health, within=60, interval=0.2)
+        bridged = await room(synapse, "general", [anna, obs], bot)
+        plain = await room(synapse, "plain", [anna, obs], bot)
+        await synapse.admin.http.post(cs("rooms", bridged, "invite"), {"user_id": bot})
+
+        async def portal() -> bool:
+            h = await health()
+            return h is not None and h.get("portals") == 1
+
+        await eventually(portal, within=30, interval=0.2)
+        await observer.start()
+        # Warm-up: every Telegram user's ghost exists and has joined before the clock runs.
+        for u in USERS:
+            await telegram.user_says(CHAT, u, f"warm-{u['id']}")
+        await eventually(
+            lambda: _holds(all(f"warm-{u['id']}" in observer.arrived for u in USERS)), within=60
+        )
+        print(
+            f"rate {args.rate}/s for {args.seconds} s per phase; per-chat pace raised to "
+            f"100000/min (Telegram's is 20); hold {args.hold} s (production default 2)"
+        )
+
+        async def send(target: RoomId, prefix: str, tag: str) -> None:
+            await anna.http.put(
+                cs("rooms", target, "send", "m.room.message", tag),
+                {"msgtype": "m.text", "body": f"{prefix}-{tag}"},
+            )
+
+        started = await paced(args.rate, args.seconds, lambda t: send(plain, "floor", t))
+        await asyncio.sleep(3)
+        floor = report(
+            "floor (member send -> observer /sync)",
+            started,
+            {k.removeprefix("floor-"): v for k, v in observer.arrived.items()},
+        )
+
+        seen: dict[str, float] = {}
+
+        def calls_seen() -> dict[str, float]:
+            for c in telegram.method_calls("sendMessage"):
+                text = str(c.params.get("text", ""))
+                if "m2t-" in text:
+                    seen.setdefault(text.rsplit("m2t-", 1)[1], c.at)
+            return seen
+
+        started = await paced(args.rate, args.seconds, lambda t: send(bridged, "m2t", t))
+        deadline = time.monotonic() + 60
+        while len(calls_seen()) < len(started) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        m2t = report("Matrix -> Telegram (send -> sendMessage)", started, calls_seen())
+        doubled_tg = len(
+            [c for c in telegram.method_calls("sendMessage") if "m2t-" in str(c.params)]
+        ) - len(seen)
+
+        users = iter(USERS * (args.rate * args.seconds))
+
+        async def tg(tag: str) -> None:
+            await telegram.user_says(CHAT, next(users), f"t2m-{tag}")
+
+        started = await paced(args.rate, args.seconds, tg)
+        expected = {f"t2m-{t}" for t in started}
+        deadline = time.monotonic() + 60
+        while not expected <= observer.arrived.keys() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        t2m = report(
+            "Telegram -> Matrix (update queued -> observer /sync)",
+            started,
+            {k.removeprefix("t2m-"): v for k, v in observer.arrived.items()},
+        )
+        events = await _room_bodies(obs, bridged)
+        doubled_mx = sum(1 for b in events if b.startswith("t2m-")) - len(
+            {b for b in events if b.startswith("t2m-")}
+        )
+        now, peak = rss_mb(proc.pid)
+        f95 = pct(floor, 0.95)
+        f50 = pct(floor, 0.5)
+        for name, lags in (("Matrix -> Telegram", m2t), ("Telegram -> Matrix", t2m)):
+            r50, r95 = pct(lags, 0.5) / f50, pct(lags, 0.95) / f95
+            print(
+                f"{name}: p50 {r50:.2f}x, p95 {r95:.2f}x the floor "
+                f"(target p95 <= {TARGET_RATIO}x) {verdict(r95 <= TARGET_RATIO)}"
+            )
+        print(f"doubled: {doubled_tg} in Telegram, {doubled_mx} in Matrix (target 0)")
+        print(f"bridge process RSS: {now:.0f} MB now, {peak:.0f} MB peak")
+        return 0
+    finally:
+        await observer.stop()
+        proc.terminate()
+        proc.wait(10)
+        await telegram.stop()
+
+
+async def _room_bodies(user: Account, room_id: RoomId) -> list[str]:
+    bodies: list[str] = []
+    token: str | None = None
+    http: MatrixHttp = user.http
+    for _ in range(200):
+        query = {"dir": "b", "limit": "1000", **({"from": token} if token else {})}
+        resp = await http.get(cs("rooms", room_id, "messages"), query=query)
+        chunk = resp.get("chunk", [])
+        bodies += [str(e.get("content", {}).get("body", "")) for e in chunk]
+        token = resp.get("end")
+        if not chunk or not token:
+            break
+    return bodies
+
+
+async def _holds(value: bool) -> bool:
+    return value
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.ERROR)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--rate", type=int, default=50, help="messages a second in each phase")
+    p.add_argument("--seconds", type=int, default=60, help="length of each phase")
+    p.add_argument("--hold", type=int, default=0, help="the bridge's moderation hold (s)")
+    return asyncio.run(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
