@@ -218,6 +218,11 @@ class _Compiler:
             if club.checkins.questions:
                 checkins["questions"] = list(club.checkins.questions)
             settings["checkins"] = checkins
+        own = {m.name for m in club.methods}
+        methods = [m for m in self.net.defaults.methods if m.name not in own] + list(club.methods)
+        if methods:
+            # Read by the facilitation bot (clubs/bots/facilitation/clubconf.py).
+            settings["methods"] = [m.content() for m in methods]
         calls = club.calls or self.net.defaults.calls
         if calls != Calls():
             settings["calls"] = {"provider": calls.provider, "jitsi_url": calls.jitsi_url}

@@ -44,6 +44,7 @@ from typing import cast
 
 import yaml
 
+from clubs.bots.facilitation import clubconf as methods_conf
 from clubs.bots.scheduling.recurrence import RuleError, check_rule
 from clubs.bots.scheduling.reminders import MAX_REMINDERS, REMINDER_MAX_S, REMINDER_MIN_S, TARGETS
 from clubs.bots.scheduling.when import When, WhenError, parse_duration, parse_when
@@ -102,6 +103,7 @@ from clubs.provisioning.model import (
     Defaults,
     Encryption,
     HistoryVisibility,
+    Method,
     Moderation,
     Network,
     Person,
@@ -353,6 +355,7 @@ class _Loader:
                 "cohort_room_name_format",
                 "identity_policy",
                 "calls",
+                "methods",
             )
         )
         encryption = d.encryption
@@ -409,6 +412,7 @@ class _Loader:
                 else d.identity_policy
             ),
             calls=self._calls(c, d.calls) if (c := f.get("calls")) else d.calls,
+            methods=_methods(m) if (m := f.get("methods")) else (),
         )
 
     def _calls(self, node: Node, base: Calls) -> Calls:
@@ -657,6 +661,7 @@ class _Loader:
                 "calls",
                 "checkins",
                 "cases",
+                "methods",
             ),
         )
         key = f["key"].string(checks.slug)
@@ -701,6 +706,7 @@ class _Loader:
             calls=self._calls(c, d.calls) if (c := f.get("calls")) else None,
             checkins=self._checkins(c) if (c := f.get("checkins")) else Checkins(),
             cases=_cases(c) if (c := f.get("cases")) else Cases(),
+            methods=_methods(m) if (m := f.get("methods")) else (),
         )
 
     def _checkins(self, node: Node) -> Checkins:
@@ -1179,6 +1185,55 @@ def _room_keys(
             keys.update(r.key for r in club.rooms)
             keys.update(r.key for cohort in club.cohorts for r in cohort.rooms)
     return keys
+
+
+def _method_name(value: str) -> str | None:
+    if not methods_conf.NAME.fullmatch(value):
+        return (
+            f"expected one lowercase word of 2 to 30 letters, digits or hyphens; got {shown(value)}"
+        )
+    if methods_conf.taken(value):
+        return f"{shown(value)} already names one of the bot's own exercises"
+    return None
+
+
+def _method_texts(node: Node, limit: int) -> tuple[tuple[str, str], ...]:
+    """`{ru: …, en: …}`: Russian required, English optional, each at most `limit` characters."""
+    f = node.mapping(required=("ru",), optional=("en",))
+
+    def fits(value: str) -> str | None:
+        if not value.strip() or len(value) > limit:
+            return f"expected 1 to {limit} characters; got {len(value)}"
+        return None
+
+    return tuple((lang, f[lang].string(fits).strip()) for lang in ("ru", "en") if lang in f)
+
+
+def _methods(node: Node) -> tuple[Method, ...]:
+    """`methods: [{name, aliases: [...], title: {ru, en}, text: {ru, en}}]`: a club's (or, in
+    `defaults`, every club's) own exercises for the facilitation bot's methods library."""
+    items = node.sequence()
+    if len(items) > methods_conf.MAX_METHODS:
+        node.error(f"expected at most {methods_conf.MAX_METHODS} methods; got {len(items)}")
+    seen: dict[str, int] = {}
+    found = []
+    for item in items:
+        f = item.mapping(required=("name", "title", "text"), optional=("aliases",))
+        name = f["name"].string(_method_name)
+        _unique(f["name"], name, seen, "method")
+        aliases = []
+        if (a := f.get("aliases")) is not None:
+            words = a.sequence()
+            if len(words) > methods_conf.MAX_ALIASES:
+                a.error(f"expected at most {methods_conf.MAX_ALIASES} aliases; got {len(words)}")
+            for word in words:
+                alias = word.string(_method_name)
+                _unique(word, alias, seen, "method")
+                aliases.append(alias)
+        title = _method_texts(f["title"], methods_conf.MAX_TITLE_CHARS)
+        text = _method_texts(f["text"], methods_conf.MAX_TEXT_CHARS)
+        found.append(Method(name, tuple(aliases), title, text))
+    return tuple(found)
 
 
 def _unique(at: Node, key: str, seen: dict[str, int], what: str) -> bool:

@@ -10,7 +10,7 @@ import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from clubs.core.namespace import CLUB_SESSIONS, CLUB_SETTINGS, LOCATOR
 from clubs.core.yamlconf import Origin
@@ -168,6 +168,26 @@ class Calls:
 
 
 @dataclass(frozen=True)
+class Method:
+    """An exercise of a club's methods library (the `methods:` option), beside the
+    facilitation bot's own: shown with `!method NAME`, usable as an agenda item."""
+
+    name: str
+    aliases: tuple[str, ...]
+    title: tuple[tuple[str, str], ...]
+    """(language, title) pairs; Russian always."""
+    text: tuple[tuple[str, str], ...]
+
+    def content(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "title": dict(self.title),
+            "text": dict(self.text),
+        }
+
+
+@dataclass(frozen=True)
 class Defaults:
     room_version: str = "12"
     encryption: Encryption = Encryption()
@@ -190,6 +210,8 @@ class Defaults:
     keys back from it until a moderator sends `!trust @user`."""
     calls: Calls = Calls()
     """The call provider of online sessions, for every club that does not choose its own."""
+    methods: tuple[Method, ...] = ()
+    """Exercises every club's methods library has (a club's own come after them)."""
 
 
 @dataclass(frozen=True)
@@ -370,6 +392,8 @@ class Club:
     calls: Calls | None = None
     """The club's own call provider (None: the network's)."""
     cases: Cases = Cases()
+    methods: tuple[Method, ...] = ()
+    """The club's own exercises (a name the network also uses replaces the network's)."""
     checkins: Checkins = Checkins()
 
     def people(self) -> tuple[str, ...]:
