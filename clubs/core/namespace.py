@@ -46,6 +46,14 @@ DM_MARKER = f"{NS}.dm"
 purpose. A bot that crashed between creating the room and recording it finds the room again by
 this marker instead of creating a second one."""
 
+OCCURRENCE = f"{NS}.occurrence"
+"""A key in the content of the scheduling bot's "starting now" notice (an encrypted
+`m.room.message`, never state: a title or a call link may say too much to the server):
+`{"series": <id as text>, "title": ..., "link": <call link or null>, "ends_at": <epoch s>}`.
+The facilitation bot, in the same sessions room, takes the title, the call link and the series
+(its parking lot) from it for a `!start` without a title; it trusts it only from the network's
+bots."""
+
 BRIDGE_CONSENT = f"{NS}.bridge_consent"
 """State event (state_key "") in an encrypted bridged room: its admins' consent to relaying it
 to Telegram (written by `clubs bridge consent`, which takes the writer's power level 100).

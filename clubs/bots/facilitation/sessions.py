@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from clubs.bots.args import FreeText, User
+from clubs.bots.base import on_event
 from clubs.bots.commands import command
-from clubs.bots.context import BotContext, CommandContext
+from clubs.bots.context import BotContext, CommandContext, EventContext
 from clubs.bots.facilitation.parse import who
 from clubs.bots.facilitation.session import MAX_TITLE_CHARS, Refused, Session, minutes_sections
 from clubs.bots.facilitation.status import status_text
 from clubs.core.ids import EventId, RoomId, UserId
+from clubs.core.namespace import OCCURRENCE
 
 if TYPE_CHECKING:
     from clubs.bots.facilitation.bot import FacilitationBot
@@ -24,6 +26,11 @@ if TYPE_CHECKING:
 CHAIR = 50
 TICK = "tick"
 TICK_S = 30.0
+
+
+def parking_key(room_id: str, session: Session) -> str:
+    """Where a session's `#later` notes wait: its series' (scheduled), else its room's."""
+    return f"{room_id}#series:{session.series}" if session.series else room_id
 
 
 class Sessions:
@@ -46,12 +53,20 @@ class Sessions:
                     await ctx.reply("facilitation/already")
                 return
             now = fb.clock.now()
-            title = (
-                " ".join(title.split()) or ctx.bot.render("facilitation/untitled", ctx.lang).body
-            )
+            scheduled = await fb.store.scheduled(ctx.room_id)
+            if scheduled is not None and not now < float(scheduled.get("ends_at", 0)):
+                scheduled = None  # that occurrence is over
+            title = " ".join(title.split())
+            if not title and scheduled is not None:
+                title = str(scheduled.get("title", ""))[:MAX_TITLE_CHARS]
+            title = title or ctx.bot.render("facilitation/untitled", ctx.lang).body
             session = Session(ctx.event.event_id, title, now, ctx.sender)
+            if scheduled is not None:
+                series, link = scheduled.get("series"), scheduled.get("link")
+                session.series = series if isinstance(series, str) else None
+                session.call = link if isinstance(link, str) else None
             session.status_job = list(ctx.job("status"))
-            parked = await fb.store.parking(ctx.room_id)
+            parked = await fb.store.parking(parking_key(ctx.room_id, session))
             await fb.store.save(ctx.room_id, session, now)
             await ctx.bot.jobs.schedule(
                 TICK, f"{session.sid}:1", now + TICK_S, {"room": ctx.room_id}, grace_s=86400
@@ -71,6 +86,29 @@ class Sessions:
             await fb.store.save(ctx.room_id, session, now)
             if parked:
                 await ctx.reply("facilitation/parked", notes=parked, part="parked")
+
+    @on_event("m.room.message")
+    async def occurrence(self, ctx: EventContext) -> None:
+        """The scheduling bot's "starting now" notice carries the occurrence (encrypted): kept
+        for a `!start` without a title. Only from the network's bots."""
+        msg = ctx.message
+        if msg is None or not ctx.room.managed or ctx.sender not in self.bot.service_accounts:
+            return
+        raw = ctx.event.content.get(OCCURRENCE)
+        if not isinstance(raw, dict) or not ctx.event.encrypted:
+            return
+        title, series, link, ends = (raw.get(k) for k in ("title", "series", "link", "ends_at"))
+        if not (isinstance(title, str) and isinstance(series, str) and len(series) <= 64):
+            return
+        if not isinstance(ends, int | float) or isinstance(ends, bool):
+            return
+        occurrence = {
+            "title": " ".join(title.split())[:MAX_TITLE_CHARS],
+            "series": series,
+            "link": link if isinstance(link, str) and len(link) <= 500 else None,
+            "ends_at": float(ends),
+        }
+        await self.bot.store.set_scheduled(ctx.room_id, occurrence, self.bot.clock.now())
 
     @command("end", aliases=("конец",), help_key="facilitation/end.help")
     async def end_session(self, ctx: CommandContext) -> None:
@@ -116,7 +154,9 @@ class Sessions:
             await bot.edit(room_id, EventId(session.status_event), ended, job=(*job, "status_end"))
             await bot.unpin(room_id, EventId(session.status_event))
         await fb.reflection.send(bot, room_id, session.title, job)
-        await fb.store.end(room_id, sections["later"], fb.clock.now())
+        await fb.store.end(
+            room_id, sections["later"], fb.clock.now(), parked_as=parking_key(room_id, session)
+        )
 
     @command(
         "cochair",

@@ -4,12 +4,15 @@ One row per room with a running session: the room id and the session's id are cl
 lookups need them); everything else (title, agenda, queue, who chairs, notes, the status
 message) is one record sealed with the bots' store key. The parking lot (`#later` notes) of a
 room's last session is kept sealed until the next session there takes it. When a session ends
-its row is deleted: after the minutes are posted, the bot keeps nothing of it.
+its row is deleted: after the minutes are posted, the bot keeps nothing of it. A session of a
+scheduled series parks its notes under the series (`<room>#series:<id>`), so they carry to the
+series' next occurrence; the scheduled occurrence starting in a room is kept sealed too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from clubs.bots.facilitation.session import Session
 from clubs.core.db import Database, Migration
@@ -46,6 +49,19 @@ MIGRATIONS: Sequence[Migration] = (
             bot TEXT NOT NULL PRIMARY KEY,
             sealed BLOB NOT NULL,
             updated_at REAL NOT NULL
+        )
+        """,
+    ),
+    Migration(
+        3,
+        "each sessions room's scheduled occurrence now starting (sealed)",
+        """
+        CREATE TABLE fa_scheduled (
+            bot TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            sealed BLOB NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (bot, room_id)
         )
         """,
     ),
@@ -87,8 +103,12 @@ class FacilitationStore:
             (self.bot, room_id, session.sid, self.sealer.seal_json(session.to_json()), now),
         )
 
-    async def end(self, room_id: str, parking: list[str], now: float) -> None:
-        """Delete the session; keep its `#later` notes for the room's next session."""
+    async def end(
+        self, room_id: str, parking: list[str], now: float, *, parked_as: str | None = None
+    ) -> None:
+        """Delete the session; keep its `#later` notes for the next session of the room (or
+        of the series: `parked_as`, the key `parking` reads them by)."""
+        key = parked_as or room_id
         async with self.db.transaction():
             await self.db.execute(
                 "DELETE FROM fa_sessions WHERE bot = ? AND room_id = ?", (self.bot, room_id)
@@ -98,12 +118,28 @@ class FacilitationStore:
                     "INSERT INTO fa_parking (bot, room_id, sealed, updated_at) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (bot, room_id) DO UPDATE SET sealed = excluded.sealed, "
                     "updated_at = excluded.updated_at",
-                    (self.bot, room_id, self.sealer.seal_json(parking), now),
+                    (self.bot, key, self.sealer.seal_json(parking), now),
                 )
             else:
                 await self.db.execute(
-                    "DELETE FROM fa_parking WHERE bot = ? AND room_id = ?", (self.bot, room_id)
+                    "DELETE FROM fa_parking WHERE bot = ? AND room_id = ?", (self.bot, key)
                 )
+
+    async def set_scheduled(self, room_id: str, occurrence: dict[str, Any], now: float) -> None:
+        """The scheduled occurrence starting in the room (title, call link, series, end)."""
+        await self.db.execute(
+            "INSERT INTO fa_scheduled (bot, room_id, sealed, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (bot, room_id) DO UPDATE SET sealed = excluded.sealed, "
+            "updated_at = excluded.updated_at",
+            (self.bot, room_id, self.sealer.seal_json(occurrence), now),
+        )
+
+    async def scheduled(self, room_id: str) -> dict[str, Any] | None:
+        row = await self.db.fetchone(
+            "SELECT sealed FROM fa_scheduled WHERE bot = ? AND room_id = ?", (self.bot, room_id)
+        )
+        value = self.sealer.open_json(row["sealed"]) if row is not None else None
+        return value if isinstance(value, dict) else None
 
     async def reflecting(self) -> set[str]:
         """The members who asked for a reflection DM after each session they were in."""

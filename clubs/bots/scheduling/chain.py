@@ -42,8 +42,10 @@ from clubs.bots.scheduling.widget import (
     widget_id,
 )
 from clubs.core.errors import NotFound
+from clubs.core.html import notice_content
 from clubs.core.http import cs
 from clubs.core.ids import RoomId
+from clubs.core.namespace import OCCURRENCE
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +225,29 @@ class SessionChain(ScheduleCore):
         if series is None or occ is None:
             return
         for post in await self._posts(occ):
-            await job.bot.notice(
-                post.poll_room,
+            link = series.link if series.online else None
+            lang = (await job.bot.rooms.info(post.poll_room)).language
+            text = job.bot.render(
                 "scheduling/starting",
-                job=job.txn("now", *(() if post.club == series.club else (post.club,))),
+                lang,
                 title=series.title,
-                link=series.link if series.online else None,
+                link=link,
                 materials=series.materials,
+            )
+            content = notice_content(text)
+            # For the facilitation bot's `!start` (encrypted with the message, never state).
+            ends_at = start_of(series, key).timestamp() + series.duration_s
+            content[OCCURRENCE] = {
+                "series": str(series.id),
+                "title": series.title,
+                "link": link,
+                "ends_at": ends_at,
+            }
+            await job.bot.send(
+                post.poll_room,
+                "m.room.message",
+                content,
+                job=job.txn("now", *(() if post.club == series.club else (post.club,))),
             )
 
     @on_missed_job(START)

@@ -11,13 +11,14 @@ import contextlib
 import time
 from pathlib import Path
 
-from mautrix.types import RoomID
+from mautrix.types import EventType, RoomID
 
 from clubs.bots.facilitation.bot import FacilitationBot
 from clubs.bots.polls import POLL_START
 from clubs.core.clock import ManualClock
 from clubs.core.http import path
 from clubs.core.ids import EventId, RoomId
+from clubs.core.namespace import OCCURRENCE
 from clubs.core.txn import txn_id
 from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.support import (
@@ -53,20 +54,23 @@ async def test_upvotes_breakouts_auto_end_and_reflection(
     chair = await synapse.new_user("chair")
     anna = await synapse.new_user("anna")
     boris = await synapse.new_user("boris")
+    sched = await synapse.new_user("sched")  # stands in for the scheduling bot
     people = [chair, anna, boris]
     room = await managed_room(
         synapse,
         network,
-        invite=[bot_user, *(p.user_id for p in people)],
+        invite=[bot_user, sched.user_id, *(p.user_id for p in people)],
         key="sessions",
         powers={bot_user: 50, chair.user_id: 50},
     )
-    for person in people:
+    for person in (*people, sched):
         await person.http.post(path(*CS, "join", room), {})
     clock = ManualClock(start=time.time())
     holder: list[FacilitationBot] = []
     async with contextlib.AsyncExitStack() as stack:
-        ch, an, bo = [await stack.enter_async_context(mautrix_peer(p, synapse.url)) for p in people]
+        ch, an, bo, sc = [
+            await stack.enter_async_context(mautrix_peer(p, synapse.url)) for p in (*people, sched)
+        ]
         running = await stack.enter_async_context(
             host(synapse, tmp_path, account, network, holder, clock)
         )
@@ -77,8 +81,36 @@ async def test_upvotes_breakouts_auto_end_and_reflection(
         # Anna asks for the reflection DM; the session starts.
         await send_text(an, room, "!reflect on")
         await until(lambda: [r for r in from_bot(an, bot_user, room) if "Fine: after" in r.body])
-        await send_text(ch, room, "!start Groups")
-        await until(lambda: status_messages(an, bot_user, room))
+        # The scheduling bot's "starting now" notice carries the occurrence (encrypted); a
+        # `!start` without a title takes its title and call link, and parks by its series.
+        bot.service_accounts = bot.service_accounts | {sched.user_id}
+        await sc.client.send_message_event(
+            RoomID(room),
+            EventType.ROOM_MESSAGE,
+            {
+                "msgtype": "m.notice",
+                "body": "Starting now: Groups",
+                OCCURRENCE: {
+                    "series": "7",
+                    "title": "Groups",
+                    "link": "https://meet.example.org/groups-7",
+                    "ends_at": clock.now() + 7200,
+                },
+            },
+        )
+
+        async def scheduled() -> object:
+            return await bot.store.scheduled(room)
+
+        await eventually(scheduled, within=30)
+        await send_text(ch, room, "!start")
+        (status,) = await until(lambda: status_messages(an, bot_user, room))
+        assert status.body.startswith("▶ Groups")
+        started = await bot.store.session(room)
+        assert started is not None
+        assert started.series == "7"
+        assert started.call == "https://meet.example.org/groups-7"
+        await send_text(ch, room, "#later tagged-for-the-series")
 
         # Two anonymous questions, then the secret upvote poll over them, ranked at its end.
         dm = await open_dm(boris, bot_user)
@@ -164,6 +196,10 @@ async def test_upvotes_breakouts_auto_end_and_reflection(
         assert made.breakout is not None
         (annas,) = [str(g.room) for g in made.breakout.groups if anna.user_id in g.members]
         await eventually(lambda: membership_is(anna, annas, "join"), within=30)
+        intro = await until(
+            lambda: [r for r in an.received if r.room_id == annas and r.sender == bot_user]
+        )
+        assert "https://meet.example.org/groups-7" in intro[0].body
         await send_text(ch, room, "!recall")
 
         async def archived() -> bool:
@@ -197,6 +233,8 @@ async def test_upvotes_breakouts_auto_end_and_reflection(
             return await bot.store.session(room) is None
 
         await eventually(ended, within=30)
+        assert await bot.store.parking(f"{room}#series:7") == ["tagged-for-the-series"]
+        assert await bot.store.parking(room) == []
         # The reflection DM reaches anna (who asked), not boris.
         await until(
             lambda: [r for r in an.received if r.sender == bot_user and "After “Groups”" in r.body]
