@@ -7,6 +7,9 @@ pass it on."""
 from __future__ import annotations
 
 from clubs.bots.base import Bot
+from clubs.bots.cases.box import CaseBox
+from clubs.bots.cases.cases import Cases
+from clubs.bots.cases.owndata import OwnData
 from clubs.bots.checkins.bot import CheckinsBot
 from clubs.bots.checkins.box import Box
 from clubs.bots.facilitation.bot import FacilitationBot
@@ -63,14 +66,23 @@ def _facilitation(services: HostServices) -> Bot:
     )
     # Cohort members' strategies: their own AES-GCM key in the vault.
     vault = services.vault or Vault(services.data_dir.parent / "secrets" / "vault")
-    bot.register_handler_class(
-        Strategies(
-            services.db,
-            StrategyBox.from_vault(vault),
-            services.clock,
-            service_accounts=services.service_accounts,
-        )
+    strategies = Strategies(
+        services.db,
+        StrategyBox.from_vault(vault),
+        services.clock,
+        service_accounts=services.service_accounts,
     )
+    bot.register_handler_class(strategies)
+    # The club's case library: its own AES-GCM and pseudonym keys in the vault.
+    cases = Cases(
+        services.db,
+        CaseBox.from_vault(vault),
+        services.clock,
+        service_accounts=services.service_accounts,
+    )
+    bot.register_handler_class(cases)
+    # One !export / !forget-me for every part of this account that keeps a member's data.
+    bot.register_handler_class(OwnData([cases, strategies]))
     return bot
 
 
