@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 
 from clubs.core.crash import ENV as CRASH_ENV
-from clubs.core.http import RoomId, cs
+from clubs.core.http import cs
 from clubs.core.secrets import MASTER_KEY_ENV
 from tests.faketelegram import FakeTelegram
-from tests.harness import Account, eventually
-from tests.integration.bridge.conftest import BridgeWorld, unique_key
+from tests.harness import eventually
+from tests.integration.bridge.conftest import BridgeWorld, messages, unique_key
 
 pytestmark = pytest.mark.integration
 
@@ -107,11 +107,6 @@ async def processes() -> AsyncIterator[list[BridgeProcess]]:
     yield started
     for p in started:
         p.stop()
-
-
-async def messages(user: Account, room: RoomId) -> list[dict[str, Any]]:
-    resp = await user.http.get(cs("rooms", room, "messages"), query={"dir": "b", "limit": "100"})
-    return [e for e in resp.get("chunk", []) if e.get("type") == "m.room.message"][::-1]
 
 
 async def test_killed_at_each_point_then_restarted_nothing_lost_nothing_twice(

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from clubs.bridge.config import Mode
 from clubs.bridge.pacing import Pacer
 from clubs.bridge.registration import ensure_tokens
 from clubs.bridge.service import Bridge
@@ -20,7 +21,14 @@ from clubs.core.http import RoomId, cs
 from clubs.core.logs import RedactingFilter
 from tests.faketelegram import FakeTelegram
 from tests.harness import Account, eventually
-from tests.integration.bridge.conftest import BridgeWorld, unique_key
+from tests.integration.bridge.conftest import (
+    BridgeWorld,
+    active,
+    holds,
+    messages,
+    say,
+    unique_key,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,21 +59,24 @@ async def start(
     return bridge
 
 
-async def active(bridge: Bridge, room: RoomId) -> bool:
-    portal = bridge.relay._rooms.get(room)
-    return portal is not None and portal.state == "active"
-
-
-async def say(user: Account, room: RoomId, content: dict[str, Any]) -> str:
-    resp = await user.http.put(
-        cs("rooms", room, "send", "m.room.message", secrets.token_hex(8)), content
-    )
-    return str(resp["event_id"])
-
-
-async def messages(user: Account, room: RoomId) -> list[dict[str, Any]]:
-    resp = await user.http.get(cs("rooms", room, "messages"), query={"dir": "b", "limit": "100"})
-    return [e for e in resp.get("chunk", []) if e.get("type") == "m.room.message"][::-1]
+async def bridged(
+    world: BridgeWorld,
+    telegram: FakeTelegram,
+    started: list[Bridge],
+    data: Path,
+    member: Account,
+    chat: int,
+    mode: Mode = "relay",
+    chat_type: str = "supergroup",
+) -> tuple[Bridge, RoomId]:
+    """A Telegram chat, a bridge whose one portal is a new room bridged to it, the room (with
+    `member`), once the bridge relays it."""
+    telegram.add_chat(chat, chat_type)
+    key = unique_key()
+    bridge = await start(world, telegram, started, data, world.portal(key, chat, mode))
+    room = await world.room(key, [member])
+    await eventually(lambda: active(bridge, room), within=15)
+    return bridge, room
 
 
 async def test_relay_round_trip_with_edits_and_deletions(
@@ -76,15 +87,11 @@ async def test_relay_round_trip_with_edits_and_deletions(
     tmp_path: Path,
 ) -> None:
     chat = -1001000000001
-    telegram.add_chat(chat)
-    key = unique_key()
-    bridge = await start(bridge_world, telegram, running, tmp_path, bridge_world.portal(key, chat))
-    room = await bridge_world.room(key, [anna])
-    await eventually(lambda: active(bridge, room), within=15)
+    _bridge, room = await bridged(bridge_world, telegram, running, tmp_path, anna, chat)
 
     # Matrix → Telegram, escaped, with the display name (never the Matrix id).
     first = await say(anna, room, {"msgtype": "m.text", "body": "Привет <всем> & до встречи"})
-    await eventually(lambda: _async(telegram.texts(chat) == ["Анна: Привет <всем> & до встречи"]))
+    await eventually(lambda: holds(telegram.texts(chat) == ["Анна: Привет <всем> & до встречи"]))
     [sent] = telegram.sent(chat)
     assert sent["html"] == "<b>Анна</b>: Привет &lt;всем&gt; &amp; до встречи"
     assert anna.user_id not in sent["html"]
@@ -100,11 +107,11 @@ async def test_relay_round_trip_with_edits_and_deletions(
             "m.relates_to": {"rel_type": "m.replace", "event_id": first},
         },
     )
-    await eventually(lambda: _async(telegram.texts(chat) == ["Анна: исправлено"]))
+    await eventually(lambda: holds(telegram.texts(chat) == ["Анна: исправлено"]))
 
     # A redaction on Matrix deletes it in Telegram.
     await anna.http.put(cs("rooms", room, "redact", first, secrets.token_hex(8)), {})
-    await eventually(lambda: _async(telegram.texts(chat) == []))
+    await eventually(lambda: holds(telegram.texts(chat) == []))
 
     # Telegram → Matrix: the sender's ghost, named from Telegram, at the message's time.
     mid = await telegram.user_says(chat, IVAN, "Здравствуйте!")
@@ -140,7 +147,7 @@ async def test_relay_round_trip_with_edits_and_deletions(
             "m.relates_to": {"m.in_reply_to": {"event_id": ghost_event["event_id"]}},
         },
     )
-    await eventually(lambda: _async("Анна: и вам" in telegram.texts(chat)))
+    await eventually(lambda: holds("Анна: и вам" in telegram.texts(chat)))
     [answer] = [m for m in telegram.sent(chat) if m["text"] == "Анна: и вам"]
     assert answer["reply_to_message"]["message_id"] == mid
     await telegram.user_says(chat, IVAN, "спасибо", reply_to=answer["message_id"])
@@ -157,11 +164,11 @@ async def test_relay_round_trip_with_edits_and_deletions(
     # A ban of the ghost bans the Telegram user in the chat; lifting it lifts that ban.
     admin = bridge_world.synapse.admin.http
     await admin.post(cs("rooms", room, "ban"), {"user_id": ghost_event["sender"]})
-    await eventually(lambda: _async(telegram.chats[chat].banned == {IVAN["id"]}), within=15)
+    await eventually(lambda: holds(telegram.chats[chat].banned == {IVAN["id"]}), within=15)
     await telegram.user_says(chat, IVAN, "меня не слышно")  # banned: not relayed
-    await eventually(lambda: _async(telegram.updates == []), within=10)  # handled and confirmed
+    await eventually(lambda: holds(telegram.updates == []), within=10)  # handled and confirmed
     await admin.post(cs("rooms", room, "unban"), {"user_id": ghost_event["sender"]})
-    await eventually(lambda: _async(telegram.chats[chat].banned == set()), within=15)
+    await eventually(lambda: holds(telegram.chats[chat].banned == set()), within=15)
     await telegram.user_says(chat, IVAN, "снова здесь")  # the ghost joins again to say it
 
     async def back() -> list[dict[str, Any]]:
@@ -175,14 +182,10 @@ async def test_relay_round_trip_with_edits_and_deletions(
     await bridge_world.synapse.admin.http.put(
         cs("rooms", room, "redact", ghost_event["event_id"], secrets.token_hex(8)), {}
     )
-    await eventually(lambda: _async("Здравствуйте все!" not in telegram.texts(chat)))
+    await eventually(lambda: holds("Здравствуйте все!" not in telegram.texts(chat)))
     # Nothing the bridge said went back across: the Matrix side has only Ivan's two events.
     assert len(await from_ghost()) == 4  # Ivan's message, his edit, his thanks, his return
     assert len(telegram.method_calls("sendMessage")) == 2
-
-
-async def _async(value: object) -> object:
-    return value
 
 
 async def test_a_long_message_is_split_and_a_429_is_waited_out(
@@ -193,17 +196,11 @@ async def test_a_long_message_is_split_and_a_429_is_waited_out(
     tmp_path: Path,
 ) -> None:
     chat = -1001000000002
-    telegram.add_chat(chat)
-    key = unique_key()
-    bridge = await start(
-        bridge_world, telegram, running, tmp_path, bridge_world.portal(key, chat, "mirror")
-    )
-    room = await bridge_world.room(key, [anna])
-    await eventually(lambda: active(bridge, room), within=15)
+    _bridge, room = await bridged(bridge_world, telegram, running, tmp_path, anna, chat, "mirror")
     telegram.fail_next("sendMessage", 429, retry_after=3)  # longer than the first backoff (2 s)
     body = "\n".join(f"строка {i}: " + "текст " * 12 for i in range(120))  # about 10,000 chars
     await say(anna, room, {"msgtype": "m.text", "body": body})
-    await eventually(lambda: _async(len(telegram.texts(chat)) == 3), within=15)
+    await eventually(lambda: holds(len(telegram.texts(chat)) == 3), within=15)
     texts = telegram.texts(chat)
     assert "".join(texts) == "Анна: " + body
     assert all(len(t) <= 4096 for t in texts)
@@ -220,25 +217,23 @@ async def test_a_group_that_becomes_a_supergroup_is_followed(
     tmp_path: Path,
 ) -> None:
     group, supergroup, again = -2000000001, -1002000000001, -1002000000002
-    telegram.add_chat(group, "group")
-    key = unique_key()
-    bridge = await start(bridge_world, telegram, running, tmp_path, bridge_world.portal(key, group))
-    room = await bridge_world.room(key, [anna])
-    await eventually(lambda: active(bridge, room), within=15)
+    bridge, room = await bridged(
+        bridge_world, telegram, running, tmp_path, anna, group, chat_type="group"
+    )
     await say(anna, room, {"msgtype": "m.text", "body": "до"})
-    await eventually(lambda: _async(telegram.texts(group) == ["Анна: до"]))
+    await eventually(lambda: holds(telegram.texts(group) == ["Анна: до"]))
 
     # The service message in the old group moves the portal.
     await telegram.migrate(group, supergroup)
-    await eventually(lambda: _async(bridge.relay._rooms[room].chat_id == supergroup), within=10)
+    await eventually(lambda: holds(bridge.relay._rooms[room].chat_id == supergroup), within=10)
     await say(anna, room, {"msgtype": "m.text", "body": "после"})
-    await eventually(lambda: _async(telegram.texts(supergroup) == ["Анна: после"]))
+    await eventually(lambda: holds(telegram.texts(supergroup) == ["Анна: после"]))
 
     # A send refused with migrate_to_chat_id moves it too (the update was never seen).
     telegram.add_chat(again)
     telegram.chats[supergroup].migrated_to = again
     await say(anna, room, {"msgtype": "m.text", "body": "снова"})
-    await eventually(lambda: _async(telegram.texts(again) == ["Анна: снова"]))
+    await eventually(lambda: holds(telegram.texts(again) == ["Анна: снова"]))
     assert bridge.relay._rooms[room].chat_id == again
     # Telegram → Matrix follows the new id as well.
     await telegram.user_says(again, IVAN, "я тут")
@@ -257,36 +252,30 @@ async def test_mirror_mode_relays_one_way_only(
     tmp_path: Path,
 ) -> None:
     chat = -1001000000003
-    telegram.add_chat(chat)
-    key = unique_key()
-    bridge = await start(
-        bridge_world, telegram, running, tmp_path, bridge_world.portal(key, chat, "mirror")
-    )
-    room = await bridge_world.room(key, [anna])
-    await eventually(lambda: active(bridge, room), within=15)
+    bridge, room = await bridged(bridge_world, telegram, running, tmp_path, anna, chat, "mirror")
     await telegram.user_says(chat, IVAN, "ответ из Telegram")
     await say(anna, room, {"msgtype": "m.text", "body": "анонс"})
-    await eventually(lambda: _async("Анна: анонс" in telegram.texts(chat)))
-    await eventually(lambda: _async(telegram.updates == []), within=10)  # confirmed, not relayed
+    await eventually(lambda: holds("Анна: анонс" in telegram.texts(chat)))
+    await eventually(lambda: holds(telegram.updates == []), within=10)  # confirmed, not relayed
     assert [e["content"]["body"] for e in await messages(anna, room)] == ["анонс"]
     # Added to a chat no room bridges, the bot leaves it; its own chat it keeps.
     await telegram.bot_added(-1009999999999, IVAN)
     await telegram.bot_added(chat, IVAN)
-    await eventually(lambda: _async(not telegram.chats[-1009999999999].bot_member), within=10)
-    await eventually(lambda: _async(telegram.updates == []), within=10)
+    await eventually(lambda: holds(not telegram.chats[-1009999999999].bot_member), within=10)
+    await eventually(lambda: holds(telegram.updates == []), within=10)
     assert telegram.chats[chat].bot_member
     assert [c.params["chat_id"] for c in telegram.method_calls("leaveChat")] == [-1009999999999]
     # Telegram failing once puts the message off; the next one waits for it: order is kept.
     telegram.fail_next("sendMessage", 502)
     await say(anna, room, {"msgtype": "m.text", "body": "раз"})
     await say(anna, room, {"msgtype": "m.text", "body": "два"})
-    await eventually(lambda: _async(len(telegram.texts(chat)) == 4), within=15)
+    await eventually(lambda: holds(len(telegram.texts(chat)) == 4), within=15)
     assert telegram.texts(chat)[-2:] == ["Анна: раз", "Анна: два"]
     # Paced below the chat's limit (here 2 in 2 s): the rest wait, in order, without a 429.
     bridge.relay.pacer = Pacer(per_minute=2, window_s=2.0)
     for n in ("три", "четыре", "пять", "шесть"):
         await say(anna, room, {"msgtype": "m.text", "body": n})
-    await eventually(lambda: _async(len(telegram.texts(chat)) == 8), within=15)
+    await eventually(lambda: holds(len(telegram.texts(chat)) == 8), within=15)
     assert telegram.texts(chat)[-4:] == ["Анна: три", "Анна: четыре", "Анна: пять", "Анна: шесть"]
     calls = telegram.method_calls("sendMessage")[-4:]
     assert calls[2].at - calls[0].at >= 1.9
@@ -320,7 +309,7 @@ async def test_an_encrypted_room_is_refused_and_an_undesignated_one_left(
     assert "encrypted" in refusal["content"]["body"]
     assert bridge.relay._rooms[room].state == "refused"
     await telegram.user_says(chat, IVAN, "никто не услышит")
-    await eventually(lambda: _async(telegram.updates == []), within=10)
+    await eventually(lambda: holds(telegram.updates == []), within=10)
     assert telegram.method_calls("sendMessage") == []
     assert [e["sender"] for e in await messages(anna, room)] == [bridge.relay.bot]
     await eventually(lambda: left(room), within=15)  # and the bot is gone
@@ -338,13 +327,7 @@ async def test_forged_transactions_are_refused_and_a_replay_applied_once(
     tmp_path: Path,
 ) -> None:
     chat = -1001000000005
-    telegram.add_chat(chat)
-    key = unique_key()
-    bridge = await start(
-        bridge_world, telegram, running, tmp_path, bridge_world.portal(key, chat, "mirror")
-    )
-    room = await bridge_world.room(key, [anna])
-    await eventually(lambda: active(bridge, room), within=15)
+    bridge, room = await bridged(bridge_world, telegram, running, tmp_path, anna, chat, "mirror")
     event = {
         "type": "m.room.message",
         "room_id": room,
@@ -374,7 +357,7 @@ async def test_forged_transactions_are_refused_and_a_replay_applied_once(
             auth = {"Authorization": f"Bearer {hs_token}"}
             async with http.put(url, json={"events": [event]}, headers=auth) as r:
                 assert r.status == 200
-    await eventually(lambda: _async(telegram.texts(chat) == ["Анна: подделка"]))
+    await eventually(lambda: holds(telegram.texts(chat) == ["Анна: подделка"]))
     assert await bridge.relay.store.txn_seen(txn)
     assert len(telegram.method_calls("sendMessage")) == 1
 
@@ -411,9 +394,9 @@ async def test_a_bridge_stopped_with_accepted_work_loses_and_doubles_nothing(
     assert telegram.texts(chat) == ["одно сообщение"]
 
     second = await start(bridge_world, telegram, running, tmp_path, portal)
-    await eventually(lambda: _async("Анна: принято, не отправлено" in telegram.texts(chat)))
-    await eventually(lambda: _async(telegram.updates == []), within=10)
-    await eventually(lambda: _async(second.relay.health.last_poll > 0), within=10)
+    await eventually(lambda: holds("Анна: принято, не отправлено" in telegram.texts(chat)))
+    await eventually(lambda: holds(telegram.updates == []), within=10)
+    await eventually(lambda: holds(second.relay.health.last_poll > 0), within=10)
     assert telegram.texts(chat) == ["одно сообщение", "Анна: принято, не отправлено"]
     assert len(await from_ivan()) == 1
     assert await second.relay.store.inbox_size() == 0
@@ -445,7 +428,7 @@ async def test_hostile_input_never_stops_the_bridge_and_content_stays_out_of_log
 
     # Matrix: odd contents from a real member, and an edit of Anna's message by someone else.
     original = await say(anna, room, {"msgtype": "m.text", "body": "canary-one 7c1f"})
-    await eventually(lambda: _async(telegram.texts(chat) == ["Анна: canary-one 7c1f"]))
+    await eventually(lambda: holds(telegram.texts(chat) == ["Анна: canary-one 7c1f"]))
     odd: list[dict[str, Any]] = [
         {"msgtype": "m.text", "body": "x", "m.new_content": 5},
         {"msgtype": "m.weird", "body": "x", "m.relates_to": {"m.in_reply_to": 5}},
@@ -481,7 +464,7 @@ async def test_hostile_input_never_stops_the_bridge_and_content_stays_out_of_log
         )
 
     await eventually(ivan_relayed, within=15)
-    await eventually(lambda: _async("Анна: всё ещё работает" in telegram.texts(chat)))
+    await eventually(lambda: holds("Анна: всё ещё работает" in telegram.texts(chat)))
     assert "Анна: canary-one 7c1f" in telegram.texts(chat)  # the forged edit changed nothing
     assert not any("взлом" in t for t in telegram.texts(chat))
     assert "bridging" in caplog.text  # the bridge's own log lines were captured

@@ -50,7 +50,8 @@ def test_every_problem_is_reported_where_it_is() -> None:
         'bridge.yaml:3:6: url: expected an http:// or https:// URL without a query; got "ftp://x"',
         "bridge.yaml:4:17: telegram.api: expected an http:// or https:// URL without a query; "
         'got "https://api.telegram.org/?token=1"',
-        "bridge.yaml:4:54: telegram.poll: unknown key; expected one of api, poll_timeout_s",
+        "bridge.yaml:4:54: telegram.poll: unknown key; expected one of api, poll_timeout_s, "
+        "per_chat_minute",
     ]
 
 
@@ -87,3 +88,13 @@ def test_the_file_is_found_in_the_config_directory(
     other.write_text("enabled: false\n")
     monkeypatch.setenv("CLUBS_BRIDGE_CONFIG", str(other))
     assert load_config().enabled is False
+
+
+def test_the_moderation_hold_and_the_chat_pace_default_to_production_values() -> None:
+    assert (BridgeConfig().hold_s, BridgeConfig().per_chat_minute) == (2, 20)
+    config = parse_config("hold_s: 0\ntelegram: {per_chat_minute: 6000}\n")
+    assert (config.hold_s, config.per_chat_minute) == (0, 6000)
+    with pytest.raises(ConfigError) as e:
+        parse_config("hold_s: 61\ntelegram: {per_chat_minute: 0}\n", "b.yaml")
+    assert "b.yaml:1:9: hold_s: expected an integer from 0 to 60; got 61" in str(e.value)
+    assert "telegram.per_chat_minute: expected an integer from 1 to 100000; got 0" in str(e.value)

@@ -54,7 +54,9 @@ def test_a_photo_loses_its_exif_and_gps_and_is_turned_upright() -> None:
         assert "icc_profile" not in im.info
         assert "comment" not in im.info
         assert (im.width, im.height) == (20, 40) == (clean.width, clean.height)  # upright
-        r, _g, b = im.convert("RGB").getpixel((10, 5))
+        pixel = im.convert("RGB").getpixel((10, 5))
+        assert isinstance(pixel, tuple)
+        r, _g, b = pixel
         assert r > 200
         assert b < 60
 
