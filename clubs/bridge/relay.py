@@ -27,6 +27,11 @@ reports no deletions, so those are not followed. A group that becomes a supergro
 portal to the new chat id, from the service message or from a refused send. Added to a chat that
 no room bridges, the bot leaves it.
 
+Images cross both ways re-encoded without metadata (`clubs.bridge.media`); other files are
+refused and only their caption crosses. A Matrix message waits `hold_s` before it leaves and is
+dropped if it was redacted meanwhile (the moderation bot's protections); a ban of a ghost bans
+the Telegram user in the chat.
+
 Nothing here logs content, names or tokens: ids, types and counts only.
 """
 
@@ -562,7 +567,7 @@ class Relay:
             raise MediaRefused("damaged") from None
         if media.file is not None:
             data = decrypt_file(data, media.file)
-        image = strip_image(data)
+        image = await asyncio.to_thread(strip_image, data)  # CPU-bound: off the loop
         if len(image.data) > TELEGRAM_DOCUMENT_MAX:
             raise MediaRefused("too_large")
         return image
@@ -804,7 +809,7 @@ class Relay:
                 data = await self.telegram.download(media.file_id, TELEGRAM_DOWNLOAD_MAX)
             except FileTooLarge:
                 raise MediaRefused("too_large") from None
-            image = strip_image(data)
+            image = await asyncio.to_thread(strip_image, data)  # CPU-bound: off the loop
             if ghost is not None:
                 url = await self.matrix.upload(image.data, image.mimetype, ghost)
                 return image_content(image, caption or image.filename, url=url)
