@@ -169,7 +169,10 @@ def bridge_spec(
         log.warning("the Telegram bridge is enabled but the network file bridges no room")
         return None
     if not vault.get(TELEGRAM_TOKEN):
-        log.warning("the Telegram bridge is enabled but has no bot token: `clubs bridge token`")
+        log.warning(
+            "the Telegram bridge is enabled but the vault lacks its bot token "
+            "(run `clubs bridge token`)"
+        )
         return None
     health = f"http://{config.host}:{config.port}/health"
     return ChildSpec(
