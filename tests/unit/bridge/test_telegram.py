@@ -126,3 +126,34 @@ async def test_updates_are_confirmed_by_the_offset(fake: FakeTelegram, api: BotA
     again = await api.get_updates(first[0]["update_id"] + 1, 0)
     assert [u["message"]["text"] for u in again] == ["two"]
     assert await api.get_updates(again[-1]["update_id"] + 1, 1) == []
+
+
+async def test_files_go_up_multipart_and_come_down_within_the_limit(
+    api: BotApi, fake: FakeTelegram
+) -> None:
+    from clubs.bridge.telegram import FileTooLarge
+    from tests.unit.bridge.test_media import photo_with_gps
+
+    photo = photo_with_gps()
+    mid = await api.send_file(
+        CHAT, photo, filename="image.jpg", mimetype="image/jpeg", caption_html="<b>Анна</b>: фото"
+    )
+    message = fake.chats[CHAT].messages[mid]
+    assert message["caption"] == "Анна: фото"
+    file_id = message["photo"][-1]["file_id"]
+    assert fake.files[file_id] == photo
+    assert await api.download(file_id, limit=len(photo)) == photo
+    with pytest.raises(FileTooLarge):
+        await api.download(file_id, limit=len(photo) - 1)
+    with pytest.raises(TelegramError) as e:  # Telegram's caption limit, after parsing
+        await api.send_file(
+            CHAT, photo, filename="image.jpg", mimetype="image/jpeg", caption_html="я" * 1025
+        )
+    assert "caption is too long" in e.value.description
+    with pytest.raises(TelegramError):  # a document is not a photo: the fake decodes photos
+        await api.send_file(CHAT, b"%PDF", filename="a.pdf", mimetype="application/pdf")
+    doc = await api.send_file(
+        CHAT, b"%PDF", filename="a.pdf", mimetype="application/pdf", as_photo=False
+    )
+    assert fake.chats[CHAT].messages[doc]["document"]["file_name"] == "a.pdf"
+    assert TOKEN not in repr(api)
