@@ -176,9 +176,10 @@ class CaseStore:
 
     # --- cases -----------------------------------------------------------------------------
 
-    def _seal(
+    def seal_case(
         self, source: str, user: str, named: bool, answers: dict[str, str], tags: Any
     ) -> bytes:
+        """A case's sealed column (bound to its source event, the row's unique key)."""
         return self.box.seal_json(
             {"user": user, "named": named, "answers": answers, "tags": list(tags)},
             f"case:{self.bot}:{source}",
@@ -214,7 +215,7 @@ class CaseStore:
                     "pending" if pending else "posted",
                     int(shared),
                     month,
-                    self._seal(source, user, named, answers, tags),
+                    self.seal_case(source, user, named, answers, tags),
                     source,
                     now,
                     now,
@@ -251,7 +252,7 @@ class CaseStore:
             await self.db.execute(
                 "UPDATE cs_cases SET sealed = ?, updated_at = ? WHERE bot = ? AND id = ?",
                 (
-                    self._seal(row["source"], case.user, case.named, answers, tags),
+                    self.seal_case(row["source"], case.user, case.named, answers, tags),
                     now,
                     self.bot,
                     case.id,
