@@ -10,10 +10,11 @@ project's `E2eeClient`) who starts a session with a four-hour item; then:
 1. load: the chairs post tagged notes (`#info …`) at `--rate` messages per second in total,
    round robin over the rooms (each is stored, sealed, and may edit the status message);
 2. command → status edited: in the first room a member raises and lowers a hand (`+`, `!q-`)
-   and waits until its own sync holds the bot's `m.replace` of the status message showing the
-   change — two hops (the member's message, the bot's edit);
+   (paced: commands are rate limited per member, 5 per 10 s) and waits until its own sync
+   holds the bot's `m.replace` of the status message showing the change — two hops (the
+   member's message, the bot's edit);
 3. the floor, interleaved with 2 under the same load: a bare cross-signed client in the same
-   room answering `!relay` with one message (the two-hop floor any reply has);
+   room answering `relay?` with one message (the two-hop floor any reply has);
 4. idle: the load stops; for `--idle` seconds the bot's events in every room are counted
    (status edits per minute per session: the tick edits only when the text changed, and time
    left is shown in whole minutes, so about one a minute; target ≤ 4);
@@ -84,7 +85,7 @@ async def sync_forever(client: E2eeClient, seen: Seen, answer: str | None = None
         now = time.monotonic()
         for ev in batch.events:
             seen.items.append((now, ev.room_id, ev.sender, dict(ev.content)))
-            if answer is not None and ev.content.get("body") == "!relay" and ev.sender == answer:
+            if answer is not None and ev.content.get("body") == "relay?" and ev.sender == answer:
                 await client.send(
                     ev.room_id,
                     "m.room.message",
@@ -241,7 +242,7 @@ async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) 
                 got = await mseen.wait_for(status_edit(bot, rooms[0], raise_it, who), started)
                 started_f = time.monotonic()
                 event_id = await member.send(
-                    RoomId(rooms[0]), "m.room.message", {"msgtype": "m.text", "body": "!relay"}
+                    RoomId(rooms[0]), "m.room.message", {"msgtype": "m.text", "body": "relay?"}
                 )
                 got_f = await mseen.wait_for(
                     lambda r, s, content, e=event_id: (
@@ -253,6 +254,8 @@ async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) 
                     ),
                     started_f,
                 )
+                # Commands are rate limited per member (5 per 10 s in production): pace them.
+                await asyncio.sleep(2.1)
                 if i >= 2:  # the first ones share keys
                     cmd.append(got - started)
                     floor.append(got_f - started_f)

@@ -114,9 +114,14 @@ class Breakouts:
                 return  # recalled or ended meanwhile
             for number, group in enumerate(out.groups, 1):
                 if group.room is None:
-                    found = await self._find(job.bot, group.marker)
-                    created = found or await self._create(job.bot, group, number, lang)
-                    group.room = created
+                    # Only a retry after a `createRoom` that may have gone through looks for
+                    # the room by its marker (a scan of the bot's rooms); a first try creates.
+                    found = await self._find(job.bot, group.marker) if group.tried else None
+                    if found is None:
+                        group.tried = True
+                        await fb.store.save(room_id, session, job.now)
+                        found = await self._create(job.bot, group, number, lang)
+                    group.room = found
                     await fb.store.save(room_id, session, job.now)
                 await job.bot.notice(
                     RoomId(group.room),

@@ -109,6 +109,8 @@ class Group:
     """Threads: the event id of the group's thread root in the sessions room."""
     room: str | None = None
     """Rooms: the temporary room's id once created."""
+    tried: bool = False
+    """Rooms: a `createRoom` was sent (a retry looks for the room by its marker first)."""
     summary: str | None = None
 
 
