@@ -30,7 +30,8 @@ def opened(blob: bytes, key: bytes = KEY) -> bytes:
 def test_round_trip(size: int) -> None:
     data = os.urandom(size)
     blob = sealed(data)
-    assert data[:64] not in blob or size == 0
+    # A short random plaintext can occur in ciphertext by chance; 16+ bytes cannot.
+    assert size < 16 or data[:64] not in blob
     assert opened(blob) == data
 
 
