@@ -1,6 +1,7 @@
-"""The bots' small HTTP endpoint: `/health` and whatever routes the hosted bots serve (the
-scheduling bot's calendar feeds). Bound to loopback by default: a reverse proxy in front of it
-decides what the outside reaches.
+"""The bots' small HTTP endpoint: `/health`, `/metrics` (Prometheus text: commands, latency,
+sync and job lag, failures; see clubs/bots/botmetrics.py) and whatever routes the hosted bots
+serve (the scheduling bot's calendar feeds). Bound to loopback by default: a reverse proxy in
+front of it decides what the outside reaches (never `/metrics`: monitoring scrapes it inside).
 
 Nothing a request carries is logged: the access log is off (a feed's URL is its secret), and a
 handler's failure is logged by route name only.
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from clubs.bots.runtime import BotRuntime
+from clubs.core.metrics import CONTENT_TYPE, REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,11 @@ def make_app(runtimes: Sequence[BotRuntime]) -> web.Application:
         bots = {r.bot.name: r.ready.is_set() for r in runtimes}
         return web.json_response({"ok": all(bots.values()), "bots": bots})
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=REGISTRY.render().encode(), headers={"Content-Type": CONTENT_TYPE})
+
     app.router.add_get("/health", health, name="health")
+    app.router.add_get("/metrics", metrics, name="metrics")
     for runtime in runtimes:
         app.router.add_routes(runtime.bot.http_routes())
     return app

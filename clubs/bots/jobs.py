@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from clubs.bots.botmetrics import JOB_LAG, JOBS
 from clubs.core.clock import Clock
 from clubs.core.crash import crashpoint
 from clubs.core.db import Database, Migration
@@ -506,6 +507,7 @@ class JobRunner:
             await self.store.complete(job, state, now)
             return
         ctx = JobContext(self._context(), job, now, missed)
+        JOB_LAG.observe(ctx.late_s, bot=self.store.bot, kind=job.kind)
         if ctx.late_s > 1:
             log.info(
                 "%s: job %s runs %.0fs late%s",
@@ -524,6 +526,7 @@ class JobRunner:
                 delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
                 await self.store.retry_later(job, self.clock.now() + delay, self.clock.now())
                 self._wake.set()
+                JOBS.inc(bot=self.store.bot, kind=job.kind, outcome="retried")
                 log.warning(
                     "%s: job %s failed (%s); retried in %.0fs",
                     self.store.bot,
@@ -537,12 +540,14 @@ class JobRunner:
             )
             log.debug("%s: job failure detail", self.store.bot, exc_info=True)
             await self.store.complete(job, "failed", self.clock.now())
+            JOBS.inc(bot=self.store.bot, kind=job.kind, outcome="failed")
             return
         self.ran += 1
         crashpoint("job_ran")
         await self.store.complete(
             job, "missed" if missed else "done", self.clock.now(), ctx.follow_ups
         )
+        JOBS.inc(bot=self.store.bot, kind=job.kind, outcome="missed" if missed else "done")
         if ctx.follow_ups:
             self._wake.set()
         crashpoint("job_completed")

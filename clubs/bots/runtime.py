@@ -41,12 +41,22 @@ import contextlib
 import hashlib
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from clubs.bots.base import Bot, EventHandlerSpec, collect_event_handlers
+from clubs.bots.botmetrics import (
+    COMMAND_SECONDS,
+    COMMANDS,
+    EVENT_LAG,
+    HANDLER_ERRORS,
+    LAST_SYNC,
+    READY,
+    SYNC_FAILURES,
+)
 from clubs.bots.builtins import Builtins
 from clubs.bots.commands import (
     CommandSpec,
@@ -360,6 +370,8 @@ class BotRuntime:
             since = batch.next_batch
             self.syncs += 1
             self.ready.set()
+            LAST_SYNC.set(time.time(), bot=self.bot.name)  # wall time: read by monitoring
+            READY.set(1, bot=self.bot.name)
 
     async def _sync_with_backoff(self, since: str | None, *, timeout_ms: int) -> SyncBatch:
         attempt = 0
@@ -376,6 +388,7 @@ class BotRuntime:
                     ) from None
                 delay = self._backoff(attempt)
             except (Unreachable, MatrixError, TimeoutError, OSError) as e:
+                SYNC_FAILURES.inc(bot=self.bot.name)
                 delay = self._backoff(attempt)
                 level = logging.WARNING if attempt == 0 else logging.DEBUG
                 log.log(
@@ -462,6 +475,7 @@ class BotRuntime:
                     type(e).__name__,
                 )
                 raise _RetryBatch from None
+            HANDLER_ERRORS.inc(bot=self.bot.name)
             log.warning(
                 "%s: handling %s in %s failed: %s", self.bot.name, what, room, type(e).__name__
             )
@@ -470,6 +484,10 @@ class BotRuntime:
     async def _dispatch(self, event: RoomEvent) -> None:
         if await self.store.is_processed(event.event_id):
             return
+        if self.ready.is_set() and event.origin_server_ts:
+            EVENT_LAG.observe(
+                max(0.0, time.time() - event.origin_server_ts / 1000), bot=self.bot.name
+            )
         if event.type in STATE_TYPES_THAT_MATTER and event.state_key is not None:
             self.rooms.invalidate(event.room_id)
         # Our own messages are never handled (no loops); our own state changes are facts that
@@ -543,12 +561,37 @@ class BotRuntime:
         room: RoomInfo,
         message: Any,
         spec: CommandSpec,
-        invoked_as: str,
+        invocation_name: str,
         args: str,
         in_dm: bool,
         *,
         confirmed: bool = False,
     ) -> None:
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            outcome = await self._run_command(
+                event, room, message, spec, invocation_name, args, in_dm, confirmed=confirmed
+            )
+        finally:
+            COMMANDS.inc(bot=self.bot.name, command=spec.name, outcome=outcome)
+            COMMAND_SECONDS.observe(
+                time.monotonic() - started, bot=self.bot.name, command=spec.name
+            )
+
+    async def _run_command(
+        self,
+        event: RoomEvent,
+        room: RoomInfo,
+        message: Any,
+        spec: CommandSpec,
+        invoked_as: str,
+        args: str,
+        in_dm: bool,
+        *,
+        confirmed: bool,
+    ) -> str:
+        """The command's checks, then its handler; returns the outcome (for the metrics)."""
         power = await self._power(event.sender, room, in_dm)
         ctx = CommandContext(
             self.ctx,
@@ -567,26 +610,27 @@ class BotRuntime:
             if not verdict.allowed:
                 if verdict.first_refusal:
                     await ctx.reply("bots/ratelimited", seconds=max(1, round(verdict.retry_after)))
-                return
+                return "ratelimited"
         if not spec.allows(power, in_dm=in_dm):
             await ctx.reply("bots/refused", command=spec.name, required=spec.min_power, power=power)
-            return
+            return "refused"
         if spec.min_power > 0 and event.encrypted and not event.sender_trusted:
             # Privileged commands only from a device its owner cross-signed: a device added by
             # a server admin or with a stolen password cannot moderate.
             await ctx.reply("bots/untrusted_device", command=spec.name)
-            return
+            return "untrusted"
         try:
             kwargs = spec.parse_args(args, invoked_as)
         except UsageError as e:
             values: dict[str, Any] = e.template_values()
             await ctx.reply("bots/usage", **values)
-            return
+            return "usage"
         age = self.clock.now() - event.origin_server_ts / 1000
         if not confirmed and spec.min_power > 0 and age > self.settings.stale_command_s:
             await self._hold(ctx, spec, invoked_as, args, age)
-            return
+            return "held"
         await spec.handler(ctx, **kwargs)
+        return "ok"
 
     async def _hold(
         self, ctx: CommandContext, spec: CommandSpec, invoked_as: str, args: str, age: float

@@ -34,6 +34,7 @@ from aiohttp.web_response import StreamResponse
 
 from clubs.core.errors import ClubsError
 from clubs.core.http import MatrixHttp
+from clubs.core.metrics import CONTENT_TYPE, REGISTRY
 from clubs.core.secrets import Vault
 from clubs.core.yamlconf import ConfigError
 from clubs.provisioning.apply import apply_network
@@ -92,8 +93,37 @@ def _error(status: int, errcode: str, message: str, **extra: Any) -> web.Respons
     return web.json_response({"errcode": errcode, "error": message, **extra}, status=status)
 
 
+REQUESTS = REGISTRY.counter(
+    "clubs_provisioning_requests_total",
+    "Requests to the provisioning service, by route and HTTP status.",
+    ("route", "status"),
+)
+PENDING = REGISTRY.gauge(
+    "clubs_provisioning_pending_changes",
+    "Changes the last plan found between the network file and the server (drift after apply).",
+    ("network",),
+)
+APPLY_SECONDS = REGISTRY.histogram(
+    "clubs_provisioning_apply_seconds", "Duration of an apply.", (), (1, 5, 15, 60, 300, 1800)
+)
+APPLY_WRITES = REGISTRY.counter(
+    "clubs_provisioning_apply_writes_total", "Writes to the homeserver made by applies."
+)
+LAST_APPLY = REGISTRY.gauge(
+    "clubs_provisioning_last_apply_timestamp_seconds", "Unix time of the last successful apply."
+)
+ROUTES = ("/v1/validate", "/v1/plan", "/v1/apply", "/v1/status", "/openapi.json", "/metrics")
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _guarded(request, handler)
+    route = request.path if request.path in ROUTES else "other"
+    REQUESTS.inc(route=route, status=str(response.status))
+    return response
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/openapi.json":
         return await handler(request)
     header = request.headers.get("Authorization", "")
@@ -164,6 +194,7 @@ async def plan_route(request: web.Request) -> web.Response:
         reinvite=_flag(request, "reinvite"),
         prune=_flag(request, "prune"),
     )
+    PENDING.set(len(p.actions), network=desired.network)
     return web.json_response({**p.to_json(), "pending": not p.empty})
 
 
@@ -189,6 +220,10 @@ async def apply_route(request: web.Request) -> web.Response:
             )
         except ClubsError as e:
             return _error(409 if "changed since" in str(e) else 502, "M_UNKNOWN", str(e))
+    APPLY_SECONDS.observe(result.seconds)
+    APPLY_WRITES.inc(result.writes)
+    LAST_APPLY.set(time.time())
+    PENDING.set(0, network=desired.network)
     request.app[STATUS_KEY].last_apply = {
         "network": desired.network,
         "at": int(time.time()),
@@ -225,6 +260,11 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text, behind the same bearer token as the API (monitoring has one)."""
+    return web.Response(body=REGISTRY.render().encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
 def build_app(
     http: MatrixHttp,
     provisioner: str,
@@ -249,6 +289,7 @@ def build_app(
     app.router.add_post("/v1/apply", apply_route)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

@@ -6,12 +6,14 @@ links are all 404."""
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import icalendar
 from mautrix.types import RoomID
+from prometheus_client.parser import text_string_to_metric_families
 
 from clubs.bots.httpd import serving
 from clubs.core.homeserver import find_free_port
@@ -100,6 +102,30 @@ async def test_a_members_feed_has_their_clubs_sessions_and_only_their_places_add
         async with web.get(public + "/health") as resp:
             assert resp.status == 200
             assert (await resp.json())["bots"] == {"scheduling": True}
+        # Metrics for monitoring: commands by name and outcome, the last sync; no user, room
+        # or link in them.
+        async with web.get(public + "/metrics") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            metrics = await resp.text()
+        families = {f.name: f for f in text_string_to_metric_families(metrics)}
+        feeds = [
+            s.value
+            for s in families["clubs_bot_commands"].samples
+            if s.labels == {"bot": "scheduling", "command": "feed", "outcome": "ok"}
+            and s.name == "clubs_bot_commands_total"
+        ]
+        # The registry is the process's: another test in this run may have asked for feeds too.
+        assert len(feeds) == 1
+        assert feeds[0] >= 2
+        (synced,) = [
+            s.value
+            for s in families["clubs_bot_last_sync_timestamp_seconds"].samples
+            if s.labels == {"bot": "scheduling"}
+        ]
+        assert abs(synced - time.time()) < 120  # wall time, whatever the bots' clock says
+        for secret in (mem.user_id, dm_room, url.rsplit("/", 1)[1], ours["sessions"]):
+            assert secret not in metrics
         forged = public + "/calendar/" + secrets.token_urlsafe(32) + ".ics"
         odd = public + "/calendar/" + "A" * 42 + "%21.ics"  # one character outside the alphabet
         for wrong in (forged, public + "/calendar/short.ics", odd):

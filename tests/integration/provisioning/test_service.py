@@ -127,7 +127,26 @@ async def test_plan_apply_status_and_openapi(service: Service) -> None:
             status_body = await resp.json()
         async with session.get(f"{service.url}/openapi.json") as resp:
             spec = await resp.json()
+        async with session.get(f"{service.url}/metrics") as resp:
+            assert resp.status == 401  # monitoring holds the token like any other client
+        async with session.get(
+            f"{service.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            scraped = await resp.text()
     assert status_body["last_apply"]["writes"] > 0
+    # What was just done shows in the service's metrics: the requests by route and status,
+    # an apply with its writes, and no drift left on this network after the second plan.
+    net = doc.split("network: ", 1)[1].split("\n", 1)[0]
+    values = dict(line.rsplit(" ", 1) for line in scraped.splitlines() if line[:1] != "#")
+    # The registry is the process's: other tests in this run may have added to the counters.
+    assert float(values['clubs_provisioning_requests_total{route="/v1/apply",status="409"}']) >= 1
+    assert values[f'clubs_provisioning_pending_changes{{network="{net}"}}'] == "0"
+    assert float(values["clubs_provisioning_apply_writes_total"]) > 0
+    assert float(values["clubs_provisioning_last_apply_timestamp_seconds"]) > 1.7e9
+    assert TOKEN not in scraped
+    assert "Сеть" not in scraped
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == {
         "/v1/validate",
