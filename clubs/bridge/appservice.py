@@ -9,6 +9,7 @@
 - `GET /_matrix/app/v1/rooms/{roomAlias}`: always 404 (the bridge owns no aliases).
 - `POST /_matrix/app/v1/ping`: 200 `{}`.
 - `GET /health`: no authentication, no details beyond counts and liveness.
+- `GET /metrics`: Prometheus text (clubs/bridge/bridgemetrics.py), counts only, like `/health`.
 
 Every `/_matrix/app/` request must carry the `hs_token` as `Authorization: Bearer …`, compared in
 constant time: none gives 401, a wrong one 403, and no handler runs. The deprecated
@@ -27,9 +28,12 @@ from typing import Any
 
 from aiohttp import web
 
+from clubs.bridge.bridgemetrics import TRANSACTIONS
 from clubs.bridge.store import BridgeStore
 from clubs.core.crash import crashpoint
 from clubs.core.ids import as_event_id, as_room_id, as_user_id
+from clubs.core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from clubs.core.metrics import REGISTRY
 from clubs.core.namespace import BRIDGE_CONSENT
 
 log = logging.getLogger(__name__)
@@ -107,11 +111,12 @@ class AppService:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
-        app.router.add_put(PREFIX + "/transactions/{txn_id}", self._transaction)
+        app.router.add_put(PREFIX + "/transactions/{txn_id}", self._transaction, name="transaction")
         app.router.add_get(PREFIX + "/users/{user_id}", self._user)
         app.router.add_get(PREFIX + "/rooms/{alias}", self._room)
         app.router.add_post(PREFIX + "/ping", self._ping)
         app.router.add_get("/health", self._health_route)
+        app.router.add_get("/metrics", self._metrics_route)
         return app
 
     # --- authentication ------------------------------------------------------------------------
@@ -144,6 +149,8 @@ class AppService:
                 return _error(405 if status == 405 else 404, "M_UNRECOGNIZED", "unrecognized")
             refused = self.authorised(request)
             if refused is not None:
+                if request.match_info.route.name == "transaction":
+                    TRANSACTIONS.inc(outcome="refused")
                 log.warning(
                     "refused a homeserver request (%d) on %s", refused.status, _route(request)
                 )
@@ -172,10 +179,12 @@ class AppService:
         if await self._store.accept(txn_id, kept):
             crashpoint("bridge_txn_accepted")  # stored, not yet answered
             self.transactions_applied += 1
+            TRANSACTIONS.inc(outcome="accepted")
             log.info("transaction accepted: %d events, %d kept", len(events), len(kept))
             if kept:
                 self._wake()
         else:
+            TRANSACTIONS.inc(outcome="replayed")
             log.info("transaction replayed: ignored")
         return web.json_response({})
 
@@ -190,6 +199,11 @@ class AppService:
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.json_response({})
+
+    async def _metrics_route(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=REGISTRY.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
 
     async def _health_route(self, request: web.Request) -> web.Response:
         health = dict(self._health())

@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from clubs.bridge.bridgemetrics import EVENTS, LAST_POLL, RELAY_LAG, TELEGRAM_OK
 from clubs.bridge.config import Portal
 from clubs.bridge.consent import valid_consent
 from clubs.bridge.crypto import BridgeDevice, DeviceNotReady, KeyPending
@@ -142,6 +143,8 @@ def _transient(e: BaseException) -> bool:
 
 @dataclass
 class Health:
+    """What `/health` shows; every change is mirrored in the bridge's metrics."""
+
     telegram_ok: bool = True
     last_poll: float = 0.0
     relayed_to_telegram: int = 0
@@ -149,6 +152,21 @@ class Health:
     refused_rooms: int = 0
     dropped: int = 0
     media_refused: int = 0
+
+    def __post_init__(self) -> None:
+        TELEGRAM_OK.set(1 if self.telegram_ok else 0)
+
+    def count(self, what: str) -> None:
+        """One more of `what` (a counter field's name)."""
+        setattr(self, what, getattr(self, what) + 1)
+        EVENTS.inc(what=what)
+
+    def telegram(self, ok: bool) -> None:
+        self.telegram_ok = ok
+        TELEGRAM_OK.set(1 if ok else 0)
+        if ok:
+            self.last_poll = time.time()
+            LAST_POLL.set(self.last_poll)
 
 
 @dataclass
@@ -238,8 +256,14 @@ class Relay:
                 room = str(item.event.get("room_id"))
                 if room in held:
                     continue
+                relayed = self.health.relayed_to_telegram
                 try:
                     forget = await self.handle_event(item.event)
+                    ts = item.event.get("origin_server_ts")
+                    if self.health.relayed_to_telegram > relayed and isinstance(ts, int):
+                        RELAY_LAG.observe(
+                            max(0.0, time.time() - ts / 1000), direction="to_telegram"
+                        )
                 except Throttled as e:  # not a failure: no attempt is counted
                     due = time.time() + e.wait_s + random.uniform(0, 0.2)  # noqa: S311
                     await self.store.postpone(item.seq, room, due, count=False)
@@ -254,12 +278,12 @@ class Relay:
                             delay = max(delay, float(e.retry_after))
                         delay += random.uniform(0, 0.5)  # noqa: S311 - jitter
                         log.info("event %s postponed %.1f s: %s", event_id, delay, type(e).__name__)
-                        self.health.telegram_ok = not isinstance(e, TelegramError)
+                        self.health.telegram(not isinstance(e, TelegramError))
                         await self.store.postpone(item.seq, room, time.time() + delay)
                         held.add(room)
                         continue
                     log.warning("event %s dropped: %s", event_id, _describe(e))
-                    self.health.dropped += 1
+                    self.health.count("dropped")
                     forget = []
                 await self.store.done(item.seq, forget=forget)
                 progressed = True
@@ -449,7 +473,7 @@ class Relay:
 
     async def _refuse(self, portal: PortalRow, why: str) -> None:
         log.warning("refusing to bridge %s: %s", portal.room_id, why)
-        self.health.refused_rooms += 1
+        self.health.count("refused_rooms")
         await self._set(replace(portal, state="refused"))
         try:
             await self.matrix.send(
@@ -500,7 +524,7 @@ class Relay:
             message_id, chat = await self._send(portal, html, reply_to if i == 0 else None)
             await self.store.record([Sent(event_id, i, portal.room_id, chat, message_id, "matrix")])
             crashpoint("bridge_part_recorded")  # this part sent and recorded, the event not done
-        self.health.relayed_to_telegram += 1
+        self.health.count("relayed_to_telegram")
 
     async def _media_to_telegram(
         self,
@@ -520,7 +544,7 @@ class Relay:
             image = await self._matrix_image(portal, media)
         except MediaRefused as e:
             log.info("media of %s not relayed: %s", event_id, e.reason)
-            self.health.media_refused += 1
+            self.health.count("media_refused")
             if media.caption:
                 parts = to_telegram(name, {"msgtype": "m.text", "body": media.caption})
                 if parts:
@@ -549,7 +573,7 @@ class Relay:
         for i, part in enumerate(rest, start=1):
             message_id, chat = await self._send(portal, escape(part))
             await self.store.record([Sent(event_id, i, portal.room_id, chat, message_id, "matrix")])
-        self.health.relayed_to_telegram += 1
+        self.health.count("relayed_to_telegram")
 
     async def _matrix_image(self, portal: PortalRow, media: MatrixMedia) -> CleanImage:
         """The image of a Matrix media message, downloaded, decrypted if need be, stripped."""
@@ -663,7 +687,7 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                self.health.telegram_ok = False
+                self.health.telegram(False)
                 wait = backoff
                 if isinstance(e, TelegramRateLimited):
                     wait = max(wait, float(e.retry_after))
@@ -679,8 +703,7 @@ class Relay:
         stored = await self.store.get_setting(OFFSET_KEY)
         offset = int(stored) if stored else None
         updates = await self.telegram.get_updates(offset, self.poll_timeout_s)
-        self.health.telegram_ok = True
-        self.health.last_poll = time.time()
+        self.health.telegram(True)
         for update in updates:
             update_id = int(update["update_id"])
             try:
@@ -689,7 +712,7 @@ class Relay:
                 if _transient(e):
                     raise Retry(f"update {update_id}: {type(e).__name__}") from None
                 log.warning("update %d dropped: %s", update_id, _describe(e))
-                self.health.dropped += 1
+                self.health.count("dropped")
             crashpoint("bridge_update_handled")  # relayed, the offset not yet stored
             await self.store.set_setting(OFFSET_KEY, str(update_id + 1))
         return len(updates)
@@ -742,7 +765,7 @@ class Relay:
         media = None if edited else telegram_media(message)
         if media == "refused":
             log.info("media of Telegram message %d not relayed: not an image", message_id)
-            self.health.media_refused += 1
+            self.health.count("media_refused")
             media = None
         if text is None and media is None:
             return
@@ -794,7 +817,9 @@ class Relay:
         await self.store.record(
             [Sent(event_id, 0, portal.room_id, chat_id, message_id, "telegram")]
         )
-        self.health.relayed_to_matrix += 1
+        self.health.count("relayed_to_matrix")
+        if isinstance(date, int) and not isinstance(date, bool):
+            RELAY_LAG.observe(max(0.0, time.time() - date), direction="to_matrix")
 
     async def _telegram_image(
         self, portal: PortalRow, media: TelegramFile, caption: str, ghost: UserId | None, mid: int
@@ -821,7 +846,7 @@ class Relay:
         except MediaRefused as e:
             reason = e.reason
         log.info("media of Telegram message %d not relayed: %s", mid, reason)
-        self.health.media_refused += 1
+        self.health.count("media_refused")
         return None
 
     async def _post(

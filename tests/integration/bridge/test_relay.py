@@ -340,6 +340,7 @@ async def test_forged_transactions_are_refused_and_a_replay_applied_once(
     url = f"{bridge_world.config.url}/_matrix/app/v1/transactions/{txn}"
     hs_token = ensure_tokens(bridge_world.vault).hs_token
     as_token = ensure_tokens(bridge_world.vault).as_token
+    before = await scrape(bridge_world.config.url)
     async with aiohttp.ClientSession() as http:
         for headers, params, status in [
             ({}, {}, 401),
@@ -360,6 +361,32 @@ async def test_forged_transactions_are_refused_and_a_replay_applied_once(
     await eventually(lambda: holds(telegram.texts(chat) == ["Анна: подделка"]))
     assert await bridge.relay.store.txn_seen(txn)
     assert len(telegram.method_calls("sendMessage")) == 1
+    # Monitoring saw it (the registry is the process's: deltas; Synapse's own transactions may
+    # be accepted meanwhile): four refusals, our replays, the relayed message and its lag.
+    after = await scrape(bridge_world.config.url)
+
+    def delta(series: str) -> float:
+        return after.get(series, 0.0) - before.get(series, 0.0)
+
+    assert delta('clubs_bridge_transactions_total{outcome="refused"}') == 4
+    assert delta('clubs_bridge_transactions_total{outcome="replayed"}') >= 2
+    assert delta('clubs_bridge_transactions_total{outcome="accepted"}') >= 1
+    assert delta('clubs_bridge_events_total{what="relayed_to_telegram"}') >= 1
+    assert delta('clubs_bridge_relay_lag_seconds_count{direction="to_telegram"}') >= 1
+    assert after["clubs_bridge_telegram_ok"] == 1
+
+
+async def scrape(url: str) -> dict[str, float]:
+    """The bridge's /metrics as {series: value}; no room, chat or content in it."""
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert "!" not in text  # no room id
+    assert "подделка" not in text
+    return {
+        series: float(value)
+        for series, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    }
 
 
 async def test_a_bridge_stopped_with_accepted_work_loses_and_doubles_nothing(

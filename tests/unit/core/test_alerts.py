@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 import clubs.bots.botmetrics
+import clubs.bridge.bridgemetrics
 import clubs.provisioning.service
 from clubs.core.metrics import REGISTRY
 
@@ -34,6 +35,7 @@ def _exported(name: str) -> tuple[str, str] | None:
 def test_every_alert_names_exported_metrics_and_labels() -> None:
     assert clubs.bots.botmetrics.COMMANDS
     assert clubs.provisioning.service.REQUESTS
+    assert clubs.bridge.bridgemetrics.EVENTS
     rules = _rules()
     assert {r["alert"] for r in rules} >= {
         "ClubsBotSilent",
