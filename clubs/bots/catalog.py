@@ -81,6 +81,7 @@ def _facilitation(services: HostServices) -> Bot:
         service_accounts=services.service_accounts,
     )
     bot.register_handler_class(cases)
+    bot.cases = cases  # cases on a session's agenda
     # One !export / !forget-me for every part of this account that keeps a member's data.
     bot.register_handler_class(OwnData([cases, strategies]))
     return bot

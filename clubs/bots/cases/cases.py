@@ -172,6 +172,29 @@ class Cases:
             if info.power(u) >= FACILITATOR and u not in self.service_accounts and u != bot.user_id
         )
 
+    # --- a case on a session's agenda (the facilitation bot's `!agenda add 20m case 42`) ---
+
+    async def _discussable(self, bot: BotContext, room_id: RoomId, n: int) -> Case | None:
+        """A posted case of the room's club, or one its author shared with the network."""
+        case = await (await self.store(bot)).get(n)
+        if case is None or case.state != "posted":
+            return None
+        club = (await bot.rooms.info(room_id)).club
+        return case if case.shared or (club is not None and case.club == club) else None
+
+    async def agenda_title(self, bot: BotContext, room_id: RoomId, n: int, lang: str) -> str | None:
+        case = await self._discussable(bot, room_id, n)
+        if case is None:
+            return None
+        return bot.render("cases/agenda_title", lang, **_brief(case)).body.strip()
+
+    async def present(self, ctx: CommandContext, n: int, *, part: str) -> None:
+        case = await self._discussable(ctx.bot, ctx.room_id, n)
+        if case is None:  # withdrawn since it was put on the agenda
+            await ctx.reply("cases/no_case", n=n, part=part)
+            return
+        await ctx.reply("cases/agenda_case", part=part, **_post_values(case))
+
     # --- !case -----------------------------------------------------------------------------
 
     @command(

@@ -1,7 +1,8 @@
 """The agenda with timeboxes: `!agenda` (list, `add 10m Title`, `move 3 2`, `remove 3`),
 `!next` (a round's next turn, else the queue's next speaker, else the next item), `!next
 item`, `!extend 5m`. An item may be an exercise of the methods library (`add 15m method
-listening`): titled by it, its text posted when the item starts."""
+listening`) or a case of the club's case library (`add 20m case 42`): titled by it, its text
+posted when the item starts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ from clubs.bots.facilitation.session import MAX_TITLE_CHARS, Refused
 
 if TYPE_CHECKING:
     from clubs.bots.facilitation.bot import FacilitationBot
+
+
+def case_of(text: str) -> int | None:
+    """`case 42` / `случай 42` as an agenda title: the case's number."""
+    words = text.lower().split()
+    if len(words) == 2 and words[0] in ("case", "случай") and words[1].lstrip("#").isdigit():
+        return int(words[1].lstrip("#")[:9])
+    return None
 
 
 class Agenda:
@@ -52,9 +61,15 @@ class Agenda:
                         words[2],
                         await fb.methods.method_of(ctx.bot, ctx.room_id, words[2]),
                     )
+                    case = case_of(words[2])
                     if method is not None:
                         title = await fb.methods.title(ctx.bot, ctx.room_id, method, ctx.lang)
-                    session.add_item(title, seconds, fb.clock.now(), method=method)
+                    elif case is not None:
+                        found = await fb.case_title(ctx, case)
+                        if found is None:
+                            raise Refused("facilitation/agenda_no_case", n=case)
+                        title = found
+                    session.add_item(title, seconds, fb.clock.now(), method=method, case=case)
                 elif verb in ("move", "переместить") and len(words) == 3:
                     frm, to = words[1], words[2]
                     if not (frm.isdigit() and to.isdigit() and len(frm + to) < 8):
@@ -69,7 +84,7 @@ class Agenda:
                 return
             await fb.commit(ctx, session)
             await ctx.react("✅")
-            await fb.methods.show(ctx, session, before)
+            await fb.show_item(ctx, session, before)
 
     @command(
         "next",
@@ -95,7 +110,7 @@ class Agenda:
             else:
                 session.next_speaker(now)
             await fb.commit(ctx, session)
-            await fb.methods.show(ctx, session, before)
+            await fb.show_item(ctx, session, before)
 
     @command(
         "extend",

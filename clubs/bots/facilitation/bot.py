@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from clubs.bots.base import Bot
 from clubs.bots.context import BotContext, CommandContext, EventContext
@@ -51,6 +51,16 @@ log = logging.getLogger(__name__)
 CHAIR = 50
 
 
+class AgendaCases(Protocol):
+    """The case library, as the agenda sees it (`!agenda add 20m case 42`)."""
+
+    async def agenda_title(self, bot: BotContext, room_id: RoomId, n: int, lang: str) -> str | None:
+        """The item's title, or None if the case is not one this room's club may discuss."""
+
+    async def present(self, ctx: CommandContext, n: int, *, part: str) -> None:
+        """Post the case in the room (or say it is no longer there)."""
+
+
 class FacilitationBot(Bot):
     name = "facilitation"
 
@@ -70,6 +80,8 @@ class FacilitationBot(Bot):
         self.store = FacilitationStore(db, self.name, sealer)
         """Replaced at `start` by the store of the bot's account, migrated."""
         self._locks: dict[str, asyncio.Lock] = {}
+        self.cases: AgendaCases | None = None
+        """Set by the catalog when the case library runs on this account."""
         self.methods = Methods(self)
         self.questions = Questions(self)
         self.sessions = Sessions(self)
@@ -123,6 +135,21 @@ class FacilitationBot(Bot):
             await ctx.reply("bots/untrusted_device", command=ctx.invoked_as)
             return None
         return session
+
+    # --- what an agenda item shows -----------------------------------------------------------
+
+    async def case_title(self, ctx: CommandContext, n: int) -> str | None:
+        if self.cases is None:
+            return None
+        return await self.cases.agenda_title(ctx.bot, ctx.room_id, n, ctx.lang)
+
+    async def show_item(self, ctx: CommandContext, session: Session, before: int) -> None:
+        """When an item starts: its exercise's text, or its case."""
+        await self.methods.show(ctx, session, before)
+        item = session.item
+        case = item.case if item is not None and session.current != before else None
+        if case is not None and self.cases is not None:
+            await self.cases.present(ctx, case, part="case")
 
     async def commit(self, ctx: CommandContext | EventContext, session: Session) -> None:
         """Store a change, then bring the status message up to date, then store that."""

@@ -56,6 +56,8 @@ class Item:
     duration_s: int
     method: str | None = None
     """A methods library exercise: its text is shown when the item starts."""
+    case: int | None = None
+    """A case of the club's case library: shown when the item starts."""
 
 
 @dataclass
@@ -213,7 +215,13 @@ class Session:
         return self.agenda[self.current] if 0 <= self.current < len(self.agenda) else None
 
     def add_item(
-        self, title: str, duration_s: int, now: float, *, method: str | None = None
+        self,
+        title: str,
+        duration_s: int,
+        now: float,
+        *,
+        method: str | None = None,
+        case: int | None = None,
     ) -> int:
         title = " ".join(title.split())
         if not title or len(title) > MAX_TITLE_CHARS:
@@ -222,7 +230,7 @@ class Session:
             raise Refused("facilitation/agenda_usage")
         if len(self.agenda) >= MAX_ITEMS:
             raise Refused("facilitation/too_many")
-        self.agenda.append(Item(title, duration_s, method))
+        self.agenda.append(Item(title, duration_s, method, case))
         if self.current < 0:
             self.start_item(len(self.agenda) - 1, now)
         return len(self.agenda)

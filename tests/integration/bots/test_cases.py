@@ -17,8 +17,8 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,7 +46,9 @@ from tests.integration.bots.support import (
 from tests.mautrix_client import MautrixPeer, Received, mautrix_peer
 
 CANARY = f"canary-{secrets.token_hex(8)}"
-START = datetime(2026, 12, 7, 10, tzinfo=UTC).timestamp()
+START = time.time()
+"""The bot's manual clock stands at the real time: a chair's `!start` older than a few minutes
+by the bot's clock would be refused as stale."""
 
 
 def factory(holder: list[Bot]) -> BotFactory:
@@ -220,6 +222,22 @@ async def test_a_case_told_in_a_dm_posted_anonymously_found_in_scope_and_withdra
         await said(out, bot_user, out_dm, f"Случая {n}, доступного вам, нет")
         await send_text(fac, almaty, f"!случай {unshared}")
         await said(fac, bot_user, almaty, f"Случая {unshared}, доступного вам, нет")
+
+        # On a session's agenda in the club: the case is shown when its item starts; another
+        # club's unshared case cannot be put there.
+        await send_text(fac, almaty, "!старт Разбор случаев")
+        await send_text(fac, almaty, f"!повестка добавить 20м случай {unshared}")
+        await said(fac, bot_user, almaty, f"Случай {unshared} нельзя поставить в эту повестку")
+        await send_text(fac, almaty, f"!повестка добавить 20м случай {n}")
+        (discussed,) = await said(fac, bot_user, almaty, f"Сейчас в повестке случай {n}.")
+        assert CANARY in discussed
+        assert "Кто: мама" in discussed
+        assert localpart not in discussed  # the author did not sign it
+        await send_text(fac, almaty, "!повестка")
+        (agenda,) = await said(fac, bot_user, almaty, "Повестка")
+        assert f"Случай {n}: мобилизация соседа" in agenda
+        await send_text(fac, almaty, "!конец")
+        await said(fac, bot_user, almaty, "Итоги встречи «Разбор случаев»")
 
         # A club with approval: its chair posts the case; the author is told.
         pending = await seed("tbilisi", ("санкции",), "$t3", pending=True)

@@ -304,3 +304,17 @@ def test_questions_to_post_are_bounded_and_survive_serialisation() -> None:
     with pytest.raises(Refused):
         s.queue_question("one too many")
     assert Session.from_json(s.to_json()).outgoing == [f"q{i}" for i in range(50)]
+
+
+def test_a_case_number_as_an_agenda_title() -> None:
+    from clubs.bots.facilitation.agenda import case_of
+
+    assert case_of("case 42") == 42
+    assert case_of("Случай #7") == 7
+    for title in ("case", "case 4 2", "case forty", "casework 42", "Intro", "случай -3"):
+        assert case_of(title) is None, title
+    session = Session(sid="$start", title="Evening", started_at=0.0, starter="@chair:test")
+    session.add_item("Case 42: TV", 1200, 0.0, case=42)
+    again = Session.from_json(session.to_json())  # a case item survives the store
+    assert again.agenda[0].case == 42
+    assert again.agenda[0].method is None
