@@ -35,6 +35,13 @@ def add_parsers(sub: Any) -> None:
     run.add_argument(
         "--only", action="append", default=[], metavar="NAME", help="run only this bot (repeatable)"
     )
+    run.add_argument(
+        "--clubs",
+        default=None,
+        metavar="KEYS",
+        help="serve only the rooms of these countries and clubs (keys, comma-separated): one "
+        "shard of a sharded deployment; each shard needs accounts of its own",
+    )
     run.add_argument("--var-dir", type=Path, default=Path(os.environ.get("CLUBS_VAR_DIR", "var")))
     run.add_argument(
         "--homeserver",
@@ -69,7 +76,9 @@ def add_parsers(sub: Any) -> None:
 def config_from_args(args: argparse.Namespace) -> HostConfig:
     from clubs.provisioning.source import check, compile_desired, private_descriptions
 
-    desired = compile_desired(check(args.network).network, args.server_name)
+    checked = check(args.network).network
+    desired = compile_desired(checked, args.server_name)
+    shard = shard_keys(args.network, args.clubs, checked) if args.clubs is not None else None
     factories = default_factories()
     names = args.only or [n for n in sorted(desired.bots) if n in factories]
     unknown = [n for n in names if n not in desired.bots]
@@ -87,13 +96,27 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
         admin_token=os.environ.get("CLUBS_ADMIN_TOKEN")
         or Vault(args.var_dir / "secrets" / "vault").get(f"{provisioner}/access_token"),
         descriptions=private_descriptions(desired),
-        settings=RuntimeSettings(identity_policy=desired.identity_policy),
+        settings=RuntimeSettings(identity_policy=desired.identity_policy, shard=shard),
         http_port=args.http_port,
         http_host=args.http_host,
         public_url=(args.public_url or f"http://{args.http_host}:{args.http_port}").rstrip("/")
         if args.http_port is not None
         else None,
     )
+
+
+def shard_keys(network_file: Path, given: str, network: Any) -> frozenset[str]:
+    """`--clubs kz,almaty`: country and club keys of the network file, checked."""
+    keys = [k.strip() for k in given.split(",") if k.strip()]
+    known = {c.key for c in network.countries} | {club.key for _, club in network.clubs()}
+    unknown = [k for k in keys if k not in known]
+    if not keys or unknown:
+        got = ", ".join(unknown) if unknown else "nothing"
+        raise ClubsError(
+            f"--clubs: {network_file} has no country or club {got} "
+            f"(its keys: {', '.join(sorted(known))})"
+        )
+    return frozenset(keys)
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,9 @@ class RoomInfo:
     settings: Mapping[str, Any] = field(default_factory=dict)
     server_acl: Mapping[str, Any] | None = None
     """The room's `m.room.server_acl` content, if it has one."""
+    elsewhere: bool = False
+    """A room of our network that another shard serves (`clubs bots run --clubs`): not
+    managed here, but not to be left either."""
 
     @property
     def managed(self) -> bool:
@@ -85,9 +88,11 @@ class RoomDirectory:
         self,
         load_state: Callable[[RoomId], Awaitable[Sequence[Mapping[str, Any]]]],
         network: str | None = None,
+        shard: frozenset[str] | None = None,
     ) -> None:
         self._load_state = load_state
         self._network = network
+        self._shard = shard
         self._cache: dict[RoomId, RoomInfo] = {}
         self._locks: dict[RoomId, asyncio.Lock] = {}
 
@@ -131,11 +136,17 @@ class RoomDirectory:
             events = list(await self._load_state(room_id))
         except (NotFound, Forbidden):
             events = []
-        return room_info(room_id, events, self._network)
+        return room_info(room_id, events, self._network, self._shard)
 
 
-def room_info(room_id: RoomId, state: Iterable[Any], network: str | None) -> RoomInfo:
-    """Pure: the facts bots need, from a room's state events."""
+def room_info(
+    room_id: RoomId,
+    state: Iterable[Any],
+    network: str | None,
+    shard: frozenset[str] | None = None,
+) -> RoomInfo:
+    """Pure: the facts bots need, from a room's state events. With a `shard` (country and club
+    keys), a room whose locator names none of them is another process's: not managed here."""
     by_type: dict[str, Mapping[str, Any]] = {}
     creators: set[str] = set()
     for ev in state:
@@ -150,6 +161,9 @@ def room_info(room_id: RoomId, state: Iterable[Any], network: str | None) -> Roo
     locator = by_type.get(LOCATOR)
     if locator is not None and network is not None and locator.get("network") != network:
         locator = None  # another network's room is not ours to act in
+    elsewhere = False
+    if locator is not None and shard is not None and not in_shard(locator, shard):
+        locator, elsewhere = None, True
     return RoomInfo(
         room_id,
         locator,
@@ -157,4 +171,12 @@ def room_info(room_id: RoomId, state: Iterable[Any], network: str | None) -> Roo
         frozenset(creators),
         by_type.get(CLUB_SETTINGS, {}),
         by_type.get("m.room.server_acl"),
+        elsewhere,
     )
+
+
+def in_shard(locator: Mapping[str, Any], shard: frozenset[str]) -> bool:
+    """Whether a room belongs to a shard: its locator names one of the shard's countries or
+    clubs. The network space and rooms of no country or club belong to no shard (an unsharded
+    process serves them)."""
+    return any(locator.get(field) in shard for field in ("country", "club"))

@@ -142,6 +142,9 @@ class RuntimeSettings:
     host_bots: tuple[str, ...] = ()
     """User ids of the bots running in this host, in the host's order (`clubs bots run`: by
     bot name); a room's `bots` list, in the network file's order, decides within the room."""
+    shard: frozenset[str] | None = None
+    """`clubs bots run --clubs`: the country and club keys whose rooms this process serves;
+    rooms of the network outside them are another shard's (None: every room)."""
     sync_timeout_ms: int = 30_000
     commands_per_window: int = 5
     command_window_s: float = 10.0
@@ -206,7 +209,7 @@ class BotRuntime:
             clock=self.clock.monotonic,
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        self.rooms = RoomDirectory(client.room_state, settings.network)
+        self.rooms = RoomDirectory(client.room_state, settings.network, settings.shard)
         self.outbox = outbox
         job_handlers = collect_job_handlers(bot)
         self.jobs = (
@@ -760,6 +763,9 @@ class BotRuntime:
         if inviter is not None and inviter == self.settings.provisioner:
             await self.client.join(invite.room_id)
             info = await self.rooms.info(invite.room_id)
+            if info.elsewhere:
+                log.info("%s: joined %s, served by another shard", self.bot.name, invite.room_id)
+                return
             listed = info.settings.get("bots")
             if not info.managed or (
                 isinstance(listed, list) and listed and self.client.user_id not in listed

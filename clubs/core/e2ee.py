@@ -309,7 +309,7 @@ class E2eeClient:
         stored_key = vault.get(pickle_key_name(user_id))
         if stored_key is not None:
             check_pickle_key(stored_key)  # before touching the disk
-        lock_fd = _lock_store(store_dir)
+        lock_fd = _lock_store(store_dir, user_id)
         http = MatrixHttp(base_url, session.access_token)
         try:
             db = store_file(store_dir, user_id, session.device_id)
@@ -1014,15 +1014,25 @@ async def _check_device_on_server(
     return device
 
 
-def _lock_store(store_dir: Path) -> int:
-    """Hold an exclusive lock on the store directory for as long as the client is open."""
+def _lock_store(store_dir: Path, user_id: str = "") -> int:
+    """Hold an exclusive lock on the store directory for as long as the client is open: one
+    process per bot account (its one device), whatever shard of clubs each would serve. The
+    holder's pid is written into the lock file for the refusal's message."""
     store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
-        raise StoreError(f"{store_dir}: the crypto store is in use by another client") from None
+        who = f"bot account {user_id}" if user_id else "the crypto store"
+        by = f" (pid {holder})" if holder.isdigit() else ""
+        raise StoreError(
+            f"{store_dir}: {who} is already run by another process{by}; one process per "
+            "account: give each shard its own accounts, or stop that process first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
