@@ -32,6 +32,7 @@ import jinja2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from clubs.core.ca import TlsSetting, check_server_tls
 from clubs.core.errors import HomeserverError
 from clubs.core.paths import config_dir
 from clubs.core.secrets import ensure_secret_file, write_private
@@ -40,6 +41,21 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class FederationTls:
+    """Federation over TLS with the network's own CA (docs/federation.md): a listener of its
+    own on `port`, this server's certificate and key, the CA that every peer's certificate must
+    come from, and the private address ranges peers may be reached on (Synapse refuses loopback
+    and private addresses for federation unless they are listed)."""
+
+    port: int
+    cert: TlsSetting
+    key: TlsSetting
+    ca: TlsSetting
+    bind_host: str = "127.0.0.1"
+    ip_ranges: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class Settings:
     app_service_config_files: tuple[str, ...] = ()
     postgres: dict[str, str] | None = field(default=None, hash=False)
     behind_proxy: bool = False
+    federation_tls: FederationTls | None = None
 
     @property
     def provisioner_user_id(self) -> str:
@@ -106,8 +123,29 @@ def render_config(settings: Settings, port: int) -> str:
         "provisioner_user_id": settings.provisioner_user_id,
         "app_service_config_files": list(settings.app_service_config_files),
         "postgres": settings.postgres,
+        "federation_tls": _federation_values(settings.federation_tls),
     }
     return _template_env().get_template("homeserver.yaml.j2").render(**values)
+
+
+def _federation_values(tls: FederationTls | None) -> dict[str, Any] | None:
+    if tls is None:
+        return None
+    return {
+        "port": tls.port,
+        "bind_host": tls.bind_host,
+        "cert": str(tls.cert.path),
+        "key": str(tls.key.path),
+        "ca": str(tls.ca.path),
+        "ip_ranges": list(tls.ip_ranges),
+    }
+
+
+def check_federation_tls(settings: Settings) -> None:
+    """The TLS files parse and fit this server (CertificateError, naming file and setting)."""
+    tls = settings.federation_tls
+    if tls is not None:
+        check_server_tls(settings.server_name, tls.cert, tls.key, [tls.ca])
 
 
 def render_log_config(settings: Settings) -> str:
@@ -198,6 +236,7 @@ class Homeserver:
     def prepare(self) -> None:
         """Create the data directory, secrets and config files. Idempotent: keys are kept."""
         s = self.settings
+        check_federation_tls(s)  # a bad certificate stops us before anything is written
         try:
             s.data_dir.mkdir(parents=True, exist_ok=True)
             probe = s.data_dir / f".write-probe-{os.getpid()}"
@@ -233,6 +272,8 @@ class Homeserver:
         """Prepare, start Synapse and wait until it answers. Raises HomeserverError."""
         self.prepare()
         check_port_free(self.settings.bind_host, self.port)
+        if (tls := self.settings.federation_tls) is not None:
+            check_port_free(tls.bind_host, tls.port)
         if self.settings.postgres is not None:
             # Wrong password, missing database, wrong locale: one located error, no Synapse.
             from clubs.core.postgres import check_database

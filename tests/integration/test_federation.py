@@ -1,0 +1,170 @@
+"""Two of the network's own servers federating over TLS from the network's CA, and an outsider.
+
+A club space and its room live on A; a member whose account is on B joins both and reads an
+encrypted message from A through an independent E2EE client. The moderation bot (an account on
+A, in rooms on both servers) bans a person network-wide: B's members see the ban in A's room and
+in a room hosted on B. Server C has a certificate from the same CA and allows A, but neither A
+nor B lists it: A refuses to invite C's user and refuses C's user joining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clubs.core.errors import Forbidden
+from clubs.core.http import RoomId, UserId, path
+from tests.federation import Federation, federated_servers
+from tests.harness import Account, eventually
+from tests.integration.moderation.helpers import Club, membership, moderator_for
+from tests.mautrix_client import mautrix_peer
+
+CS = ("_matrix", "client", "v3")
+MEGOLM = "m.megolm.v1.aes-sha2"
+
+
+@pytest.fixture(scope="module")
+async def net(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Federation]:
+    async with federated_servers(
+        tmp_path_factory.mktemp("federation"), ("a", "b"), outsider=True
+    ) as federation:
+        yield federation
+
+
+async def create_room(
+    owner: Account,
+    *,
+    invite: list[str],
+    space: bool = False,
+    users: dict[str, int] | None = None,
+) -> RoomId:
+    """An invite-only, encrypted room v12 as the provisioner makes them (or a space)."""
+    body: dict[str, Any] = {
+        "room_version": "12",
+        "preset": "private_chat",
+        "initial_state": [
+            {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}},
+            {"type": "m.room.guest_access", "content": {"guest_access": "forbidden"}},
+            {"type": "m.room.encryption", "content": {"algorithm": MEGOLM}},
+        ],
+        "power_level_content_override": {"users": users or {}},
+        "invite": invite,
+    }
+    if space:
+        body["creation_content"] = {"type": "m.space"}
+    resp = await owner.http.post(path(*CS, "createRoom"), body)
+    return RoomId(resp["room_id"])
+
+
+async def join(account: Account, room: RoomId, via: str) -> None:
+    """Join through `via` (a room v12 id names no server: a remote joiner must say where)."""
+    await account.http.post(path(*CS, "join", room) + f"?server_name={via}", {})
+
+
+async def joined(reader: Account, room: RoomId, user_id: str) -> bool:
+    return await membership(reader.http, room, user_id) == "join"
+
+
+async def test_member_on_b_joins_a_space_on_a_and_reads_an_encrypted_message(
+    net: Federation,
+) -> None:
+    a, b = net["a"], net["b"]
+    owner, anna = await a.new_user("owner"), await a.new_user("anna")
+    bob = await b.new_user("bob")
+    space = await create_room(owner, invite=[bob.user_id], space=True)
+    room = await create_room(owner, invite=[anna.user_id, bob.user_id])
+    await owner.http.put(
+        path(*CS, "rooms", space, "state", "m.space.child", room), {"via": [a.server_name]}
+    )
+    await join(bob, space, a.server_name)
+    await join(bob, room, a.server_name)
+    await join(anna, room, a.server_name)
+    await eventually(lambda: joined(owner, room, bob.user_id), within=30)
+    assert bob.user_id.endswith(":" + b.server_name)
+
+    async with (
+        mautrix_peer(anna, a.url) as sender,
+        mautrix_peer(bob, b.url, key_wait_s=30) as reader,
+    ):
+        # A knows bob's device (asked of B over federation) before anna's client encrypts for it.
+        await eventually(lambda: _device_known(anna, bob), within=30)
+        await sender.send_text(room, "federated hello")  # type: ignore[arg-type]
+        got = await eventually(lambda: _texts(reader.received, room), within=30)
+    assert got == ["federated hello"]
+    # The server of B holds the event as ciphertext only.
+    events = await bob.http.get(path(*CS, "rooms", room, "messages") + "?dir=b&limit=20")
+    types = {e["type"] for e in events["chunk"] if e.get("sender") == anna.user_id}
+    assert "m.room.encrypted" in types
+    assert "m.room.message" not in types
+
+
+async def _device_known(asker: Account, owner: Account) -> bool:
+    keys = await asker.http.post(path(*CS, "keys", "query"), {"device_keys": {owner.user_id: []}})
+    return owner.session.device_id in keys.get("device_keys", {}).get(owner.user_id, {})
+
+
+async def _texts(received: list[Any], room: RoomId) -> list[str]:
+    return [r.body for r in received if r.room_id == room]
+
+
+async def test_network_ban_from_a_reaches_rooms_on_both_servers_and_is_seen_on_b(
+    net: Federation, tmp_path: Path
+) -> None:
+    a, b = net["a"], net["b"]
+    owner_a, bot = await a.new_user("owner"), await a.new_user("bot", user_type="bot")
+    owner_b, reader_b, target = (
+        await b.new_user("owner"),
+        await b.new_user("reader"),
+        await b.new_user("target"),
+    )
+    members = [reader_b.user_id, target.user_id]
+    on_a = await create_room(owner_a, invite=[bot.user_id, *members], users={bot.user_id: 50})
+    on_b = await create_room(owner_b, invite=[bot.user_id, *members], users={bot.user_id: 50})
+    # As provisioning does: the bot first, the members after (a join racing a remote server's
+    # own join is not sent to that server, which sees it only with the room's next event).
+    await asyncio.gather(join(bot, on_a, a.server_name), join(bot, on_b, b.server_name))
+    await asyncio.gather(
+        *(join(m, on_a, a.server_name) for m in (reader_b, target)),
+        *(join(m, on_b, b.server_name) for m in (reader_b, target)),
+    )
+    for room in (on_a, on_b):
+        await eventually(lambda room=room: joined(bot, room, target.user_id), within=20)
+
+    club = Club(owner=owner_a, bot=bot, moderator=owner_a, member=target)
+    async with moderator_for(club, tmp_path / "mod.db") as mod:
+        report = await mod.ban_everywhere(UserId(target.user_id), "", [on_a, on_b])
+    assert sorted(report.done) == sorted([on_a, on_b])
+    assert report.ok
+    for room in (on_a, on_b):
+        await eventually(lambda room=room: _is_banned(reader_b, room, target.user_id), within=20)
+    # The banned person cannot come back to either room, from either server's side.
+    for room, via in ((on_a, a.server_name), (on_b, b.server_name)):
+        with pytest.raises(Forbidden):
+            await join(target, room, via)
+
+
+async def _is_banned(reader: Account, room: RoomId, user_id: str) -> bool:
+    return await membership(reader.http, room, user_id) == "ban"
+
+
+async def test_server_outside_the_allowlist_is_refused_both_ways(net: Federation) -> None:
+    a, c = net["a"], net.outsider
+    assert c is not None
+    owner = await a.new_user("owner")
+    carol = await c.new_user("carol")
+    room = await create_room(owner, invite=[])
+    # A will not send an invite to C.
+    with pytest.raises(Forbidden, match=f"Federation denied with {c.server_name}"):
+        await owner.http.post(path(*CS, "rooms", room, "invite"), {"user_id": carol.user_id})
+    # C's user asks to join through A (C allows A, and its certificate is from the CA): A
+    # refuses C's request, so the join fails and A's room never lists carol.
+    await owner.http.put(
+        path(*CS, "rooms", room, "state", "m.room.join_rules"), {"join_rule": "public"}
+    )
+    with pytest.raises(Forbidden, match=f"Federation denied with {c.server_name}"):
+        await join(carol, room, a.server_name)
+    assert await membership(owner.http, room, carol.user_id) is None
