@@ -1,8 +1,9 @@
 """Benchmark: `!ping` through the bot runtime against the floor set by the same Synapse.
 
     .venv/bin/python bench/bots.py [--rooms 100] [--bots 4] [--samples 40] [--restarts 3]
+        [--shape sqlite|postgres]
 
-One fresh Synapse (SQLite, loopback) for the whole run; a member runs the independent
+One fresh Synapse (SQLite by default, loopback) for the whole run; a member runs the independent
 cross-signed-only client (mautrix), the bots run in one process of their own
 (`tests/integration/bots/botproc.py`: `open_runtimes`, each bot on its own cross-signed device,
 production long-poll), every bot joined to `--rooms` managed encrypted rooms:
@@ -47,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.fernet import Fernet
 from mautrix.types import RoomID
 
+from bench.shapes import SHAPES, homeserver
 from clubs.core.e2ee import E2eeClient
-from clubs.core.homeserver import Homeserver, Settings
 from clubs.core.http import RoomId, path
 from clubs.core.secrets import MASTER_KEY_ENV, Vault
 from tests.harness import Account, SynapseHarness, bootstrap_admin, eventually
@@ -246,21 +247,21 @@ async def join_all(synapse: SynapseHarness, bots: Sequence[str], rooms: Sequence
 
 async def run(args: argparse.Namespace) -> int:
     os.environ.setdefault(MASTER_KEY_ENV, Fernet.generate_key().decode())
-    with tempfile.TemporaryDirectory(prefix="clubs-bench-bots-") as tmp:
-        hs = Homeserver(Settings(data_dir=Path(tmp) / "synapse", server_name="bench.local", port=0))
-        hs.start()
+    with (
+        tempfile.TemporaryDirectory(prefix="clubs-bench-bots-") as tmp,
+        homeserver(args.shape, Path(tmp) / "var" / "synapse") as hs,
+    ):
+        synapse = SynapseHarness(hs, await bootstrap_admin(hs))
         try:
-            synapse = SynapseHarness(hs, await bootstrap_admin(hs))
-            try:
-                return await measure(synapse, Path(tmp) / "var", args)
-            finally:
-                await synapse.admin.http.close()
-                await synapse.close()
+            await measure(synapse, Path(tmp) / "var", args)
         finally:
-            hs.stop()
+            await synapse.admin.http.close()
+            await synapse.close()
+    return 0
 
 
-async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) -> int:
+async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure of the module docstring on `synapse`; printed, and returned."""
     network = new_network()
     names = ["moderation", "facilitation", "scheduling", "checkins"][: args.bots]
     accounts = [await create_bot_account(synapse, var, name) for name in names]
@@ -384,7 +385,24 @@ async def measure(synapse: SynapseHarness, var: Path, args: argparse.Namespace) 
             f"{w95 * 1e3:.0f} ms; p50 / steady p50 = {warm_ratio:.2f} "
             f"(target <= {TARGET_WARM_RATIO}) {verdict(warm_ratio <= TARGET_WARM_RATIO)}"
         )
-    return 0
+    figures: dict[str, Any] = {
+        "rooms": args.rooms,
+        "bots": args.bots,
+        "floor_p50": f50,
+        "floor_p95": f95,
+        "ping_p50": p50,
+        "ping_p95": p95,
+        "rss_mb": rss,
+        "rss_peak_mb": hwm,
+        "start_s": start,
+        "ready_s": statistics.median(ready_s),
+        "rooms_list": rooms,
+        "accounts": accounts,
+    }
+    if relay_s:
+        figures["relay_p50"] = statistics.median(relay_s)
+        figures["relay_p95"] = pct(relay_s, 0.95)
+    return figures
 
 
 def main() -> int:
@@ -392,6 +410,7 @@ def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--shape", choices=SHAPES, default="sqlite")
     p.add_argument("--rooms", type=int, default=100)
     p.add_argument("--bots", type=int, default=4)
     p.add_argument("--samples", type=int, default=40)

@@ -1,8 +1,9 @@
 """Benchmark: apply of a generated ~150-room network against the floor set by the same Synapse.
 
     .venv/bin/python bench/provisioning.py [--clubs 20] [--rooms 6] [--countries 4] [--staff 0]
+        [--shape sqlite|postgres]
 
-One fresh Synapse (SQLite, loopback) for the whole run:
+One fresh Synapse (SQLite by default, loopback) for the whole run:
 1. floor: the same number of rooms created with raw sequential createRoom calls, each with the
    exact body the planner produces (initial_state included);
 2. `apply_network` of the generated network (creates, space links, invites of `--staff` people
@@ -25,8 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.shapes import SHAPES, homeserver
 from clubs.core.admin import ensure_ratelimit_override, register_shared_secret
-from clubs.core.homeserver import Homeserver, Settings
+from clubs.core.homeserver import Homeserver
 from clubs.core.http import MatrixHttp, RoomId, path
 from clubs.provisioning.apply import apply_network
 from clubs.provisioning.plan import Action, _Ids, create_body
@@ -60,75 +62,79 @@ async def floor(http: MatrixHttp, server_name: str, args: argparse.Namespace) ->
 
 
 async def run(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="clubs-bench-") as tmp:
-        hs = Homeserver(Settings(data_dir=Path(tmp) / "synapse", server_name="bench.local", port=0))
-        hs.start()
-        try:
-            async with MatrixHttp(hs.url) as anon:
-                session = await register_shared_secret(
-                    anon,
-                    hs.registration_shared_secret(),
-                    "provisioner",
-                    secrets.token_urlsafe(16),
-                    admin=True,
-                    user_type="bot",
-                )
-                floor_account = await register_shared_secret(
-                    anon,
-                    hs.registration_shared_secret(),
-                    "floor",
-                    secrets.token_urlsafe(16),
-                    admin=True,
-                    user_type="bot",
-                )
-                staff = []
-                for i in range(args.staff):
-                    s = await register_shared_secret(
-                        anon,
-                        hs.registration_shared_secret(),
-                        f"staff{i}",
-                        secrets.token_urlsafe(16),
-                    )
-                    staff.append(s.user_id)
-            async with MatrixHttp(hs.url, session.access_token) as http:
-                await ensure_ratelimit_override(http, session.user_id)
-                await ensure_ratelimit_override(http, floor_account.user_id)
-                server = hs.settings.server_name
-                # The floor uses its own account so that its rooms are not the provisioner's.
-                async with MatrixHttp(hs.url, floor_account.access_token) as floor_http:
-                    floor_s, n_rooms = await floor(floor_http, server, args)
+    with (
+        tempfile.TemporaryDirectory(prefix="clubs-bench-") as tmp,
+        homeserver(args.shape, Path(tmp) / "synapse") as hs,
+    ):
+        await measure(hs, args)
+    return 0
 
-                members = {
-                    f"c{c}": {u: (50 if i == 0 else 0) for i, u in enumerate(staff)}
-                    for c in range(args.clubs)
-                }
-                net = make_network(
-                    server,
-                    n_countries=args.countries,
-                    n_clubs=args.clubs,
-                    rooms_per_club=args.rooms,
-                    members=members,
-                )
-                w0 = http.writes
-                started = time.monotonic()
-                marks: dict[str, list[float]] = {}
 
-                def progress(done: int, total: int, action: Action) -> None:
-                    marks.setdefault(action.kind, []).append(time.monotonic() - started)
+async def measure(hs: Homeserver, args: argparse.Namespace) -> dict[str, float]:
+    """Floor, apply and no-op re-apply on `hs`; prints them and returns the figures."""
+    async with MatrixHttp(hs.url) as anon:
+        session = await register_shared_secret(
+            anon,
+            hs.registration_shared_secret(),
+            "provisioner",
+            secrets.token_urlsafe(16),
+            admin=True,
+            user_type="bot",
+        )
+        floor_account = await register_shared_secret(
+            anon,
+            hs.registration_shared_secret(),
+            "floor",
+            secrets.token_urlsafe(16),
+            admin=True,
+            user_type="bot",
+        )
+        staff = []
+        for i in range(args.staff):
+            s = await register_shared_secret(
+                anon,
+                hs.registration_shared_secret(),
+                f"staff{i}",
+                secrets.token_urlsafe(16),
+            )
+            staff.append(s.user_id)
+    async with MatrixHttp(hs.url, session.access_token) as http:
+        await ensure_ratelimit_override(http, session.user_id)
+        await ensure_ratelimit_override(http, floor_account.user_id)
+        server = hs.settings.server_name
+        # The floor uses its own account so that its rooms are not the provisioner's.
+        async with MatrixHttp(hs.url, floor_account.access_token) as floor_http:
+            floor_s, n_rooms = await floor(floor_http, server, args)
 
-                first = await apply_network(
-                    http, net, session.user_id, progress=progress, concurrency=args.concurrency
-                )
-                apply_s = time.monotonic() - started
-                apply_writes = http.writes - w0
+        members = {
+            f"c{c}": {u: (50 if i == 0 else 0) for i, u in enumerate(staff)}
+            for c in range(args.clubs)
+        }
+        net = make_network(
+            server,
+            n_countries=args.countries,
+            n_clubs=args.clubs,
+            rooms_per_club=args.rooms,
+            members=members,
+        )
+        w0 = http.writes
+        started = time.monotonic()
+        marks: dict[str, list[float]] = {}
 
-                w1 = http.writes
-                started = time.monotonic()
-                second = await apply_network(http, net, session.user_id)
-                noop_s = time.monotonic() - started
-                noop_writes = http.writes - w1
-        finally:
-            hs.stop()
+        def progress(done: int, total: int, action: Action) -> None:
+            marks.setdefault(action.kind, []).append(time.monotonic() - started)
+
+        first = await apply_network(
+            http, net, session.user_id, progress=progress, concurrency=args.concurrency
+        )
+        apply_s = time.monotonic() - started
+        apply_writes = http.writes - w0
+
+        w1 = http.writes
+        started = time.monotonic()
+        second = await apply_network(http, net, session.user_id)
+        noop_s = time.monotonic() - started
+        noop_writes = http.writes - w1
     for kind, times in marks.items():
         print(f"  {kind}: {len(times)} done between {times[0]:.2f}s and {times[-1]:.2f}s")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -144,13 +150,21 @@ async def run(args: argparse.Namespace) -> int:
     ok = r2 <= 0.15 and noop_writes == 0
     print(f"no-op / apply = {r2:.3f} (target <= 0.15, 0 writes) {'OK' if ok else 'MISSED'}")
     print(f"peak RSS of the benchmark process: {rss_mb:.0f} MB (target <= 150)")
-    return 0
+    return {
+        "rooms": n_rooms,
+        "floor_s": floor_s,
+        "apply_s": apply_s,
+        "noop_s": noop_s,
+        "noop_writes": noop_writes,
+        "ratio": r1,
+    }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--shape", choices=SHAPES, default="sqlite")
     p.add_argument("--clubs", type=int, default=20)
     p.add_argument("--rooms", type=int, default=6)
     p.add_argument("--countries", type=int, default=4)
