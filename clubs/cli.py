@@ -160,8 +160,14 @@ def _homeserver(args: argparse.Namespace) -> int:
 
     if args.hs_command == "element-config":
         return _element_config(args)
+    from clubs.core.workers import database_env, load_shape, workers_enabled
+
     var_dir = args.var_dir.resolve()
-    db = choose_database(var_dir)  # $CLUBS_DB: sqlite (default) or postgres
+    # $CLUBS_WORKERS=1: main + workers + Redis (docs/workers.md); the worker file is checked
+    # before anything starts.
+    shape = load_shape() if workers_enabled() else None
+    env = database_env(os.environ) if shape is not None else None
+    db = choose_database(var_dir, env)  # $CLUBS_DB: sqlite (default) or postgres
     settings = Settings(
         data_dir=(args.var_dir / "synapse").resolve(),
         port=args.port,
@@ -187,6 +193,10 @@ def _homeserver(args: argparse.Namespace) -> int:
         if db.embedded is not None:
             db.embedded.start()  # PostgreSQL of our own, stopped after Synapse
         try:
+            if shape is not None:
+                from clubs.workersrun import run_workers
+
+                return await run_workers(settings, shape)
             hs.start()
             print(f"Synapse is running on {hs.url} (Ctrl-C stops it)", flush=True)
             try:

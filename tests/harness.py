@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from clubs.core.admin import (
     Session,
@@ -28,6 +28,9 @@ from clubs.core.admin import (
 from clubs.core.homeserver import Homeserver, Settings
 from clubs.core.http import MatrixHttp, path
 from clubs.core.postgres import EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from clubs.workersrun import Stack
 
 T = TypeVar("T")
 
@@ -163,3 +166,24 @@ async def synapse_on(
         await server.close()
     finally:
         hs.stop()
+
+
+@contextlib.asynccontextmanager
+async def synapse_workers_on(
+    data_dir: Path, postgres: EmbeddedPostgres
+) -> AsyncIterator[tuple[SynapseHarness, Stack]]:
+    """Synapse as main + workers + Redis behind the front (config/synapse/workers.yaml), with its
+    admin account; also yields the running stack (`clubs.workersrun.Stack`)."""
+    from clubs.core.workers import load_shape
+    from clubs.workersrun import worker_stack
+
+    settings = Settings(
+        data_dir=data_dir, server_name="test.local", port=0, postgres=postgres.synapse_args()
+    )
+    async with worker_stack(settings, load_shape()) as stack:
+        server = SynapseHarness(stack.main, await bootstrap_admin(stack.main))
+        try:
+            yield server, stack
+        finally:
+            await server.admin.http.close()
+            await server.close()

@@ -107,8 +107,11 @@ def _template_env() -> jinja2.Environment:
     )
 
 
-def render_config(settings: Settings, port: int) -> str:
-    """The homeserver.yaml for these settings (pure: no files touched)."""
+def render_config(
+    settings: Settings, port: int, *, replication_port: int | None = None, workers_yaml: str = ""
+) -> str:
+    """The homeserver.yaml for these settings (pure: no files touched). With workers
+    (clubs/core/workers.py): main's replication listener and the shared worker settings."""
     values: dict[str, Any] = {
         "server_name": settings.server_name,
         "public_baseurl": settings.public_baseurl or f"http://{settings.bind_host}:{port}/",
@@ -124,6 +127,8 @@ def render_config(settings: Settings, port: int) -> str:
         "app_service_config_files": list(settings.app_service_config_files),
         "postgres": settings.postgres,
         "federation_tls": _federation_values(settings.federation_tls),
+        "replication_port": replication_port,
+        "workers_yaml": workers_yaml,
     }
     return _template_env().get_template("homeserver.yaml.j2").render(**values)
 
@@ -148,11 +153,11 @@ def check_federation_tls(settings: Settings) -> None:
         check_server_tls(settings.server_name, tls.cert, tls.key, [tls.ca])
 
 
-def render_log_config(settings: Settings) -> str:
+def render_log_config(settings: Settings, log_name: str = "homeserver.log") -> str:
     return (
         _template_env()
         .get_template("log.yaml.j2")
-        .render(data_dir=str(settings.data_dir), log_level=settings.log_level)
+        .render(data_dir=str(settings.data_dir), log_level=settings.log_level, log_name=log_name)
     )
 
 
@@ -263,8 +268,12 @@ class Homeserver:
         if not signing_key.exists():
             write_private(signing_key, _signing_key_line().encode())
         (s.data_dir / "media_store").mkdir(exist_ok=True)
-        write_private(self.config_file, render_config(s, self.port).encode())
+        write_private(self.config_file, self.render().encode())
         write_private(s.data_dir / "log.yaml", render_log_config(s).encode())
+
+    def render(self) -> str:
+        """This process's homeserver.yaml (the worker stack's main adds its replication)."""
+        return render_config(self.settings, self.port)
 
     # --- process -------------------------------------------------------------------------------
 
