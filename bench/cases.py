@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.fernet import Fernet
 
+from bench.botmetrics import scrape, where_time_goes
 from bench.bots import pct, rss_mb, verdict
 from bench.facilitation import Seen, sync_forever
 from bench.scheduling import new_client
@@ -54,7 +55,7 @@ from clubs.bots.cases.parse import terms_of
 from clubs.bots.cases.store import CaseStore
 from clubs.bots.host import BotAccount
 from clubs.core.db import Database
-from clubs.core.homeserver import Homeserver, Settings
+from clubs.core.homeserver import Homeserver, Settings, find_free_port
 from clubs.core.http import RoomId, path
 from clubs.core.secrets import MASTER_KEY_ENV, Vault
 from tests.harness import SynapseHarness, bootstrap_admin, eventually
@@ -191,6 +192,7 @@ async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) 
         synapse.admin.user_id,
         sync_timeout_ms=30_000,
         verbosity=0,
+        http_port=find_free_port(),
     )
     seen = {c.user_id: Seen() for c in (member, relay)}
     tasks: list[asyncio.Task[None]] = []
@@ -242,6 +244,8 @@ async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) 
                 search.append(got - started)
                 floor.append(got_f - started_f)
         rss, hwm = rss_mb(pid)
+        assert bp.http_port is not None
+        parts = where_time_goes(await scrape(bp.http_port), BOT, "cases")
     finally:
         for task in tasks:
             task.cancel()
@@ -271,6 +275,7 @@ async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) 
         f"(target <= {TARGET_RATIO}) {verdict(ratio <= TARGET_RATIO)}"
     )
     print(f"the search itself in SQLite (median): {sql_ms:.1f} ms")
+    print(f"the bot's own figures (its /metrics): {parts}")
     print(
         f"RSS {rss:.0f} MB (peak {hwm:.0f} MB; target <= {TARGET_RSS_MB}) "
         f"{verdict(hwm <= TARGET_RSS_MB)}"

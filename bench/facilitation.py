@@ -41,12 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.fernet import Fernet
 
+from bench.botmetrics import scrape, where_time_goes
 from bench.bots import pct, rss_mb, verdict
 from bench.jobs import cpu_seconds
 from bench.scheduling import new_client
 from clubs.bots.host import BotAccount
 from clubs.core.e2ee import E2eeClient
-from clubs.core.homeserver import Homeserver, Settings
+from clubs.core.homeserver import Homeserver, Settings, find_free_port
 from clubs.core.http import RoomId, path
 from clubs.core.secrets import MASTER_KEY_ENV
 from tests.harness import SynapseHarness, bootstrap_admin, eventually
@@ -164,6 +165,7 @@ async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) 
         sync_timeout_ms=30_000,
         verbosity=0,
         clock_slice=SLICE_S,
+        http_port=find_free_port(),
     )
     seen = {c.user_id: Seen() for c in (*chairs, member, relay)}
     tasks: list[asyncio.Task[None]] = []
@@ -278,6 +280,8 @@ async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) 
         ]
         edits_per_min = len(from_bot) / len(chairs) / (args.idle / 60)
         rss, hwm = rss_mb(pid)
+        assert bp.http_port is not None
+        parts = where_time_goes(await scrape(bp.http_port), "facilitation", "q-")
     finally:
         for task in tasks:
             task.cancel()
@@ -312,6 +316,7 @@ async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) 
         f"bot process CPU {idle_cpu:.2f} %"
     )
     print(f"RSS {rss:.0f} MB (peak {hwm:.0f} MB)")
+    print(f"the bot's own figures (its /metrics; `+` is not a command, `!q-` is): {parts}")
     return 0
 
 

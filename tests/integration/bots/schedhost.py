@@ -29,6 +29,8 @@ class SchedProcess(BotProcess):
 
     clock_slice: float = POLL_S
     """How often the process's sleepers look at the clock (the benchmark: `SLICE_S`)."""
+    http_port: int | None = None
+    """Serve the bots' /health and /metrics on this loopback port (benchmarks read them)."""
 
     def argv(self) -> list[str]:
         argv = [
@@ -53,6 +55,8 @@ class SchedProcess(BotProcess):
         ]
         for account in self.accounts:
             argv += ["--account", f"{account.name}:{account.user_id}"]
+        if self.http_port is not None:
+            argv += ["--http-port", str(self.http_port)]
         return argv
 
     def jump_to(self, when: float) -> None:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from clubs.bots.catalog import default_factories
 from clubs.bots.host import HostConfig, open_runtimes
+from clubs.bots.httpd import serving
 from clubs.bots.runtime import BotRuntime, RuntimeSettings
 from tests.integration.bots.botproc import READY_FILE, parse_account, setup_logs
 
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-slice", type=float, default=POLL_S, help="see ShiftedClock")
     p.add_argument("--log", type=Path, help="log file (default: <var>/botproc.log)")
     p.add_argument("--verbosity", type=int, default=1, help="as `clubs -v` (default 1)")
+    p.add_argument("--http-port", type=int, help="serve /health and /metrics on 127.0.0.1")
     return p
 
 
@@ -135,8 +137,11 @@ async def amain(args: argparse.Namespace) -> int:
     with contextlib.suppress(asyncio.CancelledError):
         async with (
             open_runtimes(config, factories, clock=clock) as runtimes,
+            contextlib.AsyncExitStack() as http,
             asyncio.TaskGroup() as group,
         ):
+            if args.http_port is not None:
+                await http.enter_async_context(serving(runtimes, "127.0.0.1", args.http_port))
             for rt in runtimes:
                 group.create_task(rt.run(), name=f"bot:{rt.bot.name}")
             group.create_task(_announce_ready(runtimes, ready))
