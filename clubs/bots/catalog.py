@@ -83,7 +83,7 @@ def _facilitation(services: HostServices) -> Bot:
     bot.register_handler_class(cases)
     bot.cases = cases  # cases on a session's agenda
     # One !export / !forget-me for every part of this account that keeps a member's data.
-    bot.register_handler_class(OwnData([cases, strategies]))
+    bot.register_handler_class(OwnData([cases, strategies, bot.reflection]))
     return bot
 
 

@@ -295,9 +295,11 @@ async def test_a_case_told_in_a_dm_posted_anonymously_found_in_scope_and_withdra
         assert CANARY in mine["topic"]
         assert mine["tags"] == "тв, санкции"
         assert exported["parts"]["strategies"]["people"] == []
+        assert exported["parts"]["reflection"] == {"reflection_dm": False}
         _, md = await mem.download_encrypted(files[md_name].content["file"])
         assert "## Случаи" in md.decode()
         assert "## Стратегии" in md.decode()
+        assert "## Рефлексия после встреч\n\nВыключена." in md.decode()
 
         # Withdrawn: the posted event is redacted and the copy deleted.
         await send_text(mem, mem_dm, f"!случай отозвать {n}")
@@ -319,9 +321,14 @@ async def test_a_case_told_in_a_dm_posted_anonymously_found_in_scope_and_withdra
         # Forgetting: the chair's cases (seeded as theirs) are withdrawn too.
         (approved,) = from_bot(out, bot_user, tbilisi, f"Случай {pending}")
         fac_dm = await open_dm(chair, bot_user)
+        await send_text(fac, fac_dm, "!рефлексия вкл")
+        await said(fac, bot_user, fac_dm, "Хорошо: после встреч")
+        assert chair.user_id in await bot.store.reflecting()
         await send_text(fac, fac_dm, "!забудь меня")
         (gone,) = await said(fac, bot_user, fac_dm, "Готово, всё удалено")
         assert "случаи и черновик: 3" in gone
+        assert "рефлексия после встреч: выключена" in gone
+        assert chair.user_id not in await bot.store.reflecting()
         await eventually(lambda: redacted(tbilisi, approved.event_id), within=20)
         found_after, _ = await store.search({"almaty", "tbilisi"}, [])
         assert sorted(c.id for c in found_after) == [unshared, shared]  # the outsider's own
