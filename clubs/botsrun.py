@@ -87,6 +87,13 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
     if not names:
         raise ClubsError("no bot to run: none of the network's bots is built into this version")
     provisioner = f"@provisioner:{args.server_name}"
+    if checked.servers and args.server_name != checked.servers[0].server_name:
+        raise ClubsError(
+            f"{args.network}: the network's bots are accounts on its first server, "
+            f"{checked.servers[0].server_name} (servers:); run them there, not on "
+            f"{args.server_name}"
+        )
+    others = frozenset(f"@provisioner:{s}" for s in checked.allowlist(args.server_name))
     return HostConfig(
         homeserver_url=args.homeserver,
         var_dir=args.var_dir.resolve(),
@@ -96,7 +103,9 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
         admin_token=os.environ.get("CLUBS_ADMIN_TOKEN")
         or Vault(args.var_dir / "secrets" / "vault").get(f"{provisioner}/access_token"),
         descriptions=private_descriptions(desired),
-        settings=RuntimeSettings(identity_policy=desired.identity_policy, shard=shard),
+        settings=RuntimeSettings(
+            identity_policy=desired.identity_policy, shard=shard, other_provisioners=others
+        ),
         http_port=args.http_port,
         http_host=args.http_host,
         public_url=(args.public_url or f"http://{args.http_host}:{args.http_port}").rstrip("/")

@@ -136,6 +136,9 @@ class RuntimeSettings:
     """Only rooms whose locator names this network are managed (None: any locator)."""
     provisioner: str | None = None
     """Invitations from this account into rooms are accepted (it creates managed rooms)."""
+    other_provisioners: frozenset[str] = frozenset()
+    """The provisioners of the network's other servers (docs/federation.md): the bots live on
+    the first server and are invited into the managed rooms of every server."""
     answers_builtins: bool = True
     """Whether this bot answers `!ping`/`!help` in group rooms whose club settings do not list
     the bots serving them (where they do, the first listed bot of this host answers)."""
@@ -760,7 +763,9 @@ class BotRuntime:
     async def _on_invite(self, invite: Invite) -> None:
         """Join managed rooms the provisioner invites us to, and DMs from club members."""
         inviter = invite.inviter
-        if inviter is not None and inviter == self.settings.provisioner:
+        if inviter is not None and (
+            inviter == self.settings.provisioner or inviter in self.settings.other_provisioners
+        ):
             await self.client.join(invite.room_id)
             info = await self.rooms.info(invite.room_id)
             if info.elsewhere:

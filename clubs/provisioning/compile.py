@@ -72,6 +72,7 @@ from clubs.provisioning.model import (
     Country,
     Moderation,
     Network,
+    Person,
     PowerLevels,
     Reminders,
     Room,
@@ -91,10 +92,41 @@ def resolve_mxid(mxid: str, server_name: str) -> str:
 
 
 def compile_network(network: Network, server_name: str) -> DesiredNetwork:
-    """The desired rooms, people and bots of a network on the homeserver `server_name`."""
+    """The desired rooms, people and bots of a network on the homeserver `server_name`.
+
+    A network of several servers (`servers:`) is compiled per server: its countries and the
+    people they need (`network_on`); the bots are the accounts on the first server, invited
+    into every server's rooms (docs/federation.md)."""
     if not is_server_name(server_name):
         raise ClubsError(f"not a server name: {server_name!r}")
+    if network.servers:
+        home = network.servers[0].server_name
+        return _Compiler(network_on(network, server_name), server_name, bots_on=home).run()
     return _Compiler(network, server_name).run()
+
+
+def network_on(network: Network, server_name: str) -> Network:
+    """What the server `server_name` of a network with `servers:` hosts: its own countries (and
+    a network space of its own above them), the people of their clubs, and the people whose
+    accounts it holds. Accounts of other servers are invited, never created here."""
+    here = network.server_named(server_name)
+    if here is None:
+        names = ", ".join(s.server_name for s in network.servers)
+        raise ClubsError(
+            f"this homeserver, {server_name}, is not one of the network's servers ({names}); "
+            "apply the network to each of its servers with that server's name"
+        )
+    countries = tuple(c for c in network.countries if c.server == here.key)
+    in_clubs = {k for country in countries for club in country.clubs for k in club.people()}
+    people: list[Person] = []
+    for person in network.people:
+        mxid = resolve_mxid(person.mxid, server_name) if person.mxid else None
+        local = mxid is not None and mxid.partition(":")[2] == server_name
+        if person.key in in_clubs or local:
+            people.append(
+                person if mxid is None or local else replace(person, onboarding="existing")
+            )
+    return replace(network, countries=countries, people=tuple(people))
 
 
 def moderation_content(moderation: Moderation) -> dict[str, Any]:
@@ -140,13 +172,15 @@ events at the admin level, so it has the admin role; other bots have the bot rol
 
 
 class _Compiler:
-    def __init__(self, network: Network, server_name: str) -> None:
+    def __init__(self, network: Network, server_name: str, *, bots_on: str | None = None) -> None:
         self.net = network
         self.server_name = server_name
         self.mxids = {
             p.key: resolve_mxid(p.mxid, server_name) for p in network.people if p.mxid is not None
         }
-        self.bots = {name: f"@{b.localpart}:{server_name}" for name, b in network.bots.items()}
+        self.bots = {
+            name: f"@{b.localpart}:{bots_on or server_name}" for name, b in network.bots.items()
+        }
         self.space_bots = tuple(name for name, b in network.bots.items() if b.in_spaces)
         clash = set(self.mxids.values()) & set(self.bots.values())
         if clash:

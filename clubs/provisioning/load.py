@@ -50,6 +50,7 @@ from clubs.bots.scheduling.reminders import MAX_REMINDERS, REMINDER_MAX_S, REMIN
 from clubs.bots.scheduling.when import When, WhenError, parse_duration, parse_when
 from clubs.bots.scheduling.widget import CALL_PROVIDERS, CALL_SERVICE
 from clubs.core import checks
+from clubs.core.ids import is_server_name
 from clubs.core.yamlconf import (
     DEFAULT_LIMITS,
     STR,
@@ -111,6 +112,7 @@ from clubs.provisioning.model import (
     PowerLevels,
     Reminders,
     Room,
+    Server,
     Session,
     SessionKind,
     TelegramBridge,
@@ -272,6 +274,7 @@ class _Loader:
         self.club_lines: dict[str, int] = {}
         self.bot_room_keys: list[tuple[Node, str]] = []
         """Room keys as the bots' `rooms` lists wrote them, checked once every room is known."""
+        self.servers: tuple[Server, ...] = ()
         self.bridges: list[tuple[Node, str, TelegramBridge]] = []
         """Bridged club rooms (where `bridge` was written, room key, chat), checked at the end
         against the check-ins bot's rooms and for chats named twice."""
@@ -290,6 +293,7 @@ class _Loader:
                 "club_template",
                 "cohort_template",
                 "countries",
+                "servers",
             ),
         )
         version = f["version"].integer(low=1, high=1)
@@ -303,6 +307,7 @@ class _Loader:
             power = power.merged(self._power_levels(p))
         roles = self._roles(r, power) if (r := f.get("roles")) else dict(DEFAULT_ROLES)
         bots = self._bots(b) if (b := f.get("bots")) else {}
+        self.servers = self._servers(s) if (s := f.get("servers")) else ()
         people = self._people(p, bots) if (p := f.get("people")) else ()
         words: tuple[str, ...] = ()
         if p := f.get("privacy"):
@@ -332,6 +337,7 @@ class _Loader:
             extra_sensitive_words=words,
             version=version,
             origins=_origins_of(f.values, "name", "topic"),
+            servers=self.servers,
         )
 
     # --- network-wide settings -----------------------------------------------------------------
@@ -586,6 +592,8 @@ class _Loader:
                     m.error(f"{shown(mxid)} is already the user id of {shown(mxids[mxid])}")
                 elif mxid[1:] in bot_localparts:
                     m.error(f"{shown(mxid)} is the account of a bot")
+                elif problem := self._mxid_server(mxid):
+                    m.error(problem)
                 mxids[mxid] = key
             onboarding: OnboardingMode = "token"
             if o := f.get("onboarding"):
@@ -628,14 +636,69 @@ class _Loader:
         club_template: Mapping[str, _RoomPatch],
         cohort_template: Mapping[str, _RoomPatch],
     ) -> Country:
-        f = node.mapping(required=("key", "name"), optional=("clubs",))
+        f = node.mapping(required=("key", "name"), optional=("clubs", "server"))
         key = f["key"].string(checks.slug)
         _unique(f["key"], key, seen, "country")
         name = f["name"].string(name_text)
         clubs = tuple(
             self._club(c, name, club_template, cohort_template) for c in _items(f.get("clubs"))
         )
-        return Country(key, name, clubs, _origins_of(f.values, "name"))
+        return Country(key, name, clubs, _origins_of(f.values, "name"), self._country_server(f))
+
+    # --- the network's servers -----------------------------------------------------------------
+
+    def _servers(self, node: Node) -> tuple[Server, ...]:
+        servers: list[Server] = []
+        names: dict[str, str] = {}
+        for entry in node.entries():
+            if message := checks.slug(entry.key):
+                entry.at.error(message)
+            f = entry.value.mapping(required=("server_name",), optional=("url",))
+            server_name = f["server_name"].string(_server_name)
+            if server_name and server_name in names:
+                f["server_name"].error(
+                    f"{shown(server_name)} is already the server of {shown(names[server_name])}"
+                )
+            names.setdefault(server_name, entry.key)
+            url = u.string(_base_url) if (u := f.get("url")) else None
+            servers.append(Server(entry.key, server_name, url))
+        return tuple(servers)
+
+    def _country_server(self, f: Fields) -> str | None:
+        """The country's `server`: required once `servers` are declared, one of their keys."""
+        keys = tuple(s.key for s in self.servers)
+        written = f.get("server")
+        if not keys:
+            if written is not None:
+                written.error('"server" needs the network\'s "servers" declared at the top')
+            return None
+        if written is None:
+            f.node.error(
+                f'missing required key "server": the network has servers ({", ".join(keys)}); '
+                "say which one hosts this country"
+            )
+            return None
+        return written.choice(keys)
+
+    def _mxid_server(self, mxid: str) -> str | None:
+        """What is wrong with a person's user id given the network's servers, or None."""
+        if not self.servers:
+            return None
+        _, colon, server = mxid.partition(":")
+        names = [s.server_name for s in self.servers]
+        if not colon:
+            if len(names) > 1:
+                return (
+                    f"{shown(mxid)} does not say which of the network's servers the account is "
+                    f"on; write it in full, e.g. {shown(mxid + ':' + names[0])}"
+                )
+            return None
+        if server not in names:
+            return (
+                f"{shown(mxid)} is on {server}, which is not one of the network's servers "
+                f"({', '.join(names)}); they federate with nobody else, so it could never join"
+            )
+        return None
 
     def _club(
         self,
@@ -1036,6 +1099,24 @@ def _bridge(node: Node) -> TelegramBridge | None:
         )
         return None
     return TelegramBridge(chat=chat, mode=mode)
+
+
+def _server_name(value: str) -> str | None:
+    if is_server_name(value):
+        return None
+    return (
+        'expected a Matrix server name like "kz.clubs.example" or "kz.clubs.example:8448"; '
+        f"got {shown(value)}"
+    )
+
+
+def _base_url(value: str) -> str | None:
+    if re.fullmatch(r"https?://[^\s/?#]+/?", value):
+        return None
+    return (
+        'expected the client API\'s base URL like "https://matrix.kz.clubs.example"; '
+        f"got {shown(value)}"
+    )
 
 
 def _session_title(value: str) -> str | None:

@@ -403,11 +403,24 @@ class Club:
 
 
 @dataclass(frozen=True)
+class Server:
+    """One of the network's own homeservers (`servers:`); they federate with each other only."""
+
+    key: str
+    server_name: str
+    """The part after ':' in its user ids; with a port (`kz.example:8448`) peers connect there."""
+    url: str | None = None
+    """Its client API, where `clubs apply` for its countries connects."""
+
+
+@dataclass(frozen=True)
 class Country:
     key: str
     name: str
     clubs: tuple[Club, ...]
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
+    server: str | None = None
+    """The key of the server that hosts the country's spaces and rooms (None: the only one)."""
 
 
 @dataclass(frozen=True)
@@ -428,6 +441,16 @@ class Network:
     extra_sensitive_words: tuple[str, ...] = ()
     version: int = 1
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
+    servers: tuple[Server, ...] = ()
+    """The network's own homeservers, in the order of the file; empty: one server, no federation.
+    The first one hosts the network's bots (docs/federation.md)."""
+
+    def server_named(self, server_name: str) -> Server | None:
+        return next((s for s in self.servers if s.server_name == server_name), None)
+
+    def allowlist(self, server_name: str) -> tuple[str, ...]:
+        """The servers `server_name` federates with: every other server of the network."""
+        return tuple(s.server_name for s in self.servers if s.server_name != server_name)
 
     def clubs(self) -> Iterator[tuple[Country, Club]]:
         for country in self.countries:
