@@ -11,6 +11,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 help:
 	@echo "make up    - run the club network on an embedded Synapse (Ctrl-C stops it)"
+	@echo "             CLUBS_DB=postgres: on PostgreSQL; CLUBS_WORKERS=1: Synapse workers + Redis"
 	@echo "make test  - ruff, mypy --strict and the whole test suite against a real Synapse"
 	@echo "make bench - benchmarks in bench/ (ratios against the same Synapse's floor)"
 

@@ -1,0 +1,213 @@
+"""Kill drill of the worker stack: each Synapse process and Redis killed in turn while members
+send commands; nothing lost, every command answered exactly once.
+
+    .venv/bin/python bench/workers.py [--rate 1] [--members 2] [--bots 2]
+        [--kill worker1,redis,persister1,fedsender1,main] [--gap 15] [--seed N]
+
+The stack `CLUBS_WORKERS=1` runs (`clubs.workersrun.worker_stack`: PostgreSQL from the wheel,
+Valkey on a Unix socket, main, event persister, client worker, federation sender, the front),
+and the bots in a process of their own under `clubs.supervisor` (`tests/integration/bots/
+botproc.py`: the production composition, `!echo` answers), each bot in one managed encrypted
+room with every member on the independent cross-signed-only client (mautrix). Members send
+`!echo` commands at `--rate` per second for the whole drill, retrying under one transaction id
+while the front answers 502. The processes named by `--kill` are SIGKILLed one after the other,
+`--gap` seconds apart, each once the previous one is back; the stack's supervisor restarts them.
+
+Prints, per kill, how long until the process was back (ready again), and from the members'
+decrypted timelines: lost (no answer), duplicated (more than one answer), undecryptable (target
+0 / 0 / 0); the command -> answer p50/p95 for commands sent while a process was down or within 5 s
+of its return, against those sent when all ran. Exit status 1 if a command was lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cryptography.fernet import Fernet
+
+from bench.bots import pct, verdict
+from bench.chaos import Command, Member, answers, send_at, wait_answered, warm_up
+from clubs.core.http import path
+from clubs.core.secrets import MASTER_KEY_ENV
+from clubs.supervisor import ChildSpec, Supervisor
+from clubs.workersrun import Stack
+from tests.harness import SynapseHarness, postgres_cluster, synapse_workers_on
+from tests.integration.bots.botproc import READY_FILE
+from tests.integration.bots.support import (
+    CS,
+    BotProcess,
+    create_bot_account,
+    managed_room,
+    new_network,
+)
+from tests.mautrix_client import MautrixPeer, mautrix_peer
+
+AFFECTED_AFTER_S = 5.0
+SETTLE_S = 10.0
+BACK_WITHIN_S = 120.0
+
+
+async def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault(MASTER_KEY_ENV, Fernet.generate_key().decode())
+    base = Path(tempfile.mkdtemp(prefix="clubs-bw-"))  # short: the Redis socket's path
+    try:
+        with postgres_cluster() as pg:
+            async with synapse_workers_on(base / "synapse", pg) as (synapse, stack):
+                return await drill(synapse, stack, base / "var", args)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def drill(synapse: SynapseHarness, stack: Stack, var: Path, args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    network = new_network()
+    names = ["moderation", "facilitation", "scheduling", "checkins"][: args.bots]
+    accounts = [await create_bot_account(synapse, var, name) for name in names]
+    members = [await synapse.new_user(f"member{i}") for i in range(args.members)]
+    rooms = []
+    for i, account in enumerate(accounts):
+        room = await managed_room(
+            synapse, network, invite=[account.user_id, *(m.user_id for m in members)], key=f"r{i}"
+        )
+        for m in members:
+            await m.http.post(path(*CS, "join", room), {})
+        rooms.append(room)
+    victims = [v for v in args.kill.split(",") if v]
+    duration = args.gap * (len(victims) + 1)
+    commands = [
+        Command(
+            n,
+            rng.randrange(args.members),
+            rooms[(i := rng.randrange(len(rooms)))],
+            accounts[i].user_id,
+            n / args.rate,
+        )
+        for n in range(int(duration * args.rate))
+    ]
+    bp = BotProcess(
+        synapse.url, var, accounts, network, synapse.admin.user_id, sync_timeout_ms=30_000
+    )
+    bp.var_dir.mkdir(parents=True, exist_ok=True)
+    downs: list[tuple[str, float, float]] = []
+    with bp.log_file.open("ab") as log_out:
+        async with (
+            Supervisor(var / "run", stdout=log_out.fileno()) as sup,
+            contextlib.AsyncExitStack() as exits,
+        ):
+            argv = ["sh", "-c", 'exec "$@" 2>&1', "sh", *bp.argv()]
+            sup.start(ChildSpec(name="bots", argv=argv, ready_file=var / READY_FILE))
+            if not await sup.wait_ready("bots"):
+                raise SystemExit(f"the bots process did not start; see {bp.log_file}")
+            peers = [await exits.enter_async_context(mautrix_peer(m, synapse.url)) for m in members]
+            clients = [Member(p) for p in peers]
+            await warm_up(clients, accounts, rooms)
+            started = time.time()
+            for c in commands:
+                c.due += started
+            faults = asyncio.create_task(kill_in_turn(stack, victims, started, args.gap, downs))
+            await asyncio.gather(*(send_at(clients[c.member], c) for c in commands))
+            await faults
+            await wait_answered(peers, commands, time.time())
+            await asyncio.sleep(SETTLE_S)
+    return report(args, peers, commands, downs, started)
+
+
+async def kill_in_turn(
+    stack: Stack,
+    victims: list[str],
+    started: float,
+    gap: float,
+    downs: list[tuple[str, float, float]],
+) -> None:
+    for n, name in enumerate(victims, start=1):
+        await asyncio.sleep(max(0.0, started + n * gap - time.time()))
+        pid = stack.pid(name)
+        if pid is None:
+            raise SystemExit(f"{name} is not running: no such process in the stack")
+        os.kill(pid, signal.SIGKILL)
+        killed = time.time()
+        deadline = time.monotonic() + BACK_WITHIN_S
+        while stack.pid(name) in (None, pid):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not come back within {BACK_WITHIN_S:.0f} s")
+            await asyncio.sleep(0.05)
+        await stack.supervisor.wait_ready(name)
+        downs.append((name, killed, time.time()))
+
+
+def report(
+    args: argparse.Namespace,
+    peers: list[MautrixPeer],
+    commands: list[Command],
+    downs: list[tuple[str, float, float]],
+    started: float,
+) -> int:
+    counts = Counter(len(answers(peers, c)) for c in commands)
+    lost = counts[0]
+    duplicated = sum(n for k, n in counts.items() if k > 1)
+    ids = {c.event_id for c in commands}
+    undecryptable = sum(1 for p in peers for e in p.undecryptable if e not in ids)
+    latency: dict[str, list[float]] = {}
+    for c in commands:
+        got = answers(peers, c)
+        if not got:
+            continue
+        hit = [n for n, k, b in downs if k <= c.due <= b + AFFECTED_AFTER_S]
+        kind = f"{hit[0]} down" if hit else "all running"
+        latency.setdefault(kind, []).append(min(r.arrived_at for r in got) - c.due)
+    print(
+        f"run: seed {args.seed}; {len(commands)} commands at {args.rate}/s from {args.members} "
+        f"members to {args.bots} bots (one encrypted room each), through the front"
+    )
+    for name, killed, back in downs:
+        print(
+            f"killed {name:<10} at {killed - started:5.1f} s: back (ready) after "
+            f"{back - killed:.2f} s"
+        )
+    ok = lost == 0 and duplicated == 0 and undecryptable == 0
+    print(
+        f"lost {lost}, duplicated {duplicated}, undecryptable {undecryptable} "
+        f"(target 0 / 0 / 0) {verdict(ok)}"
+    )
+    for kind, s in sorted(latency.items(), key=lambda kv: kv[0] != "all running"):
+        print(
+            f"command -> answer, {kind:<18} n={len(s):3d}: p50 {statistics.median(s) * 1e3:6.0f}"
+            f" ms  p95 {pct(s, 0.95) * 1e3:6.0f} ms"
+        )
+    return 0 if ok else 1
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.CRITICAL)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--rate", type=float, default=1.0, help="commands per second, all members")
+    p.add_argument("--members", type=int, default=2)
+    p.add_argument("--bots", type=int, default=2)
+    p.add_argument("--kill", default="worker1,redis,persister1,fedsender1,main")
+    p.add_argument("--gap", type=float, default=15.0, help="seconds between kills")
+    args = p.parse_args()
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1_000_000)
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
