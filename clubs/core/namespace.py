@@ -49,10 +49,11 @@ this marker instead of creating a second one."""
 OCCURRENCE = f"{NS}.occurrence"
 """A key in the content of the scheduling bot's "starting now" notice (an encrypted
 `m.room.message`, never state: a title or a call link may say too much to the server):
-`{"series": <id as text>, "title": ..., "link": <call link or null>, "ends_at": <epoch s>}`.
-The facilitation bot, in the same sessions room, takes the title, the call link and the series
-(its parking lot) from it for a `!start` without a title; it trusts it only from the network's
-bots."""
+`{"series": <id as text>, "title": ..., "link": <call link or null>, "ends_at": <epoch s>,
+"agenda": [{"title": ..., "minutes": n}, ...]}` (the agenda of a session the network file
+declares; empty otherwise). The facilitation bot, in the same sessions room, takes the title
+(for a `!start` without one), the agenda, the call link and the series (its parking lot) from
+it; it trusts it only from the network's bots."""
 
 BRIDGE_CONSENT = f"{NS}.bridge_consent"
 """State event (state_key "") in an encrypted bridged room: its admins' consent to relaying it

@@ -160,6 +160,12 @@ def sessions_content(sessions: Iterable[Session]) -> dict[str, Any]:
                 "online": s.online,
                 "capacity": s.capacity,
                 "materials": s.materials,
+                # Only when set: an entry's digest names its series, unchanged without one.
+                **(
+                    {"agenda": [{"title": t, "minutes": m} for t, m in s.agenda]}
+                    if s.agenda
+                    else {}
+                ),
             }
             for s in sorted(sessions, key=lambda s: s.key)
         ]

@@ -115,6 +115,8 @@ def _texts(network: Network) -> Iterator[tuple[str, Origin | None]]:
             yield from of(club, "name", "topic")
             for session in club.sessions:
                 yield from of(session, "title")
+                for title, _ in session.agenda:  # published in clear state, like the title
+                    yield title, session.origins.get("agenda")
             for room in club.rooms:
                 yield from of(room, "name", "topic")
             for cohort in club.cohorts:

@@ -45,6 +45,7 @@ from typing import cast
 import yaml
 
 from clubs.bots.facilitation import clubconf as methods_conf
+from clubs.bots.facilitation.parse import duration as agenda_duration
 from clubs.bots.scheduling.recurrence import RuleError, check_rule
 from clubs.bots.scheduling.reminders import MAX_REMINDERS, REMINDER_MAX_S, REMINDER_MIN_S, TARGETS
 from clubs.bots.scheduling.when import When, WhenError, parse_duration, parse_when
@@ -157,8 +158,13 @@ SESSION_KEYS = (
     "format",
     "capacity",
     "materials",
+    "agenda",
 )
 SESSION_TITLE_MAX_CHARS = 120
+SESSION_AGENDA_MAX_ITEMS = 50
+SESSION_ITEM_MAX_CHARS = 200
+SESSION_ITEM_MINUTES = (1, 240)
+"""As the facilitation bot's `!agenda add` takes them."""
 """As for a `!session` title (the scheduling bot's options.MAX_TITLE)."""
 SESSION_CAPACITY = (1, 1000)
 DEFAULT_SESSION_DURATION_S = 2 * 3600
@@ -275,6 +281,8 @@ class _Loader:
         self.bot_room_keys: list[tuple[Node, str]] = []
         """Room keys as the bots' `rooms` lists wrote them, checked once every room is known."""
         self.servers: tuple[Server, ...] = ()
+        self.federate_node: Node | None = None
+        """`defaults.federate` as written (rooms of a network of several servers federate)."""
         self.bridges: list[tuple[Node, str, TelegramBridge]] = []
         """Bridged club rooms (where `bridge` was written, room key, chat), checked at the end
         against the check-ins bot's rooms and for chats named twice."""
@@ -308,6 +316,8 @@ class _Loader:
         roles = self._roles(r, power) if (r := f.get("roles")) else dict(DEFAULT_ROLES)
         bots = self._bots(b) if (b := f.get("bots")) else {}
         self.servers = self._servers(s) if (s := f.get("servers")) else ()
+        if len(self.servers) > 1:
+            self._federate_across()
         people = self._people(p, bots) if (p := f.get("people")) else ()
         words: tuple[str, ...] = ()
         if p := f.get("privacy"):
@@ -405,7 +415,7 @@ class _Loader:
             retention_ms=retention_ms,
             language=lang.choice(("ru", "en")) if (lang := f.get("language")) else d.language,
             time_zone=tz.string(checks.time_zone) if (tz := f.get("time_zone")) else d.time_zone,
-            federate=fed.boolean() if (fed := f.get("federate")) else d.federate,
+            federate=self._federate(f.get("federate"), d.federate),
             moderation=(
                 self._moderation(m, d.moderation) if (m := f.get("moderation")) else d.moderation
             ),
@@ -664,6 +674,19 @@ class _Loader:
             servers.append(Server(entry.key, server_name, url))
         return tuple(servers)
 
+    def _federate(self, node: Node | None, default: bool) -> bool:
+        self.federate_node = node
+        return node.boolean() if node is not None else default
+
+    def _federate_across(self) -> None:
+        """Members and bots of one server are in rooms of another: the rooms must federate."""
+        if self.federate_node is not None and not self.defaults.federate:
+            self.federate_node.error(
+                "false keeps every room on the server that made it, but the network has "
+                "several servers (servers:) whose people share rooms; leave it out or write true"
+            )
+        self.defaults = replace(self.defaults, federate=True)
+
     def _country_server(self, f: Fields) -> str | None:
         """The country's `server`: required once `servers` are declared, one of their keys."""
         keys = tuple(s.key for s in self.servers)
@@ -858,6 +881,7 @@ class _Loader:
                     "remove capacity or write format: offline"
                 )
         materials = m.string(_https_link) if (m := f.get("materials")) else None
+        agenda = _session_agenda(a) if (a := f.get("agenda")) else ()
         if when is None:
             return None
         return Session(
@@ -871,7 +895,8 @@ class _Loader:
             online=online,
             capacity=capacity,
             materials=materials,
-            origins=_origins_of(f.values, "title"),
+            agenda=agenda,
+            origins=_origins_of(f.values, "title", "agenda"),
         )
 
     def _cohort(
@@ -1123,6 +1148,37 @@ def _session_title(value: str) -> str | None:
     if len(value) > SESSION_TITLE_MAX_CHARS:
         return f"expected at most {SESSION_TITLE_MAX_CHARS} characters; got {len(value)} characters"
     return name_text(value)
+
+
+def _session_agenda(node: Node) -> tuple[tuple[str, int], ...]:
+    """`agenda: ["10m Круг: как прошла неделя", "30m method listening", "20m case 42"]`: each
+    item a duration, then the title (as `!agenda add` takes them)."""
+    items = node.sequence()
+    if len(items) > SESSION_AGENDA_MAX_ITEMS:
+        node.error(f"expected at most {SESSION_AGENDA_MAX_ITEMS} agenda items; got {len(items)}")
+        return ()
+    agenda = []
+    low, high = SESSION_ITEM_MINUTES
+    for item in items:
+        text = " ".join(item.string().split())
+        first, _, title = text.partition(" ")
+        seconds = agenda_duration(first) if first and title else None
+        if seconds is None:
+            item.error(
+                f'expected a duration, then a title, like "10m Introductions"; got {shown(text)}'
+            )
+            continue
+        if not low * 60 <= seconds <= high * 60 or seconds % 60:
+            item.error(f"expected whole minutes from {low} to {high}; got {shown(first)}")
+            continue
+        if len(title) > SESSION_ITEM_MAX_CHARS:
+            item.error(
+                f"expected a title of at most {SESSION_ITEM_MAX_CHARS} characters; "
+                f"got {len(title)} characters"
+            )
+            continue
+        agenda.append((title, seconds // 60))
+    return tuple(agenda)
 
 
 def _https_link(value: str) -> str | None:

@@ -335,6 +335,9 @@ class Session:
     """Places at an offline session; None: no limit."""
     materials: str | None = None
     """An https link."""
+    agenda: tuple[tuple[str, int], ...] = ()
+    """(title, minutes) items: the facilitation bot's agenda for a `!start` of an occurrence.
+    Public like the title (the privacy lint reads the titles)."""
     origins: Origins = field(default_factory=dict, compare=False, repr=False)
 
 

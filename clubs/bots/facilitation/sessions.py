@@ -14,8 +14,16 @@ from clubs.bots.args import FreeText, User
 from clubs.bots.base import on_event
 from clubs.bots.commands import command
 from clubs.bots.context import BotContext, CommandContext, EventContext
+from clubs.bots.facilitation.agenda import case_of
 from clubs.bots.facilitation.parse import who
-from clubs.bots.facilitation.session import MAX_TITLE_CHARS, Refused, Session, minutes_sections
+from clubs.bots.facilitation.session import (
+    MAX_ITEM_S,
+    MAX_ITEMS,
+    MAX_TITLE_CHARS,
+    Refused,
+    Session,
+    minutes_sections,
+)
 from clubs.bots.facilitation.status import status_text
 from clubs.core.ids import EventId, RoomId, UserId
 from clubs.core.namespace import OCCURRENCE
@@ -26,6 +34,22 @@ if TYPE_CHECKING:
 CHAIR = 50
 TICK = "tick"
 TICK_S = 30.0
+
+
+def scheduled_agenda(raw: Any) -> list[tuple[str, int]]:
+    """The agenda items an occurrence carries, checked: (title, minutes)."""
+    if not isinstance(raw, list):
+        return []
+    items = []
+    for item in raw[:MAX_ITEMS]:
+        if not isinstance(item, dict):
+            continue
+        title, minutes = item.get("title"), item.get("minutes")
+        if isinstance(title, str) and isinstance(minutes, int) and not isinstance(minutes, bool):
+            title = " ".join(title.split())
+            if 0 < len(title) <= MAX_TITLE_CHARS and 1 <= minutes <= MAX_ITEM_S // 60:
+                items.append((title, minutes))
+    return items
 
 
 def parking_key(room_id: str, session: Session) -> str:
@@ -65,6 +89,8 @@ class Sessions:
                 series, link = scheduled.get("series"), scheduled.get("link")
                 session.series = series if isinstance(series, str) else None
                 session.call = link if isinstance(link, str) else None
+            if scheduled is not None:
+                await self._scheduled_agenda(ctx, session, scheduled.get("agenda"), now)
             session.status_job = list(ctx.job("status"))
             parked = await fb.store.parking(parking_key(ctx.room_id, session))
             await fb.store.save(ctx.room_id, session, now)
@@ -86,6 +112,28 @@ class Sessions:
             await fb.store.save(ctx.room_id, session, now)
             if parked:
                 await ctx.reply("facilitation/parked", notes=parked, part="parked")
+            await fb.show_item(ctx, session, -1)
+
+    async def _scheduled_agenda(
+        self, ctx: CommandContext, session: Session, agenda: Any, now: float
+    ) -> None:
+        """The scheduled session's agenda items, as `!agenda add` would take them (an exercise
+        or a case is recognised; one that cannot be taken is skipped)."""
+        fb = self.bot
+        for title, minutes in scheduled_agenda(agenda):
+            method = await fb.methods.method_of(ctx.bot, ctx.room_id, title)
+            case = case_of(title)
+            if method is not None:
+                title = await fb.methods.title(ctx.bot, ctx.room_id, method, ctx.lang)
+            elif case is not None:
+                found = await fb.case_title(ctx, case)
+                if found is None:
+                    continue
+                title = found
+            try:
+                session.add_item(title, minutes * 60, now, method=method, case=case)
+            except Refused:
+                continue
 
     @on_event("m.room.message")
     async def occurrence(self, ctx: EventContext) -> None:
@@ -107,6 +155,9 @@ class Sessions:
             "series": series,
             "link": link if isinstance(link, str) and len(link) <= 500 else None,
             "ends_at": float(ends),
+            "agenda": [
+                {"title": t, "minutes": m} for t, m in scheduled_agenda(raw.get("agenda"))
+            ],
         }
         await self.bot.store.set_scheduled(ctx.room_id, occurrence, self.bot.clock.now())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from clubs.bots.context import BotContext
 from clubs.bots.jobs import JobContext, on_job, on_missed_job
@@ -28,6 +29,7 @@ from clubs.bots.scheduling.core import (
     start_of,
     when_text,
 )
+from clubs.bots.scheduling.declared import SOURCE_PREFIX, declared_agenda
 from clubs.bots.scheduling.recurrence import (
     occurrence_key,
 )
@@ -45,7 +47,7 @@ from clubs.core.errors import NotFound
 from clubs.core.html import notice_content
 from clubs.core.http import cs
 from clubs.core.ids import RoomId
-from clubs.core.namespace import OCCURRENCE
+from clubs.core.namespace import CLUB_SESSIONS, OCCURRENCE
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,7 @@ class SessionChain(ScheduleCore):
         occ = await self._live_occurrence(series, key)
         if series is None or occ is None:
             return
+        agenda = await self._declared_agenda(job.bot, series)
         for post in await self._posts(occ):
             link = series.link if series.online else None
             lang = (await job.bot.rooms.info(post.poll_room)).language
@@ -242,6 +245,7 @@ class SessionChain(ScheduleCore):
                 "title": series.title,
                 "link": link,
                 "ends_at": ends_at,
+                "agenda": agenda,
             }
             await job.bot.send(
                 post.poll_room,
@@ -249,6 +253,19 @@ class SessionChain(ScheduleCore):
                 content,
                 job=job.txn("now", *(() if post.club == series.club else (post.club,))),
             )
+
+    async def _declared_agenda(self, bot: BotContext, series: Series) -> list[dict[str, Any]]:
+        """A series the network file declares may carry an agenda: read from the sessions
+        room's state as it is now (a changed entry is another series, so none comes)."""
+        if not series.source.startswith(SOURCE_PREFIX):
+            return []
+        try:
+            content = await bot.http.get(
+                cs("rooms", series.room_id, "state", CLUB_SESSIONS, ""), label="state sessions"
+            )
+        except NotFound:
+            return []
+        return declared_agenda(series.club, content, series.source)
 
     @on_missed_job(START)
     async def start_missed(self, job: JobContext) -> None:

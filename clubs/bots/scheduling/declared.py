@@ -22,6 +22,9 @@ from clubs.bots.scheduling.when import MAX_DURATION_S, MIN_DURATION_S
 
 SOURCE_PREFIX = "state:"
 MAX_DECLARED = 100
+MAX_AGENDA_ITEMS = 50
+MAX_ITEM_TITLE = 200
+MAX_ITEM_MINUTES = 240
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _URL = re.compile(r"^https://[^\s<>\"']{3,500}$")
 
@@ -38,6 +41,8 @@ class Declared:
     online: bool
     capacity: int | None
     materials: str | None
+    agenda: tuple[tuple[str, int], ...] = ()
+    """(title, minutes) items, passed on to the facilitation bot when an occurrence starts."""
 
     def __repr__(self) -> str:
         return f"Declared(source={self.source!r})"
@@ -86,6 +91,9 @@ def _entry(club: str, entry: Any) -> Declared | None:
         return None
     if not isinstance(start, str) or (rrule is not None and not isinstance(rrule, str)):
         return None
+    agenda = _agenda(entry.get("agenda", []))
+    if agenda is None:
+        return None
     try:
         first = parse_key(start)
         check_rule(rrule, first)
@@ -103,4 +111,35 @@ def _entry(club: str, entry: Any) -> Declared | None:
         online=online,
         capacity=capacity,
         materials=materials,
+        agenda=agenda,
     )
+
+
+def _agenda(raw: Any) -> tuple[tuple[str, int], ...] | None:
+    """The entry's agenda items, or None if any is not one the facilitation bot would take."""
+    if not isinstance(raw, list) or len(raw) > MAX_AGENDA_ITEMS:
+        return None
+    items = []
+    for item in raw:
+        if not isinstance(item, Mapping):
+            return None
+        title, minutes = item.get("title"), item.get("minutes")
+        if not (isinstance(title, str) and 0 < len(" ".join(title.split())) <= MAX_ITEM_TITLE):
+            return None
+        if not isinstance(minutes, int) or isinstance(minutes, bool):
+            return None
+        if not 1 <= minutes <= MAX_ITEM_MINUTES:
+            return None
+        items.append((" ".join(title.split()), minutes))
+    return tuple(items)
+
+
+def declared_agenda(
+    club: str, content: Mapping[str, Any] | None, source: str
+) -> list[dict[str, Any]]:
+    """The agenda of the declared entry that made the series `source` (empty if none, or if
+    the entry changed since: then it is another series)."""
+    for d in declared_sessions(club, content)[0]:
+        if d.source == source:
+            return [{"title": t, "minutes": m} for t, m in d.agenda]
+    return []

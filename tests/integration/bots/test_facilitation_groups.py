@@ -82,7 +82,8 @@ async def test_upvotes_breakouts_auto_end_and_reflection(
         await send_text(an, room, "!reflect on")
         await until(lambda: [r for r in from_bot(an, bot_user, room) if "Fine: after" in r.body])
         # The scheduling bot's "starting now" notice carries the occurrence (encrypted); a
-        # `!start` without a title takes its title and call link, and parks by its series.
+        # `!start` without a title takes its title, agenda (an item the bot would not take is
+        # skipped; an exercise is titled by it and shown) and call link, and parks by its series.
         bot.service_accounts = bot.service_accounts | {sched.user_id}
         await sc.client.send_message_event(
             RoomID(room),
@@ -95,6 +96,11 @@ async def test_upvotes_breakouts_auto_end_and_reflection(
                     "title": "Groups",
                     "link": "https://meet.example.org/groups-7",
                     "ends_at": clock.now() + 7200,
+                    "agenda": [
+                        {"title": "Check-in round", "minutes": 10},
+                        {"title": "method listening", "minutes": 15},
+                        {"title": "Too short", "minutes": 0},
+                    ],
                 },
             },
         )
@@ -110,6 +116,11 @@ async def test_upvotes_breakouts_auto_end_and_reflection(
         assert started is not None
         assert started.series == "7"
         assert started.call == "https://meet.example.org/groups-7"
+        assert [(i.title, i.duration_s, i.method) for i in started.agenda] == [
+            ("Check-in round", 600, None),
+            ("Active listening", 900, "listening"),
+        ]
+        assert started.current == 0
         await send_text(ch, room, "#later tagged-for-the-series")
 
         # Two anonymous questions, then the secret upvote poll over them, ranked at its end.
@@ -215,10 +226,10 @@ async def test_upvotes_breakouts_auto_end_and_reflection(
 
         async def has_item() -> bool:
             s = await bot.store.session(room)
-            return s is not None and len(s.agenda) == 1
+            return s is not None and len(s.agenda) == 3
 
         await eventually(has_item, within=30)
-        await clock.advance(3700)
+        await clock.advance(3700 + 25 * 60)  # the two scheduled items' 25 minutes too
         await until(
             lambda: [r for r in from_bot(an, bot_user, room) if "nobody ended it" in r.body]
         )

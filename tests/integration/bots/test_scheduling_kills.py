@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 from mautrix.types import RoomID
 
 from clubs.core.http import path
-from clubs.core.namespace import CLUB_SESSIONS
+from clubs.core.namespace import CLUB_SESSIONS, OCCURRENCE
 from clubs.core.sealed import Sealer
 from clubs.core.secrets import Vault
 from tests.harness import SynapseHarness, eventually
@@ -118,6 +118,10 @@ async def test_the_scheduling_bots_jobs_happen_exactly_once_across_kills_around_
         assert counts == {"announcements": 1, "sessions": 1, "sessions related": 1}, counts
         kills = await walk(bp, server, peers, counts)
         await bp.stop()
+        # Each "starting now" the members read carries the occurrence with the declared agenda.
+        starting = [r for r in peers[0].received if r.sender == bot and OCCURRENCE in r.content]
+        assert starting
+        assert all(r.content[OCCURRENCE]["agenda"] == AGENDA for r in starting)
 
     final = await server.counts()
     expected = {"announcements": 2, "sessions": 4, "sessions related": 3}
@@ -147,7 +151,15 @@ def weekly_evening(now: float) -> dict[str, Any]:
         "online": True,
         "capacity": None,
         "materials": None,
+        "agenda": AGENDA,
     }
+
+
+AGENDA = [
+    {"title": "Круг: как прошла неделя", "minutes": 10},
+    {"title": "method story", "minutes": 20},
+]
+"""The declared agenda the "starting now" notices carry (encrypted) to the facilitation bot."""
 
 
 async def walk(

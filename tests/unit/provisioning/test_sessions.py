@@ -232,7 +232,7 @@ ERRORS: list[tuple[str, str, str]] = [
         '- {key: weekly, title: "Встреча", when: "каждый четверг в 19:00", from: 2026-12-01, '
         'venue: "Абая 1"}',
         "n.yaml:16:95: countries[0].clubs[0].sessions[0].venue: unknown key; expected one of "
-        "key, title, when, from, duration, kind, format, capacity, materials",
+        "key, title, when, from, duration, kind, format, capacity, materials, agenda",
     ),
     (
         "bad slug",
@@ -313,6 +313,18 @@ ERRORS: list[tuple[str, str, str]] = [
         '- {key: a, title: "Встреча", when: "30.12.2026 в 18:00", materials: http://x.org/a}',
         "n.yaml:16:79: countries[0].clubs[0].sessions[0].materials: expected an https:// link "
         '(no spaces, at most 500 characters); got "http://x.org/a"',
+    ),
+    (
+        "agenda item without a duration",
+        '- {key: a, title: "Встреча", when: "30.12.2026 в 18:00", agenda: ["Знакомство"]}',
+        "n.yaml:16:77: countries[0].clubs[0].sessions[0].agenda[0]: expected a duration, then "
+        'a title, like "10m Introductions"; got "Знакомство"',
+    ),
+    (
+        "agenda item too long a timebox",
+        '- {key: a, title: "Встреча", when: "30.12.2026 в 18:00", agenda: ["5h Всё"]}',
+        "n.yaml:16:77: countries[0].clubs[0].sessions[0].agenda[0]: expected whole minutes "
+        'from 1 to 240; got "5h"',
     ),
     (
         "title too long",
@@ -512,3 +524,34 @@ def test_a_wrong_calls_option_is_a_located_error(calls: str, message: str) -> No
     problem = str(caught.value)
     assert message in problem
     assert "n.yaml:13:" in problem  # the line of the club's `calls:`
+
+
+def test_an_agenda_is_published_with_its_session_and_taken_by_the_scheduling_bot() -> None:
+    declared = WEEKLY + (
+        '  agenda: ["10m Круг: как прошла неделя", "30м method listening", "20 case 42"]\n'
+    )
+    (entry,) = published(declared)["sessions"]
+    assert entry["agenda"] == [
+        {"title": "Круг: как прошла неделя", "minutes": 10},
+        {"title": "method listening", "minutes": 30},
+        {"title": "case 42", "minutes": 20},  # a bare number is minutes, as `!agenda add` reads
+    ]
+    (without,) = published(WEEKLY)["sessions"]
+    assert "agenda" not in without  # an entry without one keeps its digest (and its series)
+    (good,), skipped = declared_sessions("almaty", {"sessions": [entry]})
+    assert skipped == 0
+    assert good.agenda == (
+        ("Круг: как прошла неделя", 10),
+        ("method listening", 30),
+        ("case 42", 20),
+    )
+    hostile = {**entry, "agenda": [{"title": "x", "minutes": 10_000}]}
+    assert declared_sessions("almaty", {"sessions": [hostile]}) == ([], 1)
+
+
+def test_agenda_titles_are_linted_like_the_title() -> None:
+    declared = WEEKLY + '  agenda: ["10m Знакомство", "20m Антивоенный клуб"]\n'
+    problems = lint_network(parse_network(network_text(declared), "n.yaml"), load_sensitive_words())
+    assert [(p.line, p.path) for p in problems] == [
+        (25, "countries[0].clubs[0].sessions[0].agenda")
+    ]
