@@ -70,11 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from clubs.botsrun import add_parsers as add_bot_parsers
     from clubs.bridge.commands import add_parsers as add_bridge_parsers
+    from clubs.federation import add_parsers as add_federation_parsers
     from clubs.provisioning.commands import add_parsers
 
     add_parsers(sub)
     add_bot_parsers(sub)
     add_bridge_parsers(sub)
+    add_federation_parsers(sub)
     return p
 
 
@@ -133,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _homeserver(args)
         if args.command in ("backup", "restore"):
             return _backup(args)
+        if args.command == "federation":
+            from clubs.federation import run as run_federation
+
+            return run_federation(args)
         if args.command == "bots":
             from clubs.botsrun import run as run_bots
 
@@ -168,6 +174,10 @@ def _homeserver(args: argparse.Namespace) -> int:
     shape = load_shape() if workers_enabled() else None
     env = database_env(os.environ) if shape is not None else None
     db = choose_database(var_dir, env)  # $CLUBS_DB: sqlite (default) or postgres
+    from clubs.federation import homeserver_federation
+
+    # The network's other servers and the TLS listener (docs/federation.md); none by default.
+    allowlist, federation_tls = homeserver_federation(var_dir, args.server_name)
     settings = Settings(
         data_dir=(args.var_dir / "synapse").resolve(),
         port=args.port,
@@ -175,9 +185,8 @@ def _homeserver(args: argparse.Namespace) -> int:
         bind_host=args.bind,
         behind_proxy=args.behind_proxy,
         public_baseurl=os.environ.get("CLUBS_PUBLIC_BASEURL"),
-        federation_allowlist=tuple(
-            d for d in os.environ.get("CLUBS_FEDERATION_ALLOWLIST", "").split(",") if d
-        ),
+        federation_allowlist=allowlist,
+        federation_tls=federation_tls,
         postgres=db.postgres,
         # The Telegram bridge's registration, when a bridge.yaml enables it (off by default).
         app_service_config_files=app_service_files(

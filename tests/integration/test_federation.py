@@ -10,6 +10,7 @@ nor B lists it: A refuses to invite C's user and refuses C's user joining.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,13 @@ from typing import Any
 import pytest
 
 from clubs.core.errors import Forbidden
-from clubs.core.http import RoomId, UserId, path
+from clubs.core.http import MatrixHttp, RoomId, UserId, path
+from clubs.provisioning.compile import compile_network
+from clubs.provisioning.load import parse_network
 from tests.federation import Federation, federated_servers
 from tests.harness import Account, eventually
 from tests.integration.moderation.helpers import Club, membership, moderator_for
+from tests.integration.provisioning.helpers import new_provisioner
 from tests.mautrix_client import mautrix_peer
 
 CS = ("_matrix", "client", "v3")
@@ -168,3 +172,86 @@ async def test_server_outside_the_allowlist_is_refused_both_ways(net: Federation
     with pytest.raises(Forbidden, match=f"Federation denied with {c.server_name}"):
         await join(carol, room, a.server_name)
     assert await membership(owner.http, room, carol.user_id) is None
+
+
+NETWORK = """\
+version: 1
+network: {key}
+name: "Сеть"
+servers:
+  kz: {{server_name: "{a}"}}
+  de: {{server_name: "{b}"}}
+bots:
+  moderation: {bot}
+people:
+  - {{key: anna, mxid: "{anna}", onboarding: existing}}
+  - {{key: bob, mxid: "{bob}", onboarding: existing}}
+club_template:
+  rooms:
+    - {{key: general, name: "Общий"}}
+countries:
+  - key: kz
+    name: "Казахстан"
+    server: kz
+    clubs:
+      - {{key: almaty, name: "Алматы", members: [anna, bob]}}
+  - key: de
+    name: "Германия"
+    server: de
+    clubs:
+      - {{key: berlin, name: "Берлин", members: [bob, anna]}}
+"""
+
+
+async def test_each_server_provisions_its_own_countries_and_invites_the_others_people(
+    net: Federation,
+) -> None:
+    a, b = net["a"], net["b"]
+    anna, bot, bob = await a.new_user("anna"), await a.new_user("modbot"), await b.new_user("bob")
+    text = NETWORK.format(
+        key=f"net{secrets.token_hex(3)}",
+        a=a.server_name,
+        b=b.server_name,
+        bot=bot.user_id[1:].split(":")[0],
+        anna=anna.user_id,
+        bob=bob.user_id,
+    )
+    network = parse_network(text, "network.yaml")
+    provisioners = {
+        a.server_name: await new_provisioner(a),
+        b.server_name: await new_provisioner(b),
+    }
+    desired = {name: compile_network(network, name) for name in provisioners}
+    for name, prov in provisioners.items():
+        result = await prov.apply(desired[name])
+        assert result.writes > 0
+
+    rooms_on_a = (await provisioners[a.server_name].discover(desired[a.server_name])).rooms
+    rooms_on_b = (await provisioners[b.server_name].discover(desired[b.server_name])).rooms
+    assert "club:almaty/general" in rooms_on_a
+    assert "country:de" not in rooms_on_a
+    assert "club:berlin/general" in rooms_on_b
+    assert "country:kz" not in rooms_on_b
+    almaty = rooms_on_a["club:almaty/general"].room_id
+    berlin = rooms_on_b["club:berlin/general"].room_id
+    # Local people are joined by their own server; the other server's people and the bot
+    # (an account on the first server) are invited across, and can join.
+    assert await membership(anna.http, almaty, anna.user_id) == "join"
+    assert await membership(anna.http, almaty, bob.user_id) == "invite"
+    assert await membership(bob.http, berlin, bob.user_id) == "join"
+    await eventually(lambda: _is(bob.http, berlin, bot.user_id, "invite"), within=20)
+    await join(bob, almaty, a.server_name)
+    await join(bot, berlin, b.server_name)
+    await eventually(lambda: _is(anna.http, almaty, bob.user_id, "join"), within=20)
+    # The bot has its power in the room of the other server.
+    levels = await bot.http.get(path(*CS, "rooms", berlin, "state", "m.room.power_levels", ""))
+    assert levels["users"][bot.user_id] == 100
+
+    # A second apply on each server changes nothing.
+    for name, prov in provisioners.items():
+        again = await prov.apply(desired[name])
+        assert again.writes == 0, again.summary()
+
+
+async def _is(http: MatrixHttp, room: RoomId, user_id: str, value: str) -> bool:
+    return await membership(http, room, user_id) == value

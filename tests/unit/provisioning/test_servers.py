@@ -146,6 +146,18 @@ def test_each_server_gets_its_countries_and_the_bots_of_the_first_server() -> No
     assert "@bot-moderation:kz.clubs.example" in club.members
 
 
+def test_rooms_federate_when_there_are_several_servers() -> None:
+    net = load(TWO)
+    assert net.defaults.federate is True
+    assert all(r.federate for r in compile_network(net, "kz.clubs.example").rooms)
+    written = TWO.replace("bots:\n", "defaults: {federate: false}\nbots:\n")
+    assert errors(written) == [
+        "n.yaml:7:22: defaults.federate: false keeps every room on the server that made it, but "
+        "the network has several servers (servers:) whose people share rooms; leave it out or "
+        "write true"
+    ]
+
+
 def test_a_server_outside_the_list_cannot_be_compiled_for() -> None:
     with pytest.raises(ClubsError, match=r"this homeserver, other\.example, is not one of"):
         compile_network(load(TWO), "other.example")
