@@ -62,7 +62,8 @@ def relevant(event: object, is_ours: Callable[[str], bool]) -> dict[str, Any] | 
 
     Kept: messages (encrypted ones too) and redactions (relayed), the encryption event (a room
     becomes encrypted), the consent and the power levels (consent withdrawn, or its writer no
-    longer an admin), and membership events about the bridge's own users (its invitations).
+    longer an admin), membership events about the bridge's own users (its invitations), and a
+    member's own membership events (a new display name: the relay caches names).
     Anything malformed is dropped here, so a hostile event never reaches the worker.
     """
     if not isinstance(event, dict):
@@ -76,7 +77,7 @@ def relevant(event: object, is_ours: Callable[[str], bool]) -> dict[str, Any] | 
         return None
     if kind == "m.room.member":
         key = event.get("state_key")
-        if not isinstance(key, str) or not is_ours(key):
+        if not isinstance(key, str) or not (is_ours(key) or key == event.get("sender")):
             return None
     return event
 

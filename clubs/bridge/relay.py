@@ -121,6 +121,7 @@ KEY_WAIT_FIRST_S = 0.5
 NEVER_BRIDGED_KINDS = frozenset({"cohort_room", "cohort_space", "club_space", "country_space"})
 OFFSET_KEY = "telegram_offset"
 PRUNE_EVERY_S = 3600.0
+MAX_CACHED_NAMES = 10_000
 
 
 class Retry(Exception):
@@ -189,6 +190,9 @@ class Relay:
     device: BridgeDevice | None = None
     """The bot's E2EE device; None: encrypted rooms are refused whatever their consent."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _names: dict[tuple[RoomId, str], str | None] = field(default_factory=dict)
+    """Members' display names per room, forgotten when their membership event comes through
+    the inbox (in the room's order, so a message after a rename shows the new name)."""
     _rooms: dict[RoomId, PortalRow] = field(default_factory=dict)
     _joined: set[tuple[RoomId, UserId]] = field(default_factory=set)
 
@@ -346,7 +350,17 @@ class Relay:
             return True
         return False
 
+    async def _name(self, room: RoomId, member: str) -> str | None:
+        """The member's display name in the room (one state read, then cached)."""
+        key = (room, member)
+        if key not in self._names:
+            if len(self._names) >= MAX_CACHED_NAMES:
+                self._names.clear()
+            self._names[key] = await self.matrix.member_name(room, member, self.bot)
+        return self._names[key]
+
     async def _on_membership(self, room: RoomId, event: Mapping[str, Any]) -> None:
+        self._names.pop((room, str(event.get("state_key"))), None)
         telegram_id = ghost_id(str(event.get("state_key")), self.server_name)
         if telegram_id is not None:
             await self._on_ghost_membership(room, telegram_id, event)
@@ -504,7 +518,7 @@ class Relay:
             if target is not None and isinstance(new, dict):
                 await self._edit(portal, target, str(event.get("sender")), new)
             return
-        name = await self.matrix.member_name(portal.room_id, str(event["sender"]), self.bot)
+        name = await self._name(portal.room_id, str(event["sender"]))
         media = matrix_media(content)
         if media is not None:
             await self._media_to_telegram(portal, event_id, name or "Участник", media, content)
@@ -654,7 +668,7 @@ class Relay:
         if await self.matrix.event_sender(portal.room_id, target, self.bot) != sender:
             log.info("edit of %s by someone else than its sender: ignored", target)
             return  # only the sender may edit a message (the spec's rule for m.replace)
-        name = await self.matrix.member_name(portal.room_id, sender, self.bot)
+        name = await self._name(portal.room_id, sender)
         parts = to_telegram(name or "Участник", new) or []
         sent: list[Sent] = []
         for i, html in enumerate(parts):

@@ -113,6 +113,16 @@ async def test_relay_round_trip_with_edits_and_deletions(
     await anna.http.put(cs("rooms", room, "redact", first, secrets.token_hex(8)), {})
     await eventually(lambda: holds(telegram.texts(chat) == []))
 
+    # A new display name in the room shows from her next message on (the name is cached and
+    # forgotten when her membership event passes through, in the room's order).
+    member_state = cs("rooms", room, "state", "m.room.member", anna.user_id)
+    await anna.http.put(member_state, {"membership": "join", "displayname": "Анна К."})
+    renamed = await say(anna, room, {"msgtype": "m.text", "body": "новое имя"})
+    await eventually(lambda: holds(telegram.texts(chat) == ["Анна К.: новое имя"]))
+    await anna.http.put(member_state, {"membership": "join", "displayname": "Анна"})
+    await anna.http.put(cs("rooms", room, "redact", renamed, secrets.token_hex(8)), {})
+    await eventually(lambda: holds(telegram.texts(chat) == []))
+
     # Telegram → Matrix: the sender's ghost, named from Telegram, at the message's time.
     mid = await telegram.user_says(chat, IVAN, "Здравствуйте!")
 
@@ -185,7 +195,7 @@ async def test_relay_round_trip_with_edits_and_deletions(
     await eventually(lambda: holds("Здравствуйте все!" not in telegram.texts(chat)))
     # Nothing the bridge said went back across: the Matrix side has only Ivan's two events.
     assert len(await from_ghost()) == 4  # Ivan's message, his edit, his thanks, his return
-    assert len(telegram.method_calls("sendMessage")) == 2
+    assert len(telegram.method_calls("sendMessage")) == 3  # with the renamed one above
 
 
 async def test_a_long_message_is_split_and_a_429_is_waited_out(

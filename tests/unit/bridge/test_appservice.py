@@ -155,7 +155,7 @@ async def test_hostile_bodies_are_refused_and_hostile_events_dropped(svc: Servic
         {"type": "m.room.message"},
         {**message(3), "room_id": "not a room"},
         {**message(4), "content": "text"},
-        {**message(5), "type": "m.room.member", "state_key": "@anna:test.local"},
+        {**message(5), "type": "m.room.member", "state_key": "@boris:test.local"},  # of another
         {**message(6), "type": "m.reaction"},
         message(7),
     ]
@@ -190,5 +190,7 @@ def test_member_events_are_kept_only_for_the_bridges_users() -> None:
 
     invite = {**message(1), "type": "m.room.member", "state_key": "@tg_bridge:test.local"}
     assert relevant(invite, ours) == invite
-    assert relevant({**invite, "state_key": "@anna:test.local"}, ours) is None
+    assert relevant({**invite, "state_key": "@boris:test.local"}, ours) is None
+    renamed = {**invite, "state_key": "@anna:test.local"}  # her own: her name may have changed
+    assert relevant(renamed, ours) == renamed
     assert relevant({**invite, "state_key": None}, ours) is None
