@@ -1,6 +1,6 @@
 """Benchmark: a network-wide ban issued on server A, seen by a member on server B.
 
-    .venv/bin/python bench/federation.py [--rooms 4] [--trials 15] [--workdir DIR]
+    .venv/bin/python bench/federation.py [--rooms 4] [--trials 15] [--no-admin] [--workdir DIR]
 
 Two Synapses of the network on loopback (tests/federation.py: different server names, TLS from
 a network CA made for the run, allow-lists naming only each other), SQLite each. `--rooms`
@@ -10,8 +10,11 @@ federation, docs/federation.md); a reader is an account on B in every room, long
 as a client does; every trial has a fresh target, an account on B in every room.
 
 Per trial, in alternating order:
-- ban: the bot's `ban_everywhere` (the same fan-out `!ban` runs: power levels and membership read
-  per room, then the ban) from the call until the reader's /sync has the ban in every room;
+- ban: the bot's `ban_everywhere` (the fan-out `!ban` runs), set up as `clubs bots run` sets it
+  up: power levels from the bot's room cache (kept by its sync; here read once at set-up), the
+  target's memberships in one admin request on A (the bot host's admin view; `--no-admin`: one
+  membership read per room instead), then the bans at once; from the call until the reader's
+  /sync has the ban in every room;
 - floor: the bot sends one plain message to every room at once, from the call until the reader's
   /sync has all of them: what A → B delivery costs for the same number of events.
 
@@ -37,6 +40,7 @@ from bench.bots import pct, verdict
 from bench.moderation import Observer, Seen, banned
 from clubs.bots.moderation.moderator import Moderator
 from clubs.bots.moderation.store import ModerationStore
+from clubs.core.adminview import AdminView
 from clubs.core.clock import SystemClock
 from clubs.core.db import Database
 from clubs.core.http import RoomId, UserId, path
@@ -109,6 +113,16 @@ async def new_target(b: SynapseHarness, rooms: dict[RoomId, str], bot: Account) 
     return target
 
 
+async def room_power(bot: Account, room: RoomId) -> tuple[dict[str, Any], frozenset[str]]:
+    """What the bot's room cache holds: the power levels, and the creators (room v12)."""
+    levels = await bot.http.get(path(*CS, "rooms", room, "state", "m.room.power_levels", ""))
+    create = await bot.http.get(
+        path(*CS, "rooms", room, "state", "m.room.create", ""), query={"format": "event"}
+    )
+    creators = {create["sender"], *create.get("content", {}).get("additional_creators", [])}
+    return levels, frozenset(creators)
+
+
 async def run(args: argparse.Namespace) -> int:
     base = Path(args.workdir or tempfile.mkdtemp(prefix="clubs-bench-fed-"))
     async with federated_servers(base, ("a", "b")) as net:
@@ -118,8 +132,18 @@ async def run(args: argparse.Namespace) -> int:
         reader = Reader(reader_account.http)
         observe = asyncio.create_task(reader.run())
         db = await Database.open(base / "mod.db")
+        cache = {room: await room_power(bot, room) for room in rooms}
+
+        async def power_source(room: RoomId) -> tuple[dict[str, Any], frozenset[str]]:
+            return cache[room]
+
         mod = Moderator(
-            bot.http, UserId(bot.user_id), await ModerationStore.open(db), clock=SystemClock()
+            bot.http,
+            UserId(bot.user_id),
+            await ModerationStore.open(db),
+            clock=SystemClock(),
+            admin=None if args.no_admin else AdminView(a.admin.http),
+            power_source=power_source,
         )
         bans: list[float] = []
         floors: list[float] = []
@@ -127,6 +151,10 @@ async def run(args: argparse.Namespace) -> int:
         try:
             for trial in range(args.trials):
                 target = await new_target(b, hosts, bot)
+                if trial == 0 and not args.no_admin:
+                    seen = await AdminView(a.admin.http).memberships(UserId(target.user_id))
+                    known = sum(1 for r in rooms if (seen or {}).get(r) == "join")
+                    print(f"A's admin view sees the target (on B) in {known} of {len(rooms)} rooms")
                 marker = f"floor {trial}"
 
                 async def send_all(marker: str = marker) -> None:
@@ -178,7 +206,8 @@ async def run(args: argparse.Namespace) -> int:
     ratio95 = pct(bans, 95) / pct(floors, 95)
     print(
         f"\n{args.rooms} rooms ({(args.rooms + 1) // 2} on A, {args.rooms // 2} on B), "
-        f"{args.trials} trials; reader and target on B, bot on A"
+        f"{args.trials} trials; reader and target on B, bot on A; "
+        f"{'no admin view' if args.no_admin else 'admin view on A'}"
     )
     print(
         f"ban seen on B:   p50 {statistics.median(bans) * 1000:.0f} ms, "
@@ -197,6 +226,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rooms", type=int, default=4)
     p.add_argument("--trials", type=int, default=15)
+    p.add_argument(
+        "--no-admin", action="store_true", help="no admin view: one membership read per room"
+    )
     p.add_argument("--workdir", help="keep the servers' files here (default: a temp dir)")
     return asyncio.run(run(p.parse_args()))
 
