@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 
 from clubs.core.errors import ClubsError
-from clubs.core.yamlconf import ConfigError
 from clubs.provisioning.compile import compile_network
-from clubs.provisioning.load import parse_network
-from clubs.provisioning.model import Network
+from tests.unit.provisioning.test_load import errors, load
 
 TWO = """\
 version: 1
@@ -39,16 +37,6 @@ countries:
     clubs:
       - {key: berlin, name: "Берлин", members: [bob]}
 """
-
-
-def load(text: str) -> Network:
-    return parse_network(text, "n.yaml")
-
-
-def errors(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        load(text)
-    return str(caught.value).splitlines()
 
 
 def test_servers_and_the_country_each_is_on() -> None:
