@@ -11,6 +11,9 @@ bridge runs as `clubs bridge run` in its own process (so its RSS is its own). Ph
 1. floor: a member sends into an unbridged room and an observer's /sync (long poll) receives
    each message: the one hop any relayed message also makes (a client's send to another
    client's delivery, here the homeserver's push to the application service);
+1b. in-order floor: the same sends, each awaited before the next (the order a relay into one
+   chat must keep); lag from each message's due time, as for a Telegram update; the rate
+   achieved is printed (Synapse persists concurrent sends together, in-order ones one by one);
 2. Matrix → Telegram: the member sends into the bridged room; lag = her send until the fake
    Telegram is asked to `sendMessage` it;
 3. Telegram → Matrix: ten Telegram users (their ghosts created before, in a warm-up) write into
@@ -154,6 +157,23 @@ async def paced(rate: float, seconds: float, send: Any) -> dict[str, float]:
     return started
 
 
+async def in_order(rate: float, seconds: float, send: Any) -> tuple[dict[str, float], float]:
+    """Like `paced`, but each send awaits the one before (the order a relay must keep in a
+    chat): the due time of each, and the rate achieved."""
+    started: dict[str, float] = {}
+    n = int(rate * seconds)
+    t0 = time.monotonic()
+    for i in range(n):
+        due = t0 + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tag = f"{i:06d}-{secrets.token_hex(3)}"
+        started[tag] = due  # queued at its due time, as a Telegram update is
+        await send(tag)
+    return started, n / (time.monotonic() - t0)
+
+
 def report(name: str, started: dict[str, float], arrived: dict[str, float]) -> list[float]:
     lags = [arrived[t] - s for t, s in started.items() if t in arrived]
     lost = len(started) - len(lags)
@@ -276,6 +296,18 @@ async def measure(
             {k.removeprefix("floor-"): v for k, v in observer.arrived.items()},
         )
 
+        # The floor a relay into one chat sits on: the same sends, one after the other.
+        started, achieved = await in_order(
+            args.rate, args.seconds, lambda t: send(plain, "order", t)
+        )
+        await asyncio.sleep(3)
+        ordered = report(
+            "in-order floor (member sends one after another -> observer /sync)",
+            started,
+            {k.removeprefix("order-"): v for k, v in observer.arrived.items()},
+        )
+        print(f"  in-order sends achieved {achieved:.1f} msg/s (asked {args.rate})")
+
         seen: dict[str, float] = {}
 
         def calls_seen() -> dict[str, float]:
@@ -322,6 +354,11 @@ async def measure(
                 f"{name}: p50 {r50:.2f}x, p95 {r95:.2f}x the floor "
                 f"(target p95 <= {TARGET_RATIO}x) {verdict(r95 <= TARGET_RATIO)}"
             )
+        o50, o95 = pct(ordered, 0.5), pct(ordered, 0.95)
+        print(
+            f"Telegram -> Matrix against the in-order floor: p50 {pct(t2m, 0.5) / o50:.2f}x, "
+            f"p95 {pct(t2m, 0.95) / o95:.2f}x"
+        )
         print(f"doubled: {doubled_tg} in Telegram, {doubled_mx} in Matrix (target 0)")
         print(f"bridge process RSS: {now:.0f} MB now, {peak:.0f} MB peak")
         return 0
