@@ -34,6 +34,7 @@ from tests.integration.bots.test_runtime import (
 from tests.integration.provisioning.test_example import (
     test_cli_plan_exit_codes_and_apply as test_provisioning_cli_through_workers,
 )
+from tests.integration.test_postgres import _gone
 
 __all__ = ["test_bot_answers_through_workers", "test_provisioning_cli_through_workers"]
 
@@ -201,3 +202,39 @@ async def test_wrong_worker_file_is_one_located_error_and_nothing_starts(tmp_pat
         "instance: instance_map has main, persister1\n"
     )
     assert left == []  # no cluster, no Synapse files, no process
+
+
+async def test_homeserver_run_with_workers_starts_the_stack_and_stops_every_process() -> None:
+    """What `make up CLUBS_WORKERS=1` supervises: `clubs homeserver run` with CLUBS_WORKERS=1
+    (CLUBS_DB unset means PostgreSQL) answers on its port; SIGTERM stops every process."""
+    var = Path(tempfile.mkdtemp(prefix="clubs-wr-"))
+    var.chmod(0o755)  # the PostgreSQL user passes through it
+    env = {**os.environ, "CLUBS_WORKERS": "1", "CLUBS_PG_OS_USER": "nobody"}
+    env.pop("CLUBS_DB", None)
+    env.pop("CLUBS_WORKERS_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "clubs.cli", "homeserver", "run", "--var-dir", str(var)],
+        *["--port", "0", "--server-name", "w.local"],
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+        assert line.startswith("Synapse is running on http://127.0.0.1:"), line
+        assert line.endswith(" with 3 worker(s) (Ctrl-C stops it)\n"), line
+        run_dir = var / "synapse" / "run"
+        pids = {f.stem: int(f.read_text()) for f in run_dir.glob("*.pid")}
+        assert sorted(pids) == ["fedsender1", "main", "persister1", "redis", "worker1"]
+        async with MatrixHttp(line.split()[4]) as anon:
+            assert "versions" in await anon.get(path(*CS[:2], "versions"))
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        assert all(_gone(pid) for pid in pids.values())
+        assert not (var / "postgres" / "data" / "postmaster.pid").exists()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        shutil.rmtree(var, ignore_errors=True)
