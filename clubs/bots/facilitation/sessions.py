@@ -155,9 +155,7 @@ class Sessions:
             "series": series,
             "link": link if isinstance(link, str) and len(link) <= 500 else None,
             "ends_at": float(ends),
-            "agenda": [
-                {"title": t, "minutes": m} for t, m in scheduled_agenda(raw.get("agenda"))
-            ],
+            "agenda": [{"title": t, "minutes": m} for t, m in scheduled_agenda(raw.get("agenda"))],
         }
         await self.bot.store.set_scheduled(ctx.room_id, occurrence, self.bot.clock.now())
 
