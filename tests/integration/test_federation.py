@@ -16,13 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mautrix.types import RoomID
 
+from clubs.bots.moderation.detect import Thresholds
+from clubs.bots.runtime import RuntimeSettings
 from clubs.core.errors import Forbidden
 from clubs.core.http import MatrixHttp, RoomId, UserId, path
 from clubs.provisioning.compile import compile_network
 from clubs.provisioning.load import parse_network
 from tests.federation import Federation, federated_servers
 from tests.harness import Account, eventually
+from tests.integration.bots.support import (
+    bot_host,
+    create_bot_account,
+    managed_room,
+    new_network,
+)
+from tests.integration.bots.test_moderation_bot import factory as moderation_factory
 from tests.integration.moderation.helpers import Club, membership, moderator_for
 from tests.integration.provisioning.helpers import new_provisioner
 from tests.mautrix_client import mautrix_peer
@@ -94,11 +104,11 @@ async def test_member_on_b_joins_a_space_on_a_and_reads_an_encrypted_message(
         mautrix_peer(anna, a.url) as sender,
         mautrix_peer(bob, b.url, key_wait_s=30) as reader,
     ):
-        # A knows bob's device (asked of B over federation) before anna's client encrypts for it.
+        # A knows bob's cross-signed device before anna's client encrypts for it.
         await eventually(lambda: _device_known(anna, bob), within=30)
         await sender.send_text(room, "federated hello")  # type: ignore[arg-type]
         got = await eventually(lambda: _texts(reader.received, room), within=30)
-    assert got == ["federated hello"]
+        assert got == ["federated hello"], (reader.undecryptable, reader.withheld)
     # The server of B holds the event as ciphertext only.
     events = await bob.http.get(path(*CS, "rooms", room, "messages") + "?dir=b&limit=20")
     types = {e["type"] for e in events["chunk"] if e.get("sender") == anna.user_id}
@@ -107,8 +117,16 @@ async def test_member_on_b_joins_a_space_on_a_and_reads_an_encrypted_message(
 
 
 async def _device_known(asker: Account, owner: Account) -> bool:
+    """Whether `asker`'s server reports `owner`'s device signed by `owner`'s self-signing key
+    (a remote user's device list and cross-signing keys reach it over federation, and may be
+    cached from before the cross-signing: a client then withholds room keys from the device)."""
     keys = await asker.http.post(path(*CS, "keys", "query"), {"device_keys": {owner.user_id: []}})
-    return owner.session.device_id in keys.get("device_keys", {}).get(owner.user_id, {})
+    device = keys.get("device_keys", {}).get(owner.user_id, {}).get(owner.session.device_id)
+    ssk = keys.get("self_signing_keys", {}).get(owner.user_id, {}).get("keys", {})
+    if not device or not ssk:
+        return False
+    signatures = device.get("signatures", {}).get(owner.user_id, {})
+    return any(key_id in signatures for key_id in ssk)
 
 
 async def _texts(received: list[Any], room: RoomId) -> list[str]:
@@ -255,3 +273,44 @@ async def test_each_server_provisions_its_own_countries_and_invites_the_others_p
 
 async def _is(http: MatrixHttp, room: RoomId, user_id: str, value: str) -> bool:
     return await membership(http, room, user_id) == value
+
+
+async def test_the_moderation_bot_on_a_joins_rooms_of_b_and_its_ban_command_reaches_both(
+    net: Federation, tmp_path: Path
+) -> None:
+    """The shipped moderation bot, hosted on A as `clubs bots run` hosts it: B's provisioner
+    invites it (accepted through `other_provisioners`), and a moderator's encrypted `!ban` in a
+    room on A bans the person in the rooms of both servers."""
+    a, b = net["a"], net["b"]
+    network = new_network()
+    bot = await create_bot_account(a, tmp_path, "moderation")
+    moderator = await a.new_user("mod")
+    reader, troll = await b.new_user("reader"), await b.new_user("troll")
+    people = [moderator.user_id, reader.user_id, troll.user_id]
+    powers = {bot.user_id: 100, moderator.user_id: 50}
+    on_a = await managed_room(a, network, invite=[bot.user_id, *people], powers=powers, club="a")
+    on_b = await managed_room(b, network, invite=[bot.user_id, *people], powers=powers, club="b")
+    for room, via in ((on_a, a.server_name), (on_b, b.server_name)):
+        for who in (moderator, reader, troll):
+            await join(who, RoomId(room), via)
+    settings = RuntimeSettings(
+        sync_timeout_ms=1000, other_provisioners=frozenset({b.admin.user_id})
+    )
+    async with (
+        bot_host(
+            a,
+            tmp_path,
+            [bot],
+            {"moderation": moderation_factory(Thresholds())},
+            network=network,
+            settings=settings,
+        ),
+        mautrix_peer(moderator, a.url) as mod_peer,
+    ):
+        for room in (on_a, on_b):
+            await eventually(lambda room=room: joined(reader, room, bot.user_id), within=30)
+        await mod_peer.send_text(RoomID(on_a), f"!ban {troll.user_id} spam")
+        for room in (on_a, on_b):
+            await eventually(
+                lambda room=room: _is_banned(reader, RoomId(room), troll.user_id), within=30
+            )
