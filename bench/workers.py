@@ -3,6 +3,7 @@ send commands; nothing lost, every command answered exactly once.
 
     .venv/bin/python bench/workers.py [--rate 1] [--members 2] [--bots 2]
         [--kill worker1,redis,persister1,fedsender1,main] [--gap 15] [--seed N]
+    .venv/bin/python bench/workers.py --latency [--sends 200] [--cycles 50]
 
 The stack `CLUBS_WORKERS=1` runs (`clubs.workersrun.worker_stack`: PostgreSQL from the wheel,
 Valkey on a Unix socket, main, event persister, client worker, federation sender, the front),
@@ -17,6 +18,10 @@ Prints, per kill, how long until the process was back (ready again), and from th
 decrypted timelines: lost (no answer), duplicated (more than one answer), undecryptable (target
 0 / 0 / 0); the command -> answer p50/p95 for commands sent while a process was down or within 5 s
 of its return, against those sent when all ran. Exit status 1 if a command was lost or duplicated.
+
+`--latency` measures instead what workers cost a member on this machine: sequential sends and
+send → incremental `/sync`, on one Synapse on SQLite (the floor), one on PostgreSQL, and the
+worker stack through the front and straight to the client worker, in the same run.
 """
 
 from __future__ import annotations
@@ -42,11 +47,11 @@ from cryptography.fernet import Fernet
 
 from bench.bots import pct, verdict
 from bench.chaos import Command, Member, answers, send_at, wait_answered, warm_up
-from clubs.core.http import path
+from clubs.core.http import MatrixHttp, path
 from clubs.core.secrets import MASTER_KEY_ENV
 from clubs.supervisor import ChildSpec, Supervisor
 from clubs.workersrun import Stack
-from tests.harness import SynapseHarness, postgres_cluster, synapse_workers_on
+from tests.harness import SynapseHarness, postgres_cluster, synapse_on, synapse_workers_on
 from tests.integration.bots.botproc import READY_FILE
 from tests.integration.bots.support import (
     CS,
@@ -192,6 +197,72 @@ def report(
     return 0 if ok else 1
 
 
+async def latency(args: argparse.Namespace) -> int:
+    """`--latency`: one member's sequential sends and send → incremental sync, on one Synapse on
+    SQLite, one on PostgreSQL, and the worker stack through the front and straight to the client
+    worker (the front's own cost), one after the other in the same run."""
+    rows: list[tuple[str, list[float], list[float]]] = []
+    base = Path(tempfile.mkdtemp(prefix="clubs-bl-"))
+    try:
+        async with synapse_on(base / "sqlite") as single:
+            rows.append(("SQLite, one process", *await timings(single.url, single, args)))
+        with postgres_cluster() as pg:
+            async with synapse_on(base / "pg", pg) as single:
+                rows.append(("PostgreSQL, one process", *await timings(single.url, single, args)))
+        with postgres_cluster() as pg:  # a database of its own
+            async with synapse_workers_on(base / "w", pg) as (synapse, stack):
+                rows.append(
+                    ("workers, through the front", *await timings(stack.url, synapse, args))
+                )
+                direct = f"http://127.0.0.1:{stack.main.ports.workers['worker1']}"
+                rows.append(("workers, to worker1 itself", *await timings(direct, synapse, args)))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    floor_send = statistics.median(rows[0][1])
+    floor_sync = statistics.median(rows[0][2])
+    print(f"{args.sends} sequential sends, then {args.cycles} x (send, incremental /sync):")
+    for name, sends, cycles in rows:
+        print(
+            f"  {name:<28} send p50 {statistics.median(sends) * 1e3:5.1f} ms p95 "
+            f"{pct(sends, 0.95) * 1e3:5.1f} ms ({statistics.median(sends) / floor_send:.2f}x)   "
+            f"send+sync p50 {statistics.median(cycles) * 1e3:5.1f} ms "
+            f"({statistics.median(cycles) / floor_sync:.2f}x)"
+        )
+    return 0
+
+
+async def timings(
+    url: str, synapse: SynapseHarness, args: argparse.Namespace
+) -> tuple[list[float], list[float]]:
+    user = await synapse.new_user("lat")
+    async with MatrixHttp(url, user.session.access_token) as http:
+        room = (await http.post(path(*CS, "createRoom"), {"name": "lat"}))["room_id"]
+        since = (await http.get(path(*CS, "sync"), query={"timeout": "0"}))["next_batch"]
+        sends = []
+        for n in range(args.sends):
+            t = time.perf_counter()
+            await http.put(
+                path(*CS, "rooms", room, "send", "m.room.message", f"s{n}"),
+                {"msgtype": "m.text", "body": "x"},
+            )
+            sends.append(time.perf_counter() - t)
+        cycles = []
+        for n in range(args.cycles):
+            t = time.perf_counter()
+            sent = await http.put(
+                path(*CS, "rooms", room, "send", "m.room.message", f"c{n}"),
+                {"msgtype": "m.text", "body": "y"},
+            )
+            while True:  # until the event is in the sync (the persister may be a hop away)
+                batch = await http.get(path(*CS, "sync"), query={"since": since, "timeout": "1000"})
+                since = batch["next_batch"]
+                timeline = batch.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {})
+                if any(e["event_id"] == sent["event_id"] for e in timeline.get("events", [])):
+                    break
+            cycles.append(time.perf_counter() - t)
+    return sends, cycles
+
+
 def main() -> int:
     logging.basicConfig(level=logging.CRITICAL)
     p = argparse.ArgumentParser(
@@ -203,10 +274,13 @@ def main() -> int:
     p.add_argument("--bots", type=int, default=2)
     p.add_argument("--kill", default="worker1,redis,persister1,fedsender1,main")
     p.add_argument("--gap", type=float, default=15.0, help="seconds between kills")
+    p.add_argument("--latency", action="store_true", help="measure latencies instead (no kills)")
+    p.add_argument("--sends", type=int, default=200)
+    p.add_argument("--cycles", type=int, default=50)
     args = p.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1_000_000)
-    return asyncio.run(run(args))
+    return asyncio.run(latency(args) if args.latency else run(args))
 
 
 if __name__ == "__main__":
