@@ -174,7 +174,9 @@ def find_free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(
+    host: str, port: int, hint: str = "choose another with --port or CLUBS_PORT"
+) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # As Synapse (Twisted) binds: connections of a previous run lingering in TIME_WAIT do
         # not make the port "taken"; a listening process still does.
@@ -184,8 +186,7 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise HomeserverError(
-                    f"port {port} on {host} is already in use (another homeserver?); "
-                    "choose another with --port or CLUBS_PORT"
+                    f"port {port} on {host} is already in use (another homeserver?); {hint}"
                 ) from None
             raise HomeserverError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
@@ -282,7 +283,7 @@ class Homeserver:
         self.prepare()
         check_port_free(self.settings.bind_host, self.port)
         if (tls := self.settings.federation_tls) is not None:
-            check_port_free(tls.bind_host, tls.port)
+            check_port_free(tls.bind_host, tls.port, "the federation port: CLUBS_FEDERATION_PORT")
         if self.settings.postgres is not None:
             # Wrong password, missing database, wrong locale: one located error, no Synapse.
             from clubs.core.postgres import check_database

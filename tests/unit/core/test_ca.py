@@ -4,6 +4,7 @@ and a located error for every file that does not parse or does not fit."""
 from __future__ import annotations
 
 import datetime
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from clubs.core.ca import (
     make_request,
     server_host,
 )
+from clubs.core.errors import HomeserverError
 from clubs.core.homeserver import FederationTls, Homeserver, Settings, render_config
 
 PASS = b"correct horse battery"
@@ -171,4 +173,24 @@ def test_a_bad_ca_file_stops_the_homeserver_before_anything_is_written(
     with pytest.raises(CertificateError, match=f"{bad}: federation_custom_ca_list: not a PEM"):
         hs.start()
     assert not data_dir.exists()
+    assert hs.process is None
+
+
+def test_a_taken_federation_port_is_named_as_such(ca: NetworkCA, tmp_path: Path) -> None:
+    files = ca.issue("localhost:1", tmp_path / "tls")
+    cert, key, ca_setting = settings_for(files.cert, files.key, NetworkCA.cert_path(ca.directory))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        hs = Homeserver(
+            Settings(
+                data_dir=tmp_path / "hs",
+                server_name=f"localhost:{port}",
+                port=0,
+                federation_tls=FederationTls(port, cert, key, ca_setting),
+            )
+        )
+        with pytest.raises(HomeserverError, match=r"already in use .*CLUBS_FEDERATION_PORT"):
+            hs.start()
     assert hs.process is None
