@@ -59,7 +59,7 @@ from clubs.core.homeserver import Homeserver, Settings
 from clubs.core.http import path
 from clubs.core.secrets import MASTER_KEY_ENV
 from clubs.supervisor import ChildSpec, RestartPolicy, Supervisor
-from tests.harness import SynapseHarness, bootstrap_admin
+from tests.harness import Account, SynapseHarness, bootstrap_admin
 from tests.integration.bots.botproc import READY_FILE
 from tests.integration.bots.support import (
     CS,
@@ -214,20 +214,29 @@ async def run(args: argparse.Namespace) -> int:
             hs.stop()
 
 
-async def soak(synapse: SynapseHarness, var: Path, args: argparse.Namespace) -> int:
-    rng = random.Random(args.seed)  # a reproducible soak
+async def bot_rooms(
+    synapse: SynapseHarness, var: Path, bots: int, members: int
+) -> tuple[str, list[BotAccount], list[Account], list[str]]:
+    """A new network; `bots` bot accounts, each in one managed encrypted room that `members`
+    new members joined: (network, accounts, members, rooms)."""
     network = new_network()
-    names = ["moderation", "facilitation", "scheduling", "checkins"][: args.bots]
+    names = ["moderation", "facilitation", "scheduling", "checkins"][:bots]
     accounts = [await create_bot_account(synapse, var, name) for name in names]
-    members = [await synapse.new_user(f"member{i}") for i in range(args.members)]
+    people = [await synapse.new_user(f"member{i}") for i in range(members)]
     rooms = []
     for i, account in enumerate(accounts):
         room = await managed_room(
-            synapse, network, invite=[account.user_id, *(m.user_id for m in members)], key=f"r{i}"
+            synapse, network, invite=[account.user_id, *(m.user_id for m in people)], key=f"r{i}"
         )
-        for m in members:
+        for m in people:
             await m.http.post(path(*CS, "join", room), {})
         rooms.append(room)
+    return network, accounts, people, rooms
+
+
+async def soak(synapse: SynapseHarness, var: Path, args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)  # a reproducible soak
+    network, accounts, members, rooms = await bot_rooms(synapse, var, args.bots, args.members)
 
     kill_at, hs_at = plan(args, rng)
     commands = make_commands(args, rng, accounts, rooms)

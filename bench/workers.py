@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.fernet import Fernet
 
 from bench.bots import pct, verdict
-from bench.chaos import Command, Member, answers, send_at, wait_answered, warm_up
+from bench.chaos import Command, Member, answers, bot_rooms, send_at, wait_answered, warm_up
 from clubs.core.http import MatrixHttp, path
 from clubs.core.secrets import MASTER_KEY_ENV
 from clubs.supervisor import ChildSpec, Supervisor
@@ -56,9 +56,6 @@ from tests.integration.bots.botproc import READY_FILE
 from tests.integration.bots.support import (
     CS,
     BotProcess,
-    create_bot_account,
-    managed_room,
-    new_network,
 )
 from tests.mautrix_client import MautrixPeer, mautrix_peer
 
@@ -80,18 +77,7 @@ async def run(args: argparse.Namespace) -> int:
 
 async def drill(synapse: SynapseHarness, stack: Stack, var: Path, args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
-    network = new_network()
-    names = ["moderation", "facilitation", "scheduling", "checkins"][: args.bots]
-    accounts = [await create_bot_account(synapse, var, name) for name in names]
-    members = [await synapse.new_user(f"member{i}") for i in range(args.members)]
-    rooms = []
-    for i, account in enumerate(accounts):
-        room = await managed_room(
-            synapse, network, invite=[account.user_id, *(m.user_id for m in members)], key=f"r{i}"
-        )
-        for m in members:
-            await m.http.post(path(*CS, "join", room), {})
-        rooms.append(room)
+    network, accounts, members, rooms = await bot_rooms(synapse, var, args.bots, args.members)
     victims = [v for v in args.kill.split(",") if v]
     duration = args.gap * (len(victims) + 1)
     commands = [
