@@ -29,6 +29,7 @@ class Federation:
     ca: NetworkCA
     servers: dict[str, SynapseHarness]
     outsider: SynapseHarness | None
+    impostor: SynapseHarness | None = None
 
     def __getitem__(self, name: str) -> SynapseHarness:
         return self.servers[name]
@@ -56,22 +57,35 @@ def federation_settings(
 
 @contextlib.asynccontextmanager
 async def federated_servers(
-    base: Path, names: Sequence[str] = ("a", "b"), *, outsider: bool = False
+    base: Path,
+    names: Sequence[str] = ("a", "b"),
+    *,
+    outsider: bool = False,
+    impostor: bool = False,
 ) -> AsyncIterator[Federation]:
+    """The network's servers `names`; with `outsider`, C (see above); with `impostor`, D: its
+    certificate is from another CA, and the network's last server lists it (so what refuses it
+    is the certificate alone)."""
     ca = NetworkCA.create(base / "ca", secrets.token_bytes(16), network="test")
-    ports = {n: find_free_port() for n in [*names, *(["c"] if outsider else [])]}
+    extra = [*(["c"] if outsider else []), *(["d"] if impostor else [])]
+    ports = {n: find_free_port() for n in [*names, *extra]}
     server_names = {n: f"localhost:{p}" for n, p in ports.items()}
     members = [server_names[n] for n in names]
+    allow = {n: [m for m in members if m != server_names[n]] for n in names}
+    if impostor:
+        allow[names[-1]].append(server_names["d"])
     settings = {
-        n: federation_settings(
-            base / n, server_names[n], ports[n], ca, [m for m in members if m != server_names[n]]
-        )
-        for n in names
+        n: federation_settings(base / n, server_names[n], ports[n], ca, allow[n]) for n in names
     }
     if outsider:
         # It allows the network's first server and trusts the CA: only the network refuses it.
         settings["c"] = federation_settings(
             base / "c", server_names["c"], ports["c"], ca, members[:1]
+        )
+    if impostor:
+        other = NetworkCA.create(base / "other-ca", secrets.token_bytes(16), network="other")
+        settings["d"] = federation_settings(
+            base / "d", server_names["d"], ports["d"], other, members[-1:]
         )
     homeservers = {n: Homeserver(s) for n, s in settings.items()}
     try:
@@ -79,11 +93,11 @@ async def federated_servers(
         harnesses = {
             n: SynapseHarness(hs, await bootstrap_admin(hs)) for n, hs in homeservers.items()
         }
-        outside = harnesses.pop("c", None)
+        network = {n: harnesses[n] for n in names}
         try:
-            yield Federation(ca, harnesses, outside)
+            yield Federation(ca, network, harnesses.get("c"), harnesses.get("d"))
         finally:
-            for h in [*harnesses.values(), *([outside] if outside else [])]:
+            for h in harnesses.values():
                 await h.admin.http.close()
                 await h.close()
     finally:

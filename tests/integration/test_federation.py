@@ -5,7 +5,8 @@ encrypted message from A through an independent E2EE client. The shipped moderat
 account on A in rooms of both servers, bans a person network-wide on a moderator's `!ban`: B's
 members see the ban in A's room and in a room hosted on B. Each server provisions its own
 countries from one network file. Server C has a certificate from the same CA and allows A, but
-neither A nor B lists it: A refuses to invite C's user and refuses C's user joining.
+neither A nor B lists it: A refuses to invite C's user and refuses C's user joining. Server D is
+on B's list, but its certificate comes from another CA: B cannot reach it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mautrix.types import RoomID
 
 from clubs.bots.moderation.detect import Thresholds
 from clubs.bots.runtime import RuntimeSettings
-from clubs.core.errors import Forbidden
+from clubs.core.errors import Forbidden, MatrixError
 from clubs.core.http import MatrixHttp, RoomId, path
 from clubs.provisioning.compile import compile_network
 from clubs.provisioning.load import parse_network
@@ -44,7 +45,7 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 @pytest.fixture(scope="module")
 async def net(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Federation]:
     async with federated_servers(
-        tmp_path_factory.mktemp("federation"), ("a", "b"), outsider=True
+        tmp_path_factory.mktemp("federation"), ("a", "b"), outsider=True, impostor=True
     ) as federation:
         yield federation
 
@@ -154,6 +155,22 @@ async def test_server_outside_the_allowlist_is_refused_both_ways(net: Federation
     with pytest.raises(Forbidden, match=f"Federation denied with {c.server_name}"):
         await join(carol, room, a.server_name)
     assert await membership(owner.http, room, carol.user_id) is None
+
+
+async def test_a_listed_server_whose_certificate_is_not_from_the_network_ca_is_refused(
+    net: Federation,
+) -> None:
+    """B lists D, but D's certificate comes from another CA: B does not get past TLS."""
+    b, d = net["b"], net.impostor
+    assert d is not None
+    owner, dave = await b.new_user("owner"), await d.new_user("dave")
+    room = await create_room(owner, invite=[])
+    with pytest.raises(MatrixError) as refused:
+        await owner.http.post(path(*CS, "rooms", room, "invite"), {"user_id": dave.user_id})
+    assert refused.value.status == 502
+    assert f"Can't connect to server {d.server_name}" in refused.value.error
+    assert "certificate verify failed" in b.hs.settings.log_file.read_text()
+    assert await membership(owner.http, room, dave.user_id) is None
 
 
 NETWORK = """\
