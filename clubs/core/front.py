@@ -14,6 +14,7 @@ neither paths nor query strings (access tokens may travel in them).
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
 import re
@@ -142,7 +143,8 @@ class Front:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
         headers["X-Forwarded-For"] = request.remote or ""
         headers["X-Forwarded-Proto"] = request.scheme
-        body = await request.read() if request.body_exists else None
+        # A file object, not bytes: aiohttp sends it in chunks (an upload may be megabytes).
+        body = io.BytesIO(await request.read()) if request.body_exists else None
         url = URL(self.upstreams[target] + request.raw_path, encoded=True)
         try:
             async with self._session.request(

@@ -12,6 +12,7 @@ located error from `clubs homeserver run` with nothing started.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import psycopg2
 import pytest
 
@@ -152,6 +154,28 @@ async def test_worker_killed_while_members_send_is_restarted_and_nothing_is_lost
     bodies = [e["content"]["body"] for e in history["chunk"] if e["type"] == "m.room.message"]
     assert sorted(bodies) == ["0", "1", "2", "3", "4"]
     assert len(set(sent)) == 5
+
+
+async def test_media_goes_up_and_down_through_the_front_byte_for_byte(
+    synapse: SynapseHarness, stack: Stack
+) -> None:
+    ana = await synapse.new_user("ana")
+    upload = os.urandom(1_500_000)  # many chunks of the front's relay, both ways
+    auth = {"Authorization": f"Bearer {ana.session.access_token}"}
+    async with aiohttp.ClientSession(headers=auth) as session:
+        async with session.post(
+            f"{stack.url}/_matrix/media/v3/upload",
+            data=io.BytesIO(upload),
+            headers={"Content-Type": "application/octet-stream"},
+        ) as resp:
+            assert resp.status == 200
+            mxc = (await resp.json())["content_uri"]
+        server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+        async with session.get(
+            f"{stack.url}/_matrix/client/v1/media/download/{server}/{media_id}"
+        ) as resp:
+            assert resp.status == 200
+            assert await resp.read() == upload
 
 
 async def test_admin_api_through_the_front_is_loopback_only(synapse: SynapseHarness) -> None:
