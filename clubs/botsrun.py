@@ -64,6 +64,25 @@ def add_parsers(sub: Any) -> None:
         help="how members reach that endpoint, e.g. https://clubs.example/bots "
         "(default: http://HOST:PORT)",
     )
+    boot = bots_sub.add_parser(
+        "bootstrap",
+        help="create the network's bot accounts (once; then reused) and lift their rate limits",
+    )
+    boot.add_argument(
+        "--network",
+        type=Path,
+        default=Path(os.environ.get("CLUBS_NETWORK", "config/network.example.yaml")),
+    )
+    boot.add_argument("--var-dir", type=Path, default=Path(os.environ.get("CLUBS_VAR_DIR", "var")))
+    boot.add_argument("--homeserver", default=default_homeserver_url())
+    boot.add_argument("--server-name", default=os.environ.get("CLUBS_SERVER_NAME", "clubs.local"))
+    boot.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the homeserver to answer (a container starting beside it)",
+    )
     run.add_argument(
         "--ready-file",
         type=Path,
@@ -126,6 +145,60 @@ def shard_keys(network_file: Path, given: str, network: Any) -> frozenset[str]:
             f"(its keys: {', '.join(sorted(known))})"
         )
     return frozenset(keys)
+
+
+async def bootstrap(args: argparse.Namespace) -> int:
+    """`clubs bots bootstrap`: what `make up` does for the bots before starting them, for a
+    deployment that runs them as a service of their own (the compose stack). Needs the
+    homeserver's registration secret (`<var>/synapse/secrets/`); idempotent."""
+    from clubs.core.http import MatrixHttp
+    from clubs.provisioning.commands import connect
+    from clubs.provisioning.source import check, compile_desired
+    from clubs.up import ensure_bot_accounts
+
+    desired = compile_desired(check(args.network).network, args.server_name)
+    var_dir = args.var_dir.resolve()
+    secret_file = var_dir / "synapse" / "secrets" / "registration_shared_secret"
+    if not secret_file.exists():
+        raise ClubsError(
+            f"{secret_file}: the homeserver's registration secret is not there; bootstrap runs "
+            f"where the homeserver's data is (--var-dir {var_dir})"
+        )
+    await _wait_for(args.homeserver, args.wait)
+    async with connect(args) as conn, MatrixHttp(args.homeserver) as anon:
+        accounts = await ensure_bot_accounts(
+            anon,
+            conn.http,
+            Vault(var_dir / "secrets" / "vault"),
+            secret_file.read_text().strip(),
+            args.server_name,
+            desired,
+        )
+    for account in accounts:
+        print(f"bot {account.name}: {account.user_id}")
+    return 0
+
+
+async def _wait_for(url: str, seconds: float) -> None:
+    """Until the homeserver answers /versions, or a clear error after `seconds`."""
+    import asyncio
+    import time
+
+    from clubs.core.errors import Unreachable
+    from clubs.core.http import MatrixHttp, path
+
+    deadline = time.monotonic() + seconds
+    async with MatrixHttp(url) as http:
+        while True:
+            try:
+                await http.get(path("_matrix", "client", "versions"), label="versions")
+                return
+            except Unreachable:
+                if time.monotonic() > deadline:
+                    raise ClubsError(
+                        f"--homeserver {url}: no answer within {seconds:.0f} s"
+                    ) from None
+                await asyncio.sleep(1.0)
 
 
 async def run(args: argparse.Namespace) -> int:

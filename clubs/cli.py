@@ -140,8 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_federation(args)
         if args.command == "bots":
+            from clubs.botsrun import bootstrap
             from clubs.botsrun import run as run_bots
 
+            if args.bots_command == "bootstrap":
+                return asyncio.run(bootstrap(args))
             return _run_until_interrupted(run_bots(args))
         if args.command == "bridge":
             from clubs.bridge.commands import run as run_bridge_command

@@ -332,7 +332,7 @@ async def _bootstrap(
         log.info("provisioner %s %s", provisioner.user_id, "created" if created else "reused")
         admin = MatrixHttp(url, provisioner.access_token, session=anon.session)
         await ensure_ratelimit_override(admin, provisioner.user_id)
-        bots = await _bot_accounts(anon, admin, vault, secret, settings.server_name, desired)
+        bots = await ensure_bot_accounts(anon, admin, vault, secret, settings.server_name, desired)
         demo = await _apply(admin, desired, provisioner, vault, var_dir)
     demo["homeserver"] = url
     demo["bots"] = {b.name: b.user_id for b in bots}
@@ -340,7 +340,7 @@ async def _bootstrap(
     return demo
 
 
-async def _bot_accounts(
+async def ensure_bot_accounts(
     anon: MatrixHttp,
     admin: MatrixHttp,
     vault: Vault,
@@ -348,6 +348,8 @@ async def _bot_accounts(
     server_name: str,
     desired: DesiredNetwork,
 ) -> list[BotAccount]:
+    """The network's bot accounts, created on first use (passwords and tokens in the vault),
+    without the homeserver's rate limits (`admin`: the provisioner's session)."""
     accounts = []
     for name, mxid in sorted(desired.bots.items()):
         localpart = mxid[1:].split(":", 1)[0]
