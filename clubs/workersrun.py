@@ -26,9 +26,17 @@ from clubs.core.homeserver import (
     STOP_TIMEOUT_S,
     Settings,
     check_port_free,
-    find_free_port,
 )
-from clubs.core.workers import LOOPBACK, MAIN, Layout, MainProcess, Ports, Shape, launches
+from clubs.core.workers import (
+    LOOPBACK,
+    MAIN,
+    Layout,
+    MainProcess,
+    Ports,
+    Shape,
+    launches,
+    quiet_port,
+)
 from clubs.supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger(__name__)
@@ -65,7 +73,7 @@ async def worker_stack(settings: Settings, shape: Shape) -> AsyncIterator[Stack]
         raise HomeserverError(
             "Synapse workers need PostgreSQL: set CLUBS_DB=postgres (or leave it unset)"
         )
-    front_port = settings.port or find_free_port(settings.bind_host)
+    front_port = settings.port or quiet_port()  # bound last, seconds from now
     check_port_free(settings.bind_host, front_port)
     main = MainProcess(settings, front_port, shape, Ports.free(shape))
     layout = main.layout

@@ -18,6 +18,7 @@ process starts, so a wrong file starts nothing.
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import sys
@@ -214,12 +215,41 @@ class Ports:
         taken: set[int] = set()
 
         def pick() -> int:
-            while (port := find_free_port(LOOPBACK)) in taken:
-                pass
+            port = quiet_port(taken)
             taken.add(port)
             return port
 
         return cls(pick(), pick(), {w.name: pick() for w in shape.workers})
+
+
+QUIET_PORTS_FROM = 20000
+
+
+def quiet_port(taken: set[int] | frozenset[int] = frozenset()) -> int:
+    """A free loopback port below the kernel's ephemeral range. The processes bind theirs
+    seconds after the choice (main first, each worker after the one before), and a port from
+    the ephemeral range could meanwhile become the source port of any outgoing connection on the
+    machine; one below it is only ever taken on purpose."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    draw = random.SystemRandom()
+    attempts = 200 if low - QUIET_PORTS_FROM > 1000 else 0  # else: a kernel set up otherwise
+    for _ in range(attempts):
+        port = draw.randrange(QUIET_PORTS_FROM, low)
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    while (port := find_free_port(LOOPBACK)) in taken:
+        pass
+    return port
 
 
 def shared_settings(

@@ -12,6 +12,7 @@ from clubs.core.errors import HomeserverError
 from clubs.core.front import Refused, route
 from clubs.core.homeserver import Settings
 from clubs.core.workers import (
+    QUIET_PORTS_FROM,
     Layout,
     MainProcess,
     Ports,
@@ -19,6 +20,7 @@ from clubs.core.workers import (
     build_shape,
     database_env,
     load_shape,
+    quiet_port,
     worker_settings,
     workers_enabled,
 )
@@ -155,6 +157,15 @@ def test_each_worker_listens_on_loopback_for_its_part_only(tmp_path: Path) -> No
     client = worker_settings(by_name["worker1"], 9004, log)
     assert client["worker_app"] == "synapse.app.generic_worker"
     assert client["worker_listeners"][0]["resources"] == [{"names": ["client"]}]
+
+
+def test_internal_ports_are_free_distinct_and_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = Ports.free(load_shape())
+    chosen = [ports.main_client, ports.main_replication, *ports.workers.values()]
+    assert len(set(chosen)) == 5
+    assert all(QUIET_PORTS_FROM <= p < low for p in chosen)
+    assert QUIET_PORTS_FROM <= quiet_port(set(chosen)) < low
 
 
 def test_a_socket_path_too_long_for_unix_is_refused_before_anything(tmp_path: Path) -> None:
