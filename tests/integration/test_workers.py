@@ -125,16 +125,21 @@ async def test_event_written_by_the_persister_is_seen_by_a_sync_on_the_client_wo
         await eventually(seen, within=10)
 
 
-async def test_worker_killed_while_members_send_is_restarted_and_nothing_is_lost(
-    synapse: SynapseHarness, stack: Stack
+@pytest.mark.parametrize("victim", ["worker1", "redis"])
+async def test_killed_process_is_restarted_and_nothing_sent_meanwhile_is_lost(
+    synapse: SynapseHarness, stack: Stack, victim: str
 ) -> None:
+    """SIGKILL the client worker (the front answers 502 until it is back) or Redis (replication
+    between the processes): five sends retried under their transaction ids land once each, and
+    an incremental /sync (on the client worker, fed by the persister through Redis) sees them."""
     ana = await synapse.new_user("ana")
     room = (await ana.http.post(path(*CS, "createRoom"), {"name": "k"}))["room_id"]
-    before = stack.pid("worker1")
+    since = (await ana.http.get(path(*CS, "sync"), query={"timeout": "0"}))["next_batch"]
+    before = stack.pid(victim)
     assert before is not None
     os.kill(before, 9)
     sent = []
-    for i in range(5):  # the client worker is away: 502 until it is back, then the same txn
+    for i in range(5):
 
         async def send(i: int = i) -> str | None:
             try:
@@ -147,13 +152,28 @@ async def test_worker_killed_while_members_send_is_restarted_and_nothing_is_lost
             return str(answer["event_id"])
 
         sent.append(await eventually(send, within=60, interval=0.2))
-    assert stack.pid("worker1") not in (None, before)
+
+    async def back() -> bool:
+        return stack.pid(victim) not in (None, before)
+
+    await eventually(back, within=30)
     history = await ana.http.get(
         path(*CS, "rooms", room, "messages"), query={"dir": "b", "limit": "20"}
     )
     bodies = [e["content"]["body"] for e in history["chunk"] if e["type"] == "m.room.message"]
     assert sorted(bodies) == ["0", "1", "2", "3", "4"]
     assert len(set(sent)) == 5
+    seen: set[str] = set()
+
+    async def synced() -> bool:
+        nonlocal since
+        batch = await ana.http.get(path(*CS, "sync"), query={"since": since, "timeout": "1000"})
+        since = batch["next_batch"]
+        timeline = batch.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {})
+        seen.update(e["event_id"] for e in timeline.get("events", []))
+        return set(sent) <= seen
+
+    await eventually(synced, within=30)
 
 
 async def test_media_goes_up_and_down_through_the_front_byte_for_byte(
