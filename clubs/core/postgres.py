@@ -470,13 +470,15 @@ class DatabaseChoice:
 
 
 def choose_database(var_dir: Path, env: Mapping[str, str] | None = None) -> DatabaseChoice:
-    """$CLUBS_DB (sqlite, the default, or postgres) and CLUBS_PG_* for a server of one's own.
+    """$CLUBS_DB (sqlite, the default, or postgres; postgres by default with CLUBS_WORKERS=1)
+    and CLUBS_PG_* for a server of one's own.
 
     A var directory that already holds the other kind of database is refused: switching would
     start an empty homeserver beside the city's real one (migration is a separate step)."""
     env = os.environ if env is None else env
     kind = env.get(DB_ENV, "").strip().lower() or (
-        "postgres" if env.get("CLUBS_PG_HOST") else "sqlite"
+        # Synapse workers (CLUBS_WORKERS=1, clubs/core/workers.py) run on PostgreSQL only.
+        "postgres" if env.get("CLUBS_PG_HOST") or env.get("CLUBS_WORKERS") == "1" else "sqlite"
     )
     if kind not in ("sqlite", "postgres"):
         raise PostgresError(f"${DB_ENV}: expected sqlite or postgres; got {env.get(DB_ENV)!r}")

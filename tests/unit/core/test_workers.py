@@ -11,6 +11,7 @@ import yaml
 from clubs.core.errors import HomeserverError
 from clubs.core.front import Refused, route
 from clubs.core.homeserver import Settings
+from clubs.core.postgres import choose_database
 from clubs.core.workers import (
     QUIET_PORTS_FROM,
     Layout,
@@ -98,6 +99,8 @@ def test_workers_switch_and_database_are_checked() -> None:
     with pytest.raises(HomeserverError, match=r"\$CLUBS_WORKERS: expected 0 or 1; got 'yes'"):
         workers_enabled({"CLUBS_WORKERS": "yes"})
     assert database_env({})["CLUBS_DB"] == "postgres"
+    # `clubs backup` and `restore` find the same database as `clubs homeserver run` does.
+    assert choose_database(Path("/nonexistent"), {"CLUBS_WORKERS": "1"}).embedded is not None
     with pytest.raises(HomeserverError) as err:
         database_env({"CLUBS_DB": "sqlite"})
     assert str(err.value) == (
