@@ -60,7 +60,8 @@ CLIENT_WORKER_PATHS: tuple[str, ...] = (
     rf"^/_matrix/client/{_V}/account/whoami$",
 )
 _CLIENT_WORKER = re.compile("|".join(f"(?:{p})" for p in CLIENT_WORKER_PATHS))
-ADMIN_PREFIX = "/_synapse/admin/"
+_ADMIN = re.compile(r"^/+_synapse/+admin(?:/|$)")
+"""The admin API, however many slashes a request puts in its path."""
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and what aiohttp sets itself.
 _DROP = frozenset(
@@ -81,7 +82,7 @@ class Refused:
 
 def route(path: str, peer: str | None, *, has_client_worker: bool) -> str | Refused:
     """Which process serves `path` (the raw path, no query): "client" or "main"."""
-    if path.startswith(ADMIN_PREFIX) and not is_loopback(peer):
+    if _ADMIN.match(path) and not is_loopback(peer):
         return Refused(403, "M_FORBIDDEN", "the admin API is served on the machine itself only")
     if has_client_worker and _CLIENT_WORKER.match(path):
         return CLIENT

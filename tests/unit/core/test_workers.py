@@ -210,8 +210,10 @@ def test_without_a_client_worker_everything_goes_to_main() -> None:
 
 @pytest.mark.parametrize("peer", ["192.0.2.1", "10.0.0.5", "::ffff:192.0.2.1", None, "garbage"])
 def test_the_admin_api_is_refused_to_peers_off_the_machine(peer: str | None) -> None:
-    refused = route("/_synapse/admin/v2/users/@a:x", peer, has_client_worker=True)
-    assert refused == Refused(
-        403, "M_FORBIDDEN", "the admin API is served on the machine itself only"
-    )
+    for admin in ("/_synapse/admin/v2/users/@a:x", "//_synapse//admin/v1/x", "/_synapse/admin"):
+        refused = route(admin, peer, has_client_worker=True)
+        assert refused == Refused(
+            403, "M_FORBIDDEN", "the admin API is served on the machine itself only"
+        )
+    assert route("/_synapse/administrator", peer, has_client_worker=True) == "main"
     assert route("/_synapse/admin/v2/users/@a:x", "::1", has_client_worker=True) == "main"
