@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mautrix.types import RoomID
+from mautrix.types import RoomID, UserID
 
 from clubs.bots.moderation.detect import Thresholds
 from clubs.bots.runtime import RuntimeSettings
@@ -36,7 +36,7 @@ from tests.integration.bots.support import (
 from tests.integration.bots.test_moderation_bot import factory as moderation_factory
 from tests.integration.moderation.helpers import membership
 from tests.integration.provisioning.helpers import new_provisioner
-from tests.mautrix_client import mautrix_peer
+from tests.mautrix_client import MIN_TRUST, MautrixPeer, mautrix_peer
 
 CS = ("_matrix", "client", "v3")
 MEGOLM = "m.megolm.v1.aes-sha2"
@@ -105,16 +105,40 @@ async def test_member_on_b_joins_a_space_on_a_and_reads_an_encrypted_message(
         mautrix_peer(anna, a.url) as sender,
         mautrix_peer(bob, b.url, key_wait_s=30) as reader,
     ):
-        # A knows bob's cross-signed device before anna's client encrypts for it.
-        await eventually(lambda: _device_known(anna, bob), within=30)
+        # Anna's client rates bob's device as cross-signed, and knows the room is encrypted and
+        # bob is in it, before it encrypts (else it withholds the key from his device).
+        await eventually(lambda: _trusted_by(sender, bob), within=30)
+        await synced(sender, room, bob.user_id)
         await sender.send_text(room, "federated hello")  # type: ignore[arg-type]
-        got = await eventually(lambda: _texts(reader.received, room), within=30)
-        assert got == ["federated hello"], (reader.undecryptable, reader.withheld)
+        try:
+            got = await eventually(lambda: _texts(reader.received, room), within=30)
+        except AssertionError:
+            seen = await bob.http.get(path(*CS, "rooms", room, "messages") + "?dir=b&limit=20")
+            raise AssertionError(
+                f"not decrypted on B: events there {[e['type'] for e in seen['chunk']]}, "
+                f"undecryptable {reader.undecryptable}, withheld {reader.withheld}, "
+                f"key shared with/withheld from {await sender.outbound_shared_with(room)}"  # type: ignore[arg-type]
+            ) from None
+        assert got == ["federated hello"]
     # The server of B holds the event as ciphertext only.
     events = await bob.http.get(path(*CS, "rooms", room, "messages") + "?dir=b&limit=20")
     types = {e["type"] for e in events["chunk"] if e.get("sender") == anna.user_id}
     assert "m.room.encrypted" in types
     assert "m.room.message" not in types
+
+
+async def synced(peer: MautrixPeer, room: RoomId, member: str) -> None:
+    """Wait until the peer's own sync has the room as encrypted with `member` joined (a send
+    before that would go out unencrypted, or without a key for that member)."""
+    store = peer.client.state_store
+
+    async def ready() -> bool:
+        return bool(
+            await store.is_encrypted(RoomID(room))
+            and await store.is_joined(RoomID(room), UserID(member))
+        )
+
+    await eventually(ready, within=30)
 
 
 async def _device_known(asker: Account, owner: Account) -> bool:
@@ -128,6 +152,17 @@ async def _device_known(asker: Account, owner: Account) -> bool:
         return False
     signatures = device.get("signatures", {}).get(owner.user_id, {})
     return any(key_id in signatures for key_id in ssk)
+
+
+async def _trusted_by(peer: MautrixPeer, owner: Account) -> bool:
+    """Whether `peer`'s client rates `owner`'s device as cross-signed. Its first look at a
+    remote user's cross-signing keys may predate them on its server (they come over
+    federation), and the client does not look again by itself: once the server has them, the
+    keys are fetched anew."""
+    if not await _device_known(peer.account, owner):
+        return False
+    await peer.crypto._fetch_keys([UserID(owner.user_id)], include_untracked=True)
+    return await peer.trust_of(owner.user_id, owner.session.device_id) >= MIN_TRUST
 
 
 async def _texts(received: list[Any], room: RoomId) -> list[str]:
@@ -290,6 +325,7 @@ async def test_the_moderation_bot_on_a_joins_rooms_of_b_and_its_ban_command_reac
     ):
         for room in (on_a, on_b):
             await eventually(lambda room=room: joined(reader, room, bot.user_id), within=30)
+        await synced(mod_peer, RoomId(on_a), bot.user_id)
         await mod_peer.send_text(RoomID(on_a), f"!ban {troll.user_id} spam")
         for room in (on_a, on_b):
             await eventually(
