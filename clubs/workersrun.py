@@ -110,7 +110,9 @@ async def worker_stack(settings: Settings, shape: Shape) -> AsyncIterator[Stack]
             upstreams = {MAIN: main.internal_url}
             if client is not None:
                 upstreams["client"] = f"http://{LOOPBACK}:{main.ports.workers[client.name]}"
-            front = Front(main.front_host, front_port, upstreams)
+            front = Front(
+                main.front_host, front_port, upstreams, behind_proxy=settings.behind_proxy
+            )
             try:
                 await front.start()
                 log.info(

@@ -98,11 +98,34 @@ def is_loopback(peer: str | None) -> bool:
         return False  # a Unix socket peer or garbage: not trusted
 
 
+_FORWARDED = ("x-forwarded-for", "x-forwarded-proto")
+
+
+def forwarded_headers(
+    given: Mapping[str, str], peer: str | None, scheme: str, behind_proxy: bool
+) -> dict[str, str]:
+    """The headers passed upstream: hop-by-hop ones dropped; X-Forwarded-For/-Proto are the
+    peer's, unless a reverse proxy of ours set them (`behind_proxy`): Synapse's rate limits and
+    its one-day IP record read them, so a client must not choose them."""
+    headers = {k: v for k, v in given.items() if k.lower() not in _DROP}
+    kept = {k.lower(): v for k, v in headers.items() if k.lower() in _FORWARDED}
+    headers = {k: v for k, v in headers.items() if k.lower() not in _FORWARDED}
+    trusted = behind_proxy and "x-forwarded-for" in kept
+    headers["X-Forwarded-For"] = kept["x-forwarded-for"] if trusted else (peer or "")
+    headers["X-Forwarded-Proto"] = kept.get("x-forwarded-proto", scheme) if trusted else scheme
+    return headers
+
+
 class Front:
     """Serve `host:port`, forwarding to `upstreams` ({"main": url, "client": url})."""
 
-    def __init__(self, host: str, port: int, upstreams: Mapping[str, str]) -> None:
+    def __init__(
+        self, host: str, port: int, upstreams: Mapping[str, str], *, behind_proxy: bool = False
+    ) -> None:
         self.host = host
+        self.behind_proxy = behind_proxy
+        """Keep the X-Forwarded-For a reverse proxy in front of us set (else: the peer's own
+        address, whatever the client claimed)."""
         self.port = port
         self.upstreams = {k: v.rstrip("/") for k, v in upstreams.items()}
         self._runner: web.AppRunner | None = None
@@ -141,9 +164,9 @@ class Front:
             return web.json_response(
                 {"errcode": target.errcode, "error": target.error}, status=target.status
             )
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
-        headers["X-Forwarded-For"] = request.remote or ""
-        headers["X-Forwarded-Proto"] = request.scheme
+        headers = forwarded_headers(
+            request.headers, request.remote, request.scheme, self.behind_proxy
+        )
         # A file object, not bytes: aiohttp sends it in chunks (an upload may be megabytes).
         body = io.BytesIO(await request.read()) if request.body_exists else None
         url = URL(self.upstreams[target] + request.raw_path, encoded=True)

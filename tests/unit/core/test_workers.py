@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from clubs.core.errors import HomeserverError
-from clubs.core.front import Refused, route
+from clubs.core.front import Refused, forwarded_headers, route
 from clubs.core.homeserver import Settings
 from clubs.core.postgres import choose_database
 from clubs.core.workers import (
@@ -217,3 +217,16 @@ def test_the_admin_api_is_refused_to_peers_off_the_machine(peer: str | None) -> 
         )
     assert route("/_synapse/administrator", peer, has_client_worker=True) == "main"
     assert route("/_synapse/admin/v2/users/@a:x", "::1", has_client_worker=True) == "main"
+
+
+def test_forwarded_for_is_the_peer_unless_our_own_proxy_set_it() -> None:
+    claimed = {"x-forwarded-for": "203.0.113.9", "Connection": "keep-alive", "Accept": "*/*"}
+    own = forwarded_headers(claimed, "198.51.100.4", "http", behind_proxy=False)
+    assert own == {"Accept": "*/*", "X-Forwarded-For": "198.51.100.4", "X-Forwarded-Proto": "http"}
+    proxied = {**claimed, "X-Forwarded-Proto": "https"}
+    kept = forwarded_headers(proxied, "127.0.0.1", "http", behind_proxy=True)
+    assert kept == {
+        "Accept": "*/*",
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Proto": "https",
+    }
