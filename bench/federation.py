@@ -1,6 +1,7 @@
 """Benchmark: a network-wide ban issued on server A, seen by a member on server B.
 
     .venv/bin/python bench/federation.py [--rooms 4] [--trials 15] [--no-admin] [--workdir DIR]
+    .venv/bin/python bench/federation.py --restart [--down-s 2]
 
 Two Synapses of the network on loopback (tests/federation.py: different server names, TLS from
 a network CA made for the run, allow-lists naming only each other), SQLite each. `--rooms`
@@ -19,6 +20,13 @@ Per trial, in alternating order:
   /sync has all of them: what A → B delivery costs for the same number of events.
 
 Printed: median and p95 of both, and their ratio. Target: ban ≤ 1.3× the floor (p50).
+
+`--restart [--down-s S]` measures something else: B is stopped, the bot on A sends a message to
+a room of A that the reader on B is in, B stays down S seconds and starts again, and the bot
+sends a second message. Printed: when each reached the reader's /sync, counted from B's
+restart. A short outage is covered by the retries of A's own transaction; once those are spent
+(minutes), A backs off from B, and the template makes it try again after 30 s
+(`federation.destination_min_retry_interval`; Synapse's default is 10 minutes).
 """
 
 from __future__ import annotations
@@ -123,7 +131,41 @@ async def room_power(bot: Account, room: RoomId) -> tuple[dict[str, Any], frozen
     return levels, frozenset(creators)
 
 
+async def restart(args: argparse.Namespace) -> int:
+    base = Path(args.workdir or tempfile.mkdtemp(prefix="clubs-bench-fed-"))
+    async with federated_servers(base, ("a", "b")) as net:
+        a, b = net["a"], net["b"]
+        bot, reader_account, hosts = await setup(a, b, 1)
+        room = next(iter(hosts))
+
+        async def say(marker: str) -> None:
+            await bot.http.put(
+                path(*CS, "rooms", room, "send", "m.room.message", txn_id("bench", marker)),
+                {"msgtype": "m.text", "body": marker},
+            )
+
+        b.hs.stop()
+        await say("while B was down")
+        await asyncio.sleep(args.down_s)  # A tries, fails, and retries
+        await asyncio.to_thread(b.hs.start)
+        started = time.monotonic()
+        await say("after B came back")
+        reader = Reader(reader_account.http)
+        observe = asyncio.create_task(reader.run())
+        try:
+            for marker in ("after B came back", "while B was down"):
+                await reader.wait(message_from(bot.user_id, {room}, marker), within=900)
+                print(f"{marker!r}: seen on B {time.monotonic() - started:.1f} s after its restart")
+        finally:
+            observe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await observe
+    return 0
+
+
 async def run(args: argparse.Namespace) -> int:
+    if args.restart:
+        return await restart(args)
     base = Path(args.workdir or tempfile.mkdtemp(prefix="clubs-bench-fed-"))
     async with federated_servers(base, ("a", "b")) as net:
         a, b = net["a"], net["b"]
@@ -229,6 +271,10 @@ def main() -> int:
     p.add_argument(
         "--no-admin", action="store_true", help="no admin view: one membership read per room"
     )
+    p.add_argument(
+        "--restart", action="store_true", help="delivery to B after B restarts (see above)"
+    )
+    p.add_argument("--down-s", type=float, default=2.0, help="with --restart: B's outage")
     p.add_argument("--workdir", help="keep the servers' files here (default: a temp dir)")
     return asyncio.run(run(p.parse_args()))
 

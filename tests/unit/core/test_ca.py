@@ -153,6 +153,7 @@ def test_federation_tls_renders_its_own_listener_and_trusts_only_the_ca(tmp_path
     assert config["federation_verify_certificates"] is True
     assert config["tls_certificate_path"] == str(tmp_path / "tls.crt")
     assert config["ip_range_whitelist"] == ["10.8.0.0/24"]
+    assert config["federation"]["destination_min_retry_interval"] == "30s"
 
 
 def test_a_bad_ca_file_stops_the_homeserver_before_anything_is_written(
