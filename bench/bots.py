@@ -247,16 +247,14 @@ async def join_all(synapse: SynapseHarness, bots: Sequence[str], rooms: Sequence
 
 async def run(args: argparse.Namespace) -> int:
     os.environ.setdefault(MASTER_KEY_ENV, Fernet.generate_key().decode())
-    with (
-        tempfile.TemporaryDirectory(prefix="clubs-bench-bots-") as tmp,
-        homeserver(args.shape, Path(tmp) / "var" / "synapse") as hs,
-    ):
-        synapse = SynapseHarness(hs, await bootstrap_admin(hs))
-        try:
-            await measure(synapse, Path(tmp) / "var", args)
-        finally:
-            await synapse.admin.http.close()
-            await synapse.close()
+    with tempfile.TemporaryDirectory(prefix="clubs-bench-bots-") as tmp:
+        async with homeserver(args.shape, Path(tmp) / "var" / "synapse") as hs:
+            synapse = SynapseHarness(hs, await bootstrap_admin(hs))
+            try:
+                await measure(synapse, Path(tmp) / "var", args)
+            finally:
+                await synapse.admin.http.close()
+                await synapse.close()
     return 0
 
 

@@ -62,11 +62,9 @@ async def floor(http: MatrixHttp, server_name: str, args: argparse.Namespace) ->
 
 
 async def run(args: argparse.Namespace) -> int:
-    with (
-        tempfile.TemporaryDirectory(prefix="clubs-bench-") as tmp,
-        homeserver(args.shape, Path(tmp) / "synapse") as hs,
-    ):
-        await measure(hs, args)
+    with tempfile.TemporaryDirectory(prefix="clubs-bench-") as tmp:
+        async with homeserver(args.shape, Path(tmp) / "synapse") as hs:
+            await measure(hs, args)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Benchmark: our overhead on each homeserver shape, the bots' cost as rooms grow, backup size
 and time. Every ratio is against a floor measured on the same homeserver in the same run.
 
-    .venv/bin/python bench/scale.py [--shapes sqlite,postgres] [--parts overhead,growth,backup]
+    .venv/bin/python bench/scale.py [--shapes sqlite,postgres,workers] [--parts overhead,growth,backup]
         [--clubs 100] [--club-rooms 9] [--ping-rooms 100] [--samples 30]
         [--growth 100,500,1000] [--growth-bots 4] [--messages 10000]
 
@@ -12,15 +12,15 @@ and time. Every ratio is against a floor measured on the same homeserver in the 
      re-apply's writes (target 0);
    - the bots' `!ping` reply against the two-hop relay floor, a bare client answering in the
      same room while the bots run (`bench/bots.py`; target p95 ≤ 1.1×).
-   The floors of the shapes are printed side by side: the cost of each shape itself.
+   The floors of the shapes are printed side by side: the cost of each shape itself. The
+   `workers` shape (main, persister, client worker, federation sender, Valkey, the front) is
+   measured the same way; on 2 cores it is expected to be slower, not faster (docs/workers.md).
 2. **growth** (SQLite): the bot process's RSS and its start-up from a stored token to the first
    answer with `--growth-bots` bots each in 100, 500 and 1,000 rooms (targets at 1,000: RSS ≤
    250 MB, start-up ≤ 2 s).
 3. **backup** (SQLite): after the largest growth run, `--messages` messages are sent into its
    rooms; `clubs backup` of that var directory (time, size) and `clubs restore` into an empty
    one (time).
-
-The shape with Synapse workers is not measured here yet (see docs/scale.md).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def bots_args(args: argparse.Namespace, rooms: int, bots: int, *, relay: bool) -
 async def with_synapse(shape: str, tmp: Path, work: Any) -> Any:
     """`work(synapse, var)` on a fresh homeserver of `shape` whose data is `tmp/var/synapse`."""
     var = tmp / "var"
-    with homeserver(shape, var / "synapse") as hs:
+    async with homeserver(shape, var / "synapse") as hs:
         synapse = SynapseHarness(hs, await bootstrap_admin(hs))
         try:
             return await work(synapse, var)
@@ -86,16 +86,14 @@ async def overhead(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for shape in args.shapes:
         print(f"\n=== {shape}: provisioning ===")
-        with (
-            tempfile.TemporaryDirectory(prefix=f"clubs-scale-{shape}-") as tmp,
-            homeserver(shape, Path(tmp) / "synapse") as hs,
-        ):
-            prov = await provisioning_bench.measure(
-                hs,
-                argparse.Namespace(
-                    clubs=args.clubs, rooms=args.club_rooms, countries=4, concurrency=4, staff=0
-                ),
-            )
+        with tempfile.TemporaryDirectory(prefix=f"clubs-scale-{shape}-") as tmp:
+            async with homeserver(shape, Path(tmp) / "synapse") as hs:
+                prov = await provisioning_bench.measure(
+                    hs,
+                    argparse.Namespace(
+                        clubs=args.clubs, rooms=args.club_rooms, countries=4, concurrency=4, staff=0
+                    ),
+                )
         print(f"\n=== {shape}: !ping ===")
         with tempfile.TemporaryDirectory(prefix=f"clubs-scale-{shape}-") as tmp:
             ping = await with_synapse(
