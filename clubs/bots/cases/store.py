@@ -63,6 +63,11 @@ MIGRATIONS: Sequence[Migration] = (
         CREATE INDEX cs_terms_case ON cs_terms (bot, case_id)
         """,
     ),
+    Migration(
+        2,
+        "search terms with their scope in the index (a search reads no table rows)",
+        "CREATE INDEX cs_terms_scope ON cs_terms (bot, term, shared, club, case_id)",
+    ),
 )
 
 
@@ -326,32 +331,35 @@ class CaseStore:
         marks = ",".join("?" * len(clubs)) or "NULL"
         scope = f"(t.club IN ({marks}) OR t.shared = 1)"
         if words:
+            # One index range per term (term, then scope: cs_terms_scope), intersected.
             terms = [self.box.term(w) for w in dict.fromkeys(words)]
-            tmarks = ",".join("?" * len(terms))
-            ids_sql = (
+            ids_sql = " INTERSECT ".join(
                 f"SELECT t.case_id AS id FROM cs_terms t WHERE t.bot = ? "  # noqa: S608
-                f"AND t.term IN ({tmarks}) AND {scope} "
-                f"GROUP BY t.case_id HAVING COUNT(*) = ?"
+                f"AND t.term = ? AND {scope}"
+                for _ in terms
             )
-            params: list[Any] = [self.bot, *terms, *clubs, len(terms)]
+            params: list[Any] = [v for term in terms for v in (self.bot, term, *clubs)]
         else:
             ids_sql = (
                 "SELECT t.id AS id FROM cs_cases t WHERE t.bot = ? "  # noqa: S608
                 f"AND {scope}"
             )
             params = [self.bot, *clubs]
-        base = (
-            f"SELECT {_COLUMNS} FROM cs_cases WHERE bot = ? AND state = 'posted' "  # noqa: S608
-            f"AND id IN ({ids_sql})"
+        # The matching ids once (a few hundred integers at most), then only the shown rows.
+        found = await self.db.fetchall(
+            f"SELECT c.id AS id FROM ({ids_sql}) AS m JOIN cs_cases c ON c.id = m.id "  # noqa: S608
+            "WHERE c.bot = ? AND c.state = 'posted' ORDER BY c.id DESC",
+            (*params, self.bot),
         )
-        count = await self.db.fetchone(
-            f"SELECT COUNT(*) AS n FROM ({base})",  # noqa: S608
-            (self.bot, *params),
-        )
+        shown = [int(r["id"]) for r in found[:limit]]
+        if not shown:
+            return [], len(found)
         rows = await self.db.fetchall(
-            f"{base} ORDER BY id DESC LIMIT ?", (self.bot, *params, limit)
+            f"SELECT {_COLUMNS} FROM cs_cases WHERE bot = ? "  # noqa: S608
+            f"AND id IN ({','.join('?' * len(shown))}) ORDER BY id DESC",
+            (self.bot, *shown),
         )
-        return [self._case(r) for r in rows], int(count["n"]) if count else 0
+        return [self._case(r) for r in rows], len(found)
 
     async def pending(self, clubs: Iterable[str]) -> list[Case]:
         clubs = sorted(set(clubs))

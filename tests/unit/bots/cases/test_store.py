@@ -103,6 +103,29 @@ async def test_search_is_scoped_to_clubs_and_shared_cases(store: CaseStore) -> N
     assert found == []
 
 
+async def test_more_results_than_shown_are_counted_and_the_newest_shown(
+    store: CaseStore,
+) -> None:
+    ids = [await add(store, "almaty", "мама", ("тв",), f"$m{i}") for i in range(13)]
+    found, total = await store.search({"almaty"}, ["тв", "мама", "тв"])  # a word twice: once
+    assert total == 13
+    assert [c.id for c in found] == sorted(ids, reverse=True)[:10]
+
+
+async def test_a_search_reads_the_terms_through_their_index(store: CaseStore) -> None:
+    """Each term is one range of `cs_terms_scope` (not a scan of the bot's terms), so a search
+    over 10,000 cases takes about a millisecond (bench/cases.py)."""
+    terms = [store.box.term(w) for w in ("мама", "тв")]
+    one = "SELECT case_id FROM cs_terms WHERE bot = ? AND term = ? AND (club IN (?) OR shared = 1)"
+    plan = await store.db.fetchall(
+        f"EXPLAIN QUERY PLAN {one} INTERSECT {one}",
+        ("facilitation", terms[0], "almaty", "facilitation", terms[1], "almaty"),
+    )
+    details = [str(r["detail"]) for r in plan]
+    assert any("cs_terms_scope" in d for d in details), details
+    assert not any(d.startswith("SCAN") for d in details), details
+
+
 async def test_once_per_source_and_forgetting_leaves_nothing(store: CaseStore) -> None:
     first = await add(store, "almaty", "мама", ("тв",), "$same")
     again = await add(store, "almaty", "мама", ("тв",), "$same")
