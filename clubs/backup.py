@@ -64,7 +64,9 @@ SKIP_TABLE = "e2e_one_time_keys_json"
 # Media Synapse can fetch or make again; everything else under media_store is ours alone.
 MEDIA_CACHES = {"remote_content", "remote_thumbnail", "url_cache", "url_cache_thumbnails"}
 SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".lock", ".pid", ".tmp")
-SKIP_TOP = {"run", "postgres"}  # pid files; the cluster's files (dumped instead)
+# pid files; the cluster's files (dumped instead); a migration's snapshot and the SQLite
+# database it left behind (kept for a while by hand, not part of the city's state).
+SKIP_TOP = {"run", "postgres", "migrate-to-postgres"}
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 

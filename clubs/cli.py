@@ -68,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     _var_arg(rs)
     rs.add_argument("backup_file", type=Path, help="a file written by `clubs backup`")
 
+    db = sub.add_parser("db", help="the homeserver's database")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    migrate = db_sub.add_parser(
+        "migrate-to-postgres",
+        help="move the city's Synapse from SQLite to PostgreSQL (stops it; run again to resume)",
+        description="Stops the homeserver, ports a snapshot of its SQLite database into "
+        "PostgreSQL (the city's own cluster under var/postgres, or the server CLUBS_PG_HOST "
+        "names), verifies it, then records the switch in var/database.json. Until that last "
+        "step the city uses SQLite; an interrupted run resumes when run again.",
+    )
+    _var_arg(migrate)
+    migrate.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    migrate.add_argument(
+        "--server-name",
+        default=os.environ.get("CLUBS_SERVER_NAME", "clubs.local"),
+        help="used only when var/synapse/homeserver.yaml does not say (default clubs.local)",
+    )
+
     from clubs.botsrun import add_parsers as add_bot_parsers
     from clubs.bridge.commands import add_parsers as add_bridge_parsers
     from clubs.federation import add_parsers as add_federation_parsers
@@ -139,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from clubs.federation import run as run_federation
 
             return run_federation(args)
+        if args.command == "db":
+            return _db(args)
         if args.command == "bots":
             from clubs.botsrun import bootstrap
             from clubs.botsrun import run as run_bots
@@ -241,6 +261,45 @@ def _backup(args: argparse.Namespace) -> int:
             f"restored {done.files} files and the {done.database} database into {var_dir} "
             f"in {done.seconds:.1f} s; start it as before (`make up`)"
         )
+    return 0
+
+
+SUMMARY_TABLES = ("users", "rooms", "events")
+
+
+def _db(args: argparse.Namespace) -> int:
+    from clubs.db_migrate import Migration
+
+    migration = Migration(args.var_dir.resolve(), server_name=args.server_name)
+    if args.dry_run:
+        print("clubs db migrate-to-postgres --dry-run: the plan (nothing is changed)")
+        for line in migration.plan():
+            print(f"  {line}")
+        return 0
+    try:
+        done = migration.run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {migration.standing()}", file=sys.stderr)
+        return 130
+    except ClubsError as e:
+        print(f"clubs: error: {e}\n{migration.standing()}", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{t} {n}" for t, n in done.counts.items() if t in SUMMARY_TABLES)
+    if not done.switched:
+        print("migration finished (an earlier run made the switch)")
+    elif counts:
+        print(f"migrated to PostgreSQL in {done.seconds:.1f} s ({counts}: the same on both sides)")
+    else:
+        print(f"migrated to PostgreSQL in {done.seconds:.1f} s (verified by an earlier run)")
+    for note in done.notes:
+        print(f"note: {note}")
+    from clubs.core.postgres import record_path
+
+    print(f"the city now uses PostgreSQL: {record_path(migration.var)} says so, for every start")
+    if done.kept is not None:
+        print(f"the SQLite database as it was is kept in {done.kept}: delete it when you are sure")
+    for what in done.stopped:
+        print(f"{what} was stopped for the migration: start the city again (`make up`)")
     return 0
 
 

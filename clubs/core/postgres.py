@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import importlib.util
+import json
 import logging
 import os
 import pwd
@@ -458,6 +459,10 @@ def check_database(args: Mapping[str, str], *, config: Path | str) -> None:
 
 
 DB_ENV = "CLUBS_DB"
+RECORD_NAME = "database.json"
+"""The city's recorded choice, `var/database.json`: written by `clubs db migrate-to-postgres`
+(`{"database": "sqlite"}` while it works, `{"database": "postgres", ...}` at its switch)."""
+_RECORD_KEYS = ("database", "host", "port", "user", "dbname", "password_file")
 
 
 @dataclass(frozen=True)
@@ -469,52 +474,129 @@ class DatabaseChoice:
     embedded: EmbeddedPostgres | None = None
 
 
-def choose_database(var_dir: Path, env: Mapping[str, str] | None = None) -> DatabaseChoice:
-    """$CLUBS_DB (sqlite, the default, or postgres; postgres by default with CLUBS_WORKERS=1)
-    and CLUBS_PG_* for a server of one's own.
+def record_path(var_dir: Path) -> Path:
+    return var_dir / RECORD_NAME
 
-    A var directory that already holds the other kind of database is refused: switching would
-    start an empty homeserver beside the city's real one (migration is a separate step)."""
+
+def read_record(var_dir: Path) -> dict[str, str] | None:
+    """The recorded choice (None when there is no record). A damaged one is a located error."""
+    path = record_path(var_dir)
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # (a var directory that is not one is told where it is used)
+    except OSError as e:
+        raise PostgresError(f"{path}: cannot read the database choice ({e.strerror})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise PostgresError(f"{path}: not JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("database") not in ("sqlite", "postgres"):
+        raise PostgresError(f"{path}: database: expected sqlite or postgres")
+    for key, value in data.items():
+        if key not in _RECORD_KEYS:
+            raise PostgresError(f"{path}: {key}: unknown key (expected one of "
+                                f"{', '.join(_RECORD_KEYS)})")  # fmt: skip
+        if not isinstance(value, str):
+            raise PostgresError(f"{path}: {key}: expected a string; got {value!r}")
+    return dict(data)
+
+
+def write_record(var_dir: Path, record: Mapping[str, str]) -> None:
+    """Record the city's database, atomically (a crash leaves the old record or the new one)."""
+    body = json.dumps(dict(record), indent=2, sort_keys=True) + "\n"
+    write_private(record_path(var_dir), body.encode())
+
+
+def choose_database(var_dir: Path, env: Mapping[str, str] | None = None) -> DatabaseChoice:
+    """The city's recorded choice (`var/database.json`) when there is one, else $CLUBS_DB
+    (sqlite, the default, or postgres; postgres by default with CLUBS_WORKERS=1); CLUBS_PG_*
+    for a server of one's own.
+
+    A $CLUBS_DB that contradicts the record is refused, and so is, without a record, a var
+    directory that already holds the other kind of database: switching would start an empty
+    homeserver beside the city's real one (moving is `clubs db migrate-to-postgres`)."""
     env = os.environ if env is None else env
-    kind = env.get(DB_ENV, "").strip().lower() or (
-        # Synapse workers (CLUBS_WORKERS=1, clubs/core/workers.py) run on PostgreSQL only.
-        "postgres" if env.get("CLUBS_PG_HOST") or env.get("CLUBS_WORKERS") == "1" else "sqlite"
-    )
-    if kind not in ("sqlite", "postgres"):
+    asked = env.get(DB_ENV, "").strip().lower()
+    if asked not in ("", "sqlite", "postgres"):
         raise PostgresError(f"${DB_ENV}: expected sqlite or postgres; got {env.get(DB_ENV)!r}")
+    record = read_record(var_dir)
+    if record is not None:
+        kind = record["database"]
+        if asked and asked != kind:
+            fix = (
+                f"unset ${DB_ENV}"
+                if kind == "postgres"
+                else "move the city with `clubs db migrate-to-postgres` first (an interrupted "
+                "run resumes)"
+            )
+            raise PostgresError(
+                f"{record_path(var_dir)}: this homeserver's database is "
+                f"{_KIND_NAMES[kind]}; ${DB_ENV}={asked} contradicts it: {fix}"
+            )
+    else:
+        # Synapse workers (CLUBS_WORKERS=1, clubs/core/workers.py) run on PostgreSQL only.
+        workers = env.get("CLUBS_WORKERS") == "1"
+        kind = asked or ("postgres" if env.get("CLUBS_PG_HOST") or workers else "sqlite")
+        _refuse_a_switch(var_dir, kind)
+    if kind == "sqlite":
+        return DatabaseChoice(None)
+    if env.get("CLUBS_PG_HOST"):
+        return DatabaseChoice(external_args(env))
+    if record is not None and record.get("host"):
+        return DatabaseChoice(external_args(record, where=str(record_path(var_dir))))
+    embedded = EmbeddedPostgres(var_dir / "postgres", var_dir / "secrets" / "postgres")
+    return DatabaseChoice(embedded.synapse_args(), embedded)
+
+
+_KIND_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+_ENV_NAMES = {
+    "host": "CLUBS_PG_HOST",
+    "port": "CLUBS_PG_PORT",
+    "user": "CLUBS_PG_USER",
+    "dbname": "CLUBS_PG_DB",
+    "password_file": "CLUBS_PG_PASSWORD_FILE",
+}
+
+
+def _refuse_a_switch(var_dir: Path, kind: str) -> None:
     sqlite_file = var_dir / "synapse" / "homeserver.db"
     embedded_root = var_dir / "postgres"
-    if kind == "sqlite":
-        if (embedded_root / "data" / "PG_VERSION").exists():
-            raise PostgresError(
-                f"{embedded_root}: this homeserver's database is PostgreSQL; set "
-                f"{DB_ENV}=postgres (or use another var directory for SQLite)"
-            )
-        return DatabaseChoice(None)
-    if sqlite_file.exists() and sqlite_file.stat().st_size > 0:
+    if kind == "sqlite" and (embedded_root / "data" / "PG_VERSION").exists():
+        raise PostgresError(
+            f"{embedded_root}: this homeserver's database is PostgreSQL; set "
+            f"{DB_ENV}=postgres (or use another var directory for SQLite)"
+        )
+    if kind == "postgres" and sqlite_file.exists() and sqlite_file.stat().st_size > 0:
         raise PostgresError(
             f"{sqlite_file}: this homeserver's database is SQLite; {DB_ENV}=postgres would start "
-            "an empty server beside it. Moving a city to PostgreSQL is not built yet: keep "
-            f"{DB_ENV}=sqlite, or use another var directory"
+            "an empty server beside it. Move the city with `clubs db migrate-to-postgres`, or "
+            f"keep {DB_ENV}=sqlite, or use another var directory"
         )
-    host = env.get("CLUBS_PG_HOST")
-    if not host:
-        embedded = EmbeddedPostgres(embedded_root, var_dir / "secrets" / "postgres")
-        return DatabaseChoice(embedded.synapse_args(), embedded)
+
+
+def external_args(source: Mapping[str, str], *, where: str | None = None) -> dict[str, str]:
+    """Synapse's `database.args` for someone else's server: from the environment (CLUBS_PG_*)
+    or, with `where` naming it, from the city's record (the same settings, lower-case)."""
+
+    def get(name: str) -> str:
+        return source.get(name if where else _ENV_NAMES[name], "")
+
     args = {
-        "host": host,
-        "port": env.get("CLUBS_PG_PORT", ""),
-        "user": env.get("CLUBS_PG_USER", "synapse"),
-        "dbname": env.get("CLUBS_PG_DB", "synapse"),
+        "host": get("host"),
+        "port": get("port"),
+        "user": get("user") or "synapse",
+        "dbname": get("dbname") or "synapse",
     }
-    password_file = env.get("CLUBS_PG_PASSWORD_FILE")
+    password_file = get("password_file")
     if password_file:
+        named_by = f"{where}: password_file" if where else "$CLUBS_PG_PASSWORD_FILE"
         try:
             args["password"] = Path(password_file).read_text().strip()
         except OSError as e:
             raise PostgresError(
-                f"{password_file}: cannot read the database password named by "
-                f"$CLUBS_PG_PASSWORD_FILE ({e.strerror})"
+                f"{password_file}: cannot read the database password named by {named_by} "
+                f"({e.strerror})"
             ) from None
         args["password_file"] = password_file
-    return DatabaseChoice({k: v for k, v in args.items() if v})
+    return {k: v for k, v in args.items() if v}

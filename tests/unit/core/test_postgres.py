@@ -16,6 +16,7 @@ from clubs.core.postgres import (
     choose_database,
     pgpass_line,
     unreachable_ancestor,
+    write_record,
 )
 
 
@@ -83,7 +84,8 @@ def test_switching_a_city_with_data_is_refused_both_ways(tmp_path: Path) -> None
         choose_database(tmp_path, {"CLUBS_DB": "postgres"})
     assert str(err.value).startswith(
         f"{tmp_path}/synapse/homeserver.db: this homeserver's database is SQLite; "
-        "CLUBS_DB=postgres would start an empty server beside it."
+        "CLUBS_DB=postgres would start an empty server beside it. Move the city with "
+        "`clubs db migrate-to-postgres`"
     )
     other = tmp_path / "other"
     (other / "postgres" / "data").mkdir(parents=True)
@@ -118,3 +120,71 @@ def test_the_directory_a_server_user_cannot_pass_is_found(tmp_path: Path) -> Non
     assert found in (locked, *locked.parents)  # pytest's own tmp tree is 0700 too
     assert unreachable_ancestor(Path("/tmp/x/y"), nobody) is None
     assert unreachable_ancestor(locked / "pg", OsUser("me")) is None
+
+
+def test_the_record_keeps_a_migrating_city_on_sqlite(tmp_path: Path) -> None:
+    """While `clubs db migrate-to-postgres` builds var/postgres, the city starts on SQLite."""
+    (tmp_path / "postgres" / "data").mkdir(parents=True)
+    (tmp_path / "postgres" / "data" / "PG_VERSION").write_text("18\n")
+    write_record(tmp_path, {"database": "sqlite"})
+    assert choose_database(tmp_path, {}).postgres is None
+    assert choose_database(tmp_path, {"CLUBS_PG_HOST": "db"}).postgres is None
+
+
+def test_after_the_switch_the_record_chooses_postgres_without_the_environment(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "synapse").mkdir()
+    (tmp_path / "synapse" / "homeserver.db").write_bytes(b"SQLite format 3\x00")
+    write_record(tmp_path, {"database": "postgres"})
+    db = choose_database(tmp_path, {})
+    assert db.embedded is not None
+    assert db.postgres is not None
+    assert db.postgres["host"] == str(tmp_path / "postgres" / "run")
+    with pytest.raises(PostgresError) as err:
+        choose_database(tmp_path, {"CLUBS_DB": "sqlite"})
+    assert str(err.value) == (
+        f"{tmp_path}/database.json: this homeserver's database is PostgreSQL; $CLUBS_DB=sqlite "
+        "contradicts it: unset $CLUBS_DB"
+    )
+
+
+def test_a_recorded_external_server_needs_no_environment(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    write_record(
+        tmp_path,
+        {"database": "postgres", "host": "db", "dbname": "city", "password_file": str(pw)},
+    )
+    assert choose_database(tmp_path, {}).postgres == {
+        "host": "db",
+        "user": "synapse",
+        "dbname": "city",
+        "password": "s3cret",
+        "password_file": str(pw),
+    }
+    pw.unlink()
+    with pytest.raises(PostgresError) as err:
+        choose_database(tmp_path, {})
+    assert str(err.value) == (
+        f"{pw}: cannot read the database password named by {tmp_path}/database.json: "
+        "password_file (No such file or directory)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("{", "not JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
+              "(char 1))"),
+        ('{"database": "mysql"}', "database: expected sqlite or postgres"),
+        ('{"database": "postgres", "hots": "db"}',
+         "hots: unknown key (expected one of database, host, port, user, dbname, password_file)"),
+        ('{"database": "postgres", "port": 5432}', "port: expected a string; got 5432"),
+    ],
+)  # fmt: skip
+def test_a_damaged_record_is_a_located_error(tmp_path: Path, text: str, error: str) -> None:
+    (tmp_path / "database.json").write_text(text)
+    with pytest.raises(PostgresError) as err:
+        choose_database(tmp_path, {})
+    assert str(err.value) == f"{tmp_path}/database.json: {error}"
