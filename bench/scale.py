@@ -1,8 +1,9 @@
 """Benchmark: our overhead on each homeserver shape, the bots' cost as rooms grow, backup size
 and time. Every ratio is against a floor measured on the same homeserver in the same run.
 
-    .venv/bin/python bench/scale.py [--shapes sqlite,postgres,workers] [--parts overhead,growth,backup]
-        [--clubs 100] [--club-rooms 9] [--ping-rooms 100] [--samples 30]
+    .venv/bin/python bench/scale.py [--shapes sqlite,postgres,workers]
+        [--parts overhead,growth,backup] [--clubs 100] [--club-rooms 9] [--ping-rooms 100]
+        [--samples 30]
         [--growth 100,500,1000] [--growth-bots 4] [--messages 10000]
 
 1. **overhead**, for each shape (`bench/shapes.py`: SQLite as `make up` runs it; PostgreSQL

@@ -440,7 +440,7 @@ async def test_store_without_its_key_or_with_a_wrong_key_refuses_to_start(
     reopened = await E2eeClient.open(synapse.url, acct.vault, acct.user_id, acct.store_dir)
     try:
         # One store, one client: a second one (another process, or a double start) is refused.
-        with pytest.raises(StoreError, match="in use"):
+        with pytest.raises(StoreError, match="already run by another process"):
             await E2eeClient.open(synapse.url, acct.vault, acct.user_id, acct.store_dir)
     finally:
         await reopened.close()
