@@ -57,13 +57,18 @@ UserQuery = Callable[[str], Awaitable[bool]]
 Health = Callable[[], Mapping[str, Any]]
 
 
+OWN_ECHOES = frozenset({"m.room.message", "m.room.encrypted", "m.room.redaction"})
+
+
 def relevant(event: object, is_ours: Callable[[str], bool]) -> dict[str, Any] | None:
     """The event if the bridge acts on it and its ids are well formed, else None.
 
     Kept: messages (encrypted ones too) and redactions (relayed), the encryption event (a room
     becomes encrypted), the consent and the power levels (consent withdrawn, or its writer no
     longer an admin), membership events about the bridge's own users (its invitations), and a
-    member's own membership events (a new display name: the relay caches names).
+    member's own membership events (a new display name: the relay caches names). Messages and
+    redactions of the bridge's own users (its ghosts' relayed messages coming back) are dropped
+    here rather than stored: the relay never sends them anywhere.
     Anything malformed is dropped here, so a hostile event never reaches the worker.
     """
     if not isinstance(event, dict):
@@ -74,6 +79,8 @@ def relevant(event: object, is_ours: Callable[[str], bool]) -> dict[str, Any] | 
     if as_event_id(event.get("event_id")) is None or as_room_id(event.get("room_id")) is None:
         return None
     if as_user_id(event.get("sender")) is None or not isinstance(event.get("content"), dict):
+        return None
+    if kind in OWN_ECHOES and is_ours(str(event.get("sender"))):
         return None
     if kind == "m.room.member":
         key = event.get("state_key")

@@ -193,4 +193,15 @@ def test_member_events_are_kept_only_for_the_bridges_users() -> None:
     assert relevant({**invite, "state_key": "@boris:test.local"}, ours) is None
     renamed = {**invite, "state_key": "@anna:test.local"}  # her own: her name may have changed
     assert relevant(renamed, ours) == renamed
+    # What the bridge's own ghosts and bot sent comes back in transactions: never stored.
+    for kind in ("m.room.message", "m.room.encrypted", "m.room.redaction"):
+        echo = {**message(2), "type": kind, "sender": "@tg_5550001:test.local"}
+        assert relevant(echo, ours) is None
+    assert relevant({**message(3), "sender": "@tg_bridge:test.local"}, ours) is None
+    ghost_joins = {
+        **invite,
+        "sender": "@tg_5550001:test.local",
+        "state_key": "@tg_5550001:test.local",
+    }
+    assert relevant(ghost_joins, ours) == ghost_joins  # memberships of ours still count
     assert relevant({**invite, "state_key": None}, ours) is None
