@@ -48,11 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.fernet import Fernet
 from mautrix.types import RoomID
 
-from bench.shapes import SHAPES, homeserver
+from bench.shapes import SHAPES, synapse_harness
 from clubs.core.e2ee import E2eeClient
 from clubs.core.http import RoomId, path
 from clubs.core.secrets import MASTER_KEY_ENV, Vault
-from tests.harness import Account, SynapseHarness, bootstrap_admin, eventually
+from tests.harness import Account, SynapseHarness, eventually
 from tests.integration.bots.support import (
     CS,
     BotProcess,
@@ -248,13 +248,8 @@ async def join_all(synapse: SynapseHarness, bots: Sequence[str], rooms: Sequence
 async def run(args: argparse.Namespace) -> int:
     os.environ.setdefault(MASTER_KEY_ENV, Fernet.generate_key().decode())
     with tempfile.TemporaryDirectory(prefix="clubs-bench-bots-") as tmp:
-        async with homeserver(args.shape, Path(tmp) / "var" / "synapse") as hs:
-            synapse = SynapseHarness(hs, await bootstrap_admin(hs))
-            try:
-                await measure(synapse, Path(tmp) / "var", args)
-            finally:
-                await synapse.admin.http.close()
-                await synapse.close()
+        async with synapse_harness(args.shape, Path(tmp) / "var" / "synapse") as synapse:
+            await measure(synapse, Path(tmp) / "var", args)
     return 0
 
 

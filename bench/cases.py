@@ -49,16 +49,17 @@ from bench.botmetrics import scrape, where_time_goes
 from bench.bots import pct, rss_mb, verdict
 from bench.facilitation import Seen, sync_forever
 from bench.scheduling import new_client
+from bench.shapes import synapse_harness
 from clubs.bots.cases.box import CaseBox
 from clubs.bots.cases.cases import month_of
 from clubs.bots.cases.parse import terms_of
 from clubs.bots.cases.store import CaseStore
 from clubs.bots.host import BotAccount
 from clubs.core.db import Database
-from clubs.core.homeserver import Homeserver, Settings, find_free_port
+from clubs.core.homeserver import find_free_port
 from clubs.core.http import RoomId, path
 from clubs.core.secrets import MASTER_KEY_ENV, Vault
-from tests.harness import SynapseHarness, bootstrap_admin, eventually
+from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.schedhost import SchedProcess
 from tests.integration.bots.support import create_bot_account, managed_room, new_network
 
@@ -139,17 +140,8 @@ async def query_ms(var: Path, club: str, queries: list[list[str]]) -> float:
 async def run(args: argparse.Namespace) -> int:
     os.environ.setdefault(MASTER_KEY_ENV, Fernet.generate_key().decode())
     with tempfile.TemporaryDirectory(prefix="clubs-bench-cases-") as tmp:
-        hs = Homeserver(Settings(data_dir=Path(tmp) / "synapse", server_name="bench.local", port=0))
-        hs.start()
-        try:
-            synapse = SynapseHarness(hs, await bootstrap_admin(hs))
-            try:
-                return await measure(synapse, Path(tmp), args)
-            finally:
-                await synapse.admin.http.close()
-                await synapse.close()
-        finally:
-            hs.stop()
+        async with synapse_harness("sqlite", Path(tmp) / "synapse") as synapse:
+            return await measure(synapse, Path(tmp), args)
 
 
 async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) -> int:

@@ -66,6 +66,7 @@ from cryptography.fernet import Fernet
 from bench.bots import pct, rss_mb, verdict
 from bench.jobs import cpu_seconds
 from bench.scheduling import ZONES, count, direct_room, joined, new_client, settled
+from bench.shapes import synapse_harness
 from clubs.bots.checkins.bot import CHECKIN, CHECKIN_GRACE_S, job_key
 from clubs.bots.checkins.box import Box
 from clubs.bots.checkins.store import CheckinStore
@@ -75,11 +76,10 @@ from clubs.bots.jobs import JobStore
 from clubs.core.clock import SLICE_S
 from clubs.core.db import Database
 from clubs.core.e2ee import E2eeClient
-from clubs.core.homeserver import Homeserver, Settings
 from clubs.core.http import MatrixHttp, RoomId, path
 from clubs.core.sealed import Sealer
 from clubs.core.secrets import MASTER_KEY_ENV, Vault
-from tests.harness import SynapseHarness, bootstrap_admin, eventually
+from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.schedhost import SchedProcess
 from tests.integration.bots.support import CS, create_bot_account, managed_room, new_network
 
@@ -110,17 +110,8 @@ class Member:
 async def run(args: argparse.Namespace) -> int:
     os.environ.setdefault(MASTER_KEY_ENV, Fernet.generate_key().decode())
     with tempfile.TemporaryDirectory(prefix="clubs-bench-checkins-") as tmp:
-        hs = Homeserver(Settings(data_dir=Path(tmp) / "synapse", server_name="bench.local", port=0))
-        hs.start()
-        try:
-            synapse = SynapseHarness(hs, await bootstrap_admin(hs))
-            try:
-                return await measure(synapse, Path(tmp), args)
-            finally:
-                await synapse.admin.http.close()
-                await synapse.close()
-        finally:
-            hs.stop()
+        async with synapse_harness("sqlite", Path(tmp) / "synapse") as synapse:
+            return await measure(synapse, Path(tmp), args)
 
 
 async def gathered(calls: Sequence[Callable[[], Awaitable[None]]], n: int) -> None:

@@ -45,12 +45,13 @@ from bench.botmetrics import scrape, where_time_goes
 from bench.bots import pct, rss_mb, verdict
 from bench.jobs import cpu_seconds
 from bench.scheduling import new_client
+from bench.shapes import synapse_harness
 from clubs.bots.host import BotAccount
 from clubs.core.e2ee import E2eeClient
-from clubs.core.homeserver import Homeserver, Settings, find_free_port
+from clubs.core.homeserver import find_free_port
 from clubs.core.http import RoomId, path
 from clubs.core.secrets import MASTER_KEY_ENV
-from tests.harness import SynapseHarness, bootstrap_admin, eventually
+from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.schedhost import SchedProcess
 from tests.integration.bots.support import create_bot_account, managed_room, new_network
 
@@ -117,17 +118,8 @@ def status_edit(bot: str, room: str, shows: bool, who: str):  # type: ignore[no-
 async def run(args: argparse.Namespace) -> int:
     os.environ.setdefault(MASTER_KEY_ENV, Fernet.generate_key().decode())
     with tempfile.TemporaryDirectory(prefix="clubs-bench-facilitation-") as tmp:
-        hs = Homeserver(Settings(data_dir=Path(tmp) / "synapse", server_name="bench.local", port=0))
-        hs.start()
-        try:
-            synapse = SynapseHarness(hs, await bootstrap_admin(hs))
-            try:
-                return await measure(synapse, Path(tmp), args)
-            finally:
-                await synapse.admin.http.close()
-                await synapse.close()
-        finally:
-            hs.stop()
+        async with synapse_harness("sqlite", Path(tmp) / "synapse") as synapse:
+            return await measure(synapse, Path(tmp), args)
 
 
 async def measure(synapse: SynapseHarness, tmp: Path, args: argparse.Namespace) -> int:

@@ -42,11 +42,11 @@ from cryptography.fernet import Fernet
 
 from bench import bots as bots_bench
 from bench import provisioning as provisioning_bench
-from bench.shapes import SHAPES, homeserver
+from bench.shapes import SHAPES, homeserver, synapse_harness
 from clubs.backup import backup, restore
 from clubs.core.http import path
 from clubs.core.secrets import MASTER_KEY_ENV
-from tests.harness import SynapseHarness, bootstrap_admin
+from tests.harness import SynapseHarness
 
 CS = ("_matrix", "client", "v3")
 TARGET_PING = 1.1
@@ -73,14 +73,8 @@ def bots_args(args: argparse.Namespace, rooms: int, bots: int, *, relay: bool) -
 
 async def with_synapse(shape: str, tmp: Path, work: Any) -> Any:
     """`work(synapse, var)` on a fresh homeserver of `shape` whose data is `tmp/var/synapse`."""
-    var = tmp / "var"
-    async with homeserver(shape, var / "synapse") as hs:
-        synapse = SynapseHarness(hs, await bootstrap_admin(hs))
-        try:
-            return await work(synapse, var)
-        finally:
-            await synapse.admin.http.close()
-            await synapse.close()
+    async with synapse_harness(shape, tmp / "var" / "synapse") as synapse:
+        return await work(synapse, tmp / "var")
 
 
 async def overhead(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -61,15 +61,15 @@ from cryptography.fernet import Fernet
 
 from bench.bots import pct, rss_mb, verdict
 from bench.jobs import cpu_seconds
+from bench.shapes import synapse_harness
 from clubs.bots.host import BotAccount
 from clubs.core.clock import SLICE_S
 from clubs.core.e2ee import E2eeClient
-from clubs.core.homeserver import Homeserver, Settings
 from clubs.core.http import MatrixHttp, RoomId, path
 from clubs.core.namespace import CLUB_SESSIONS
 from clubs.core.secrets import MASTER_KEY_ENV, Vault
 from clubs.core.txn import txn_id
-from tests.harness import SynapseHarness, bootstrap_admin, eventually
+from tests.harness import SynapseHarness, eventually
 from tests.integration.bots.schedhost import SchedProcess
 from tests.integration.bots.support import CS, create_bot_account, managed_room, new_network
 
@@ -121,17 +121,8 @@ class Reminder:
 async def run(args: argparse.Namespace) -> int:
     os.environ.setdefault(MASTER_KEY_ENV, Fernet.generate_key().decode())
     with tempfile.TemporaryDirectory(prefix="clubs-bench-scheduling-") as tmp:
-        hs = Homeserver(Settings(data_dir=Path(tmp) / "synapse", server_name="bench.local", port=0))
-        hs.start()
-        try:
-            synapse = SynapseHarness(hs, await bootstrap_admin(hs))
-            try:
-                return await measure(synapse, Path(tmp), args)
-            finally:
-                await synapse.admin.http.close()
-                await synapse.close()
-        finally:
-            hs.stop()
+        async with synapse_harness("sqlite", Path(tmp) / "synapse") as synapse:
+            return await measure(synapse, Path(tmp), args)
 
 
 def db_rows(var: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

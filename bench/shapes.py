@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clubs.core.homeserver import Homeserver, Settings
-from tests.harness import postgres_cluster
+from tests.harness import SynapseHarness, bootstrap_admin, postgres_cluster
 
 SHAPES = ("sqlite", "postgres", "workers")
 
@@ -48,3 +48,15 @@ async def homeserver(shape: str, data_dir: Path) -> AsyncIterator[Homeserver]:
             yield hs
         finally:
             hs.stop()
+
+
+@contextlib.asynccontextmanager
+async def synapse_harness(shape: str, data_dir: Path) -> AsyncIterator[SynapseHarness]:
+    """`homeserver(shape, data_dir)` with its admin account, as the test harness has it."""
+    async with homeserver(shape, data_dir) as hs:
+        synapse = SynapseHarness(hs, await bootstrap_admin(hs))
+        try:
+            yield synapse
+        finally:
+            await synapse.admin.http.close()
+            await synapse.close()
