@@ -39,6 +39,12 @@ member at the bot level: it is invited (the application service receives the inv
 joins, or refuses an encrypted room without its admins' consent and leaves; a bot that left on
 its own is not invited again unless `--reinvite`).
 
+A network with shards (`shards:`) has each room's bots on the accounts of the room's shard
+(`Network.shard_of`: its club's, else its country's), the network's own accounts (`bots:`) in
+the rest (the network space, countries and clubs no shard names); `DesiredNetwork.shard_bots`
+lists the shards' accounts. Moving a club to another shard is then an ordinary plan: the new
+shard's bots invited and given the levels, the old ones kicked and dropped from the levels.
+
 Power levels list staff at their role's level and the bots in the room at the bot level; never
 the creator (room version 12 gives the creator, the provisioner, infinite power and forbids
 listing it).
@@ -184,11 +190,18 @@ class _Compiler:
         self.mxids = {
             p.key: resolve_mxid(p.mxid, server_name) for p in network.people if p.mxid is not None
         }
-        self.bots = {
-            name: f"@{b.localpart}:{bots_on or server_name}" for name, b in network.bots.items()
+        home = bots_on or server_name
+        self.bots = {name: f"@{b.localpart}:{home}" for name, b in network.bots.items()}
+        self.shard_bots = {
+            shard.key: {name: f"@{b.localpart}:{home}" for name, b in shard.bots.items()}
+            for shard in network.shards
         }
         self.space_bots = tuple(name for name, b in network.bots.items() if b.in_spaces)
-        clash = set(self.mxids.values()) & set(self.bots.values())
+        every_bot = {
+            *self.bots.values(),
+            *(m for s in self.shard_bots.values() for m in s.values()),
+        }
+        clash = set(self.mxids.values()) & every_bot
         if clash:
             raise ClubsError(f"people and bots share user ids: {', '.join(sorted(clash))}")
         self.rooms: list[DesiredRoom] = []
@@ -215,6 +228,7 @@ class _Compiler:
             people,
             self.bots,
             identity_policy=net.defaults.identity_policy,
+            shard_bots=self.shard_bots,
         )
 
     # --- the tree --------------------------------------------------------------------------
@@ -411,9 +425,11 @@ class _Compiler:
     ) -> None:
         d = self.net.defaults
         bots = tuple(bots)
+        shard = self.net.shard_of(locator.country, locator.club)
+        accounts = self.bots if shard is None else self.shard_bots[shard.key]
         members = {
             **members,
-            **{self.bots[name]: self._level(BOT_ROLES.get(name, "bot")) for name in bots},
+            **{accounts[name]: self._level(BOT_ROLES.get(name, "bot")) for name in bots},
         }
         members = dict(sorted(members.items()))
         if history_visibility is None:
@@ -433,7 +449,7 @@ class _Compiler:
         if d.retention_ms is not None:
             state[("m.room.retention", "")] = {"max_lifetime": d.retention_ms}
         if settings is not None:
-            state[(CLUB_SETTINGS, "")] = {**settings, "bots": [self.bots[name] for name in bots]}
+            state[(CLUB_SETTINGS, "")] = {**settings, "bots": [accounts[name] for name in bots]}
         state.update(extra_state or {})
         self.rooms.append(
             DesiredRoom(

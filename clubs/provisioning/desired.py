@@ -141,6 +141,17 @@ class DesiredNetwork:
     """bot name → mxid, for accounts the network declares (moderation, facilitation, …)."""
     identity_policy: IdentityPolicy = "accept"
     """The network's `defaults.identity_policy`, for every bot."""
+    shard_bots: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """shard key → bot name → mxid: the accounts of the bots' shards (`shards:`), each invited
+    only into its shard's rooms; `bots` serve the rest."""
+
+    def bot_accounts(self) -> dict[str, str]:
+        """Every bot account of the network, mxid → what it is ("moderation", or "moderation
+        of shard kz")."""
+        accounts = {mxid: name for name, mxid in self.bots.items()}
+        for shard, bots in self.shard_bots.items():
+            accounts.update({mxid: f"{name} of shard {shard}" for name, mxid in bots.items()})
+        return accounts
 
     def room(self, ref: str) -> DesiredRoom:
         for r in self.rooms:

@@ -116,6 +116,7 @@ from clubs.provisioning.model import (
     Server,
     Session,
     SessionKind,
+    Shard,
     TelegramBridge,
     format_fields,
     room_name,
@@ -302,6 +303,7 @@ class _Loader:
                 "cohort_template",
                 "countries",
                 "servers",
+                "shards",
             ),
         )
         version = f["version"].integer(low=1, high=1)
@@ -334,6 +336,7 @@ class _Loader:
             countries.append(self._country(c, seen, club_template, cohort_template))
         self._check_bot_rooms(_room_keys(club_template, cohort_template, countries))
         self._check_bridges(bots)
+        shards = self._shards(s, bots, people, countries) if (s := f.get("shards")) else ()
         return Network(
             key=key,
             name=name,
@@ -348,6 +351,7 @@ class _Loader:
             version=version,
             origins=_origins_of(f.values, "name", "topic"),
             servers=self.servers,
+            shards=shards,
         )
 
     # --- network-wide settings -----------------------------------------------------------------
@@ -654,6 +658,129 @@ class _Loader:
             self._club(c, name, club_template, cohort_template) for c in _items(f.get("clubs"))
         )
         return Country(key, name, clubs, _origins_of(f.values, "name"), self._country_server(f))
+
+    # --- the bots' shards ----------------------------------------------------------------------
+
+    def _shards(
+        self,
+        node: Node,
+        bots: Mapping[str, Bot],
+        people: Iterable[Person],
+        countries: Iterable[Country],
+    ) -> tuple[Shard, ...]:
+        """`shards: {NAME: {countries: [...], clubs: [...], accounts: {bot: localpart}}}`.
+
+        Each country and club is in one shard at most (a club not at all when its country is in
+        a shard: the country's clubs come with it); a shard names at least one. Its bots are the
+        network's, on accounts of their own: `<localpart>-<shard>` unless `accounts` names one,
+        and no account is another bot's or a person's."""
+        country_of = {club.key: c.key for c in countries for club in c.clubs}
+        country_keys = [c.key for c in countries]
+        owner: dict[str, tuple[str, int]] = {}
+        """Country or club key → (its shard, the line that put it there)."""
+        accounts: dict[str, str] = {b.localpart: f"bot {shown(n)}" for n, b in bots.items()}
+        """Localpart → whose account it is, for collisions."""
+        people_ids = {p.mxid[1:]: p.key for p in people if p.mxid}
+        shards: list[Shard] = []
+        if not bots:
+            node.error('shards need the network\'s bots: declare them under "bots" first')
+            return ()
+        for entry in node.entries():
+            key = entry.key
+            if message := checks.slug(key):
+                entry.at.error(message)
+                continue
+            f = entry.value.mapping(optional=("countries", "clubs", "accounts"))
+            listed: dict[str, list[str]] = {"countries": [], "clubs": []}
+            written = 0
+            for field_name, known in (("countries", country_keys), ("clubs", list(country_of))):
+                what = "country" if field_name == "countries" else "club"
+                for item in _items(f.get(field_name)):
+                    written += 1
+                    value = item.string(checks.slug)
+                    if not value:
+                        continue
+                    if value not in known:
+                        close = difflib.get_close_matches(value, known, n=1)
+                        hint = f'did you mean "{close[0]}"?' if close else f"no {what} has it"
+                        item.error(f"unknown {what} {shown(value)}; {hint}")
+                        continue
+                    if value in owner:
+                        shard, line = owner[value]
+                        where = "this shard" if shard == key else f"shard {shown(shard)}"
+                        item.error(
+                            f"{what} {shown(value)} is already in {where} (line {line}); "
+                            f"a {what} is served by one shard"
+                        )
+                        continue
+                    taken = [c for c, k in country_of.items() if k == value and c in owner]
+                    if what == "country" and taken:
+                        shard, line = owner[taken[0]]
+                        where = "this shard" if shard == key else f"shard {shown(shard)}"
+                        item.error(
+                            f"country {shown(value)} has club {shown(taken[0])}, which {where} "
+                            f"serves (line {line}); a club is served by one shard"
+                        )
+                        continue
+                    country = country_of.get(value) if what == "club" else None
+                    if country is not None and country in owner:
+                        shard, line = owner[country]
+                        where = "this shard" if shard == key else f"shard {shown(shard)}"
+                        item.error(
+                            f"club {shown(value)} is in country {shown(country)}, which "
+                            f"{where} has whole (line {line}); a club is served by one shard: "
+                            "list the country's clubs one by one instead"
+                        )
+                        continue
+                    owner[value] = (key, item.origin.line)
+                    listed[field_name].append(value)
+            clubs_served = len(listed["clubs"]) + sum(
+                1 for country in country_of.values() if country in listed["countries"]
+            )
+            if not written:
+                entry.at.error("a shard serves at least one club: list countries or clubs under it")
+            elif listed["countries"] and not clubs_served:
+                f["countries"].error(
+                    f"the shard serves no club: no club is declared in "
+                    f"{', '.join(listed['countries'])} yet; a shard serves at least one club"
+                )
+            own: dict[str, Node] = {}
+            if (a := f.get("accounts")) is not None:
+                for account in a.entries():
+                    if account.key not in bots:
+                        known_bots = ", ".join(bots)
+                        account.at.error(f"unknown bot; the network's bots are {known_bots}")
+                        continue
+                    own[account.key] = account.value
+            shard_bots: dict[str, Bot] = {}
+            for name, bot in bots.items():
+                at = own.get(name)
+                localpart = (
+                    at.string(checks.localpart) if at is not None else f"{bot.localpart}-{key}"
+                )
+                at = at or entry.at
+                if at is entry.at and (message := checks.localpart(localpart)):
+                    at.error(f"bot {shown(name)}'s account here: {message}")
+                    continue
+                if not localpart:
+                    continue
+                if localpart in accounts:
+                    at.error(
+                        f"{shown(localpart)} would be the account of bot {shown(name)} in shard "
+                        f"{shown(key)}, but it is already the account of {accounts[localpart]}"
+                        + ("" if at is not entry.at else "; name another under accounts")
+                    )
+                elif localpart in people_ids:
+                    at.error(
+                        f"{shown(localpart)} would be the account of bot {shown(name)} in shard "
+                        f"{shown(key)}, but it is person {shown(people_ids[localpart])}'s"
+                    )
+                accounts.setdefault(localpart, f"bot {shown(name)} in shard {shown(key)}")
+                shard_bots[name] = replace(bot, localpart=localpart)
+            shards.append(
+                Shard(key, tuple(listed["countries"]), tuple(listed["clubs"]), shard_bots)
+            )
+        return tuple(shards)
 
     # --- the network's servers -----------------------------------------------------------------
 

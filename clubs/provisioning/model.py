@@ -427,6 +427,27 @@ class Country:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """A part of the network whose rooms one `clubs bots run --shard KEY` process serves, with
+    bot accounts of its own (`shards:`). Its bots work in the same rooms of its clubs as the
+    network's bots do elsewhere; they are never in a room of another shard or of none."""
+
+    key: str
+    countries: tuple[str, ...]
+    """Country keys: every club of these countries, and the country spaces."""
+    clubs: tuple[str, ...]
+    """Club keys of countries no shard has whole."""
+    bots: Mapping[str, Bot]
+    """The network's bots (same names, same rooms, same order) on this shard's accounts: by
+    default `<the bot's localpart>-<shard key>`, or as the shard's `accounts:` names them."""
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """Its country and club keys, as a room's locator names them (`clubs bots run`)."""
+        return frozenset((*self.countries, *self.clubs))
+
+
+@dataclass(frozen=True)
 class Network:
     key: str
     """The network id, written into every locator."""
@@ -447,6 +468,18 @@ class Network:
     servers: tuple[Server, ...] = ()
     """The network's own homeservers, in the order of the file; empty: one server, no federation.
     The first one hosts the network's bots (docs/federation.md)."""
+    shards: tuple[Shard, ...] = ()
+    """Shards of the bots (`shards:`), in the order of the file; empty: one set of bot accounts
+    for the whole network. Rooms of no shard (the network space, countries and clubs no shard
+    names) are the network's own bots' (`bots:`), as without shards."""
+
+    def shard_of(self, country: str | None, club: str | None = None) -> Shard | None:
+        """The shard whose bots serve a room of this country (and club), or None: the
+        network's own bots (`bots:`)."""
+        for shard in self.shards:
+            if (club is not None and club in shard.clubs) or country in shard.countries:
+                return shard
+        return None
 
     def server_named(self, server_name: str) -> Server | None:
         return next((s for s in self.servers if s.server_name == server_name), None)

@@ -434,7 +434,7 @@ def plan(
     existing encrypted bridged room: whether its admins recorded consent to bridging."""
     server = desired.server_name
     me = actual.provisioner
-    bot_names = {mxid: name for name, mxid in desired.bots.items()}
+    bot_names = desired.bot_accounts()
     actions: list[Action] = []
     notes: list[Note] = []
 
