@@ -36,11 +36,18 @@ def add_parsers(sub: Any) -> None:
         "--only", action="append", default=[], metavar="NAME", help="run only this bot (repeatable)"
     )
     run.add_argument(
+        "--shard",
+        default=None,
+        metavar="NAME",
+        help="run the bots of this shard of the network file (shards:), on its accounts, in "
+        "its clubs' rooms only (default: the network's own accounts, in the rooms of no shard)",
+    )
+    run.add_argument(
         "--clubs",
         default=None,
         metavar="KEYS",
-        help="serve only the rooms of these countries and clubs (keys, comma-separated): one "
-        "shard of a sharded deployment; each shard needs accounts of its own",
+        help="serve only the rooms of these countries and clubs (keys, comma-separated); with "
+        "shards declared in the network file, the keys of one of them (as --shard)",
     )
     run.add_argument("--var-dir", type=Path, default=Path(os.environ.get("CLUBS_VAR_DIR", "var")))
     run.add_argument(
@@ -98,9 +105,22 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
     checked = check(args.network).network
     desired = compile_desired(checked, args.server_name)
     shard = shard_keys(args.network, args.clubs, checked) if args.clubs is not None else None
+    shard_name = getattr(args, "shard", None)
+    other_shards: frozenset[str] = frozenset()
+    bots = desired.bots
+    if checked.shards:
+        shard_name = declared_shard(args.network, checked, shard_name, shard)
+        if shard_name is None:  # the network's own accounts: the rooms of no shard
+            shard = None
+            other_shards = frozenset(k for s in checked.shards for k in s.keys)
+        else:
+            shard = next(s for s in checked.shards if s.key == shard_name).keys
+            bots = desired.shard_bots[shard_name]
+    elif shard_name is not None:
+        raise ClubsError(f"--shard {shard_name}: {args.network} declares no shards (shards:)")
     factories = default_factories()
-    names = args.only or [n for n in sorted(desired.bots) if n in factories]
-    unknown = [n for n in names if n not in desired.bots]
+    names = args.only or [n for n in sorted(bots) if n in factories]
+    unknown = [n for n in names if n not in bots]
     if unknown:
         raise ClubsError(f"{args.network}: no bot named {', '.join(unknown)} in `bots:`")
     if not names:
@@ -116,20 +136,54 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
     return HostConfig(
         homeserver_url=args.homeserver,
         var_dir=args.var_dir.resolve(),
-        accounts=[BotAccount(n, UserId(desired.bots[n])) for n in names],
+        accounts=[BotAccount(n, UserId(bots[n])) for n in names],
         network=desired.network,
         provisioner=provisioner,
         admin_token=os.environ.get("CLUBS_ADMIN_TOKEN")
         or Vault(args.var_dir / "secrets" / "vault").get(f"{provisioner}/access_token"),
         descriptions=private_descriptions(desired),
         settings=RuntimeSettings(
-            identity_policy=desired.identity_policy, shard=shard, other_provisioners=others
+            identity_policy=desired.identity_policy,
+            shard=shard,
+            other_shards=other_shards,
+            other_provisioners=others,
         ),
         http_port=args.http_port,
         http_host=args.http_host,
         public_url=(args.public_url or f"http://{args.http_host}:{args.http_port}").rstrip("/")
         if args.http_port is not None
         else None,
+        shard=shard_name,
+    )
+
+
+def declared_shard(
+    network_file: Path, network: Any, name: str | None, keys: frozenset[str] | None
+) -> str | None:
+    """The shard of the network file a process runs: `--shard NAME`, or the shard whose
+    countries and clubs are exactly `--clubs`; None (neither given): the network's own
+    accounts. Other `--clubs` would serve rooms on accounts that are not theirs: refused."""
+    shards = {s.key: s for s in network.shards}
+    listed = "; ".join(f"{k}: {', '.join(sorted(s.keys))}" for k, s in shards.items())
+    if name is not None:
+        if name not in shards:
+            raise ClubsError(
+                f"--shard {name}: {network_file} declares no such shard (its shards: {listed})"
+            )
+        if keys is not None and keys != shards[name].keys:
+            serves = ", ".join(sorted(shards[name].keys))
+            raise ClubsError(
+                f"--clubs: shard {name} of {network_file} serves {serves}; leave --clubs out"
+            )
+        return name
+    if keys is None:
+        return None
+    for key, shard in shards.items():
+        if shard.keys == keys:
+            return str(key)
+    raise ClubsError(
+        f"--clubs {','.join(sorted(keys))}: {network_file} declares shards, and these keys are "
+        f"not one of them; run --shard NAME (its shards: {listed})"
     )
 
 

@@ -67,10 +67,14 @@ class HostConfig:
     public_url: str | None = None
     """How members reach that endpoint (behind a reverse proxy: its https address); the links
     bots hand out start with it."""
+    shard: str | None = None
+    """The shard of the network file (`shards:`) whose accounts these are: its process keeps
+    its database and its accounts' devices in `var/bots/shards/<shard>/` (None: `var/bots/`)."""
 
     @property
     def data_dir(self) -> Path:
-        return self.var_dir / "bots"
+        bots = self.var_dir / "bots"
+        return bots if self.shard is None else bots / "shards" / self.shard
 
 
 @dataclass(frozen=True)

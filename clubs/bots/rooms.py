@@ -34,8 +34,8 @@ class RoomInfo:
     server_acl: Mapping[str, Any] | None = None
     """The room's `m.room.server_acl` content, if it has one."""
     elsewhere: bool = False
-    """A room of our network that another shard serves (`clubs bots run --clubs`): not
-    managed here, but not to be left either."""
+    """A room of our network that another shard serves (`clubs bots run --shard/--clubs`):
+    not managed here, but not to be left either."""
 
     @property
     def managed(self) -> bool:
@@ -89,10 +89,12 @@ class RoomDirectory:
         load_state: Callable[[RoomId], Awaitable[Sequence[Mapping[str, Any]]]],
         network: str | None = None,
         shard: frozenset[str] | None = None,
+        other_shards: frozenset[str] = frozenset(),
     ) -> None:
         self._load_state = load_state
         self._network = network
         self._shard = shard
+        self._others = other_shards
         self._cache: dict[RoomId, RoomInfo] = {}
         self._locks: dict[RoomId, asyncio.Lock] = {}
 
@@ -136,7 +138,7 @@ class RoomDirectory:
             events = list(await self._load_state(room_id))
         except (NotFound, Forbidden):
             events = []
-        return room_info(room_id, events, self._network, self._shard)
+        return room_info(room_id, events, self._network, self._shard, self._others)
 
 
 def room_info(
@@ -144,9 +146,12 @@ def room_info(
     state: Iterable[Any],
     network: str | None,
     shard: frozenset[str] | None = None,
+    other_shards: frozenset[str] = frozenset(),
 ) -> RoomInfo:
     """Pure: the facts bots need, from a room's state events. With a `shard` (country and club
-    keys), a room whose locator names none of them is another process's: not managed here."""
+    keys), a room whose locator names none of them is another process's: not managed here.
+    A room whose locator names one of `other_shards` (the keys of the network's declared shards,
+    for the process of the network's own accounts) is another process's too."""
     by_type: dict[str, Mapping[str, Any]] = {}
     creators: set[str] = set()
     for ev in state:
@@ -162,7 +167,9 @@ def room_info(
     if locator is not None and network is not None and locator.get("network") != network:
         locator = None  # another network's room is not ours to act in
     elsewhere = False
-    if locator is not None and shard is not None and not in_shard(locator, shard):
+    if locator is not None and (
+        (shard is not None and not in_shard(locator, shard)) or in_shard(locator, other_shards)
+    ):
         locator, elsewhere = None, True
     return RoomInfo(
         room_id,
@@ -177,6 +184,6 @@ def room_info(
 
 def in_shard(locator: Mapping[str, Any], shard: frozenset[str]) -> bool:
     """Whether a room belongs to a shard: its locator names one of the shard's countries or
-    clubs. The network space and rooms of no country or club belong to no shard (an unsharded
-    process serves them)."""
+    clubs. The network space and rooms of no country or club belong to no shard (the process
+    of the network's own accounts serves them)."""
     return any(locator.get(field) in shard for field in ("country", "club"))

@@ -146,8 +146,11 @@ class RuntimeSettings:
     """User ids of the bots running in this host, in the host's order (`clubs bots run`: by
     bot name); a room's `bots` list, in the network file's order, decides within the room."""
     shard: frozenset[str] | None = None
-    """`clubs bots run --clubs`: the country and club keys whose rooms this process serves;
-    rooms of the network outside them are another shard's (None: every room)."""
+    """`clubs bots run --shard/--clubs`: the country and club keys whose rooms this process
+    serves; rooms of the network outside them are another shard's (None: every room)."""
+    other_shards: frozenset[str] = frozenset()
+    """The country and club keys of the network's declared shards, for the process of the
+    network's own accounts (no `--shard`): their rooms are the shards' processes' to serve."""
     sync_timeout_ms: int = 30_000
     commands_per_window: int = 5
     command_window_s: float = 10.0
@@ -212,7 +215,9 @@ class BotRuntime:
             clock=self.clock.monotonic,
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        self.rooms = RoomDirectory(client.room_state, settings.network, settings.shard)
+        self.rooms = RoomDirectory(
+            client.room_state, settings.network, settings.shard, settings.other_shards
+        )
         self.outbox = outbox
         job_handlers = collect_job_handlers(bot)
         self.jobs = (
