@@ -9,8 +9,9 @@ OOM-killed bot process is restarted and never takes the homeserver down:
    exempt from rate limits; `config/network.example.yaml` applied (encrypted spaces and rooms,
    demo members' accounts); `var/demo.json` for scripts.
 3. `clubs serve` on loopback (its bearer token passed in the environment, never printed) and
-   `clubs bots run`, each bot on its own cross-signed device; once every bot has synced (it
-   answers), the homeserver URL and the demo logins on screen.
+   `clubs bots run`, each bot on its own cross-signed device (and, when the network file
+   declares `shards:`, one `clubs bots run --shard NAME` more per shard, on its accounts); once
+   every bot has synced (it answers), the homeserver URL and the demo logins on screen.
 4. `clubs bridge run`, only when the deployment's bridge.yaml says `enabled: true`, the network
    file bridges a room (`bridge:`) and the vault holds the Telegram bot token (`bridge_spec`);
    the homeserver loads the bridge's registration (`clubs homeserver run` does that itself).
@@ -76,8 +77,13 @@ def child_specs(
     with_bots: bool,
     bots_port: int | None = None,
     verbosity: int = 0,
+    shards: Mapping[str, int | None] | None = None,
 ) -> list[ChildSpec]:
-    """The children, in start order: the same commands as docker-compose.yml's services."""
+    """The children, in start order: the same commands as docker-compose.yml's services.
+
+    With `shards` (shard name → its HTTP port, from the network file's `shards:`), one more
+    bots child per shard (`bots-<shard>`, `clubs bots run --shard <shard>`) beside the one of
+    the network's own accounts: a process per shard, each on its accounts."""
     clubs = clubs_command(verbosity)
     url = f"http://{LOOPBACK}:{port}"
     run_dir = var_dir / "run"
@@ -121,28 +127,32 @@ def child_specs(
         ),
     ]
     if with_bots:
-        specs.append(
-            ChildSpec(
-                "bots",
-                [
-                    *clubs,
-                    "bots",
-                    "run",
-                    "--network",
-                    str(network_file),
-                    "--var-dir",
-                    str(var_dir),
-                    "--homeserver",
-                    url,
-                    "--server-name",
-                    server_name,
-                    "--ready-file",
-                    str(run_dir / "bots.ready"),
-                    *(["--http-port", str(bots_port)] if bots_port is not None else []),
-                ],
-                ready_file=run_dir / "bots.ready",
+        processes = [(None, bots_port), *(shards or {}).items()]
+        for shard, http_port in processes:
+            name = "bots" if shard is None else f"bots-{shard}"
+            specs.append(
+                ChildSpec(
+                    name,
+                    [
+                        *clubs,
+                        "bots",
+                        "run",
+                        "--network",
+                        str(network_file),
+                        "--var-dir",
+                        str(var_dir),
+                        "--homeserver",
+                        url,
+                        "--server-name",
+                        server_name,
+                        *(["--shard", shard] if shard is not None else []),
+                        "--ready-file",
+                        str(run_dir / f"{name}.ready"),
+                        *(["--http-port", str(http_port)] if http_port is not None else []),
+                    ],
+                    ready_file=run_dir / f"{name}.ready",
+                )
             )
-        )
     return specs
 
 
@@ -262,6 +272,7 @@ async def run_up(
     settings = Settings(data_dir=var_dir / "synapse", port=port, server_name=server_name)
     url = f"http://{LOOPBACK}:{port}"
     running = [n for n in sorted(desired.bots) if n in default_factories()]
+    shards = {name: find_free_port(LOOPBACK) for name in desired.shard_bots} if running else {}
     try:
         async with Supervisor(run_dir) as supervisor:
             vault = Vault(var_dir / "secrets" / "vault")
@@ -275,6 +286,7 @@ async def run_up(
                 with_bots=bool(running),
                 bots_port=bots_port,
                 verbosity=verbosity,
+                shards=shards,
             )
             supervisor.start(specs[0])
             if not await supervisor.wait_ready("homeserver"):
@@ -303,8 +315,9 @@ async def run_up(
             for spec in [*specs[1:], *([bridge] if bridge is not None else [])]:
                 supervisor.start(spec)
             # The banner says "ready" once the bots answer, not while they are still starting.
-            if running and not await supervisor.wait_ready("bots"):
-                log.error("the bots are not running: see the errors above")
+            for name in ["bots", *(f"bots-{shard}" for shard in shards)] if running else []:
+                if not await supervisor.wait_ready(name):
+                    log.error("the bots (%s) are not running: see the errors above", name)
             if not supervisor.failed.is_set():
                 print(text, flush=True)
             await supervisor.failed.wait()
@@ -335,7 +348,9 @@ async def _bootstrap(
         bots = await ensure_bot_accounts(anon, admin, vault, secret, settings.server_name, desired)
         demo = await _apply(admin, desired, provisioner, vault, var_dir)
     demo["homeserver"] = url
-    demo["bots"] = {b.name: b.user_id for b in bots}
+    demo["bots"] = {b.name: b.user_id for b in bots if b.user_id in desired.bots.values()}
+    if desired.shard_bots:
+        demo["shard_bots"] = {shard: dict(b) for shard, b in desired.shard_bots.items()}
     write_private(var_dir / "demo.json", json.dumps(demo, ensure_ascii=False, indent=2).encode())
     return demo
 
@@ -348,10 +363,14 @@ async def ensure_bot_accounts(
     server_name: str,
     desired: DesiredNetwork,
 ) -> list[BotAccount]:
-    """The network's bot accounts, created on first use (passwords and tokens in the vault),
-    without the homeserver's rate limits (`admin`: the provisioner's session)."""
+    """The network's bot accounts, its shards' too (`shards:`), created on first use
+    (passwords and tokens in the vault), without the homeserver's rate limits (`admin`: the
+    provisioner's session)."""
     accounts = []
-    for name, mxid in sorted(desired.bots.items()):
+    every = [*sorted(desired.bots.items())]
+    for _, bots in sorted(desired.shard_bots.items()):
+        every += sorted(bots.items())
+    for name, mxid in every:
         localpart = mxid[1:].split(":", 1)[0]
         session, _ = await ensure_service_account(
             anon,
