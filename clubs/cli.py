@@ -222,19 +222,23 @@ def _homeserver(args: argparse.Namespace) -> int:
     hs = Homeserver(settings)
 
     async def serve() -> int:
+        from clubs.core.postgres import kept_running
+
         if db.embedded is not None:
             db.embedded.start()  # PostgreSQL of our own, stopped after Synapse
         try:
-            if shape is not None:
-                from clubs.workersrun import run_workers
+            # A PostgreSQL of our own that dies is started again; Synapse rides it out.
+            async with kept_running(db.embedded):
+                if shape is not None:
+                    from clubs.workersrun import run_workers
 
-                return await run_workers(settings, shape)
-            hs.start()
-            print(f"Synapse is running on {hs.url} (Ctrl-C stops it)", flush=True)
-            try:
-                await asyncio.Event().wait()
-            finally:
-                hs.stop()
+                    return await run_workers(settings, shape)
+                hs.start()
+                print(f"Synapse is running on {hs.url} (Ctrl-C stops it)", flush=True)
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    hs.stop()
         finally:
             if db.embedded is not None:
                 db.embedded.stop()

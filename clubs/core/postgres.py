@@ -19,6 +19,7 @@ file and the setting, and Synapse is not started.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import grp
 import importlib.util
@@ -31,7 +32,7 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -245,13 +246,7 @@ class EmbeddedPostgres:
             self._initdb(bins, user)
             created = True
         if not self.running():
-            self._run(
-                [str(bins / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
-                 "-t", str(START_TIMEOUT_S), "-o",
-                 f"-c listen_addresses='' -p {SOCKET_PORT} -k {self.socket_dir}", "start"],
-                "pg_ctl start",
-            )  # fmt: skip
-            self.started_by_us = True
+            self._pg_ctl_start(bins)
         try:
             self._ensure_database(created)
         except BaseException:
@@ -263,6 +258,39 @@ class EmbeddedPostgres:
             time.monotonic() - began,
             ", new cluster" if created else "",
         )
+
+    def _pg_ctl_start(self, bins: Path) -> None:
+        self._run(
+            [str(bins / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
+             "-t", str(START_TIMEOUT_S), "-o",
+             f"-c listen_addresses='' -p {SOCKET_PORT} -k {self.socket_dir}", "start"],
+            "pg_ctl start",
+        )  # fmt: skip
+        self.started_by_us = True
+
+    def postmaster_pid(self) -> int | None:
+        """The server's main process (the postmaster), if it is alive. Cheap enough to poll:
+        two small files read, no process started."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split(maxsplit=1)[0])
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            return None
+        return None if state in ("Z", "X") else pid
+
+    def revive(self) -> None:
+        """Start the server again after it died. It runs crash recovery (replays its write-ahead
+        log) before it accepts connections, and `pg_ctl -w` waits for that. Creates nothing:
+        a cluster whose files are gone is an error, never a new empty cluster. Raises
+        PostgresError, for instance while old server processes still hold its shared memory."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            raise PostgresError(
+                f"{self.data_dir}: the PostgreSQL cluster is gone; not creating an empty one "
+                "(restore the city from a backup)"
+            )
+        if self.os_user is None:
+            self.os_user = server_user(self._os_user_name, create=False)
+        self._pg_ctl_start(bin_dir())
 
     def running(self) -> bool:
         result = subprocess.run(  # noqa: S603 - fixed argv
@@ -394,6 +422,55 @@ class EmbeddedPostgres:
         finally:
             conn.close()
         self._write_passfile()
+
+
+WATCH_POLL_S = 0.5
+REVIVE_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+"""After a failed restart the watchdog waits the next delay (the last one repeats)."""
+
+
+async def keep_running(pg: EmbeddedPostgres, *, poll_s: float = WATCH_POLL_S) -> None:
+    """Watch the cluster's server and start it again whenever it dies (SIGKILLed, OOM-killed),
+    until cancelled. Synapse does not exit when its database goes away (its requests fail, it
+    reconnects once the server is back), so a dead server is the one thing to bring back.
+
+    When the postmaster is killed, its backends and helper processes notice and exit by
+    themselves (about 1.5 s here); a restart tried while one still holds the shared memory is
+    refused by PostgreSQL and tried again after a short delay. The watchdog never gives up: every
+    Synapse process needs the database, and each failed attempt is logged with its reason."""
+    while True:
+        if pg.postmaster_pid() is not None:
+            await asyncio.sleep(poll_s)
+            continue
+        died = time.monotonic()
+        log.warning("PostgreSQL in %s is not running; starting it again", pg.root)
+        attempt = 0
+        while True:
+            try:
+                await asyncio.to_thread(pg.revive)
+                break
+            except PostgresError as e:
+                delay = REVIVE_DELAYS_S[min(attempt, len(REVIVE_DELAYS_S) - 1)]
+                attempt += 1
+                log.warning("PostgreSQL did not start (%s); trying again in %.2f s", e, delay)
+                await asyncio.sleep(delay)
+        log.warning("PostgreSQL is back, %.2f s after it was found dead", time.monotonic() - died)
+
+
+@contextlib.asynccontextmanager
+async def kept_running(pg: EmbeddedPostgres | None) -> AsyncIterator[None]:
+    """`keep_running(pg)` for the duration of the block (nothing when `pg` is None: SQLite or
+    someone else's server)."""
+    if pg is None:
+        yield
+        return
+    task = asyncio.create_task(keep_running(pg), name="postgres-watchdog")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _first_line(e: BaseException) -> str:

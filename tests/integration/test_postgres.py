@@ -5,7 +5,7 @@ representative subset on it in every run: a network validated, planned, applied 
 through the `clubs` CLI (the provisioning chain) and a bot answering in an encrypted room, both
 imported from their own modules and run here against a PostgreSQL-backed Synapse. Plus the
 located errors (wrong password, missing database, wrong locale), and `clubs homeserver run` with
-CLUBS_DB=postgres through a backup, the loss of var/ and a restore.
+CLUBS_DB=postgres through the database server's death, a backup, the loss of var/ and a restore.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -23,10 +24,11 @@ import psycopg2
 import pytest
 
 from clubs.core.admin import register_shared_secret
+from clubs.core.errors import MatrixError
 from clubs.core.homeserver import Homeserver, Settings
 from clubs.core.http import MatrixHttp, path
 from clubs.core.postgres import EmbeddedPostgres, PostgresError
-from tests.harness import SynapseHarness, postgres_cluster, synapse_on
+from tests.harness import SynapseHarness, eventually, postgres_cluster, synapse_on
 from tests.integration.bots.support import CS, fixed_master_key
 from tests.integration.bots.test_runtime import (
     test_ping_in_managed_encrypted_room_is_answered_and_trusted as test_bot_answers_on_postgres,
@@ -156,6 +158,31 @@ async def _homeserver_run(var: Path, env: dict[str, str]) -> tuple[asyncio.subpr
     return proc, line.split()[4]
 
 
+async def _new_postmaster(var: Path, old: int) -> int | None:
+    """The cluster's postmaster once it is another process than `old` and takes connections."""
+    try:
+        pid = int((var / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid == old or _gone(pid):
+        return None
+    status = (var / "postgres" / "data" / "postmaster.pid").read_text().splitlines()
+    return pid if len(status) > 7 and status[7].strip() == "ready" else None
+
+
+async def _send_once(http: MatrixHttp, room: str, txn: str) -> str | None:
+    """A member's send, retried under one transaction id: the event id, or None while the
+    server answers with an error."""
+    try:
+        sent = await http.put(
+            path(*CS, "rooms", room, "send", "m.room.message", txn),
+            {"msgtype": "m.text", "body": "после сбоя"},
+        )
+    except MatrixError:
+        return None
+    return str(sent["event_id"])
+
+
 async def _stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.terminate()
@@ -192,9 +219,10 @@ async def test_homeserver_run_on_postgres_backup_destroy_restore(
     master_key: None,
 ) -> None:
     """`clubs homeserver run` with CLUBS_DB=postgres (what `CLUBS_DB=postgres make up`
-    supervises) starts its own cluster under var/postgres and stops it with Synapse; `clubs
-    backup` dumps it while it runs; after var/ is destroyed, `clubs restore` loads the dump into
-    a new cluster and the old token, the message and the upload are all there."""
+    supervises) starts its own cluster under var/postgres and stops it with Synapse; a
+    SIGKILLed database server is started again while Synapse keeps running; `clubs backup` dumps
+    it while it runs; after var/ is destroyed, `clubs restore` loads the dump into a new cluster
+    and the old token, the message and the upload are all there."""
     var = Path(tempfile.mkdtemp(prefix="clubs-var-"))  # pytest's tmp is 0700: see harness
     var.chmod(0o755)
     backup_file = var.parent / f"{var.name}.backup"
@@ -217,6 +245,20 @@ async def test_homeserver_run_on_postgres_backup_destroy_restore(
                 mxc = (await ana.request_bytes("POST", "/_matrix/media/v3/upload", upload))[
                     "content_uri"
                 ]
+                # The database server dies (SIGKILL, as the OOM killer would): `clubs homeserver
+                # run` starts it again (crash recovery), and Synapse, still running, takes the
+                # member's retried send once, then shows what was written before the crash.
+                synapse_pid = int((var / "synapse" / "homeserver.pid").read_text())
+                os.kill(pid, signal.SIGKILL)
+                revived = await eventually(lambda: _new_postmaster(var, pid), within=30)
+                assert revived is not None
+                pid = revived
+                after = await eventually(lambda: _send_once(ana, room, "t2"), within=30)
+                assert after != sent["event_id"]
+                assert await _send_once(ana, room, "t2") == after  # the same txn id: no copy
+                event = await ana.get(path(*CS, "rooms", room, "event", sent["event_id"]))
+                assert event["content"]["body"] == "до копии"
+                assert not _gone(synapse_pid)
             code, out, err = await _clubs(
                 "backup", "--var-dir", str(var), "--out", str(backup_file), env=env
             )
