@@ -17,6 +17,11 @@ A bot is written `name: localpart` (it works in its default rooms, `model.DEFAUL
 cohort; each names that room in every club and cohort having it) or is `all`. Room keys are
 checked once the whole file is read.
 
+`shards` (optional, read once the countries are known) split the bots by club across
+processes: each names countries and clubs (each in one shard at most, a club never when its
+country is in one), at least one club, and gets the network's bots on accounts of its own
+(`<localpart>-<shard>`, or its `accounts:`), none of them another bot's or a person's.
+
 Room names carry their club: `defaults.room_name_format` (`"{room} · {club}"` when absent) and
 `defaults.cohort_room_name_format` (`"{room} · {cohort}"`) are checked here — known placeholders
 only, balanced braces, `{room}` present — and so is every name they give (at most

@@ -132,9 +132,19 @@ def test_without_shards_the_compiled_network_is_the_same_as_before() -> None:
     assert changed == {"club:tbilisi", "club:tbilisi/general", "club:tbilisi/sessions"}
 
 
-def test_the_example_network_declares_no_shards() -> None:
-    net: Network = load(EXAMPLE.read_text())
+def test_the_example_network_declares_no_shards_and_its_commented_ones_are_valid() -> None:
+    text = EXAMPLE.read_text()
+    net: Network = load(text)
     assert net.shards == ()
+    start = text.index("# shards:\n")
+    commented = text[start : text.index("\n\n", start)]
+    uncommented = text.replace(commented, commented.replace("# ", "").replace("#", ""))
+    sharded = load(uncommented)
+    assert [(s.key, s.countries, s.clubs) for s in sharded.shards] == [
+        ("central-asia", ("kz",), ()),
+        ("caucasus", (), ("tbilisi",)),
+    ]
+    assert sharded.shards[1].bots["moderation"].localpart == "bot-mod-caucasus"
 
 
 def test_shard_errors_are_located() -> None:
