@@ -126,23 +126,34 @@ async def room_state(user: Account, room_id: str, event_type: str, state_key: st
     )
 
 
+PG_OS_USER = "nobody" if os.geteuid() == 0 else None
+"""Who runs the tests' PostgreSQL clusters: the stock `nobody` when we are root (PostgreSQL
+refuses root), else ourselves."""
+
+
+@contextlib.contextmanager
+def passable_dir(prefix: str) -> Iterator[Path]:
+    """A directory of its own in /tmp (0755), removed afterwards, that the PostgreSQL server's
+    unprivileged user can pass through: pytest's temporary tree is private to root (0700)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def postgres_cluster() -> Iterator[EmbeddedPostgres]:
-    """A throw-away PostgreSQL cluster from the wheel (`nobody` runs it when we are root).
-
-    It lives in its own /tmp directory: pytest's temporary tree is private to root (0700),
-    which the server's unprivileged user could not pass through."""
-    base = Path(tempfile.mkdtemp(prefix="clubs-pg-"))
-    base.chmod(0o755)
-    pg = EmbeddedPostgres(
-        base / "postgres", base / "secrets", os_user="nobody" if os.geteuid() == 0 else None
-    )
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    """A throw-away PostgreSQL cluster from the wheel (`nobody` runs it when we are root), in
+    a `passable_dir` of its own."""
+    with passable_dir("clubs-pg-") as base:
+        pg = EmbeddedPostgres(base / "postgres", base / "secrets", os_user=PG_OS_USER)
+        try:
+            pg.start()
+            yield pg
+        finally:
+            pg.stop()
 
 
 @contextlib.asynccontextmanager

@@ -240,7 +240,12 @@ class EmbeddedPostgres:
         began = time.monotonic()
         bins = bin_dir()
         self.os_user = user = server_user(self._os_user_name)
-        self._prepare_dirs(user)
+        try:
+            self._prepare_dirs(user)
+        except OSError as e:  # a var directory under a file, a read-only disk
+            raise PostgresError(
+                f"PostgreSQL's directory {e.filename or self.root} is not usable: {e.strerror or e}"
+            ) from None
         created = False
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bins, user)
