@@ -10,17 +10,26 @@ bridge runs as `clubs bridge run` in its own process (so its RSS is its own). Ph
 
 1. floor: a member sends into an unbridged room and an observer's /sync (long poll) receives
    each message: the one hop any relayed message also makes (a client's send to another
-   client's delivery, here the homeserver's push to the application service);
+   client's delivery, here the homeserver's push to the application service). The same sends
+   are also pushed to a second, empty application service (`AsFloor`: it answers every
+   transaction at once and only notes when each message arrived): the **push floor**, the hop
+   Matrix -> Telegram really makes, measured on the same messages;
 1b. in-order floor: the same sends, each awaited before the next (the order a relay into one
    chat must keep); lag from each message's due time, as for a Telegram update; the rate
    achieved is printed (Synapse persists concurrent sends together, in-order ones one by one);
 2. Matrix → Telegram: the member sends into the bridged room; lag = her send until the fake
    Telegram is asked to `sendMessage` it;
+2b. ghost in-order floor: the bench sends as the ghosts themselves, with the bridge's
+   `as_token`, into the bridged room, each send awaited before the next: exactly the requests
+   the relay makes for Telegram -> Matrix (the homeserver also pushes each one back to the
+   bridge and wakes the bridge bot's sync), without the bridge's own work; the rate achieved
+   is printed;
 3. Telegram → Matrix: ten Telegram users (their ghosts created before, in a warm-up) write into
    the chat through the fake's `getUpdates`; lag = the update is queued until the observer's
    /sync holds the ghost's message.
 
-Prints p50/p95 of each, the ratios to the floor (target p95 ≤ 1.2×), messages lost or
+Prints p50/p95 of each, the ratios to the floor (target p95 ≤ 1.2×) and to the push floor
+(Matrix -> Telegram) and the ghost in-order floor (Telegram -> Matrix), messages lost or
 doubled (target 0), and the bridge process's RSS (VmRSS now, VmHWM peak).
 
 Two settings differ from a production bridge, both said in the output: the per-chat pace is
@@ -49,10 +58,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
+from aiohttp import web
 from cryptography.fernet import Fernet
 
 from clubs.bridge.config import BridgeConfig
-from clubs.bridge.registration import TELEGRAM_TOKEN, bot_user, write_registration
+from clubs.bridge.registration import (
+    TELEGRAM_TOKEN,
+    bot_user,
+    ensure_tokens,
+    ghost_user,
+    write_registration,
+)
 from clubs.core.admin import ensure_ratelimit_override
 from clubs.core.homeserver import Settings, find_free_port
 from clubs.core.http import MatrixHttp, RoomId, cs
@@ -63,6 +79,7 @@ from tests.harness import Account, SynapseHarness, bootstrap_admin, eventually
 from tests.integration.bridge.conftest import _UnencryptedHomeserver
 
 TARGET_RATIO = 1.2
+PHASES = ("floor", "order", "m2t", "ghost", "t2m")
 NETWORK = "bench"
 TOKEN = "424242:bench-fake-telegram-bot-token-0000"  # noqa: S105 - the fake's
 CHAT = -1001234500001
@@ -78,6 +95,12 @@ def pct(samples: Sequence[float], q: float) -> float:
 
 def verdict(ok: bool) -> str:
     return "OK" if ok else "OVER TARGET"
+
+
+def cpu_s(pid: int) -> float:
+    """The process's CPU time so far (user + system), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -119,6 +142,57 @@ class Observer:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+
+class AsFloor:
+    """An application service that does nothing: it answers each transaction at once and notes
+    when each message body first arrived. Its one user joins the unbridged room only."""
+
+    def __init__(self, tmp: Path, server_name: str) -> None:
+        self.port = find_free_port()
+        self.as_token = secrets.token_urlsafe(32)
+        self.hs_token = secrets.token_urlsafe(32)
+        self.user = f"@asfloor:{server_name}"
+        self.arrived: dict[str, float] = {}
+        self.registration = tmp / "asfloor.yaml"
+        self.registration.write_text(
+            json.dumps(
+                {
+                    "id": "bench-push-floor",
+                    "url": f"http://127.0.0.1:{self.port}",
+                    "as_token": self.as_token,
+                    "hs_token": self.hs_token,
+                    "sender_localpart": "asfloor",
+                    "rate_limited": False,
+                    "namespaces": {
+                        "users": [{"regex": "@asfloor_.*", "exclusive": True}],
+                        "aliases": [],
+                        "rooms": [],
+                    },
+                }
+            )
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_put("/_matrix/app/v1/transactions/{txn}", self._transaction)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _transaction(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        body = await request.json()
+        for e in body.get("events", []):
+            text = e.get("content", {}).get("body")
+            if e.get("type") == "m.room.message" and isinstance(text, str):
+                self.arrived.setdefault(text, now)
+        return web.json_response({})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
 
 async def room(synapse: SynapseHarness, key: str, members: Sequence[Account], bot: str) -> RoomId:
@@ -197,12 +271,13 @@ async def run(args: argparse.Namespace) -> int:
         vault = Vault(var / "secrets" / "vault", key=master)
         vault.set(TELEGRAM_TOKEN, TOKEN)
         registration = write_registration(config, vault, var)
+        push_floor = AsFloor(tmp, "bench.local")
         hs = _UnencryptedHomeserver(
             Settings(
                 data_dir=tmp / "synapse",
                 server_name="bench.local",
                 port=0,
-                app_service_config_files=(str(registration),),
+                app_service_config_files=(str(registration), str(push_floor.registration)),
                 log_level="WARNING",
             )
         )
@@ -210,7 +285,11 @@ async def run(args: argparse.Namespace) -> int:
         try:
             synapse = SynapseHarness(hs, await bootstrap_admin(hs))
             try:
-                return await measure(synapse, var, config, args)
+                await push_floor.start()
+                try:
+                    return await measure(synapse, var, config, push_floor, args)
+                finally:
+                    await push_floor.stop()
             finally:
                 await synapse.admin.http.close()
                 await synapse.close()
@@ -219,8 +298,13 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def measure(
-    synapse: SynapseHarness, var: Path, config: BridgeConfig, args: argparse.Namespace
+    synapse: SynapseHarness,
+    var: Path,
+    config: BridgeConfig,
+    push_floor: AsFloor,
+    args: argparse.Namespace,
 ) -> int:
+    phases = set(args.phases.split(","))
     telegram = FakeTelegram(TOKEN, poll_cap_s=1.0)
     await telegram.start()
     telegram.add_chat(CHAT)
@@ -263,6 +347,11 @@ async def measure(
         await eventually(health, within=60, interval=0.2)
         bridged = await room(synapse, "general", [anna, obs], bot)
         plain = await room(synapse, "plain", [anna, obs], bot)
+        async with MatrixHttp(synapse.url, push_floor.as_token) as floor_as:
+            await synapse.admin.http.post(
+                cs("rooms", plain, "invite"), {"user_id": push_floor.user}
+            )
+            await floor_as.post(cs("join", plain), {})
         await synapse.admin.http.post(cs("rooms", bridged, "invite"), {"user_id": bot})
 
         async def portal() -> bool:
@@ -295,18 +384,29 @@ async def measure(
             started,
             {k.removeprefix("floor-"): v for k, v in observer.arrived.items()},
         )
+        pushed = report(
+            "push floor (the same sends -> an empty application service's transaction)",
+            started,
+            {k.removeprefix("floor-"): v for k, v in push_floor.arrived.items()},
+        )
 
         # The floor a relay into one chat sits on: the same sends, one after the other.
-        started, achieved = await in_order(
-            args.rate, args.seconds, lambda t: send(plain, "order", t)
-        )
-        await asyncio.sleep(3)
-        ordered = report(
-            "in-order floor (member sends one after another -> observer /sync)",
-            started,
-            {k.removeprefix("order-"): v for k, v in observer.arrived.items()},
-        )
-        print(f"  in-order sends achieved {achieved:.1f} msg/s (asked {args.rate})")
+        ordered: list[float] = []
+        m2t: list[float] = []
+        ghost_floor: list[float] = []
+        t2m: list[float] = []
+        doubled_tg = doubled_mx = 0
+        if "order" in phases:
+            started, achieved = await in_order(
+                args.rate, args.seconds, lambda t: send(plain, "order", t)
+            )
+            await asyncio.sleep(3)
+            ordered = report(
+                "in-order floor (member sends one after another -> observer /sync)",
+                started,
+                {k.removeprefix("order-"): v for k, v in observer.arrived.items()},
+            )
+            print(f"  in-order sends achieved {achieved:.1f} msg/s (asked {args.rate})")
 
         seen: dict[str, float] = {}
 
@@ -317,34 +417,64 @@ async def measure(
                     seen.setdefault(text.rsplit("m2t-", 1)[1], c.at)
             return seen
 
-        started = await paced(args.rate, args.seconds, lambda t: send(bridged, "m2t", t))
-        deadline = time.monotonic() + 60
-        while len(calls_seen()) < len(started) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.2)
-        m2t = report("Matrix -> Telegram (send -> sendMessage)", started, calls_seen())
-        doubled_tg = len(
-            [c for c in telegram.method_calls("sendMessage") if "m2t-" in str(c.params)]
-        ) - len(seen)
+        if "m2t" in phases:
+            cpu0 = cpu_s(proc.pid)
+            started = await paced(args.rate, args.seconds, lambda t: send(bridged, "m2t", t))
+            deadline = time.monotonic() + 60
+            while len(calls_seen()) < len(started) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            m2t = report("Matrix -> Telegram (send -> sendMessage)", started, calls_seen())
+            per = (cpu_s(proc.pid) - cpu0) / len(started) * 1e3
+            print(f"  the bridge process's CPU: {per:.2f} ms per message")
+            doubled_tg = len(
+                [c for c in telegram.method_calls("sendMessage") if "m2t-" in str(c.params)]
+            ) - len(seen)
 
-        users = iter(USERS * (args.rate * args.seconds))
+        # The floor under Telegram -> Matrix: the relay's own requests, without the relay.
+        if "ghost" in phases:
+            tokens = ensure_tokens(Vault(var / "secrets" / "vault"))
+            ghost = ghost_user(int(str(USERS[0]["id"])), synapse.server_name)
+            async with MatrixHttp(synapse.url, tokens.as_token) as as_http:
 
-        async def tg(tag: str) -> None:
-            await telegram.user_says(CHAT, next(users), f"t2m-{tag}")
+                async def as_ghost(tag: str) -> None:
+                    await as_http.put(
+                        cs("rooms", bridged, "send", "m.room.message", tag),
+                        {"msgtype": "m.text", "body": f"ghost-{tag}"},
+                        query={"user_id": ghost},
+                    )
 
-        started = await paced(args.rate, args.seconds, tg)
-        expected = {f"t2m-{t}" for t in started}
-        deadline = time.monotonic() + 60
-        while not expected <= observer.arrived.keys() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.2)
-        t2m = report(
-            "Telegram -> Matrix (update queued -> observer /sync)",
-            started,
-            {k.removeprefix("t2m-"): v for k, v in observer.arrived.items()},
-        )
-        events = await _room_bodies(obs, bridged)
-        doubled_mx = sum(1 for b in events if b.startswith("t2m-")) - len(
-            {b for b in events if b.startswith("t2m-")}
-        )
+                started, ghost_rate = await in_order(args.rate, args.seconds, as_ghost)
+            await asyncio.sleep(3)
+            ghost_floor = report(
+                "ghost in-order floor (the relay's sends as a ghost, one after another -> /sync)",
+                started,
+                {k.removeprefix("ghost-"): v for k, v in observer.arrived.items()},
+            )
+            print(f"  ghost in-order sends achieved {ghost_rate:.1f} msg/s (asked {args.rate})")
+
+        if "t2m" in phases:
+            users = iter(USERS * (args.rate * args.seconds))
+
+            async def tg(tag: str) -> None:
+                await telegram.user_says(CHAT, next(users), f"t2m-{tag}")
+
+            cpu0 = cpu_s(proc.pid)
+            started = await paced(args.rate, args.seconds, tg)
+            expected = {f"t2m-{t}" for t in started}
+            deadline = time.monotonic() + 60
+            while not expected <= observer.arrived.keys() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            t2m = report(
+                "Telegram -> Matrix (update queued -> observer /sync)",
+                started,
+                {k.removeprefix("t2m-"): v for k, v in observer.arrived.items()},
+            )
+            per = (cpu_s(proc.pid) - cpu0) / len(started) * 1e3
+            print(f"  the bridge process's CPU: {per:.2f} ms per message")
+            events = await _room_bodies(obs, bridged)
+            doubled_mx = sum(1 for b in events if b.startswith("t2m-")) - len(
+                {b for b in events if b.startswith("t2m-")}
+            )
         now, peak = rss_mb(proc.pid)
         f95 = pct(floor, 0.95)
         f50 = pct(floor, 0.5)
@@ -354,11 +484,15 @@ async def measure(
                 f"{name}: p50 {r50:.2f}x, p95 {r95:.2f}x the floor "
                 f"(target p95 <= {TARGET_RATIO}x) {verdict(r95 <= TARGET_RATIO)}"
             )
-        o50, o95 = pct(ordered, 0.5), pct(ordered, 0.95)
-        print(
-            f"Telegram -> Matrix against the in-order floor: p50 {pct(t2m, 0.5) / o50:.2f}x, "
-            f"p95 {pct(t2m, 0.95) / o95:.2f}x"
-        )
+        for name, lags, base, what in (
+            ("Matrix -> Telegram", m2t, pushed, "the push floor"),
+            ("Telegram -> Matrix", t2m, ordered, "the in-order floor"),
+            ("Telegram -> Matrix", t2m, ghost_floor, "the ghost in-order floor"),
+        ):
+            print(
+                f"{name} against {what}: p50 {pct(lags, 0.5) / pct(base, 0.5):.2f}x, "
+                f"p95 {pct(lags, 0.95) / pct(base, 0.95):.2f}x"
+            )
         print(f"doubled: {doubled_tg} in Telegram, {doubled_mx} in Matrix (target 0)")
         print(f"bridge process RSS: {now:.0f} MB now, {peak:.0f} MB peak")
         return 0
@@ -396,6 +530,11 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=50, help="messages a second in each phase")
     p.add_argument("--seconds", type=int, default=60, help="length of each phase")
     p.add_argument("--hold", type=int, default=0, help="the bridge's moderation hold (s)")
+    p.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"which phases to run, of {','.join(PHASES)} (floor always runs)",
+    )
     return asyncio.run(run(p.parse_args()))
 
 

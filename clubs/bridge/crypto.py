@@ -12,7 +12,8 @@ How events are read: the homeserver already delivers every event of the bridged 
 application service, `m.room.encrypted` included, and the inbox stores them exactly once, in
 order, across crashes. The device decrypts those events there (`decrypt`). Its own `/sync` loop
 (`run`) is needed anyway for what only a device receives: the room keys members' clients send
-to it (to-device), device-list changes and one-time-key uploads; its timeline is not used. An
+to it (to-device), device-list changes and one-time-key uploads; its timeline is not used, so
+its filter asks for the state changes nio follows (`TIMELINE_TYPES`) and no messages. An
 event whose key has not arrived yet is put off by the inbox and tried again (`KeyPending`).
 Synapse's MSC2409/MSC3202 extensions (to-device and device lists in transactions) would spare
 the second connection but are experimental; nio cannot be fed from them either.
@@ -41,6 +42,18 @@ NEXT_BATCH_KEY = "e2ee_next_batch"
 DEVICE_NAME = "Telegram bridge"
 SYNC_TIMEOUT_MS = 30_000
 BACKOFF_MAX_S = 60.0
+TIMELINE_TYPES = (
+    # The state changes nio follows to encrypt for the right devices; never messages, which
+    # reach the bridge in its transactions (a busy bridged room would otherwise wake this sync
+    # for every message and have nio parse and store each batch for nothing).
+    "m.room.member",
+    "m.room.encryption",
+    "m.room.history_visibility",
+    "m.room.power_levels",
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.tombstone",
+)
 
 
 class KeyPending(Exception):
@@ -108,7 +121,9 @@ class BridgeDevice:
         while True:
             try:
                 since = await self.store.get_setting(NEXT_BATCH_KEY)
-                batch = await self.client.sync(since, timeout_ms=SYNC_TIMEOUT_MS)
+                batch = await self.client.sync(
+                    since, timeout_ms=SYNC_TIMEOUT_MS, timeline_types=TIMELINE_TYPES
+                )
                 await self.store.set_setting(NEXT_BATCH_KEY, batch.next_batch)
                 self.client.retry_undecrypted()  # keeps nio's bounded list short; unused here
                 await after_sync()

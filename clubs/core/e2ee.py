@@ -37,7 +37,7 @@ import logging
 import os
 import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,15 @@ FIRST_SYNC_FILTER: dict[str, Any] = {
     **SYNC_FILTER,
     "room": {**SYNC_FILTER["room"], "timeline": {"limit": 1}},
 }
+
+
+def _sync_filter(since: str | None, timeline_types: Sequence[str] | None) -> dict[str, Any]:
+    if since is None:
+        return FIRST_SYNC_FILTER
+    if timeline_types is None:
+        return SYNC_FILTER
+    timeline = {**SYNC_FILTER["room"]["timeline"], "types": list(timeline_types)}
+    return {**SYNC_FILTER, "room": {**SYNC_FILTER["room"], "timeline": timeline}}
 
 
 class StoreError(ClubsError):
@@ -382,9 +391,19 @@ class E2eeClient:
 
     # --- sync ---------------------------------------------------------------------------------
 
-    async def sync(self, since: str | None = None, timeout_ms: int = 30_000) -> SyncBatch:
+    async def sync(
+        self,
+        since: str | None = None,
+        timeout_ms: int = 30_000,
+        *,
+        timeline_types: Sequence[str] | None = None,
+    ) -> SyncBatch:
         """One `/sync` (long-polling up to `timeout_ms`), decrypted, plus the crypto housekeeping
         it calls for (key upload, device-list queries, Olm sessions, to-device messages).
+
+        `timeline_types` narrows the incremental timelines to those event types, for a device
+        that reads room events some other way (the bridge's, from its application-service
+        transactions): a busy room's messages then neither wake nor fill its sync.
 
         Without `since` this is an initial sync (every room's state, one event of backlog).
         The first call with a stored `since` learns the joined rooms from `/joined_rooms` and
@@ -399,7 +418,7 @@ class E2eeClient:
             resp = await self._client.sync(
                 timeout=timeout_ms,
                 since=since,
-                sync_filter=SYNC_FILTER if since is not None else FIRST_SYNC_FILTER,
+                sync_filter=_sync_filter(since, timeline_types),
             )
             if isinstance(resp, nio.ErrorResponse):
                 raise _matrix_error(resp, "GET", "sync")

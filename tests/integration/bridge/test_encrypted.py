@@ -154,6 +154,26 @@ async def test_an_encrypted_room_with_consent_is_relayed_from_the_bots_own_devic
             assert len(sent) == 2  # the notice and Ivan's message
             assert not [e for e in events if e["sender"].startswith("@tg_5550007:")]
 
+            # A member who joins now is followed by the device's sync (its timeline carries
+            # memberships, never messages) and can read what Telegram says next.
+            boris = await synapse.new_user("boris", displayname="Борис")
+            async with mautrix_peer(boris, synapse.url) as late:
+                await admin.http.post(cs("rooms", room, "invite"), {"user_id": boris.user_id})
+                await boris.http.post(cs("join", room), {})
+
+                async def boris_known() -> bool:
+                    assert bridge.device is not None
+                    return UserId(boris.user_id) in await bridge.device.client.members(room)
+
+                await eventually(boris_known, within=15)
+                await telegram.user_says(chat, IVAN, "И новому участнику")
+
+                async def late_read() -> list[Received]:
+                    return [r for r in late.received if r.room_id == room and r.sender == bot]
+
+                [for_boris] = await eventually(late_read, within=20)
+                assert for_boris.body == "Иван П. (Telegram): И новому участнику"
+
             # Nothing from before the consent crossed, and nothing was relayed twice.
             texts = [str(m["text"]) for m in telegram.sent(chat)]
             assert texts == ["Анна: Привет <всем> из Matrix"]
