@@ -710,6 +710,12 @@ class _Loader:
                         hint = f'did you mean "{close[0]}"?' if close else f"no {what} has it"
                         item.error(f"unknown {what} {shown(value)}; {hint}")
                         continue
+                    if value in country_keys and value in country_of:
+                        item.error(
+                            f"{shown(value)} is the key of a country and of a club; the bots' "
+                            "processes tell a shard's rooms by these keys: rename the club"
+                        )
+                        continue
                     if value in owner:
                         shard, line = owner[value]
                         where = "this shard" if shard == key else f"shard {shown(shard)}"

@@ -255,3 +255,11 @@ def test_moving_a_club_to_another_shard_is_a_plan_of_memberships_and_power() -> 
     }
     detail = next(a.detail for a in back.actions if a.kind == "kick" and a.user_id == new)
     assert detail == "join; bot moderation of shard south does not serve this room"
+
+
+def test_a_key_that_names_a_country_and_a_club_cannot_be_sharded() -> None:
+    text = with_shards("shards:\n  a: {clubs: [de]}\n").replace("key: berlin", "key: de")
+    assert errors(text) == [
+        'n.yaml:8:15: shards.a.clubs[0]: "de" is the key of a country and of a club; the bots\' '
+        "processes tell a shard's rooms by these keys: rename the club"
+    ]
