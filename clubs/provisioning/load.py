@@ -683,7 +683,7 @@ class _Loader:
         country_keys = [c.key for c in countries]
         owner: dict[str, tuple[str, int]] = {}
         """Country or club key → (its shard, the line that put it there)."""
-        accounts: dict[str, str] = {b.localpart: f"bot {shown(n)}" for n, b in bots.items()}
+        accounts = {b.localpart: f"the network's bot {shown(n)}" for n, b in bots.items()}
         """Localpart → whose account it is, for collisions."""
         people_ids = {p.mxid[1:]: p.key for p in people if p.mxid}
         shards: list[Shard] = []

@@ -182,7 +182,8 @@ shards:
         "n.yaml:16:3: shards.nothing: a shard serves at least one club: list countries or clubs "
         "under it",
         'n.yaml:19:28: shards.west.accounts.moderation: "bot-scheduling" would be the account '
-        'of bot "moderation" in shard "west", but it is already the account of bot "scheduling"',
+        'of bot "moderation" in shard "west", but it is already the account of the network\'s '
+        'bot "scheduling"',
         "n.yaml:19:44: shards.west.accounts.checkins: unknown bot; the network's bots are "
         "moderation, scheduling",
         'n.yaml:19:73: shards.west.accounts.scheduling: "anna" would be the account of bot '
@@ -196,8 +197,8 @@ def test_a_derived_account_that_is_taken_is_reported_at_the_shard() -> None:
     )
     assert errors(text) == [
         'n.yaml:8:3: shards.asia: "bot-moderation-asia" would be the account of bot '
-        '"moderation" in shard "asia", but it is already the account of bot "scheduling"; name '
-        "another under accounts"
+        '"moderation" in shard "asia", but it is already the account of the network\'s bot '
+        '"scheduling"; name another under accounts'
     ]
 
 
