@@ -22,6 +22,9 @@ from clubs.core.power import creators_of, level_of
 log = logging.getLogger(__name__)
 
 PREFETCH_CONCURRENCY = 16
+UNSHARDED_KINDS = frozenset({"policy_room"})
+"""Rooms a bot makes for itself (the moderation bot's policy and management room): not the
+provisioner's, so of no shard; the process whose bot is in one serves it."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,8 @@ def room_info(
     """Pure: the facts bots need, from a room's state events. With a `shard` (country and club
     keys), a room whose locator names none of them is another process's: not managed here.
     A room whose locator names one of `other_shards` (the keys of the network's declared shards,
-    for the process of the network's own accounts) is another process's too."""
+    for the process of the network's own accounts) is another process's too. A room a bot made
+    for itself (`UNSHARDED_KINDS`) is the process's whose bot is in it."""
     by_type: dict[str, Mapping[str, Any]] = {}
     creators: set[str] = set()
     for ev in state:
@@ -167,8 +171,12 @@ def room_info(
     if locator is not None and network is not None and locator.get("network") != network:
         locator = None  # another network's room is not ours to act in
     elsewhere = False
-    if locator is not None and (
-        (shard is not None and not in_shard(locator, shard)) or in_shard(locator, other_shards)
+    if (
+        locator is not None
+        and locator.get("kind") not in UNSHARDED_KINDS
+        and (
+            (shard is not None and not in_shard(locator, shard)) or in_shard(locator, other_shards)
+        )
     ):
         locator, elsewhere = None, True
     return RoomInfo(

@@ -153,3 +153,18 @@ def test_up_runs_one_bots_process_per_shard_beside_the_networks_own(tmp_path: Pa
     assert asia[asia.index("--http-port") + 1] == "8092"
     assert asia[asia.index("--ready-file") + 1] == str(tmp_path / "run" / "bots-asia.ready")
     assert "--http-port" not in sharded["bots-europe"]
+
+
+def test_a_shards_moderation_bot_serves_its_own_policy_room(tmp_path: Path) -> None:
+    """The policy room (its management room) has no country: made by the bot, not provisioned,
+    it is served by the process whose bot is in it, a shard's too."""
+    state = [
+        {
+            "type": LOCATOR,
+            "state_key": "",
+            "content": {"network": "demo", "kind": "policy_room", "key": "bans"},
+        }
+    ]
+    shard = config_from_args(args(tmp_path, "--shard", "asia")).settings
+    info = room_info(RoomId("!p:x"), state, "demo", shard.shard, shard.other_shards)
+    assert (info.managed, info.elsewhere) == (True, False)
