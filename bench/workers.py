@@ -1,8 +1,9 @@
-"""Kill drill of the worker stack: each Synapse process and Redis killed in turn while members
-send commands; nothing lost, every command answered exactly once.
+"""Kill drill of the worker stack: each Synapse process, Redis and PostgreSQL killed in turn
+while members send commands; nothing lost, every command answered exactly once.
 
     .venv/bin/python bench/workers.py [--rate 1] [--members 2] [--bots 2]
-        [--kill worker1,redis,persister1,fedsender1,main] [--gap 15] [--seed N]
+        [--kill worker1,redis,persister1,fedsender1,main,postgres] [--gap 15] [--seed N]
+    .venv/bin/python bench/workers.py --single [--kill postgres] …
     .venv/bin/python bench/workers.py --latency [--sends 200] [--cycles 50]
 
 The stack `CLUBS_WORKERS=1` runs (`clubs.workersrun.worker_stack`: PostgreSQL from the wheel,
@@ -14,7 +15,14 @@ room with every member on the independent cross-signed-only client (mautrix). Me
 while the front answers 502. The processes named by `--kill` are SIGKILLed one after the other,
 `--gap` seconds apart, each once the previous one is back; the stack's supervisor restarts them.
 
-Prints, per kill, how long until the process was back (ready again), and from the members'
+`postgres` SIGKILLs the database server's postmaster only, as an OOM kill would: its backends
+and helper processes notice and exit by themselves (the drill prints how long they took), and
+the watchdog `clubs homeserver run` runs (`clubs.core.postgres.keep_running`) starts the server
+again, which runs crash recovery first. `--single` runs the same drill against one Synapse
+process on PostgreSQL (`CLUBS_DB=postgres` without workers), where only `postgres` can be killed.
+
+Prints, per kill, how long until the process was back (ready again; for PostgreSQL: taking
+connections after its crash recovery), and from the members'
 decrypted timelines: lost (no answer), duplicated (more than one answer), undecryptable (target
 0 / 0 / 0); the command -> answer p50/p95 for commands sent while a process was down or within 5 s
 of its return, against those sent when all ran. Exit status 1 if a command was lost or duplicated.
@@ -39,6 +47,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,6 +58,7 @@ from cryptography.fernet import Fernet
 from bench.bots import pct, verdict
 from bench.chaos import Command, Member, answers, bot_rooms, send_at, wait_answered, warm_up
 from clubs.core.http import MatrixHttp, path
+from clubs.core.postgres import EmbeddedPostgres, kept_running
 from clubs.core.secrets import MASTER_KEY_ENV
 from clubs.supervisor import ChildSpec, Supervisor
 from clubs.workersrun import Stack
@@ -62,20 +73,87 @@ from tests.mautrix_client import MautrixPeer, mautrix_peer
 AFFECTED_AFTER_S = 5.0
 SETTLE_S = 10.0
 BACK_WITHIN_S = 120.0
+KILL_WORKERS = "worker1,redis,persister1,fedsender1,main,postgres"
+
+
+@dataclass
+class Targets:
+    """What the drill can kill: the worker stack's processes (none with `--single`) and the
+    PostgreSQL server."""
+
+    stack: Stack | None
+    pg: EmbeddedPostgres
+
+    def pid(self, name: str) -> int | None:
+        if name == "postgres":
+            return self.pg.postmaster_pid()
+        return self.stack.pid(name) if self.stack is not None else None
+
+    async def back(self, name: str, old: int) -> None:
+        """Until `name` runs again (another process than `old`) and is ready."""
+        deadline = time.monotonic() + BACK_WITHIN_S
+        while self.pid(name) in (None, old) or (name == "postgres" and not _takes(self.pg)):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not come back within {BACK_WITHIN_S:.0f} s")
+            await asyncio.sleep(0.05)
+        if name != "postgres" and self.stack is not None:
+            await self.stack.supervisor.wait_ready(name)
+
+
+def _takes(pg: EmbeddedPostgres) -> bool:
+    """The server's pid file says it takes connections (crash recovery done)."""
+    try:
+        return (pg.data_dir / "postmaster.pid").read_text().splitlines()[7].strip() == "ready"
+    except (OSError, IndexError):
+        return False
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (a postmaster's backends and helpers)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def shape(
+    base: Path, pg: EmbeddedPostgres, single: bool
+) -> AsyncIterator[tuple[SynapseHarness, Stack | None]]:
+    if single:
+        async with synapse_on(base / "synapse", pg) as synapse:
+            yield synapse, None
+    else:
+        async with synapse_workers_on(base / "synapse", pg) as (synapse, stack):
+            yield synapse, stack
 
 
 async def run(args: argparse.Namespace) -> int:
     os.environ.setdefault(MASTER_KEY_ENV, Fernet.generate_key().decode())
     base = Path(tempfile.mkdtemp(prefix="clubs-bw-"))  # short: the Redis socket's path
     try:
+        # As under `clubs homeserver run`: a dead PostgreSQL is started again by its watchdog.
         with postgres_cluster() as pg:
-            async with synapse_workers_on(base / "synapse", pg) as (synapse, stack):
-                return await drill(synapse, stack, base / "var", args)
+            async with kept_running(pg), shape(base, pg, args.single) as (synapse, stack):
+                return await drill(synapse, Targets(stack, pg), base / "var", args)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def drill(synapse: SynapseHarness, stack: Stack, var: Path, args: argparse.Namespace) -> int:
+async def drill(
+    synapse: SynapseHarness, targets: Targets, var: Path, args: argparse.Namespace
+) -> int:
     rng = random.Random(args.seed)
     network, accounts, members, rooms = await bot_rooms(synapse, var, args.bots, args.members)
     victims = [v for v in args.kill.split(",") if v]
@@ -95,6 +173,7 @@ async def drill(synapse: SynapseHarness, stack: Stack, var: Path, args: argparse
     )
     bp.var_dir.mkdir(parents=True, exist_ok=True)
     downs: list[tuple[str, float, float]] = []
+    notes: dict[float, str] = {}
     with bp.log_file.open("ab") as log_out:
         async with (
             Supervisor(var / "run", stdout=log_out.fileno()) as sup,
@@ -110,35 +189,49 @@ async def drill(synapse: SynapseHarness, stack: Stack, var: Path, args: argparse
             started = time.time()
             for c in commands:
                 c.due += started
-            faults = asyncio.create_task(kill_in_turn(stack, victims, started, args.gap, downs))
+            faults = asyncio.create_task(
+                kill_in_turn(targets, victims, started, args.gap, downs, notes)
+            )
             await asyncio.gather(*(send_at(clients[c.member], c) for c in commands))
             await faults
             await wait_answered(peers, commands, time.time())
             await asyncio.sleep(SETTLE_S)
-    return report(args, peers, commands, downs, started)
+    return report(args, peers, commands, downs, started, notes)
 
 
 async def kill_in_turn(
-    stack: Stack,
+    targets: Targets,
     victims: list[str],
     started: float,
     gap: float,
     downs: list[tuple[str, float, float]],
+    notes: dict[float, str],
 ) -> None:
+    watchers: list[asyncio.Task[None]] = []
     for n, name in enumerate(victims, start=1):
         await asyncio.sleep(max(0.0, started + n * gap - time.time()))
-        pid = stack.pid(name)
+        pid = targets.pid(name)
         if pid is None:
-            raise SystemExit(f"{name} is not running: no such process in the stack")
+            raise SystemExit(f"{name} is not running: no such process in this shape")
+        orphans = _children(pid) if name == "postgres" else set()
         os.kill(pid, signal.SIGKILL)
         killed = time.time()
-        deadline = time.monotonic() + BACK_WITHIN_S
-        while stack.pid(name) in (None, pid):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{name} did not come back within {BACK_WITHIN_S:.0f} s")
-            await asyncio.sleep(0.05)
-        await stack.supervisor.wait_ready(name)
+        if orphans:
+            watchers.append(asyncio.create_task(_orphans_gone(orphans, killed, notes)))
+        await targets.back(name, pid)
         downs.append((name, killed, time.time()))
+    await asyncio.gather(*watchers)
+
+
+async def _orphans_gone(pids: set[int], killed: float, notes: dict[float, str]) -> None:
+    """When the killed postmaster's backends and helpers have all exited by themselves."""
+    deadline = time.monotonic() + BACK_WITHIN_S
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    left = sum(1 for p in pids if _alive(p))
+    notes[killed] = f"  its {len(pids)} backends and helpers exited by themselves within " + (
+        f"{time.time() - killed:.2f} s" + (f" ({left} still running)" if left else "")
+    )
 
 
 def report(
@@ -147,6 +240,7 @@ def report(
     commands: list[Command],
     downs: list[tuple[str, float, float]],
     started: float,
+    notes: dict[float, str],
 ) -> int:
     counts = Counter(len(answers(peers, c)) for c in commands)
     lost = counts[0]
@@ -163,13 +257,16 @@ def report(
         latency.setdefault(kind, []).append(min(r.arrived_at for r in got) - c.due)
     print(
         f"run: seed {args.seed}; {len(commands)} commands at {args.rate}/s from {args.members} "
-        f"members to {args.bots} bots (one encrypted room each), through the front"
+        f"members to {args.bots} bots (one encrypted room each), "
+        + ("one Synapse process on PostgreSQL" if args.single else "through the front")
     )
     for name, killed, back in downs:
         print(
             f"killed {name:<10} at {killed - started:5.1f} s: back (ready) after "
             f"{back - killed:.2f} s"
         )
+        if killed in notes:
+            print(notes[killed])
     ok = lost == 0 and duplicated == 0 and undecryptable == 0
     print(
         f"lost {lost}, duplicated {duplicated}, undecryptable {undecryptable} "
@@ -250,7 +347,8 @@ async def timings(
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.CRITICAL)
+    logging.basicConfig(level=logging.CRITICAL, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("clubs.core.postgres").setLevel(logging.WARNING)  # the watchdog's steps
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -258,12 +356,17 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=1.0, help="commands per second, all members")
     p.add_argument("--members", type=int, default=2)
     p.add_argument("--bots", type=int, default=2)
-    p.add_argument("--kill", default="worker1,redis,persister1,fedsender1,main")
+    p.add_argument("--kill", default=None, help=f"default: {KILL_WORKERS}; --single: postgres")
+    p.add_argument(
+        "--single", action="store_true", help="one Synapse process on PostgreSQL, no workers"
+    )
     p.add_argument("--gap", type=float, default=15.0, help="seconds between kills")
     p.add_argument("--latency", action="store_true", help="measure latencies instead (no kills)")
     p.add_argument("--sends", type=int, default=200)
     p.add_argument("--cycles", type=int, default=50)
     args = p.parse_args()
+    if args.kill is None:
+        args.kill = "postgres" if args.single else KILL_WORKERS
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1_000_000)
     return asyncio.run(latency(args) if args.latency else run(args))
