@@ -60,6 +60,7 @@ from bench.chaos import Command, Member, answers, bot_rooms, send_at, wait_answe
 from clubs.core.http import MatrixHttp, path
 from clubs.core.postgres import EmbeddedPostgres, kept_running
 from clubs.core.secrets import MASTER_KEY_ENV
+from clubs.core.workers import launches
 from clubs.supervisor import ChildSpec, Supervisor
 from clubs.workersrun import Stack
 from tests.harness import SynapseHarness, postgres_cluster, synapse_on, synapse_workers_on
@@ -83,6 +84,14 @@ class Targets:
 
     stack: Stack | None
     pg: EmbeddedPostgres
+    synapse: SynapseHarness
+
+    def synapse_pids(self) -> dict[str, int | None]:
+        """Every Synapse process (and Redis) by name: to see which ones died on their own."""
+        if self.stack is None:
+            proc = self.synapse.hs.process
+            return {"synapse": proc.pid if proc is not None and proc.poll() is None else None}
+        return {launch.name: self.stack.pid(launch.name) for launch in launches(self.stack.main)}
 
     def pid(self, name: str) -> int | None:
         if name == "postgres":
@@ -146,7 +155,7 @@ async def run(args: argparse.Namespace) -> int:
         # As under `clubs homeserver run`: a dead PostgreSQL is started again by its watchdog.
         with postgres_cluster() as pg:
             async with kept_running(pg), shape(base, pg, args.single) as (synapse, stack):
-                return await drill(synapse, Targets(stack, pg), base / "var", args)
+                return await drill(synapse, Targets(stack, pg, synapse), base / "var", args)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -186,6 +195,7 @@ async def drill(
             peers = [await exits.enter_async_context(mautrix_peer(m, synapse.url)) for m in members]
             clients = [Member(p) for p in peers]
             await warm_up(clients, accounts, rooms)
+            pids_before = targets.synapse_pids()
             started = time.time()
             for c in commands:
                 c.due += started
@@ -196,7 +206,14 @@ async def drill(
             await faults
             await wait_answered(peers, commands, time.time())
             await asyncio.sleep(SETTLE_S)
-    return report(args, peers, commands, downs, started, notes)
+            pids_after = targets.synapse_pids()
+    # A process whose pid changed though it was not killed died of a kill of another one.
+    on_their_own = sorted(
+        name
+        for name, pid in pids_before.items()
+        if name not in victims and pids_after.get(name) != pid
+    )
+    return report(args, peers, commands, downs, started, notes, on_their_own)
 
 
 async def kill_in_turn(
@@ -241,6 +258,7 @@ def report(
     downs: list[tuple[str, float, float]],
     started: float,
     notes: dict[float, str],
+    on_their_own: list[str],
 ) -> int:
     counts = Counter(len(answers(peers, c)) for c in commands)
     lost = counts[0]
@@ -267,6 +285,10 @@ def report(
         )
         if killed in notes:
             print(notes[killed])
+    print(
+        "Synapse processes (and Redis) that died without being killed: "
+        + (", ".join(on_their_own) if on_their_own else "none")
+    )
     ok = lost == 0 and duplicated == 0 and undecryptable == 0
     print(
         f"lost {lost}, duplicated {duplicated}, undecryptable {undecryptable} "
