@@ -115,8 +115,9 @@ class BridgeDevice:
     async def close(self) -> None:
         await self.client.close()
 
-    async def run(self, after_sync: Callable[[], Awaitable[None]]) -> None:
-        """Sync forever (to-device keys, device lists); `after_sync` runs after each sync."""
+    async def run(self, after_sync: Callable[[bool], Awaitable[None]]) -> None:
+        """Sync forever (to-device keys, device lists); `after_sync(keys)` runs after each sync,
+        `keys` true when it brought to-device messages (room keys may have arrived)."""
         backoff = 1.0
         while True:
             try:
@@ -126,7 +127,7 @@ class BridgeDevice:
                 )
                 await self.store.set_setting(NEXT_BATCH_KEY, batch.next_batch)
                 self.client.retry_undecrypted()  # keeps nio's bounded list short; unused here
-                await after_sync()
+                await after_sync(batch.to_device > 0)
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
@@ -154,6 +155,11 @@ class BridgeDevice:
         if "m.relates_to" not in content and isinstance(relates, dict):
             content["m.relates_to"] = relates
         return {**event, "type": decrypted.type, "content": content}
+
+    async def request_key(self, event: Mapping[str, Any]) -> None:
+        """Ask the sender's devices for the key of an event still waiting for it (once per
+        session; a lost or late `m.room_key` is then sent again by a client that shared it)."""
+        await self.client.request_key_for(RoomId(str(event.get("room_id"))), event)
 
     async def send(
         self, room: RoomId, event_type: str, content: Mapping[str, Any], txn: str

@@ -117,7 +117,11 @@ BRIDGED_NOTICE = (
     "Earlier messages are not relayed."
 )
 KEY_WAIT_FIRST_S = 0.5
-"""An encrypted event whose room key is still on its way is tried again after 0.5, 1, 2… s."""
+"""An encrypted event whose room key is still on its way is tried again after 0.5, 1, 2… s,
+and at once when the device's sync brings to-device messages (`Relay.keys_arrived`)."""
+KEY_REQUEST_AFTER = 1
+"""Misses of a room key before it is asked for (`m.room_key_request`): the first miss is
+usually a key still on its way."""
 NEVER_BRIDGED_KINDS = frozenset({"cohort_room", "cohort_space", "club_space", "country_space"})
 OFFSET_KEY = "telegram_offset"
 PRUNE_EVERY_S = 3600.0
@@ -195,6 +199,7 @@ class Relay:
     the inbox (in the room's order, so a message after a rename shows the new name)."""
     _rooms: dict[RoomId, PortalRow] = field(default_factory=dict)
     _joined: set[tuple[RoomId, UserId]] = field(default_factory=set)
+    _key_waiting: set[str] = field(default_factory=set)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -278,6 +283,8 @@ class Relay:
                         delay = min(BACKOFF_MAX_S, 2.0 ** (item.attempts + 1))
                         if isinstance(e, KeyPending | DeviceNotReady):
                             delay = min(BACKOFF_MAX_S, KEY_WAIT_FIRST_S * 2.0**item.attempts)
+                        if isinstance(e, KeyPending):
+                            await self._wait_for_key(item.event, item.attempts)
                         if isinstance(e, TelegramRateLimited):
                             delay = max(delay, float(e.retry_after))
                         delay += random.uniform(0, 0.5)  # noqa: S311 - jitter
@@ -293,6 +300,21 @@ class Relay:
                 progressed = True
             if not progressed:
                 return
+
+    async def _wait_for_key(self, event: Mapping[str, Any], attempts: int) -> None:
+        """An encrypted event whose key has not come: its room is retried as soon as keys
+        arrive (`keys_arrived`), and from the second miss on, the key is asked for."""
+        self._key_waiting.add(str(event.get("room_id")))
+        if attempts >= KEY_REQUEST_AFTER and self.device is not None:
+            await self.device.request_key(event)
+
+    async def keys_arrived(self) -> None:
+        """The device's sync brought to-device messages: rooms with an event waiting for its
+        key try it now rather than at the end of its back-off."""
+        if self._key_waiting:
+            rooms, self._key_waiting = self._key_waiting, set()
+            await self.store.due_now(rooms, time.time())
+        self.wake()
 
     async def handle_event(self, event: Mapping[str, Any]) -> list[str]:
         """Act on one Matrix event; returns the event ids whose map rows are gone."""

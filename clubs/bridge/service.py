@@ -152,8 +152,9 @@ class Bridge:
             )
             return None
 
-    async def _after_sync(self) -> None:
-        self.relay.wake()  # events waiting for a room key may decrypt now
+    async def _after_sync(self, keys: bool) -> None:
+        if keys:
+            await self.relay.keys_arrived()  # events waiting for a room key may decrypt now
         await self.relay.post_notices()
 
     async def stop(self) -> None:

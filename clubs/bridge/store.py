@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -180,6 +180,15 @@ class BridgeStore:
     async def inbox_size(self) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) AS n FROM bridge_inbox")
         return int(row["n"]) if row else 0
+
+    async def due_now(self, room_ids: Iterable[str], now: float) -> None:
+        """The rooms' waiting events are due now (a room key arrived), in their order."""
+        async with self.db.transaction():
+            for room_id in room_ids:
+                await self.db.execute(
+                    "UPDATE bridge_inbox SET due_at = ? WHERE room_id = ? AND due_at > ?",
+                    (now, room_id, now),
+                )
 
     async def postpone(self, seq: int, room_id: str, due_at: float, *, count: bool = True) -> None:
         """Try the event again at `due_at` (`count`: as one more failed attempt); the room's

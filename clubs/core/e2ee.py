@@ -190,6 +190,9 @@ class SyncBatch:
     events: list[RoomEvent] = field(default_factory=list)
     invites: list[Invite] = field(default_factory=list)
     """Rooms we are invited to (the caller decides whether to join)."""
+    to_device: int = 0
+    """To-device messages this sync brought (room keys among them: events that waited for a
+    key may decrypt now)."""
 
 
 MEMBERSHIPS = frozenset({"invite", "join", "knock", "leave", "ban"})
@@ -448,6 +451,7 @@ class E2eeClient:
             next_batch=resp.next_batch,
             events=events,
             invites=[self._invite(RoomId(r), info) for r, info in resp.rooms.invite.items()],
+            to_device=len(resp.to_device_events),
         )
 
     async def load_joined_rooms(self) -> list[RoomId]:
@@ -655,7 +659,20 @@ class E2eeClient:
         held = self._undecrypted.get(event_id)
         if held is None:
             return
-        megolm = held[1]
+        await self._request_key(held[1])
+
+    async def request_key_for(self, room_id: RoomId, raw: Mapping[str, Any]) -> None:
+        """`request_keys` for an encrypted event given as JSON (one that reached us some other
+        way than our sync: the bridge's transactions); hostile input is ignored."""
+        try:
+            parsed = nio.Event.parse_encrypted_event(dict(raw))
+        except Exception:  # not an encrypted event at all: nothing to ask for
+            return
+        if isinstance(parsed, nio.MegolmEvent):
+            parsed.room_id = room_id
+            await self._request_key(parsed)
+
+    async def _request_key(self, megolm: nio.MegolmEvent) -> None:
         session = getattr(megolm, "session_id", None)
         if not isinstance(session, str) or session in self._requested:
             return

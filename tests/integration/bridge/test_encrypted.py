@@ -19,9 +19,10 @@ from mautrix.types import EventType, MessageType, RoomID, TextMessageEventConten
 from clubs.bridge.consent import find_room, record_consent
 from clubs.bridge.relay import BRIDGED_NOTICE
 from clubs.bridge.service import Bridge
+from clubs.core.admin import login_password
 from clubs.core.attachments import encrypt, encrypted_file
 from clubs.core.errors import NotFound
-from clubs.core.http import RoomId, UserId, cs, path
+from clubs.core.http import MatrixHttp, RoomId, UserId, cs, path
 from tests.faketelegram import FakeTelegram
 from tests.harness import eventually
 from tests.integration.bridge.conftest import NETWORK, BridgeWorld, unique_key
@@ -133,6 +134,37 @@ async def test_an_encrypted_room_with_consent_is_relayed_from_the_bots_own_devic
                 within=20,
             )
 
+            # A message whose room key is late: the bridge asks the sender's devices for it
+            # (a second device of anna's, signed in for this, sees the request), and relays the
+            # message once the key comes.
+            async with MatrixHttp(synapse.url) as anonymous:
+                second = await login_password(anonymous, anna.user_id, anna.password)
+            other_device = MatrixHttp(synapse.url, second.access_token)
+            no_rooms = {"filter": '{"room":{"rooms":[]}}'}
+            since = str((await other_device.get(cs("sync"), query=no_rooms))["next_batch"])
+            _, late_key = await peer.send_with_late_key(room, "ключ опоздал")
+
+            async def key_requested() -> bool:
+                # Incremental: Synapse answers a repeated identical sync from its cache.
+                nonlocal since
+                sync = await other_device.get(
+                    cs("sync"), query={**no_rooms, "since": since, "timeout": "2000"}
+                )
+                since = str(sync["next_batch"])
+                return any(
+                    e.get("type") == "m.room_key_request"
+                    and e.get("sender") == bot
+                    and e.get("content", {}).get("action") == "request"
+                    for e in sync.get("to_device", {}).get("events", [])
+                )
+
+            await eventually(key_requested, within=20)
+            await other_device.close()
+            assert await peer.deliver_key(late_key, bot) >= 1
+            await eventually(
+                lambda: _true(telegram.texts(chat)[-1:] == ["Анна: ключ опоздал"]), within=20
+            )
+
             # Telegram → Matrix: from the bot, encrypted, "Имя (Telegram): …", trusted.
             await telegram.user_says(chat, IVAN, "Привет из Telegram")
 
@@ -176,7 +208,7 @@ async def test_an_encrypted_room_with_consent_is_relayed_from_the_bots_own_devic
 
             # Nothing from before the consent crossed, and nothing was relayed twice.
             texts = [str(m["text"]) for m in telegram.sent(chat)]
-            assert texts == ["Анна: Привет <всем> из Matrix"]
+            assert texts == ["Анна: Привет <всем> из Matrix", "Анна: ключ опоздал"]
             assert not [t for t in texts if "до согласия" in t]
             assert len(peer.received) == len({r.event_id for r in peer.received})
 
