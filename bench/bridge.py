@@ -18,7 +18,10 @@ bridge runs as `clubs bridge run` in its own process (so its RSS is its own). Ph
    chat must keep); lag from each message's due time, as for a Telegram update; the rate
    achieved is printed (Synapse persists concurrent sends together, in-order ones one by one);
 2. Matrix → Telegram: the member sends into the bridged room; lag = her send until the fake
-   Telegram is asked to `sendMessage` it;
+   Telegram is asked to `sendMessage` it. The empty application service is in that room too,
+   so the push floor of the very same messages is measured beside it; and the bridge's own
+   /metrics split the mean: the homeserver's push (origin time -> transaction) and the
+   bridge's part (transaction -> `sendMessage`);
 2b. ghost in-order floor: the bench sends as the ghosts themselves, with the bridge's
    `as_token`, into the bridged room, each send awaited before the next: exactly the requests
    the relay makes for Telegram -> Matrix (the homeserver also pushes each one back to the
@@ -61,6 +64,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.fernet import Fernet
 
+from bench.botmetrics import scrape
 from clubs.bridge.config import BridgeConfig
 from clubs.bridge.registration import (
     TELEGRAM_TOKEN,
@@ -248,6 +252,27 @@ async def in_order(rate: float, seconds: float, send: Any) -> tuple[dict[str, fl
     return started, n / (time.monotonic() - t0)
 
 
+def where_m2t_goes(before: dict[str, float], after: dict[str, float], m2t: list[float]) -> str:
+    """Means over the phase, from the bridge's own /metrics: the homeserver's push (a message's
+    origin time to the transaction reaching the bridge) and the bridge's part (the transaction
+    to the copy sent to Telegram)."""
+
+    def mean_ms(name: str, labels: str = "") -> float:
+        key = f"{{{labels}}}" if labels else ""
+        count = after.get(f"{name}_count{key}", 0) - before.get(f"{name}_count{key}", 0)
+        total = after.get(f"{name}_sum{key}", 0) - before.get(f"{name}_sum{key}", 0)
+        return total / count * 1e3 if count else float("nan")
+
+    push = mean_ms("clubs_bridge_push_lag_seconds")
+    relay = mean_ms("clubs_bridge_relay_lag_seconds", 'direction="to_telegram"')
+    whole = sum(m2t) / len(m2t) * 1e3 if m2t else float("nan")
+    return (
+        f"where it goes (means): send -> sendMessage {whole:.0f} ms; of it, the origin time -> "
+        f"the transaction reaching the bridge {push:.0f} ms, the transaction -> sendMessage "
+        f"{relay - push:.0f} ms"
+    )
+
+
 def report(name: str, started: dict[str, float], arrived: dict[str, float]) -> list[float]:
     lags = [arrived[t] - s for t, s in started.items() if t in arrived]
     lost = len(started) - len(lags)
@@ -348,10 +373,11 @@ async def measure(
         bridged = await room(synapse, "general", [anna, obs], bot)
         plain = await room(synapse, "plain", [anna, obs], bot)
         async with MatrixHttp(synapse.url, push_floor.as_token) as floor_as:
-            await synapse.admin.http.post(
-                cs("rooms", plain, "invite"), {"user_id": push_floor.user}
-            )
-            await floor_as.post(cs("join", plain), {})
+            for target in (plain, bridged):  # in the bridged room: the same messages' push
+                await synapse.admin.http.post(
+                    cs("rooms", target, "invite"), {"user_id": push_floor.user}
+                )
+                await floor_as.post(cs("join", target), {})
         await synapse.admin.http.post(cs("rooms", bridged, "invite"), {"user_id": bot})
 
         async def portal() -> bool:
@@ -393,6 +419,7 @@ async def measure(
         # The floor a relay into one chat sits on: the same sends, one after the other.
         ordered: list[float] = []
         m2t: list[float] = []
+        m2t_pushed: list[float] = []
         ghost_floor: list[float] = []
         t2m: list[float] = []
         doubled_tg = doubled_mx = 0
@@ -419,13 +446,20 @@ async def measure(
 
         if "m2t" in phases:
             cpu0 = cpu_s(proc.pid)
+            before = await scrape(config.port)
             started = await paced(args.rate, args.seconds, lambda t: send(bridged, "m2t", t))
             deadline = time.monotonic() + 60
             while len(calls_seen()) < len(started) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             m2t = report("Matrix -> Telegram (send -> sendMessage)", started, calls_seen())
+            m2t_pushed = report(
+                "  push floor on the same messages (send -> the empty service's transaction)",
+                started,
+                {k.removeprefix("m2t-"): v for k, v in push_floor.arrived.items()},
+            )
             per = (cpu_s(proc.pid) - cpu0) / len(started) * 1e3
             print(f"  the bridge process's CPU: {per:.2f} ms per message")
+            print("  " + where_m2t_goes(before, await scrape(config.port), m2t))
             doubled_tg = len(
                 [c for c in telegram.method_calls("sendMessage") if "m2t-" in str(c.params)]
             ) - len(seen)
@@ -486,6 +520,7 @@ async def measure(
             )
         for name, lags, base, what in (
             ("Matrix -> Telegram", m2t, pushed, "the push floor"),
+            ("Matrix -> Telegram", m2t, m2t_pushed, "the push floor on the same messages"),
             ("Telegram -> Matrix", t2m, ordered, "the in-order floor"),
             ("Telegram -> Matrix", t2m, ghost_floor, "the ghost in-order floor"),
         ):

@@ -23,12 +23,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from clubs.bridge.bridgemetrics import TRANSACTIONS
+from clubs.bridge.bridgemetrics import PUSH_LAG, TRANSACTIONS
 from clubs.bridge.store import BridgeStore
 from clubs.core.crash import crashpoint
 from clubs.core.ids import as_event_id, as_room_id, as_user_id
@@ -173,6 +174,7 @@ class AppService:
     # --- routes --------------------------------------------------------------------------------
 
     async def _transaction(self, request: web.Request) -> web.Response:
+        arrived_ms = time.time() * 1000
         txn_id = request.match_info["txn_id"]
         if not txn_id or len(txn_id) > MAX_TXN_ID:
             return _error(400, "M_INVALID_PARAM", "bad transaction id")
@@ -185,6 +187,10 @@ class AppService:
             return _error(400, "M_BAD_JSON", "expected an object with an events list")
         kept = [e for e in (relevant(ev, self._is_ours) for ev in events) if e is not None]
         if await self._store.accept(txn_id, kept):
+            for e in kept:
+                ts = e.get("origin_server_ts")
+                if isinstance(ts, int) and not isinstance(ts, bool):
+                    PUSH_LAG.observe(max(0.0, arrived_ms - ts) / 1000)
             crashpoint("bridge_txn_accepted")  # stored, not yet answered
             self.transactions_applied += 1
             TRANSACTIONS.inc(outcome="accepted")

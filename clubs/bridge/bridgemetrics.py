@@ -28,6 +28,13 @@ RELAY_LAG = REGISTRY.histogram(
     ("direction",),
     LAG_BUCKETS,
 )
+PUSH_LAG = REGISTRY.histogram(
+    "clubs_bridge_push_lag_seconds",
+    "From a Matrix event's origin time to the homeserver's transaction carrying it reaching the "
+    "bridge (how far behind the homeserver's pushes are).",
+    (),
+    LAG_BUCKETS,
+)
 TELEGRAM_OK = REGISTRY.gauge(
     "clubs_bridge_telegram_ok", "1 while calls to Telegram's Bot API succeed, else 0."
 )
