@@ -18,7 +18,7 @@ TRANSACTIONS = REGISTRY.counter(
 EVENTS = REGISTRY.counter(
     "clubs_bridge_events_total",
     "What the relay did: relayed_to_telegram, relayed_to_matrix, dropped, media_refused, "
-    "refused_rooms.",
+    "refused_rooms, not_relayed_paused.",
     ("what",),
 )
 RELAY_LAG = REGISTRY.histogram(

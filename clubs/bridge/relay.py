@@ -32,6 +32,9 @@ refused and only their caption crosses. A Matrix message waits `hold_s` before i
 dropped if it was redacted meanwhile (the moderation bot's protections); a ban of a ghost bans
 the Telegram user in the chat.
 
+`!tg` commands in a bridged room (`clubs.bridge.roomcommands`) let its moderators pause and
+resume the relay; they are answered by the bot and never relayed.
+
 Nothing here logs content, names or tokens: ids, types and counts only.
 """
 
@@ -47,9 +50,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from clubs.bridge import roomcommands
 from clubs.bridge.bridgemetrics import EVENTS, LAST_POLL, RELAY_LAG, TELEGRAM_OK
 from clubs.bridge.config import Portal
-from clubs.bridge.consent import valid_consent
+from clubs.bridge.consent import power_of, valid_consent
 from clubs.bridge.crypto import BridgeDevice, DeviceNotReady, KeyPending
 from clubs.bridge.formatting import (
     clean_name,
@@ -157,6 +161,7 @@ class Health:
     refused_rooms: int = 0
     dropped: int = 0
     media_refused: int = 0
+    not_relayed_paused: int = 0
 
     def __post_init__(self) -> None:
         TELEGRAM_OK.set(1 if self.telegram_ok else 0)
@@ -200,11 +205,15 @@ class Relay:
     _rooms: dict[RoomId, PortalRow] = field(default_factory=dict)
     _joined: set[tuple[RoomId, UserId]] = field(default_factory=set)
     _key_waiting: set[str] = field(default_factory=set)
+    _paused: set[RoomId] = field(default_factory=set)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def load(self) -> None:
         self._rooms = {p.room_id: p for p in await self.store.portals()}
+        self._paused = {
+            room for room in self._rooms if await self.store.get_setting(f"paused:{room}") == "1"
+        }
 
     def wake(self) -> None:
         self._wake.set()
@@ -220,6 +229,8 @@ class Relay:
             "dropped": h.dropped,
             "media_refused": h.media_refused,
             "e2ee_device": self.device is not None,
+            "paused": len(self._paused),
+            "not_relayed_paused": h.not_relayed_paused,
         }
 
     def portal_for_chat(self, chat_id: int) -> PortalRow | None:
@@ -355,8 +366,72 @@ class Relay:
             event = await self.device.decrypt(event)
             if event.get("type") != "m.room.message":
                 return []
+        verb = roomcommands.parse(event.get("content") or {})
+        if verb is not None:
+            await self._on_command(portal, event, verb)  # never relayed
+            return []
+        if portal.room_id in self._paused:
+            self.health.count("not_relayed_paused")
+            return []  # said while paused: stays in Matrix
         await self._on_message(portal, event)
         return []
+
+    async def _on_command(
+        self, portal: PortalRow, event: Mapping[str, Any], verb: roomcommands.Verb
+    ) -> None:
+        """`!tg …` (clubs.bridge.roomcommands): answered in the room, under a transaction id
+        of the command, so a retried command is answered once."""
+        room = portal.room_id
+        if verb in ("pause", "resume"):
+            state = await self.matrix.state(room, self.bot)
+            if power_of(state, str(event.get("sender"))) < roomcommands.PAUSE_POWER:
+                answer = roomcommands.NOT_ALLOWED
+            else:
+                pause = verb == "pause"
+                changed = pause != (room in self._paused)
+                await self.store.set_setting(f"paused:{room}", "1" if pause else "0")
+                if pause:
+                    self._paused.add(room)
+                else:
+                    self._paused.discard(room)
+                answer = roomcommands.PAUSED if pause else roomcommands.RESUMED
+                if changed:
+                    log.info(
+                        "relay %s in %s by a moderator", "paused" if pause else "resumed", room
+                    )
+                    await self._tell_telegram(
+                        portal,
+                        roomcommands.TELEGRAM_PAUSED if pause else roomcommands.TELEGRAM_RESUMED,
+                    )
+        elif verb == "status":
+            answer = roomcommands.status(
+                mode=portal.mode,
+                paused=room in self._paused,
+                telegram_ok=self.health.telegram_ok,
+                encrypted=portal.encrypted,
+            )
+        else:
+            answer = roomcommands.HELP
+        event_id = str(event.get("event_id"))
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": answer,
+            "m.mentions": {},
+            "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
+        }
+        txn = txn_id("bridge", "command", event_id)
+        if portal.encrypted and self.device is not None:
+            await self.device.send(room, "m.room.message", content, txn)
+        else:
+            await self.matrix.send(room, "m.room.message", content, txn, user=self.bot)
+
+    async def _tell_telegram(self, portal: PortalRow, text: str) -> None:
+        """A word to the Telegram chat from the bridge itself (best effort: the room's own
+        answer matters more than this one)."""
+        try:
+            await self.telegram.send_message(portal.chat_id, escape(text))
+        except Exception as e:
+            log.warning("could not tell the Telegram chat of %s: %s", portal.room_id, _describe(e))
 
     async def _held_or_redacted(self, event: Mapping[str, Any]) -> bool:
         """Raises Throttled while the message is younger than the hold; then True if it was
@@ -792,6 +867,9 @@ class Relay:
         portal = self.portal_for_chat(chat_id)
         if portal is None or portal.mode != "relay":
             return
+        if portal.room_id in self._paused:
+            self.health.count("not_relayed_paused")
+            return  # paused by the room's moderators: nothing crosses, nothing waits
         sender = message.get("from")
         if not isinstance(sender, dict) or not isinstance(sender.get("id"), int):
             return  # a channel post without an author: not relayed

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from clubs.bridge import roomcommands
 from clubs.bridge.config import Mode
 from clubs.bridge.pacing import Pacer
 from clubs.bridge.registration import ensure_tokens
@@ -196,6 +197,87 @@ async def test_relay_round_trip_with_edits_and_deletions(
     # Nothing the bridge said went back across: the Matrix side has only Ivan's two events.
     assert len(await from_ghost()) == 4  # Ivan's message, his edit, his thanks, his return
     assert len(telegram.method_calls("sendMessage")) == 3  # with the renamed one above
+
+
+async def test_moderators_pause_and_resume_the_relay_with_tg_commands(
+    bridge_world: BridgeWorld,
+    telegram: FakeTelegram,
+    running: list[Bridge],
+    anna: Account,
+    tmp_path: Path,
+) -> None:
+    chat = -1001000000009
+    bridge, room = await bridged(bridge_world, telegram, running, tmp_path, anna, chat)
+    admin = bridge_world.synapse.admin  # the room's creator: a moderator and more
+    bot = bridge.relay.bot
+
+    async def answer_to(command: str) -> str:
+        async def found() -> list[str]:
+            return [
+                str(e["content"]["body"])
+                for e in await messages(anna, room)
+                if e["sender"] == bot
+                and e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+                == command
+            ]
+
+        [body] = await eventually(found, within=15)
+        return body
+
+    # A member who is not a moderator cannot pause; anyone gets the status and the help.
+    refused = await say(anna, room, {"msgtype": "m.text", "body": "!tg pause"})
+    assert await answer_to(refused) == roomcommands.NOT_ALLOWED
+    assert "both ways, on;" in await answer_to(
+        await say(anna, room, {"msgtype": "m.text", "body": "!tg status"})
+    )
+    assert await answer_to(await say(anna, room, {"msgtype": "m.text", "body": "!tg"})) == (
+        roomcommands.HELP
+    )
+
+    # A moderator pauses: nothing crosses either way, and the Telegram chat is told why.
+    paused = await say(admin, room, {"msgtype": "m.text", "body": "!tg pause"})
+    assert await answer_to(paused) == roomcommands.PAUSED
+    await eventually(lambda: holds(telegram.texts(chat) == [roomcommands.TELEGRAM_PAUSED]))
+    await say(anna, room, {"msgtype": "m.text", "body": "сказано в паузе"})
+    await telegram.user_says(chat, IVAN, "из Telegram в паузе")
+    await eventually(
+        lambda: holds(bridge.relay.health.not_relayed_paused == 2), within=15
+    )  # both directions seen and held back, not queued
+    assert "paused by the moderators" in await answer_to(
+        await say(anna, room, {"msgtype": "m.text", "body": "!tg status"})
+    )
+
+    # The pause holds across a restart of the bridge.
+    await bridge.stop()
+    running.remove(bridge)
+    bridge = await start(bridge_world, telegram, running, tmp_path, bridge.relay.portals[0])
+    assert room in bridge.relay._paused
+
+    # Resumed: the next messages cross; what was said during the pause never does.
+    resumed = await say(admin, room, {"msgtype": "m.text", "body": "!tg resume"})
+    assert await answer_to(resumed) == roomcommands.RESUMED
+    await say(anna, room, {"msgtype": "m.text", "body": "после паузы"})
+    await eventually(lambda: holds("Анна: после паузы" in telegram.texts(chat)))
+    assert [m["text"] for m in telegram.sent(chat)] == [
+        roomcommands.TELEGRAM_PAUSED,
+        roomcommands.TELEGRAM_RESUMED,
+        "Анна: после паузы",
+    ]  # the bot's messages: no command and nothing said in the pause
+    await telegram.user_says(chat, IVAN, "из Telegram после паузы")
+
+    async def ghost_bodies() -> list[str]:
+        return [
+            str(e["content"]["body"])
+            for e in await messages(anna, room)
+            if e["sender"].startswith("@tg_5550001:")
+        ]
+
+    await eventually(lambda: _has(ghost_bodies, "из Telegram после паузы"), within=15)
+    assert "из Telegram в паузе" not in await ghost_bodies()
+
+
+async def _has(bodies: Any, text: str) -> bool:
+    return text in await bodies()
 
 
 async def test_a_long_message_is_split_and_a_429_is_waited_out(
