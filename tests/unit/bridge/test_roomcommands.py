@@ -43,6 +43,8 @@ def test_other_messages_are_not_commands(content: dict[str, Any]) -> None:
 def test_status_names_no_chat_and_says_the_state() -> None:
     on = roomcommands.status(mode="relay", paused=False, telegram_ok=True, encrypted=False)
     off = roomcommands.status(mode="mirror", paused=True, telegram_ok=False, encrypted=True)
-    assert "both ways, on;" in on and "encrypted" not in on
+    assert "both ways, on;" in on
+    assert "encrypted" not in on
     assert "from Matrix to Telegram only, paused" in off
-    assert "not answering" in off and "leaves the encryption" in off
+    assert "not answering" in off
+    assert "leaves the encryption" in off
