@@ -109,6 +109,8 @@ class Chat:
     next_id: int = 1
     bot_member: bool = True
     banned: set[int] = field(default_factory=set)
+    restricted: set[int] = field(default_factory=set)
+    """Members who may not send (restrictChatMember with can_send_messages false)."""
 
 
 @dataclass
@@ -320,6 +322,19 @@ class FakeTelegram:
     async def _m_banChatMember(self, params: dict[str, Any]) -> Any:
         chat = self._chat(params.get("chat_id"))
         chat.banned.add(int(params["user_id"]))
+        return True
+
+    async def _m_restrictChatMember(self, params: dict[str, Any]) -> Any:
+        chat = self._chat(params.get("chat_id"))
+        permissions = params.get("permissions")
+        if not isinstance(permissions, dict) or not isinstance(
+            permissions.get("can_send_messages"), bool
+        ):
+            raise _Refused(_answer(400, "Bad Request: invalid permissions specified"))
+        if permissions["can_send_messages"]:
+            chat.restricted.discard(int(params["user_id"]))
+        else:
+            chat.restricted.add(int(params["user_id"]))
         return True
 
     async def _m_unbanChatMember(self, params: dict[str, Any]) -> Any:

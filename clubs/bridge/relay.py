@@ -30,7 +30,7 @@ no room bridges, the bot leaves it.
 Images cross both ways re-encoded without metadata (`clubs.bridge.media`); other files are
 refused and only their caption crosses. A Matrix message waits `hold_s` before it leaves and is
 dropped if it was redacted meanwhile (the moderation bot's protections); a ban of a ghost bans
-the Telegram user in the chat.
+the Telegram user in the chat, and a mute restricts them there until it is lifted.
 
 `!tg` commands in a bridged room (`clubs.bridge.roomcommands`) let its moderators pause and
 resume the relay; they are answered by the bot and never relayed.
@@ -48,7 +48,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from clubs.bridge import roomcommands
 from clubs.bridge.bridgemetrics import EVENTS, LAST_POLL, RELAY_LAG, TELEGRAM_OK
@@ -344,6 +344,8 @@ class Relay:
         if kind in (BRIDGE_CONSENT, "m.room.power_levels"):
             if portal.encrypted:
                 await self._recheck_consent(portal)
+            elif kind == "m.room.power_levels":
+                await self._follow_mutes(portal, event)
             return []
         sender = str(event.get("sender", ""))
         if in_namespace(sender, self.server_name):
@@ -528,6 +530,36 @@ class Relay:
             if _transient(e):
                 raise
             log.warning("Telegram refused to follow a ban in %s: %s", room, _describe(e))
+
+    async def _follow_mutes(self, portal: PortalRow, event: Mapping[str, Any]) -> None:
+        """A ghost muted in the room (a moderator's or the moderation bot's mute: its level set
+        below what a message needs) is restricted in the Telegram chat too, so its user sees
+        that they cannot write rather than writing into nothing; a lifted mute lifts it. Needs
+        the Telegram bot to be an admin with the right to restrict (a refusal is logged)."""
+        if portal.mode != "relay":
+            return
+        unsigned = event.get("unsigned")
+        prev = unsigned.get("prev_content") if isinstance(unsigned, dict) else None
+        now = muted_ghosts(event.get("content"), self.server_name)
+        before = muted_ghosts(prev, self.server_name)
+        for telegram_id, can_send in [(t, False) for t in sorted(now - before)] + [
+            (t, True) for t in sorted(before - now)
+        ]:
+            try:
+                await self.telegram.restrict_chat_member(
+                    portal.chat_id, telegram_id, can_send=can_send
+                )
+                log.info(
+                    "a ghost was %s in %s: in its Telegram chat too",
+                    "unmuted" if can_send else "muted",
+                    portal.room_id,
+                )
+            except TelegramError as e:
+                if _transient(e):
+                    raise
+                log.warning(
+                    "Telegram refused to follow a mute in %s: %s", portal.room_id, _describe(e)
+                )
 
     async def _recheck_consent(self, portal: PortalRow) -> None:
         """The consent or the power levels changed: stop if the consent no longer holds."""
@@ -1006,6 +1038,30 @@ class Relay:
         if not local.startswith(PREFIX) or not rest.isdigit():
             return False
         return await self.store.ghost_profile(int(rest)) is not None
+
+
+def muted_ghosts(power_levels: object, server_name: str) -> set[int]:
+    """The Telegram ids of ghosts whose level in these power levels is below what a message
+    needs (`m.room.message`, else `events_default`)."""
+    if not isinstance(power_levels, Mapping):
+        return set()
+    events = power_levels.get("events")
+    needed = events.get("m.room.message") if isinstance(events, Mapping) else None
+    if not _is_int(needed):
+        needed = power_levels.get("events_default", 0)
+    users = power_levels.get("users")
+    if not _is_int(needed) or not isinstance(users, Mapping):
+        return set()
+    muted = set()
+    for user, level in users.items():
+        telegram_id = ghost_id(str(user), server_name)
+        if telegram_id is not None and _is_int(level) and level < needed:
+            muted.add(telegram_id)
+    return muted
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _describe(e: BaseException) -> str:

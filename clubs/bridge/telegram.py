@@ -32,6 +32,20 @@ from clubs.core.errors import ClubsError
 
 log = logging.getLogger(__name__)
 
+SEND_PERMISSIONS = (
+    # Bot API `ChatPermissions`: the rights to say anything in a chat.
+    "can_send_messages",
+    "can_send_audios",
+    "can_send_documents",
+    "can_send_photos",
+    "can_send_videos",
+    "can_send_video_notes",
+    "can_send_voice_notes",
+    "can_send_polls",
+    "can_send_other_messages",
+    "can_add_web_page_previews",
+)
+
 MAX_RETRY_AFTER_S = 300
 ALLOWED_UPDATES = (
     "message",
@@ -294,6 +308,20 @@ class BotApi:
     async def unban_chat_member(self, chat_id: int, user_id: int) -> None:
         await self.call(
             "unbanChatMember", {"chat_id": chat_id, "user_id": user_id, "only_if_banned": True}
+        )
+
+    async def restrict_chat_member(self, chat_id: int, user_id: int, *, can_send: bool) -> None:
+        """Take a member's right to send anything in the chat (`can_send=False`), or give it
+        back (`True` for every permission lifts the restriction: the chat's defaults apply)."""
+        permissions = dict.fromkeys(SEND_PERMISSIONS, can_send)
+        await self.call(
+            "restrictChatMember",
+            {
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "permissions": permissions,
+                "use_independent_chat_permissions": True,
+            },
         )
 
     async def leave_chat(self, chat_id: int) -> None:

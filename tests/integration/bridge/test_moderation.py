@@ -58,8 +58,9 @@ async def test_a_message_redacted_during_the_hold_never_reaches_telegram(
 async def test_the_moderation_bots_ban_and_protections_reach_telegram(
     bridge_world: BridgeWorld, telegram: FakeTelegram, tmp_path: Path
 ) -> None:
-    """The real moderation bot on the bridge's homeserver: its network-wide ban of a ghost bans
-    the Telegram user in the chat; its word protection removes a Telegram message (deleted in
+    """The real moderation bot on the bridge's homeserver: its mute of a ghost restricts the
+    Telegram user in the chat until lifted; its network-wide ban of a ghost bans the Telegram
+    user in the chat; its word protection removes a Telegram message (deleted in
     Telegram too) and a Matrix message during the hold (never sent)."""
     from clubs.bots.moderation.bot import ModerationBot
     from tests.integration.bots.support import bot_host, create_bot_account, managed_room
@@ -108,10 +109,19 @@ async def test_the_moderation_bots_ban_and_protections_reach_telegram(
             await say(anna, room, {"msgtype": "m.text", "body": "чистое"})
             await eventually(lambda: holds("Анна: чистое" in telegram.texts(chat)), within=20)
             assert not [c for c in telegram.calls if "запрещёнка" in str(c.params)]
-            # Its network-wide ban (what !ban does) bans the Telegram user in the chat.
             bot = host.runtime("moderation").bot
             assert isinstance(bot, ModerationBot)
             ghost = UserId(f"@tg_{IVAN['id']}:{synapse.server_name}")
+            # Its mute (what a flood or !mute does) restricts the Telegram user in the chat,
+            # and lifting it lifts the restriction.
+            muted = await bot.net.mod.mute(room, ghost, time.time() + 600, reason="flood")
+            assert muted.changed
+            await eventually(
+                lambda: holds(telegram.chats[chat].restricted == {IVAN["id"]}), within=15
+            )
+            assert await bot.net.mod.unmute(room, ghost)
+            await eventually(lambda: holds(telegram.chats[chat].restricted == set()), within=15)
+            # Its network-wide ban (what !ban does) bans the Telegram user in the chat.
             rooms = await bot.net.managed_rooms()
             report = await bot.net.mod.ban_everywhere(ghost, "spam", rooms)
             assert room in report.done
