@@ -2,8 +2,9 @@
 
 Docker is not on the test machines, so the compose file is parsed as YAML (merge keys
 resolved) and held to the stack's rules: every command a service runs is one the CLI has,
-every image is pinned, only the proxy publishes ports, every volume, secret and dependency is
-declared. The Caddyfile's routes are walked for the paths that matter: Synapse's admin API is
+every image is pinned, only the proxy publishes ports (and, with the federation override,
+Synapse its own TLS listener), every volume, secret and dependency is declared. The
+Caddyfile's routes are walked for the paths that matter: Synapse's admin API is
 never forwarded, from either site.
 """
 
@@ -19,9 +20,11 @@ import pytest
 import yaml
 
 from clubs.cli import build_parser, main
+from clubs.federation import homeserver_federation
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+FEDERATION = ROOT / "docker-compose.federation.yml"
 CADDYFILE = ROOT / "config" / "caddy" / "Caddyfile"
 
 
@@ -87,6 +90,43 @@ def test_the_bridge_and_backups_are_opt_in_and_use_the_database() -> None:
     assert env["CLUBS_DB"] == "postgres"
     assert env["CLUBS_PG_HOST"] == "db"
     assert "--locale=C" in services()["db"]["environment"]["POSTGRES_INITDB_ARGS"]
+
+
+def test_federation_is_an_override_that_publishes_synapses_own_tls_port(tmp_path: Path) -> None:
+    """docker-compose.federation.yml adds to the synapse service only: its TLS listener's port
+    (the one port besides the proxy's) and the environment `clubs homeserver run` reads. With
+    that environment and a network file of two servers, the listener and the allow-list are what
+    federation needs, from the data volume's federation/ files."""
+    from tests.unit.test_federation_cli import KZ, NETWORK
+
+    override = yaml.safe_load(FEDERATION.read_text())
+    assert set(override) == {"services"}
+    assert set(override["services"]) == {"synapse"}
+    synapse = override["services"]["synapse"]
+    assert synapse["ports"] == ["8448:8448"]
+    env = {**services()["synapse"]["environment"], **synapse["environment"]}
+    network_file = env["CLUBS_NETWORK_FILE"]
+    mounts = [str(v).split(":") for v in services()["synapse"]["volumes"]]
+    assert ["./config", "/app/config", "ro"] in mounts
+    assert network_file == "/app/config/network.yaml"  # the file provisioning and the bots read
+    assert network_file in services()["bots"]["command"]
+    # What `clubs homeserver run` in the container makes of it (paths mapped to a temporary
+    # copy of the volume and the config mount; compose's `${VAR:-}` left empty).
+    (tmp_path / "network.yaml").write_text(NETWORK)
+    env = {
+        k: "" if str(v).startswith("${") else str(v)
+        for k, v in {**env, "CLUBS_NETWORK_FILE": str(tmp_path / "network.yaml")}.items()
+    }
+    data = tmp_path / "data"
+    allowlist, tls = homeserver_federation(data, KZ, env)
+    assert allowlist == ("de.clubs.example:8448",)
+    assert tls is not None
+    assert tls.port == 8448
+    assert tls.bind_host == "0.0.0.0"  # noqa: S104 - published by the port mapping
+    assert tls.cert.path == (data / "federation" / "tls.crt").resolve()
+    assert tls.ca.path == (data / "federation" / "ca.crt").resolve()
+    assert tls.ip_ranges == ()
+    assert "--behind-proxy" in services()["synapse"]["command"]  # clients still via the proxy
 
 
 def test_the_image_needs_no_compiler_for_postgres() -> None:
