@@ -104,6 +104,20 @@ class AsMatrix:
             return
         await self.http.put(url, {"pinned": [event_id, *old]}, query={"user_id": user}, label="pin")
 
+    async def unpin(self, room: RoomId, event_id: EventId, user: UserId) -> None:
+        """Take `event_id` out of the room's pinned events, keeping the others."""
+        url = cs("rooms", room, "state", "m.room.pinned_events", "")
+        try:
+            current = await self.http.get(url, query={"user_id": user}, label="pinned events")
+        except NotFound:
+            return
+        pinned = current.get("pinned")
+        old = [e for e in pinned if isinstance(e, str)] if isinstance(pinned, list) else []
+        if event_id not in old:
+            return
+        kept = [e for e in old if e != event_id]
+        await self.http.put(url, {"pinned": kept}, query={"user_id": user}, label="unpin")
+
     async def event_sender(self, room: RoomId, event_id: EventId, user: UserId) -> str | None:
         """Who sent an event (None if it cannot be read)."""
         try:

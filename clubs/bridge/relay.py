@@ -591,18 +591,32 @@ class Relay:
             return
         room = portal.room_id
         notice = await self.store.get_setting(f"notice:{room}")
-        if notice is None:
+        if not notice:
+            since = str(portal.consent_since or 0)  # a new consent, a new notice
             notice = await self.device.send(
                 room,
                 "m.room.message",
                 {"msgtype": "m.notice", "body": BRIDGED_NOTICE, "m.mentions": {}},
-                txn_id("bridge", "notice", room),
+                txn_id("bridge", "notice", room, since),
             )
             await self.store.set_setting(f"notice:{room}", notice)
-        if await self.store.get_setting(f"pinned:{room}") is None:
+        if not await self.store.get_setting(f"pinned:{room}"):
             await self.matrix.pin(room, EventId(notice), self.bot)
             await self.store.set_setting(f"pinned:{room}", "1")
             log.info("posted and pinned the bridging notice in %s", room)
+
+    async def _withdraw_notice(self, room: RoomId) -> None:
+        """The room is no longer relayed: its bridging notice is unpinned (it would tell members
+        something no longer true), and a later consent posts and pins a new one."""
+        notice = await self.store.get_setting(f"notice:{room}")
+        if not notice:
+            return
+        try:
+            await self.matrix.unpin(room, EventId(notice), self.bot)
+        except Exception as e:
+            log.warning("could not unpin the bridging notice in %s: %s", room, _describe(e))
+        await self.store.set_setting(f"notice:{room}", "")
+        await self.store.set_setting(f"pinned:{room}", "")
 
     def _designated(self, locator: Mapping[str, Any]) -> Portal | None:
         if locator.get("network") != self.network or locator.get("kind") != "club_room":
@@ -628,6 +642,7 @@ class Relay:
             )
         except Exception as e:
             log.warning("could not post the refusal notice in %s: %s", portal.room_id, _describe(e))
+        await self._withdraw_notice(portal.room_id)
         try:  # staying would bring the room's (encrypted) traffic to the bridge for nothing
             await self.matrix.leave(portal.room_id, self.bot)
         except Exception as e:

@@ -250,6 +250,22 @@ async def test_an_encrypted_room_with_consent_is_relayed_from_the_bots_own_devic
             await record_consent(admin.http, room, UserId(admin.user_id), chat, withdraw=True)
             await eventually(refused, within=15)
             await eventually(bot_left, within=15)
+            # The notice no longer holds: it is unpinned. Consent given again: a new one.
+            assert notice_id not in await pinned()
+            await record_consent(admin.http, room, UserId(admin.user_id), chat)
+            await admin.http.post(cs("rooms", room, "invite"), {"user_id": bot})
+            await eventually(consented, within=15)
+
+            async def new_notice() -> list[str]:
+                return [e for e in await pinned() if e != notice_id]
+
+            [again] = await eventually(new_notice, within=20)
+
+            async def renewed_seen() -> list[Received]:
+                return [r for r in from_bot() if r.event_id == again]
+
+            [renewed] = await eventually(renewed_seen, within=15)
+            assert renewed.body == BRIDGED_NOTICE
     finally:
         await bridge.stop()
 
