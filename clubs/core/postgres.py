@@ -454,8 +454,9 @@ class EmbeddedPostgres:
 
 
 WATCH_POLL_S = 0.5
-REVIVE_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
-"""After a failed restart the watchdog waits the next delay (the last one repeats)."""
+REVIVE_DELAYS_S = (0.25, 0.25, 0.25, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+"""After a failed restart the watchdog waits the next delay (the last one repeats). The quick
+first ones cover the wait for init to reap the dead postmaster (up to about 2 s measured)."""
 
 
 async def keep_running(pg: EmbeddedPostgres, *, poll_s: float = WATCH_POLL_S) -> None:
