@@ -2,19 +2,23 @@
 
 One city goes through the whole move in one test (the port costs seconds; a second network would
 double them). It has a network applied through the CLI, an encrypted room where a bot decrypted
-a member's message, and an upload. The migration is interrupted at every step with the
-project's crash points (`CLUBS_CRASH_AT`); after each the record still says SQLite, the original
-database is byte for byte what it was, and at the riskiest points the city really starts on
-SQLite again and takes new messages, which the finished migration carries over. Afterwards the
-city starts on PostgreSQL without CLUBS_DB: the member's old token works, the upload downloads,
-`clubs plan` shows no changes, the bot decrypts the old messages with its untouched store and
-answers a newcomer.
+a member's message, an upload, and a federated room: the city is one of two servers of the
+network (TLS from a network CA of the test's own, allow-lists naming each other, the network
+file's `servers:`), and its member joined a room on the other server, B, over federation (a
+partial-state join, resynced), with messages both ways. The migration is interrupted at every
+step with the project's crash points (`CLUBS_CRASH_AT`); after each the record still says
+SQLite, the original database is byte for byte what it was, and at the riskiest points the city
+really starts on SQLite again and takes new messages, which the finished migration carries over.
+Afterwards the city starts on PostgreSQL without CLUBS_DB: the member's old token works, the
+upload downloads, `clubs plan` shows no changes, the bot decrypts the old messages with its
+untouched store and answers a newcomer. Its homeserver.yaml differs from the SQLite one in the
+database alone (the federation listener, its TLS and allow-list are rendered as before); the
+member reads the federated room's old messages, a new message crosses each way, the room is not
+partial-state, and the member's new device reaches B's copy of the device list (an outbound
+device-list poke written on PostgreSQL).
 
 Bad targets (wrong password, wrong locale, a database with tables, no database) are one located
 line each, and the city keeps running on SQLite.
-
-Not here: a federated room. Federation between the network's servers was built at the same time;
-docs/migration.md says what the migration does about it.
 """
 
 from __future__ import annotations
@@ -23,23 +27,32 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
+import secrets
 import shutil
 import sqlite3
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import canonicaljson
+import olm
 import psycopg2
 import pytest
+import yaml
 from mautrix.types import RoomID
 
+from clubs.core.ca import NetworkCA
+from clubs.core.errors import NotFound
 from clubs.core.homeserver import Homeserver, Settings, find_free_port
 from clubs.core.http import MatrixHttp, RoomId, path
 from clubs.core.postgres import EmbeddedPostgres, choose_database, read_record
 from clubs.db_migrate import find_running
-from tests.harness import SynapseHarness, bootstrap_admin, eventually, postgres_cluster
+from tests.federation import LOOPBACK_RANGES, federation_settings
+from tests.harness import Account, SynapseHarness, bootstrap_admin, eventually, postgres_cluster
 from tests.integration.bots.support import (
     CS,
     bot_host,
@@ -50,7 +63,7 @@ from tests.integration.bots.support import (
     simple_factory,
 )
 from tests.integration.bots.test_runtime import Echo, wait_reply
-from tests.integration.test_backup import clubs, network_file
+from tests.integration.test_backup import clubs
 from tests.mautrix_client import mautrix_peer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,13 +72,15 @@ OS_USER = "nobody" if os.geteuid() == 0 else None
 WORK = "migrate-to-postgres"
 OLD = "сказано, когда город был на SQLite"
 BETWEEN = "сказано между двумя попытками переноса"
+FROM_CITY, FROM_B = "из города, до переноса", "с сервера B, до переноса"
+AFTER_CITY, AFTER_B = "из города, уже на PostgreSQL", "с сервера B, городу на PostgreSQL"
 
 
 class City:
     """`clubs homeserver run` on one var directory and port (what `make up` supervises)."""
 
-    def __init__(self, var: Path, port: int, env: dict[str, str]) -> None:
-        self.var, self.port, self.env = var, port, env
+    def __init__(self, var: Path, port: int, env: dict[str, str], server_name: str) -> None:
+        self.var, self.port, self.env, self.server_name = var, port, env, server_name
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -75,7 +90,7 @@ class City:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             *[sys.executable, "-m", "clubs.cli", "homeserver", "run", "--var-dir", str(self.var)],
-            *["--port", str(self.port), "--server-name", SERVER],
+            *["--port", str(self.port), "--server-name", self.server_name],
             cwd=ROOT,
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
@@ -122,8 +137,10 @@ def city_dir() -> Iterator[Path]:
 
 
 @contextlib.asynccontextmanager
-async def running_city(var: Path, env: dict[str, str]) -> AsyncIterator[City]:
-    city = City(var, find_free_port(), env)
+async def running_city(
+    var: Path, env: dict[str, str], server_name: str = SERVER
+) -> AsyncIterator[City]:
+    city = City(var, find_free_port(), env, server_name)
     try:
         await city.start()
         yield city
@@ -171,20 +188,139 @@ async def download(url: str, token: str, mxc: str) -> bytes:
         return await resp.read()
 
 
+def two_servers(var: Path, base: Path) -> tuple[str, Path, dict[str, str], Homeserver]:
+    """The city as one of the network's two servers, set up as docs/federation.md says: its name
+    `localhost:<federation port>`, its key, certificate and the CA's certificate in
+    var/federation (where `clubs federation issue` puts them), the network file's `servers:`
+    naming both (its allow-list). And B, the other server, on the same CA, allowing the city.
+    Returns (the city's server name, the network file, the city's environment, B)."""
+    ca = NetworkCA.create(base / "ca", secrets.token_bytes(16), network="test")
+    city_port, b_port = find_free_port(), find_free_port()
+    name, b_name = f"localhost:{city_port}", f"localhost:{b_port}"
+    ca.issue(name, var / "federation")
+    shutil.copyfile(NetworkCA.cert_path(ca.directory), var / "federation" / "ca.crt")
+    doc = base / "network.yaml"
+    doc.write_text(
+        f'version: 1\nnetwork: move-{secrets.token_hex(3)}\nname: "Сеть"\nservers:\n'
+        f'  de: {{server_name: "{name}"}}\n  kz: {{server_name: "{b_name}"}}\ncountries:\n'
+        '  - key: de\n    name: "Германия"\n    server: de\n    clubs:\n      - key: berlin\n'
+        '        name: "Берлин"\n        rooms:\n          - {key: general, name: "Общий"}\n'
+    )
+    env = {
+        "CLUBS_SERVER_NAME": name,
+        "CLUBS_NETWORK_FILE": str(doc),
+        "CLUBS_FEDERATION_PORT": str(city_port),
+        "CLUBS_FEDERATION_BIND": "127.0.0.1",
+        "CLUBS_FEDERATION_IP_RANGES": ",".join(LOOPBACK_RANGES),
+    }
+    b = Homeserver(federation_settings(base / "b", b_name, b_port, ca, [name]))
+    return name, doc, env, b
+
+
 async def test_a_running_city_moves_to_postgres_through_every_interruption(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fixed_master_key(monkeypatch)  # before the environment is copied for the subprocesses
-    doc = network_file(tmp_path)
     with city_dir() as var:
-        env = city_env(var) | {"CLUBS_SERVER_NAME": SERVER}
-        async with running_city(var, env) as city:
-            await move(city, var, doc, env)
+        name, doc, federation, b = two_servers(var, tmp_path)
+        env = city_env(var) | federation
+        b_started = asyncio.create_task(asyncio.to_thread(b.start))  # beside the city's start
+        try:
+            async with running_city(var, env, name) as city:
+                await b_started
+                peer = SynapseHarness(b, await bootstrap_admin(b))
+                try:
+                    await move(city, var, doc, env, peer)
+                finally:
+                    await peer.admin.http.close()
+                    await peer.close()
+        finally:
+            with contextlib.suppress(Exception):
+                await b_started
+            b.stop()
 
 
-async def move(city: City, var: Path, doc: Path, env: dict[str, str]) -> None:
+async def message(sender: Account, room: RoomId, body: str) -> str:
+    """A plain `m.text` (the federated room is not encrypted: E2EE across servers is
+    test_federation.py's); its event id."""
+    txn = secrets.token_hex(8)
+    content = {"msgtype": "m.text", "body": body}
+    sent = await sender.http.put(path(*CS, "rooms", room, "send", "m.room.message", txn), content)
+    return str(sent["event_id"])
+
+
+async def body_of(reader: Account, room: RoomId, event_id: str) -> str | None:
+    """The event's body as `reader`'s server has it; None while it has not arrived."""
+    try:
+        event = await reader.http.get(path(*CS, "rooms", room, "event", event_id))
+    except NotFound:
+        return None
+    return str(event["content"]["body"])
+
+
+def sqlite_value(var: Path, sql: str, *args: str) -> Any:
+    """One value from the city's SQLite database, read-only (None without a row)."""
+    uri = f"file:{var / 'synapse' / 'homeserver.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        row = db.execute(sql, args).fetchone()
+    return row[0] if row else None
+
+
+def unpartial_position(var: Path) -> int:
+    """Where the city's `un_partial_stated_room_stream` stands (a partial-state join, once
+    resynced, advances it; synapse_port_db leaves its PostgreSQL sequence behind)."""
+    table = "SELECT MAX(stream_id) FROM un_partial_stated_room_stream"
+    recorded = "SELECT MAX(stream_id) FROM stream_positions WHERE stream_name = ?"
+    return max(
+        sqlite_value(var, table) or 0,
+        sqlite_value(var, recorded, "un_partial_stated_room_stream") or 0,
+    )
+
+
+async def devices_seen_by(reader: Account, user_id: str) -> set[str]:
+    """The devices with keys that `reader`'s server reports for `user_id` (a remote user's list
+    is B's cached copy once they share a room, kept current by the owner's server's pokes)."""
+    keys = await reader.http.post(path(*CS, "keys", "query"), {"device_keys": {user_id: []}})
+    return set(keys.get("device_keys", {}).get(user_id, {}))
+
+
+async def new_device_with_keys(account: Account, url: str) -> str:
+    """A second login of `account` that uploads its device keys (olm's own, signed); its id."""
+    async with MatrixHttp(url) as anon:
+        login = await anon.post(
+            path(*CS, "login"),
+            {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": account.user_id},
+                "password": account.password,
+            },
+        )
+    device = str(login["device_id"])
+    olm_account = olm.Account()
+    identity = olm_account.identity_keys
+    keys: dict[str, object] = {
+        "user_id": account.user_id,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {f"{alg}:{device}": key for alg, key in identity.items()},
+    }
+    signature = olm_account.sign(canonicaljson.encode_canonical_json(keys))
+    keys["signatures"] = {account.user_id: {f"ed25519:{device}": signature}}
+    async with MatrixHttp(url, str(login["access_token"])) as http:
+        await http.post(path(*CS, "keys", "upload"), {"device_keys": keys})
+    return device
+
+
+def rendered(var: Path) -> dict[str, object]:
+    """The city's homeserver.yaml as its last start rendered it, without `database`."""
+    config = yaml.safe_load((var / "synapse" / "homeserver.yaml").read_text())
+    config.pop("database")
+    return dict(config)
+
+
+async def move(city: City, var: Path, doc: Path, env: dict[str, str], b: SynapseHarness) -> None:
     # --- a city on SQLite with a network, an encrypted conversation and an upload -----------
-    hs = Homeserver(Settings(var / "synapse", server_name=SERVER, port=city.port))
+    hs = Homeserver(Settings(var / "synapse", server_name=city.server_name, port=city.port))
     synapse = SynapseHarness(hs, await bootstrap_admin(hs))  # the running city, seen from here
     env |= {
         "CLUBS_HOMESERVER_URL": city.url,
@@ -210,6 +346,37 @@ async def move(city: City, var: Path, doc: Path, env: dict[str, str]) -> None:
         "content_uri"
     ]
 
+    # --- a federated room: on B, the member joined it from the city, messages both ways -----
+    federation = rendered(var)
+    assert federation["federation_domain_whitelist"] == [b.server_name]
+    bob = await b.new_user("bob")
+    created = await bob.http.post(
+        path(*CS, "createRoom"),
+        {"room_version": "12", "preset": "private_chat", "invite": [member.user_id]},
+    )
+    shared = RoomId(created["room_id"])
+    await member.http.post(path(*CS, "join", shared) + f"?server_name={b.server_name}", {})
+    from_city = await message(member, shared, FROM_CITY)
+    from_b = await message(bob, shared, FROM_B)
+    assert await eventually(lambda: body_of(bob, shared, from_city), within=20) == FROM_CITY
+    assert await eventually(lambda: body_of(member, shared, from_b), within=20) == FROM_B
+
+    # The join was a partial-state one (the room's state came later from B): the resync is done
+    # and advanced the city's un_partial_stated_room_stream.
+    async def resynced() -> bool:
+        left = sqlite_value(var, "SELECT 1 FROM partial_state_rooms WHERE room_id = ?", shared)
+        return left is None and unpartial_position(var) > 0
+
+    await eventually(resynced, within=20)
+    assert (
+        sqlite_value(
+            var, "SELECT room_id FROM un_partial_stated_room_stream WHERE room_id = ?", shared
+        )
+        == shared
+    )
+    # B keeps a copy of the member's device list from here (they share a room).
+    assert member.session.device_id in await devices_seen_by(bob, member.user_id)
+
     # --- the plan changes nothing -----------------------------------------------------------
     code, out = await migrate(env, "--dry-run")
     assert code == 0, out
@@ -230,12 +397,9 @@ async def move(city: City, var: Path, doc: Path, env: dict[str, str]) -> None:
     assert code == 137, out
     assert await city.exited() == 0
     assert_on_sqlite(var, env)
-    # A stream position ahead of its PostgreSQL sequence (as a faster join over federation
-    # leaves): Synapse refuses to start on the port until the migration's sequence step.
-    with contextlib.closing(sqlite3.connect(var / "synapse" / "homeserver.db")) as db, db:
-        db.execute(
-            "INSERT INTO stream_positions VALUES ('un_partial_stated_room_stream', 'master', 7)"
-        )
+    # The resynced join's stream position is ahead of its PostgreSQL sequence after the port:
+    # Synapse refuses to start on it until the migration's sequence step.
+    unpartial = unpartial_position(var)
     await city.start()
     assert city.database_kind() == "sqlite"
     second = await synapse.new_user("second")
@@ -269,7 +433,7 @@ async def move(city: City, var: Path, doc: Path, env: dict[str, str]) -> None:
     code, out = await migrate(env, crash="pgmigrate.committed")
     assert code == 137, out
     assert "snapshot: emptying the target (filled from an older snapshot)" in out
-    assert "un_partial_stated_room_stream_sequence -> 7" in out  # and the others, called
+    assert re.search(rf"un_partial_stated_room_stream_sequence -> {unpartial}\b", out), out
     assert "verify: the same rows on both sides (users " in out
     assert f"verify: a sync of {synapse.admin.user_id} shows its " in out
     assert "verify: the newest upload downloads (3004 bytes)" in out
@@ -298,6 +462,41 @@ async def move(city: City, var: Path, doc: Path, env: dict[str, str]) -> None:
     assert await download(city.url, member.session.access_token, mxc) == upload
     code, out, err = await clubs("plan", str(doc), env=env)
     assert code == 0, out + err  # no changes
+
+    # --- the federated room, on PostgreSQL ---------------------------------------------------
+    # The same federation listener, TLS files and allow-list: only the database changed.
+    assert rendered(var) == federation
+    async with MatrixHttp(city.url, member.session.access_token) as http:
+        for event_id, body in ((from_city, FROM_CITY), (from_b, FROM_B)):
+            old_event = await http.get(path(*CS, "rooms", shared, "event", event_id))
+            assert old_event["content"]["body"] == body
+    pg = EmbeddedPostgres(var / "postgres", var / "secrets" / "postgres", os_user=OS_USER)
+    conn = psycopg2.connect(**pg.admin_args(pg.dbname))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM partial_state_rooms")
+            assert cur.fetchone() == (0,)
+    finally:
+        conn.close()
+    # A new message each way: the city first (B then knows it is back and delivers at once).
+    after_city = await message(member, shared, AFTER_CITY)
+    assert await eventually(lambda: body_of(bob, shared, after_city), within=20) == AFTER_CITY
+    after_b = await message(bob, shared, AFTER_B)
+    assert await eventually(lambda: body_of(member, shared, after_b), within=20) == AFTER_B
+    # A device made on PostgreSQL: the city's device-list poke (a row of
+    # device_lists_outbound_pokes, numbered by the ported sequence) reaches B, whose copy of the
+    # member's list then has the device.
+    b_log = b.hs.settings.log_file
+    seen_before = b_log.stat().st_size
+    device = await new_device_with_keys(member, city.url)
+
+    async def b_knows() -> bool:
+        with b_log.open("rb") as f:
+            f.seek(seen_before)
+            poked = f"Received device list update for {member.user_id}".encode() in f.read()
+        return poked and device in await devices_seen_by(bob, member.user_id)
+
+    await eventually(b_knows, within=20)
 
     newcomer = await synapse.new_user("newcomer")
     await synapse.admin.http.post(path(*CS, "rooms", room, "invite"), {"user_id": newcomer.user_id})
