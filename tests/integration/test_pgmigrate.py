@@ -453,6 +453,8 @@ async def move(city: City, var: Path, doc: Path, env: dict[str, str], b: Synapse
     )
 
     # --- the city on PostgreSQL, started as before (no CLUBS_DB) ----------------------------
+    city_log = var / "synapse" / "homeserver.log"
+    logged_before = city_log.stat().st_size
     await city.start()
     assert city.database_kind() == "postgres"
     async with MatrixHttp(city.url, member.session.access_token) as http:
@@ -524,6 +526,14 @@ async def move(city: City, var: Path, doc: Path, env: dict[str, str], b: Synapse
         await peer.send_text(RoomID(room), "!ping")
         reply = await wait_reply(peer, account.user_id, room, 0)
         assert (reply.msgtype, reply.body) == ("m.notice", "Pong 🏓")
+    # Nothing went wrong on PostgreSQL that Synapse only logs (a stream behind its sequence, a
+    # federation sender's failure).
+    with city_log.open("rb") as f:
+        f.seek(logged_before)
+        text = f.read().decode()
+    errors = [line for line in text.splitlines() if re.search(r" - (ERROR|CRITICAL) - ", line)]
+    assert "STARTING SERVER" in text  # the start on PostgreSQL is in what was read
+    assert errors == []
     await synapse.close()
     await synapse.admin.http.close()
     await city.stop()
