@@ -467,14 +467,18 @@ async def measure(
         # The floor under Telegram -> Matrix: the relay's own requests, without the relay.
         if "ghost" in phases:
             tokens = ensure_tokens(Vault(var / "secrets" / "vault"))
-            ghost = ghost_user(int(str(USERS[0]["id"])), synapse.server_name)
+            # The same ten ghosts in turn, as the Telegram -> Matrix phase's senders.
+            ghosts = iter(
+                [ghost_user(int(str(u["id"])), synapse.server_name) for u in USERS]
+                * (args.rate * args.seconds)
+            )
             async with MatrixHttp(synapse.url, tokens.as_token) as as_http:
 
                 async def as_ghost(tag: str) -> None:
                     await as_http.put(
                         cs("rooms", bridged, "send", "m.room.message", tag),
                         {"msgtype": "m.text", "body": f"ghost-{tag}"},
-                        query={"user_id": ghost},
+                        query={"user_id": next(ghosts)},
                     )
 
                 started, ghost_rate = await in_order(args.rate, args.seconds, as_ghost)
