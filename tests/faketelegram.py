@@ -460,6 +460,19 @@ class FakeTelegram:
         await self.push("message", message)
         return int(message["message_id"])
 
+    async def user_sends_sticker(
+        self, chat_id: int, user: dict[str, Any], emoji: str | None, kind: str = "sticker"
+    ) -> int:
+        """A user sends a sticker standing for `emoji` (or another media `kind` without a file
+        the bridge fetches: a voice message, a video note…)."""
+        chat = self.chats[chat_id]
+        message = self._message(chat, user, None)
+        message[kind] = {"file_id": f"{kind}-{chat.next_id}", "file_unique_id": "u", "width": 512}
+        if emoji is not None:
+            message[kind]["emoji"] = emoji
+        await self.push("message", message)
+        return int(message["message_id"])
+
     def photos(self, chat_id: int) -> list[bytes]:
         """The bytes of every photo the bot posted in a chat, oldest first."""
         return [

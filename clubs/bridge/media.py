@@ -52,6 +52,9 @@ MATRIX_DOWNLOAD_MAX = 50 * MB
 """The most the bridge reads of a Matrix file (nothing bigger could go to Telegram anyway)."""
 MAX_PIXELS = 40_000_000
 """Bigger images are refused before their pixels are decoded (a decompression bomb's defence)."""
+NOT_RELAYED = "📎 файл не переслан / file not relayed"
+"""Said in place of a file that does not cross (not an image, too large, unreadable), so the
+other side knows something was shared and can ask for it another way."""
 CAPTION_MAX = 1024
 """Telegram's caption limit, in characters after entity parsing."""
 IMAGE_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP"})
@@ -212,6 +215,15 @@ def telegram_media(message: Mapping[str, Any]) -> TelegramFile | Literal["refuse
         for key in ("video", "audio", "voice", "video_note", "animation", "sticker", "contact")
     ):
         return "refused"
+    return None
+
+
+def sticker_emoji(message: Mapping[str, Any]) -> str | None:
+    """The emoji a Telegram sticker stands for (what crosses instead of the sticker)."""
+    sticker = message.get("sticker")
+    emoji = sticker.get("emoji") if isinstance(sticker, dict) else None
+    if isinstance(emoji, str) and 0 < len(emoji) <= 8 and not any(c.isalnum() for c in emoji):
+        return emoji
     return None
 
 

@@ -28,7 +28,8 @@ portal to the new chat id, from the service message or from a refused send. Adde
 no room bridges, the bot leaves it.
 
 Images cross both ways re-encoded without metadata (`clubs.bridge.media`); other files are
-refused and only their caption crosses. A Matrix message waits `hold_s` before it leaves and is
+refused: their caption crosses with a word that a file was not relayed, and a Telegram sticker
+crosses as its emoji. A Matrix message waits `hold_s` before it leaves and is
 dropped if it was redacted meanwhile (the moderation bot's protections); a ban of a ghost bans
 the Telegram user in the chat, and a mute restricts them there until it is lifted.
 
@@ -70,6 +71,7 @@ from clubs.bridge.matrix import AsMatrix, TooLarge
 from clubs.bridge.media import (
     CAPTION_MAX,
     MATRIX_DOWNLOAD_MAX,
+    NOT_RELAYED,
     TELEGRAM_DOCUMENT_MAX,
     TELEGRAM_DOWNLOAD_MAX,
     TELEGRAM_PHOTO_MAX,
@@ -80,6 +82,7 @@ from clubs.bridge.media import (
     decrypt_file,
     image_content,
     matrix_media,
+    sticker_emoji,
     strip_image,
     telegram_media,
 )
@@ -703,10 +706,11 @@ class Relay:
         except MediaRefused as e:
             log.info("media of %s not relayed: %s", event_id, e.reason)
             self.health.count("media_refused")
-            if media.caption:
-                parts = to_telegram(name, {"msgtype": "m.text", "body": media.caption})
-                if parts:
-                    await self._send_parts(portal, event_id, parts, reply_to)
+            # Its caption, and a word that a file did not cross.
+            body = _with_marker(media.caption or None, "")
+            parts = to_telegram(name, {"msgtype": "m.text", "body": body})
+            if parts:
+                await self._send_parts(portal, event_id, parts, reply_to)
             return
         text = media.caption or ""
         rest: list[str] = []
@@ -924,20 +928,30 @@ class Relay:
             return
         text = telegram_text(message)
         media = None if edited else telegram_media(message)
+        refused = False
         if media == "refused":
-            log.info("media of Telegram message %d not relayed: not an image", message_id)
-            self.health.count("media_refused")
             media = None
-        if text is None and media is None:
+            emoji = sticker_emoji(message)
+            if emoji is not None and text is None:
+                text = emoji  # a sticker crosses as the emoji it stands for
+            else:
+                log.info("media of Telegram message %d not relayed: not an image", message_id)
+                self.health.count("media_refused")
+                refused = True
+        if text is None and media is None and not refused:
             return
         ghost: UserId | None = None
+        prefix = ""
         if portal.encrypted:
             # No ghosts in encrypted rooms: the bot's cross-signed device speaks for them.
             if self.device is None:
                 return
-            text = f"{telegram_name(sender)}: {text}" if text is not None else None
+            prefix = f"{telegram_name(sender)}: "
+            text = f"{prefix}{text}" if text is not None else None
         else:
             ghost = await self._ghost(sender, portal.room_id)
+        if refused:
+            text = _with_marker(text, prefix)
         if edited:
             original = await self.store.event_of(chat_id, message_id)
             if original is None or original.origin != "telegram" or text is None:
@@ -959,6 +973,8 @@ class Relay:
                 text if text is not None else telegram_name(sender) if portal.encrypted else ""
             )
             content = await self._telegram_image(portal, media, caption, ghost, message_id)
+            if content is None:  # refused: its caption and a word that a file did not cross
+                text = _with_marker(text, prefix)
         if content is None:
             if text is None:
                 return
@@ -1053,6 +1069,12 @@ class Relay:
         if not local.startswith(PREFIX) or not rest.isdigit():
             return False
         return await self.store.ghost_profile(int(rest)) is not None
+
+
+def _with_marker(text: str | None, prefix: str) -> str:
+    """`text` followed by the word that a file did not cross (`prefix` starts it when there
+    is no text: the sender's name in an encrypted room)."""
+    return f"{text}\n{NOT_RELAYED}" if text is not None else f"{prefix}{NOT_RELAYED}"
 
 
 def muted_ghosts(power_levels: object, server_name: str) -> set[int]:

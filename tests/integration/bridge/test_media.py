@@ -1,8 +1,9 @@
 """Media across the bridge against a real Synapse and the fake Telegram: an image crosses both
 ways re-encoded without its EXIF/GPS metadata (Matrix media upload and download, Telegram's
 multipart sendPhoto, getFile and file download); a document, a file over Telegram's 20 MB
-download limit and a Matrix file that is not an image are refused, and only their caption
-crosses; a redacted photo is deleted in Telegram."""
+download limit and a Matrix file that is not an image are refused: their caption crosses with a
+word that a file did not; a sticker crosses as its emoji; a redacted photo is deleted in
+Telegram."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from clubs.bridge.media import NOT_RELAYED
 from clubs.bridge.service import Bridge
 from clubs.core.attachments import parse_mxc
 from clubs.core.http import RoomId, cs, path
@@ -100,13 +102,14 @@ async def test_images_cross_both_ways_without_metadata_and_other_files_do_not(
     [call] = telegram.method_calls("sendPhoto")
     assert call.params["photo"].filename == "image.jpg"  # not the member's file name
 
-    # A file that is not an image is refused; the next message still goes, in order.
+    # A file that is not an image is refused: Telegram is told a file did not cross (its name
+    # is not said); the next message still goes, in order.
     pdf = await upload(anna, b"%PDF-1.7 canary-author /GPS", "application/pdf")
     await say(anna, room, {"msgtype": "m.file", "body": "отчёт.pdf", "url": pdf})
     await say(anna, room, {"msgtype": "m.text", "body": "после файла"})
     await eventually(lambda: holds("Анна: после файла" in telegram.texts(CHAT)), within=15)
     assert telegram.method_calls("sendDocument") == []
-    assert len(telegram.texts(CHAT)) == 2
+    assert telegram.texts(CHAT)[1:] == [f"Анна: {NOT_RELAYED}", "Анна: после файла"]
 
     # Telegram → Matrix: Ivan's photo arrives from his ghost, uploaded stripped.
     await telegram.user_sends_photo(CHAT, IVAN, photo_with_gps(size=(64, 32)), "из Telegram")
@@ -138,12 +141,19 @@ async def test_images_cross_both_ways_without_metadata_and_other_files_do_not(
     await telegram.user_sends_document(
         CHAT, IVAN, too_big, "big.jpg", "image/jpeg", caption="большое"
     )
-    await eventually(lambda: _count(from_ivan, 3), within=15)
+    await telegram.user_sends_sticker(CHAT, IVAN, "👍")
+    await telegram.user_sends_sticker(CHAT, IVAN, None, kind="voice")
+    await eventually(lambda: _count(from_ivan, 5), within=15)
     bodies = [(e["content"]["msgtype"], e["content"]["body"]) for e in await from_ivan()]
-    assert bodies[1:] == [("m.text", "документ"), ("m.text", "большое")]
+    assert bodies[1:] == [
+        ("m.text", f"документ\n{NOT_RELAYED}"),
+        ("m.text", f"большое\n{NOT_RELAYED}"),
+        ("m.text", "👍"),  # a sticker crosses as its emoji
+        ("m.text", NOT_RELAYED),  # a voice message: that something was said, not what
+    ]
     # Neither was fetched: the PDF is no image, the big one announces its size.
     assert len(telegram.method_calls("getFile")) == len(telegram.method_calls("file")) == 1
-    assert bridge.relay.health.media_refused == 3
+    assert bridge.relay.health.media_refused == 4
 
     # A redaction of the photo deletes it in Telegram.
     await anna.http.put(cs("rooms", room, "redact", photo_event, secrets.token_hex(8)), {})

@@ -15,6 +15,7 @@ from clubs.bridge.media import (
     decrypt_file,
     largest_photo,
     matrix_media,
+    sticker_emoji,
     strip_image,
     telegram_media,
 )
@@ -150,3 +151,12 @@ def test_which_telegram_file_is_taken() -> None:
     )
     assert telegram_media({"voice": {}}) == "refused"
     assert telegram_media({"text": "x"}) is None
+
+
+def test_a_sticker_crosses_as_its_emoji_and_nothing_else() -> None:
+    assert sticker_emoji({"sticker": {"file_id": "s", "emoji": "👍"}}) == "👍"
+    assert sticker_emoji({"sticker": {"file_id": "s"}}) is None
+    assert sticker_emoji({"sticker": {"emoji": "text instead"}}) is None  # not an emoji
+    assert sticker_emoji({"sticker": {"emoji": "😀" * 9}}) is None
+    assert sticker_emoji({"sticker": "junk"}) is None
+    assert sticker_emoji({"voice": {"emoji": "👍"}}) is None
