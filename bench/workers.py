@@ -58,7 +58,7 @@ from cryptography.fernet import Fernet
 from bench.bots import pct, verdict
 from bench.chaos import Command, Member, answers, bot_rooms, send_at, wait_answered, warm_up
 from clubs.core.http import MatrixHttp, path
-from clubs.core.postgres import EmbeddedPostgres, kept_running
+from clubs.core.postgres import EmbeddedPostgres, adopt_orphans, kept_running
 from clubs.core.secrets import MASTER_KEY_ENV
 from clubs.core.workers import launches
 from clubs.supervisor import ChildSpec, Supervisor
@@ -153,6 +153,7 @@ async def run(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="clubs-bw-"))  # short: the Redis socket's path
     try:
         # As under `clubs homeserver run`: a dead PostgreSQL is started again by its watchdog.
+        adopt_orphans()
         with postgres_cluster() as pg:
             async with kept_running(pg), shape(base, pg, args.single) as (synapse, stack):
                 return await drill(synapse, Targets(stack, pg, synapse), base / "var", args)

@@ -222,9 +222,10 @@ def _homeserver(args: argparse.Namespace) -> int:
     hs = Homeserver(settings)
 
     async def serve() -> int:
-        from clubs.core.postgres import kept_running
+        from clubs.core.postgres import adopt_orphans, kept_running
 
         if db.embedded is not None:
+            adopt_orphans()  # its postmaster, reaped by us when it dies
             db.embedded.start()  # PostgreSQL of our own, stopped after Synapse
         try:
             # A PostgreSQL of our own that dies is started again; Synapse rides it out.
