@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -36,6 +37,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import canonicaljson
@@ -74,6 +76,10 @@ OLD = "сказано, когда город был на SQLite"
 BETWEEN = "сказано между двумя попытками переноса"
 FROM_CITY, FROM_B = "из города, до переноса", "с сервера B, до переноса"
 AFTER_CITY, AFTER_B = "из города, уже на PostgreSQL", "с сервера B, городу на PostgreSQL"
+TO_DEVICE_TYPE = "org.example.clubs.move_check"
+TO_DEVICE_ONLY = quote(
+    json.dumps({"room": {"rooms": []}, "presence": {"types": []}, "account_data": {"types": []}})
+)
 
 
 class City:
@@ -311,6 +317,47 @@ async def new_device_with_keys(account: Account, url: str) -> str:
     return device
 
 
+async def send_to_device(sender: Account, to: Account) -> str:
+    """A to-device message to `to`'s device (as room keys travel; across servers, through the
+    sender's device_federation_outbox and the receiver's device_federation_inbox); its nonce."""
+    nonce = secrets.token_hex(8)
+    messages = {to.user_id: {to.session.device_id: {"nonce": nonce}}}
+    txn = secrets.token_hex(8)
+    await sender.http.put(path(*CS, "sendToDevice", TO_DEVICE_TYPE, txn), {"messages": messages})
+    return nonce
+
+
+class ToDevice:
+    """An account's device syncing its to-device messages only, each sync from the token the
+    last one gave (Synapse answers a repeated token from a cache), across the move too: a
+    message numbered behind the token after the port would never come."""
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+        self.since: str | None = None
+        self.nonces: set[str] = set()
+
+    async def sync(self) -> None:
+        query = f"?timeout=0&filter={TO_DEVICE_ONLY}"
+        if self.since is not None:
+            query += f"&since={self.since}"
+        synced = await self.account.http.get(path(*CS, "sync") + query)
+        self.since = str(synced["next_batch"])
+        for event in synced.get("to_device", {}).get("events", []):
+            if event.get("type") == TO_DEVICE_TYPE:
+                self.nonces.add(event["content"].get("nonce"))
+
+    async def received(self, nonce: str) -> bool:
+        await self.sync()
+        return nonce in self.nonces
+
+
+async def crosses(sender: Account, inbox: ToDevice) -> None:
+    """A to-device message from `sender` comes to `inbox`'s device."""
+    nonce = await send_to_device(sender, inbox.account)
+    await eventually(lambda: inbox.received(nonce), within=20)
+
+
 def rendered(var: Path) -> dict[str, object]:
     """The city's homeserver.yaml as its last start rendered it, without `database`."""
     config = yaml.safe_load((var / "synapse" / "homeserver.yaml").read_text())
@@ -376,6 +423,13 @@ async def move(city: City, var: Path, doc: Path, env: dict[str, str], b: Synapse
     )
     # B keeps a copy of the member's device list from here (they share a room).
     assert member.session.device_id in await devices_seen_by(bob, member.user_id)
+    # To-device messages cross both ways; the member's device syncs on after the move from
+    # its token of before.
+    member_inbox, bob_inbox = ToDevice(member), ToDevice(bob)
+    await member_inbox.sync()
+    await bob_inbox.sync()
+    await crosses(member, bob_inbox)
+    await crosses(bob, member_inbox)
 
     # --- the plan changes nothing -----------------------------------------------------------
     code, out = await migrate(env, "--dry-run")
@@ -485,6 +539,9 @@ async def move(city: City, var: Path, doc: Path, env: dict[str, str], b: Synapse
     assert await eventually(lambda: body_of(bob, shared, after_city), within=20) == AFTER_CITY
     after_b = await message(bob, shared, AFTER_B)
     assert await eventually(lambda: body_of(member, shared, after_b), within=20) == AFTER_B
+    # To-device messages both ways (as room keys travel), each sync going on from its token.
+    await crosses(member, bob_inbox)
+    await crosses(bob, member_inbox)
     # A device made on PostgreSQL: the city's device-list poke (a row of
     # device_lists_outbound_pokes, numbered by the ported sequence) reaches B, whose copy of the
     # member's list then has the device.
