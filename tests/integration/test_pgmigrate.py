@@ -13,9 +13,10 @@ Afterwards the city starts on PostgreSQL without CLUBS_DB: the member's old toke
 upload downloads, `clubs plan` shows no changes, the bot decrypts the old messages with its
 untouched store and answers a newcomer. Its homeserver.yaml differs from the SQLite one in the
 database alone (the federation listener, its TLS and allow-list are rendered as before); the
-member reads the federated room's old messages, a new message crosses each way, the room is not
-partial-state, and the member's new device reaches B's copy of the device list (an outbound
-device-list poke written on PostgreSQL).
+member reads the federated room's old messages, a new message and a to-device message cross
+each way (the member's device syncing on from its token of before), the room is not
+partial-state, the member's new device reaches B's copy of the device list (an outbound
+device-list poke written on PostgreSQL), and Synapse logged no error on PostgreSQL.
 
 Bad targets (wrong password, wrong locale, a database with tables, no database) are one located
 line each, and the city keeps running on SQLite.
