@@ -101,8 +101,9 @@ def child_specs(
                 "--server-name",
                 server_name,
             ],
-            # The bridge's registration (when enabled) names users of this server.
-            env={"CLUBS_SERVER_NAME": server_name},
+            # The bridge's registration (when enabled) names users of this server; the network
+            # file's `servers:` are its federation peers (none: federation stays off).
+            env={"CLUBS_SERVER_NAME": server_name, "CLUBS_NETWORK_FILE": str(network_file)},
             ready=lambda: _answers(url + "/_matrix/client/versions"),
             essential=True,
             must_start=True,

@@ -124,3 +124,28 @@ def test_a_ca_file_that_does_not_parse_stops_the_homeserver_before_it_starts(
         "not a PEM certificate"
     )
     assert not (server / "synapse").exists()  # nothing was written, nothing started
+
+
+def test_make_up_gives_the_homeserver_the_network_file_it_federates_by(
+    tmp_path: Path, network_file: Path
+) -> None:
+    """`clubs up` starts `clubs homeserver run` with the network file it runs the bots and the
+    provisioning with: a city whose file names several servers federates under `make up` too."""
+    from clubs.up import child_specs
+
+    [homeserver, *_] = child_specs(
+        tmp_path,
+        8008,
+        KZ,
+        service_port=8090,
+        service_token="t",
+        network_file=network_file,
+        with_bots=False,
+    )
+    assert homeserver.name == "homeserver"
+    env = dict(homeserver.env)
+    assert env["CLUBS_NETWORK_FILE"] == str(network_file)
+    allowlist, tls = homeserver_federation(tmp_path, KZ, env)
+    assert allowlist == ("de.clubs.example:8448",)
+    assert tls is not None
+    assert tls.port == 8448
