@@ -482,8 +482,10 @@ class FakeTelegram:
         ]
 
     async def user_edits(self, chat_id: int, message_id: int, text: str) -> None:
+        """A user edits a message: its text, or its caption when it carries media."""
         message = self.chats[chat_id].messages[message_id]
-        message["text"] = text
+        media = any(k in message for k in ("photo", "document", "video", "audio", "voice"))
+        message["caption" if media else "text"] = text
         message["edit_date"] = int(time.time())
         await self.push("edited_message", message)
 

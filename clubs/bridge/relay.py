@@ -927,6 +927,11 @@ class Relay:
         if sender.get("id") == self.telegram_bot_id:
             return
         text = telegram_text(message)
+        if edited and telegram_media(message) is not None:
+            # A caption edited: the Matrix event is an image (or the word that a file did not
+            # cross); a text edit would replace it with text. Not followed.
+            log.info("edit of the caption of Telegram message %d not followed", message_id)
+            return
         media = None if edited else telegram_media(message)
         refused = False
         if media == "refused":
