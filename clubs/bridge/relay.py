@@ -813,6 +813,9 @@ class Relay:
         old = await self.store.parts_of(target)
         if not old or old[0].origin != "matrix":
             return  # not relayed by us (or too old): nothing to edit
+        if new.get("msgtype") not in ("m.text", "m.notice", "m.emote"):
+            log.info("edit of the caption of %s not followed", target)
+            return  # a photo's caption: editMessageText would be refused by Telegram
         if await self.matrix.event_sender(portal.room_id, target, self.bot) != sender:
             log.info("edit of %s by someone else than its sender: ignored", target)
             return  # only the sender may edit a message (the spec's rule for m.replace)
