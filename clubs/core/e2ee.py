@@ -443,7 +443,10 @@ class E2eeClient:
             events: list[RoomEvent] = []
             for room_id, info in resp.rooms.join.items():
                 timeline = list(info.timeline.events)
-                if since is not None and info.timeline.limited and info.timeline.prev_batch:
+                gappy = info.timeline.limited and info.timeline.prev_batch
+                # A narrowed timeline is not read (see `timeline_types`): no gap to fill. The
+                # state nio follows comes whole in a limited sync's state block.
+                if since is not None and gappy and timeline_types is None:
                     gap = await self._fill_gap(room_id, info.timeline.prev_batch, since)
                     timeline = gap + timeline
                 events += [ev for raw in timeline if (ev := self._room_event(RoomId(room_id), raw))]
@@ -504,7 +507,19 @@ class E2eeClient:
                 limit=GAP_FILL_PAGE,
             )
             if isinstance(resp, nio.ErrorResponse):
-                raise _matrix_error(resp, "GET", "messages")
+                error = _matrix_error(resp, "GET", "messages")
+                if isinstance(error, Forbidden | NotFound):
+                    # We left (or were removed) since the sync was computed: the room's
+                    # history is no longer ours to read, and retrying would fail the same way
+                    # and hold every other room's events back.
+                    log.warning(
+                        "%s: the events missed in %s cannot be read (%s); skipped",
+                        self.user_id,
+                        room_id,
+                        error.errcode,
+                    )
+                    break
+                raise error
             older += resp.chunk
             if len(resp.chunk) < GAP_FILL_PAGE or not resp.end:
                 break
