@@ -70,7 +70,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clubs.capacity import Cost, Load, cores_needed, least_squares, max_rate
+from clubs.capacity import TOTAL, Cost, Load, cores_needed, demand, least_squares, max_rate
 
 CS = ("_matrix", "client", "v3")
 CLK = os.sysconf("SC_CLK_TCK")
@@ -633,6 +633,9 @@ async def check(
         ours = sum(v for g, v in phase.cpu.items() if g != DRIVER or shares)
         others = max(0.0, (cpus_busy(stack_cpus) - busy - ours) / phase.seconds)
         phase.result["others"] = others
+        model_cores = demand(predicted_costs, load.at(rate))[TOTAL]
+        used = sum(phase.cores(g) for g in predicted_costs)
+        phase.result["cpu_ratio"] = used / model_cores
         r = phase.result
         kept_up = r["achieved"] >= 0.95 * rate and r["delivered"] >= 0.99 * r["expected"]
         quick = kept_up and r["p95"] <= args.p95_s
@@ -641,7 +644,8 @@ async def check(
             f"       offered {rate:5.1f}/s achieved {r['achieved']:5.1f}/s, delivered "
             f"{r['delivered']}/{r['expected']}, {r['delivered'] / max(1, r['responses']):.1f} per "
             f"answer, p50 {r['p50'] * 1e3:6.0f} ms p95 {r['p95'] * 1e3:6.0f} ms; other "
-            f"programs used {others:.2f} of these cores -> "
+            f"programs used {others:.2f} of these cores; the stack {used:.2f}, the model says "
+            f"{model_cores:.2f} -> "
             + ("sustained" if quick else "kept up, slowly" if late else "NOT sustained"),
             flush=True,
         )
@@ -685,6 +689,11 @@ def report_check(c: dict[str, Any], args: argparse.Namespace) -> bool:
         f"programs used {c['others']:.2f} core(s) of these on average; predicted for the "
         f"{c['cores'] - c['others']:.2f} left {adj:.1f} msg/s (limit {c['adjusted_limit']}): "
         f"{err * 100:+.0f} % (target within ±{TARGET * 100:.0f} %) {'PASS' if ok else 'MISSED'}"
+    )
+    ratios = [f"{p.result['cpu_ratio']:.2f}" for _, p, ok in c["steps"] if ok]
+    print(
+        "    the stack's CPU against the model's demand at the sustained steps: "
+        + (", ".join(ratios) or "none")
     )
     print(
         f"    kept up with p95 <= {args.edge_s:.1f} s (Synapse batching, latency rising) up to "
