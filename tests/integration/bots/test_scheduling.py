@@ -26,7 +26,7 @@ from clubs.bots.runtime import RuntimeSettings
 from clubs.bots.scheduling.bot import SchedulingBot
 from clubs.bots.scheduling.store import Occurrence
 from clubs.core.clock import ManualClock
-from clubs.core.errors import MatrixError
+from clubs.core.errors import ClubsError, MatrixError
 from clubs.core.http import path
 from clubs.core.namespace import CLUB_SESSIONS
 from tests.harness import Account, SynapseHarness, eventually
@@ -84,7 +84,9 @@ def scheduling_host(
 
 @contextlib.asynccontextmanager
 async def accepting_invites(accounts: Sequence[Account]) -> AsyncIterator[None]:
-    """The members join the DM rooms the bot invites them to, as Element users would."""
+    """The members join the DM rooms the bot invites them to, as Element users would. A request
+    that fails is tried again in the next round (a loop that died on one error would leave every
+    later invitation unanswered)."""
 
     async def loop() -> None:
         while True:
@@ -93,11 +95,14 @@ async def accepting_invites(accounts: Sequence[Account]) -> AsyncIterator[None]:
                 sync_filter = (
                     '{"room":{"timeline":{"limit":1}},"presence":{"not_types":["' + nonce + '"]}}'
                 )
-                sync = await account.http.get(
-                    path(*CS, "sync"), query={"timeout": "0", "filter": sync_filter}
-                )
-                for room_id in sync.get("rooms", {}).get("invite", {}):
-                    await account.http.post(path(*CS, "join", room_id), {})
+                try:
+                    sync = await account.http.get(
+                        path(*CS, "sync"), query={"timeout": "0", "filter": sync_filter}
+                    )
+                    for room_id in sync.get("rooms", {}).get("invite", {}):
+                        await account.http.post(path(*CS, "join", room_id), {})
+                except ClubsError:
+                    continue
             await asyncio.sleep(0.3)
 
     task = asyncio.create_task(loop())
