@@ -249,36 +249,31 @@ class PortalKeeper(RelayState):
         """`!tg …` (clubs.bridge.roomcommands): answered in the room, under a transaction id
         of the command, so a retried command is answered once."""
         room = portal.room_id
+        allowed = False
         if verb in ("pause", "resume"):
             state = await self.matrix.state(room, self.bot)
-            if power_of(state, str(event.get("sender"))) < roomcommands.PAUSE_POWER:
-                answer = roomcommands.NOT_ALLOWED
-            else:
-                pause = verb == "pause"
-                changed = pause != (room in self._paused)
-                await self.store.set_setting(f"paused:{room}", "1" if pause else "0")
-                if pause:
-                    self._paused.add(room)
-                else:
-                    self._paused.discard(room)
-                answer = roomcommands.PAUSED if pause else roomcommands.RESUMED
-                if changed:
-                    log.info(
-                        "relay %s in %s by a moderator", "paused" if pause else "resumed", room
-                    )
-                    await self._tell_telegram(
-                        portal,
-                        roomcommands.TELEGRAM_PAUSED if pause else roomcommands.TELEGRAM_RESUMED,
-                    )
-        elif verb == "status":
-            answer = roomcommands.status(
-                mode=portal.mode,
-                paused=room in self._paused,
-                telegram_ok=self.health.telegram_ok,
-                encrypted=portal.encrypted,
-            )
+            allowed = power_of(state, str(event.get("sender"))) >= roomcommands.PAUSE_POWER
+        was_paused = room in self._paused
+        outcome = roomcommands.decide(
+            verb,
+            allowed=allowed,
+            paused=was_paused,
+            mode=portal.mode,
+            telegram_ok=self.health.telegram_ok,
+            encrypted=portal.encrypted,
+        )
+        if allowed:  # written again on a retried command: the same value
+            await self.store.set_setting(f"paused:{room}", "1" if outcome.paused else "0")
+        if outcome.paused:
+            self._paused.add(room)
         else:
-            answer = roomcommands.HELP
+            self._paused.discard(room)
+        if outcome.tell_telegram is not None:
+            log.info(
+                "relay %s in %s by a moderator", "paused" if outcome.paused else "resumed", room
+            )
+            await self._tell_telegram(portal, outcome.tell_telegram)
+        answer = outcome.answer
         event_id = str(event.get("event_id"))
         content: dict[str, Any] = {
             "msgtype": "m.notice",

@@ -17,6 +17,7 @@ the relay pauses and resumes, so its members know why the room is quiet.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Verb = Literal["help", "status", "pause", "resume", "unknown"]
@@ -79,3 +80,36 @@ def status(*, mode: str, paused: bool, telegram_ok: bool, encrypted: bool) -> st
         f"Мост в Telegram: пересылка {ru_mode}, {ru_state}; Telegram {ru_tg}.{ru_e2e} / "
         f"Telegram bridge: relaying {en_mode}, {en_state}; Telegram {en_tg}.{en_e2e}"
     )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    answer: str
+    """The bot's reply in the room."""
+    paused: bool
+    """Whether the room is paused after the command."""
+    tell_telegram: str | None = None
+    """What the Telegram chat is told (only when the pause changed)."""
+
+
+def decide(
+    verb: Verb,
+    *,
+    allowed: bool,
+    paused: bool,
+    mode: str,
+    telegram_ok: bool,
+    encrypted: bool,
+) -> Outcome:
+    """What a command does, given whether its sender may pause (power ≥ `PAUSE_POWER`) and
+    the room's state: pure, so every branch is tested without a homeserver."""
+    if verb in ("pause", "resume"):
+        if not allowed:
+            return Outcome(NOT_ALLOWED, paused)
+        pause = verb == "pause"
+        tell = (TELEGRAM_PAUSED if pause else TELEGRAM_RESUMED) if pause != paused else None
+        return Outcome(PAUSED if pause else RESUMED, pause, tell)
+    if verb == "status":
+        text = status(mode=mode, paused=paused, telegram_ok=telegram_ok, encrypted=encrypted)
+        return Outcome(text, paused)
+    return Outcome(HELP, paused)

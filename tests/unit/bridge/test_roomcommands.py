@@ -48,3 +48,22 @@ def test_status_names_no_chat_and_says_the_state() -> None:
     assert "from Matrix to Telegram only, paused" in off
     assert "not answering" in off
     assert "leaves the encryption" in off
+
+
+def test_what_each_command_decides() -> None:
+    room = {"mode": "relay", "telegram_ok": True, "encrypted": False}
+    refused = roomcommands.decide("pause", allowed=False, paused=False, **room)
+    assert refused == roomcommands.Outcome(roomcommands.NOT_ALLOWED, False)
+    paused = roomcommands.decide("pause", allowed=True, paused=False, **room)
+    assert paused == roomcommands.Outcome(roomcommands.PAUSED, True, roomcommands.TELEGRAM_PAUSED)
+    again = roomcommands.decide("pause", allowed=True, paused=True, **room)
+    assert again == roomcommands.Outcome(roomcommands.PAUSED, True)  # Telegram told once
+    resumed = roomcommands.decide("resume", allowed=True, paused=True, **room)
+    assert resumed.paused is False
+    assert resumed.tell_telegram == roomcommands.TELEGRAM_RESUMED
+    status = roomcommands.decide("status", allowed=False, paused=True, **room)
+    assert "paused by the moderators" in status.answer
+    assert status.paused is True
+    assert roomcommands.decide("unknown", allowed=False, paused=False, **room).answer == (
+        roomcommands.HELP
+    )
